@@ -1,0 +1,56 @@
+"""Column names and defaults shared by every part of freshrank (the one place they live)."""
+
+from __future__ import annotations
+
+# Data contract: events.
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+EVENT_TYPE = "event_type"
+TIMESTAMP = "timestamp"
+EVENT_ID = "event_id"
+VALUE = "value"
+SESSION_ID = "session_id"
+CONTEXT = "context"
+
+# Data contract: items.
+TITLE = "title"
+DESCRIPTION = "description"
+CATEGORIES = "categories"
+CREATED_AT = "created_at"
+AVAILABLE = "available"
+
+# Columns added by freshrank.
+OCCURRED_AT = "occurred_at"  # parsed event time, naive UTC
+WEIGHT = "weight"
+SCORE = "score"
+RANK = "rank"
+REASON = "reason"
+MODEL_VERSION = "model_version"
+GENERATED_AT = "generated_at"
+SPLIT = "split"
+ATTRIBUTES = "attributes"  # JSON object of columns outside the contract
+
+REQUIRED_EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, TIMESTAMP)
+OPTIONAL_EVENT_COLUMNS = (EVENT_ID, VALUE, SESSION_ID, CONTEXT)
+REQUIRED_ITEM_COLUMNS = (ITEM_ID, TITLE)
+OPTIONAL_ITEM_COLUMNS = (DESCRIPTION, CATEGORIES, CREATED_AT, AVAILABLE)
+
+SERVING_COLUMNS = (USER_ID, RANK, ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
+
+# Event types and their interaction weights; `rate` is scaled by value / RATING_MAX.
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "impression": 0.0,
+    "view": 1.0,
+    "click": 2.0,
+    "add_to_cart": 3.0,
+    "purchase": 5.0,
+    "rate": 4.0,
+    "like": 4.0,
+    "dislike": -4.0,
+}
+RATING_MAX = 5.0
+
+DEFAULT_TOP_K = 10
+DEFAULT_HISTORY_LENGTH = 50
+DEFAULT_FUTURE_TOLERANCE_HOURS = 24.0
+CATEGORY_SEPARATOR = "|"

@@ -1,0 +1,116 @@
+"""The one settings object: every path, URL and tunable comes from here.
+
+Everything lives under ``FRESHRANK_HOME`` unless its own variable overrides it, so a test or a
+second deployment only has to point ``FRESHRANK_HOME`` somewhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ml.constants import (
+    DEFAULT_EVENT_WEIGHTS,
+    DEFAULT_FUTURE_TOLERANCE_HOURS,
+    DEFAULT_HISTORY_LENGTH,
+    DEFAULT_TOP_K,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+def _env_path(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as error:
+        raise ValueError(f"{name}={value!r} is not a number") from error
+
+
+def _env_event_weights() -> dict[str, float]:
+    value = os.environ.get("FRESHRANK_EVENT_WEIGHTS")
+    if not value:
+        return dict(DEFAULT_EVENT_WEIGHTS)
+    try:
+        weights = json.loads(value)
+        return {str(name): float(weight) for name, weight in weights.items()}
+    except (ValueError, AttributeError, TypeError) as error:
+        raise ValueError(
+            "FRESHRANK_EVENT_WEIGHTS must be a JSON object of event type to weight, "
+            f'e.g. {{"view": 1, "purchase": 5}}; got {value!r}'
+        ) from error
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths, URLs and tunables of one freshrank deployment."""
+
+    home: Path
+    landing_dir: Path
+    warehouse_path: Path
+    serving_url: str
+    mlflow_tracking_uri: str
+    mlflow_artifact_location: str
+    dagster_home: Path
+    event_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    future_tolerance_hours: float = DEFAULT_FUTURE_TOLERANCE_HOURS
+    top_k: int = DEFAULT_TOP_K
+    history_length: int = DEFAULT_HISTORY_LENGTH
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = _env_path("FRESHRANK_HOME", Path.home() / ".freshrank")
+        mlflow_dir = home / "mlflow"
+        return cls(
+            home=home,
+            landing_dir=_env_path("FRESHRANK_LANDING_DIR", home / "landing"),
+            warehouse_path=_env_path("FRESHRANK_WAREHOUSE_PATH", home / "warehouse.duckdb"),
+            serving_url=os.environ.get(
+                "FRESHRANK_SERVING_URL", f"sqlite:///{home / 'serving.db'}"
+            ),
+            mlflow_tracking_uri=os.environ.get(
+                "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+            ),
+            mlflow_artifact_location=os.environ.get(
+                "FRESHRANK_MLFLOW_ARTIFACTS", (mlflow_dir / "artifacts").as_uri()
+            ),
+            dagster_home=_env_path("DAGSTER_HOME", home / "dagster"),
+            event_weights=_env_event_weights(),
+            future_tolerance_hours=_env_float(
+                "FRESHRANK_FUTURE_TOLERANCE_HOURS", DEFAULT_FUTURE_TOLERANCE_HOURS
+            ),
+            top_k=int(_env_float("FRESHRANK_TOP_K", DEFAULT_TOP_K)),
+            history_length=int(_env_float("FRESHRANK_HISTORY_LENGTH", DEFAULT_HISTORY_LENGTH)),
+        )
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(self.event_weights)
+
+    def landing_folder(self, kind: str) -> Path:
+        """Where files of one kind (``events`` or ``items``) wait to be loaded."""
+        return self.landing_dir / kind
+
+    def ensure_dirs(self) -> None:
+        for folder in (self.home, self.landing_folder("events"), self.landing_folder("items"),
+                       self.warehouse_path.parent, self.dagster_home):
+            folder.mkdir(parents=True, exist_ok=True)
+        if self.mlflow_tracking_uri.startswith("sqlite:///"):
+            Path(self.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+
+
+def get_settings() -> Settings:
+    """Read the settings afresh from the environment (cheap; tests change it between calls)."""
+    return Settings.from_env()
