@@ -54,3 +54,18 @@ DEFAULT_TOP_K = 10
 DEFAULT_HISTORY_LENGTH = 50
 DEFAULT_FUTURE_TOLERANCE_HOURS = 24.0
 CATEGORY_SEPARATOR = "|"
+
+# Evaluation: user segments on a temporal split.
+SEGMENT = "segment"
+NEW_USER = "new_user"
+RETURNING_USER = "returning_user"
+
+# Baseline recommenders and the first ranking layer.
+DEFAULT_TRENDING_HALF_LIFE_DAYS = 7.0
+DEFAULT_KNN_NEIGHBOURS = 100
+DEFAULT_EASE_L2 = 500.0
+DEFAULT_EASE_MAX_ITEMS = 20_000
+DEFAULT_TRENDING_BLEND = 0.1
+
+# Event types that do not mean the user consumed the item (it may still be recommended).
+NON_CONSUMING_EVENT_TYPES = ("impression",)

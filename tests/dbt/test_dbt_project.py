@@ -1,0 +1,303 @@
+"""The dbt project end to end: build a tiny warehouse, load a second batch, build again, re-run.
+
+dbt runs as a subprocess (the `dbt` beside this interpreter) against a DuckDB file in a temporary
+folder, with its target and log folders there too, so nothing is written into the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from orchestration.settings import DBT_PROJECT_DIR
+
+DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
+
+FIRST_LOAD_AT = datetime(2024, 1, 10)
+SECOND_LOAD_AT = datetime(2024, 1, 11)
+
+RAW_TABLES_DDL = """
+create schema if not exists raw;
+create table raw.events (
+    event_id varchar, user_id varchar, item_id varchar, event_type varchar,
+    occurred_at timestamp, value double, session_id varchar, context varchar,
+    attributes varchar, source_file varchar, source_row bigint, batch_id varchar,
+    loaded_at timestamp
+);
+create table raw.items (
+    item_id varchar, title varchar, description varchar, categories varchar,
+    created_at timestamp, available boolean, attributes varchar, source_file varchar,
+    source_row bigint, batch_id varchar, loaded_at timestamp
+);
+"""
+
+# (event_id, user_id, item_id, event_type, occurred_at, value)
+FIRST_EVENTS = [
+    ("e1", "u1", "i1", "view", "2024-01-01 10:00", None),
+    ("e2", "u1", "i2", "click", "2024-01-02 10:00", None),
+    ("e3", "u2", "i1", "purchase", "2024-01-03 10:00", None),
+    ("e4", "u2", "i3", "rate", "2024-01-04 10:00", 4.0),
+    ("e5", "u3", "i2", "impression", "2024-01-05 10:00", None),
+    ("e6", "u3", "i1", "dislike", "2024-01-06 10:00", None),
+    ("e7", "u1", "i3", "like", "2024-01-07 10:00", None),
+    ("e8", "u2", "007", "add_to_cart", "2024-01-08 10:00", None),
+    ("e9", "u3", "7", "view", "2024-01-08 12:00", None),
+    ("e10", "u1", "i1", "purchase", "2024-01-09 10:00", None),
+    ("e10", "u1", "i1", "purchase", "2024-01-09 10:00", None),  # delivered twice in one file
+]
+SECOND_EVENTS = [
+    ("e11", "u4", "i2", "click", "2023-12-31 10:00", None),  # late: older than everything loaded
+    ("e3", "u2", "i1", "purchase", "2024-01-03 10:00", None),  # re-delivered
+    ("e12", "u4", "i9", "view", "2024-01-09 11:00", None),  # item not in the catalog (yet)
+]
+# (item_id, title, available)
+FIRST_ITEMS = [
+    ("i1", "Item one", True),
+    ("i2", "Item two", True),
+    ("i3", "Item three", True),
+    ("007", "Bond", True),
+    ("7", "Seven", True),
+    ("i4", "Nobody touched this", True),
+]
+SECOND_ITEMS = [("i1", "Item one, second edition", False)]
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """What one `dbt build` reported and what the marts held afterwards."""
+
+    statuses: dict[str, str]
+    marts: dict[str, list[dict[str, Any]]]
+
+
+def load_batch(
+    warehouse: Path,
+    events: list[tuple[Any, ...]],
+    items: list[tuple[Any, ...]],
+    batch_id: str,
+    loaded_at: datetime,
+) -> None:
+    """Append one load batch to the raw tables, the way the ingest assets do."""
+    lineage = (batch_id, loaded_at)
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.executemany(
+            """
+            insert into raw.events (
+                event_id, user_id, item_id, event_type, occurred_at, value,
+                source_file, source_row, batch_id, loaded_at
+            )
+            values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            [
+                (*event, f"events_{batch_id}.csv", row, *lineage)
+                for row, event in enumerate(events, start=1)
+            ],
+        )
+        connection.executemany(
+            """
+            insert into raw.items (
+                item_id, title, available, source_file, source_row, batch_id, loaded_at
+            )
+            values (?, ?, ?, ?, ?, ?, ?)
+            """,
+            [
+                (*item, f"items_{batch_id}.csv", row, *lineage)
+                for row, item in enumerate(items, start=1)
+            ],
+        )
+
+
+def read_marts(warehouse: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every mart as a list of row dicts, in a stable order."""
+    marts: dict[str, list[dict[str, Any]]] = {}
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        names = connection.sql(
+            "select table_name from information_schema.tables where table_schema = 'marts'"
+        ).fetchall()
+        for (name,) in names:
+            relation = connection.sql(f"select * from marts.{name} order by all")
+            marts[name] = [
+                dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()
+            ]
+    return marts
+
+
+def run_dbt_build(work_dir: Path, warehouse: Path) -> BuildOutcome:
+    """Run `dbt build` on the project against `warehouse`; fail with dbt's output if it fails."""
+    target_path = work_dir / "target"
+    completed = subprocess.run(
+        [
+            str(DBT_EXECUTABLE),
+            "build",
+            "--project-dir",
+            str(DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(DBT_PROJECT_DIR),
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(work_dir / "logs"),
+        ],
+        cwd=work_dir,
+        env={**os.environ, "FRESHRANK_WAREHOUSE_PATH": str(warehouse)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, f"dbt build failed:\n{completed.stdout[-6000:]}"
+    run_results = json.loads((target_path / "run_results.json").read_text())
+    statuses = {result["unique_id"]: result["status"] for result in run_results["results"]}
+    return BuildOutcome(statuses=statuses, marts=read_marts(warehouse))
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildOutcome]:
+    """Build after a first load, after a second load, and once more with nothing new."""
+    assert DBT_EXECUTABLE.exists(), f"no dbt beside {sys.executable}: install dbt-duckdb"
+    work_dir = tmp_path_factory.mktemp("dbt_project")
+    warehouse = work_dir / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute(RAW_TABLES_DDL)
+
+    load_batch(warehouse, FIRST_EVENTS, FIRST_ITEMS, "b1", FIRST_LOAD_AT)
+    first = run_dbt_build(work_dir, warehouse)
+    load_batch(warehouse, SECOND_EVENTS, SECOND_ITEMS, "b2", SECOND_LOAD_AT)
+    second = run_dbt_build(work_dir, warehouse)
+    rerun = run_dbt_build(work_dir, warehouse)
+    return {"first": first, "second": second, "rerun": rerun}
+
+
+def by_key(rows: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
+    return {row[key]: row for row in rows}
+
+
+def test_first_build_passes_every_model_data_test_and_unit_test(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    statuses = builds["first"].statuses
+    assert set(statuses.values()) <= {"success", "pass"}, statuses
+    unit_tests = [node for node in statuses if node.startswith("unit_test.")]
+    assert len(unit_tests) >= 5
+
+
+def test_second_build_only_warns_about_events_on_items_missing_from_the_catalog(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    not_passing = {
+        node: status
+        for node, status in builds["second"].statuses.items()
+        if status not in {"success", "pass"}
+    }
+    assert not_passing, "the event on item i9 should make the catalog relationship warn"
+    assert set(not_passing.values()) == {"warn"}
+    assert all("relationships" in node and "ref_items_" in node for node in not_passing)
+
+
+def test_first_load_keeps_one_interaction_per_event_with_its_weight(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    interactions = builds["first"].marts["interactions"]
+    assert sorted(row["event_id"] for row in interactions) == sorted(
+        {event[0] for event in FIRST_EVENTS}
+    )
+    weights = {row["event_id"]: row["weight"] for row in interactions}
+    assert weights["e1"] == 1.0  # view
+    assert weights["e4"] == pytest.approx(4 * 4.0 / 5)  # rate 4 of 5
+    assert weights["e5"] == 0.0  # impression
+    assert weights["e6"] == -4.0  # dislike
+
+
+def test_second_load_adds_late_events_and_replaces_redelivered_ones(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    interactions = builds["second"].marts["interactions"]
+    event_ids = [row["event_id"] for row in interactions]
+    assert len(event_ids) == len(set(event_ids)) == 12
+    rows = by_key(interactions, "event_id")
+    assert rows["e11"]["occurred_at"] == datetime(2023, 12, 31, 10)
+    assert rows["e11"]["loaded_at"] == SECOND_LOAD_AT
+    assert rows["e3"]["loaded_at"] == SECOND_LOAD_AT
+    assert rows["e1"]["loaded_at"] == FIRST_LOAD_AT
+
+
+def test_rerun_without_a_new_batch_changes_nothing(builds: dict[str, BuildOutcome]) -> None:
+    assert builds["rerun"].marts == builds["second"].marts
+
+
+def test_items_take_the_latest_version_and_count_interactions(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    items = by_key(builds["second"].marts["items"], "item_id")
+    assert set(items) == {"i1", "i2", "i3", "i4", "007", "7"}
+    assert items["i1"]["title"] == "Item one, second edition"
+    assert items["i1"]["available"] is False
+    assert items["i1"]["interaction_count"] == 4
+    assert items["i1"]["user_count"] == 3
+    assert items["i2"]["first_interaction_at"] == datetime(2023, 12, 31, 10)
+    assert items["007"]["interaction_count"] == items["7"]["interaction_count"] == 1
+    untouched = items["i4"]
+    assert (untouched["interaction_count"], untouched["user_count"]) == (0, 0)
+    assert untouched["first_interaction_at"] is None and untouched["last_interaction_at"] is None
+
+
+def test_users_summarise_their_events(builds: dict[str, BuildOutcome]) -> None:
+    users = by_key(builds["second"].marts["users"], "user_id")
+    assert set(users) == {"u1", "u2", "u3", "u4"}
+    assert users["u4"]["first_event_at"] == datetime(2023, 12, 31, 10)
+    assert users["u4"]["last_event_at"] == datetime(2024, 1, 9, 11)
+    assert (users["u1"]["event_count"], users["u1"]["item_count"]) == (4, 3)
+
+
+def test_item_trending_measures_from_the_newest_event_time(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    trending = by_key(builds["second"].marts["item_trending"], "item_id")
+    as_of = datetime(2024, 1, 9, 11)  # e12, the newest occurred_at; not the wall clock
+    assert {row["as_of"] for row in trending.values()} == {as_of}
+
+    # i1: view (1), purchase (5), dislike (counts 0), purchase (5); half-life 7 days.
+    i1_events = [
+        (1.0, datetime(2024, 1, 1, 10)),
+        (5.0, datetime(2024, 1, 3, 10)),
+        (5.0, datetime(2024, 1, 9, 10)),
+    ]
+    expected_score = sum(
+        weight * math.exp(-math.log(2) * (as_of - occurred_at).total_seconds() / 86400 / 7)
+        for weight, occurred_at in i1_events
+    )
+    assert trending["i1"]["decayed_score"] == pytest.approx(expected_score)
+    assert trending["i1"]["short_window_events"] == 1
+    assert trending["i1"]["long_window_events"] == 2
+    assert trending["i1"]["trending_rank"] == 1
+    assert sorted(row["trending_rank"] for row in trending.values()) == list(
+        range(1, len(trending) + 1)
+    )
+
+
+def test_user_recent_history_lists_positive_events_newest_first(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    history = [
+        row for row in builds["second"].marts["user_recent_history"] if row["user_id"] == "u1"
+    ]
+    history.sort(key=lambda row: row["recency_rank"])
+    assert [row["event_id"] for row in history] == ["e10", "e7", "e2", "e1"]
+    assert [row["recency_rank"] for row in history] == [1, 2, 3, 4]
+    assert all(row["weight"] > 0 for row in builds["second"].marts["user_recent_history"])
+
+
+def test_interaction_splits_hold_out_the_newest_tenth(builds: dict[str, BuildOutcome]) -> None:
+    splits = builds["second"].marts["interaction_splits"]
+    assert len(splits) == 12
+    assert {row["event_id"] for row in splits if row["split"] == "validation"} == {"e12"}
+    assert {row["cutoff_at"] for row in splits} == {datetime(2024, 1, 9, 10)}

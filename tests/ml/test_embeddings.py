@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.embeddings import EmbeddingConfig, TextEmbedder, resolve_model_path
+
+TEXTS = [
+    "Toy Story. Categories: Adventure, Animation, Children",
+    "Heat",
+    "A long description of a film about a heist in Los Angeles, with many more words " * 4,
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> TextEmbedder:
+    return TextEmbedder(EmbeddingConfig(batch_size=2, device="cpu"))
+
+
+def test_vectors_are_unit_length_with_the_model_dimension(embedder: TextEmbedder) -> None:
+    vectors = embedder.encode(TEXTS)
+    assert vectors.shape == (len(TEXTS), 384)
+    assert vectors.dtype == np.float32
+    assert np.all(np.isfinite(vectors))
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_matches_sentence_transformers(embedder: TextEmbedder) -> None:
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    reference = sentence_transformers.SentenceTransformer(
+        str(resolve_model_path(embedder.config.model)), device="cpu"
+    ).encode(TEXTS, normalize_embeddings=True, show_progress_bar=False)
+    np.testing.assert_allclose(embedder.encode(TEXTS), reference, atol=1e-5)
+
+
+def test_length_sorting_keeps_input_order(embedder: TextEmbedder) -> None:
+    forward = embedder.encode(TEXTS)
+    backward = embedder.encode(TEXTS[::-1])
+    np.testing.assert_allclose(forward, backward[::-1], atol=1e-5)
+    assert embedder.encode([]).shape == (0, 384)
+
+
+def test_similar_texts_are_closer(embedder: TextEmbedder) -> None:
+    cat, kitten, tax = embedder.encode(["a cat sleeping", "a small kitten napping", "tax law"])
+    assert cat @ kitten > cat @ tax
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        resolve_model_path(str(tmp_path / "nowhere"))
+
+
+def test_local_model_folder_loads(tmp_path: Path, embedder: TextEmbedder) -> None:
+    """A user-supplied model folder (here a copy of the packaged one) loads by path."""
+    import shutil
+
+    folder = tmp_path / "my-model"
+    shutil.copytree(resolve_model_path(embedder.config.model), folder)
+    local = TextEmbedder(EmbeddingConfig(model=str(folder), device="cpu"))
+    assert local.model_name == str(folder.resolve())
+    np.testing.assert_allclose(local.encode(TEXTS[:2]), embedder.encode(TEXTS[:2]), atol=1e-5)

@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from orchestration.quality.expectations import run_suite
+
+EVENT_TYPES = ("view", "click", "rate")
+
+
+def events(**overrides: list) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2"],
+            "user_id": ["u1", "u2"],
+            "item_id": ["i1", "i2"],
+            "event_type": ["view", "rate"],
+            "occurred_at": [datetime(2024, 1, 1), datetime(2024, 1, 2)],
+            "weight": [1.0, 3.2],
+        }
+    )
+    for column, values in overrides.items():
+        frame[column] = values
+    return frame
+
+
+def test_clean_raw_events_pass() -> None:
+    outcome = run_suite(events(), "raw_events", event_types=EVENT_TYPES)
+    assert outcome.success
+    assert outcome.evaluated >= 6
+    assert outcome.failures == []
+
+
+def test_unknown_event_type_and_empty_id_fail_with_details() -> None:
+    outcome = run_suite(
+        events(event_type=["view", "teleport"], user_id=["u1", ""]),
+        "raw_events",
+        event_types=EVENT_TYPES,
+    )
+    assert not outcome.success
+    text = "; ".join(outcome.failures)
+    assert "event_type" in text and "user_id" in text
+    assert outcome.metadata()["expectations_failed"] == 2
+
+
+def test_duplicate_interaction_ids_fail() -> None:
+    outcome = run_suite(events(event_id=["e1", "e1"]), "interactions", event_types=EVENT_TYPES)
+    assert not outcome.success
+    assert any("event_id" in failure for failure in outcome.failures)
+
+
+def test_empty_catalog_fails() -> None:
+    empty = pd.DataFrame({"item_id": pd.Series(dtype=str), "title": pd.Series(dtype=str)})
+    assert not run_suite(empty, "items").success
+    assert run_suite(pd.DataFrame({"item_id": ["1", "01"], "title": ["a", "b"]}), "items").success

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestration.warehouse.guard import WarehouseBusy, lock_path_for, warehouse_writer
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from orchestration.warehouse.guard import warehouse_writer
+with warehouse_writer(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_second_process_waits_for_the_first(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(warehouse), "1.5"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+    with warehouse_writer(warehouse, timeout_s=30):
+        waited = time.monotonic() - started
+    holder.wait(timeout=30)
+    assert waited > 0.5
+    assert lock_path_for(warehouse).exists()
+
+
+def test_gives_up_with_a_clear_error(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(warehouse), "5"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(WarehouseBusy, match="stayed locked"):
+            with warehouse_writer(warehouse, timeout_s=0.3):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lock_is_released_after_an_error(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    with pytest.raises(RuntimeError):
+        with warehouse_writer(warehouse):
+            raise RuntimeError("boom")
+    with warehouse_writer(warehouse, timeout_s=0.5):
+        pass
