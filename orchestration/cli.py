@@ -14,12 +14,22 @@ from orchestration.settings import get_settings
 EXIT_REJECTED = 2
 
 
+class _FreshrankOrWarnings(logging.Filter):
+    """Let freshrank's own progress through, and anything else only when it warns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("freshrank") or record.levelno >= logging.WARNING
+
+
 def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_FreshrankOrWarnings())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

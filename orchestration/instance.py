@@ -11,6 +11,9 @@ from dagster import DagsterInstance, ExecuteInProcessResult
 from orchestration.settings import Settings
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
+# In-process runs print only warnings from Dagster's console logger (freshrank's own progress
+# logs go through the `freshrank` logger); the full event log is on the instance and in the UI.
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
@@ -30,4 +33,6 @@ def run_job_in_process(job_name: str, settings: Settings, tags: dict[str, str] |
 
     job = defs.resolve_job_def(job_name)
     with DagsterInstance.get() as instance:
-        return job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
+        return job.execute_in_process(
+            instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE
+        )

@@ -26,9 +26,7 @@ def _stage_timings(instance: DagsterInstance, run_id: str) -> list[tuple[str, st
 def _materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[str, object]]:
     found: dict[str, dict[str, object]] = {}
     for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
-        if materialization is None:
-            continue
+        materialization = event.step_materialization_data.materialization
         key = materialization.asset_key.to_user_string()
         found[key] = {name: value.value for name, value in materialization.metadata.items()}
     return found
@@ -49,11 +47,15 @@ def report_run(job_name: str, settings: Settings) -> bool:
 
     evaluations = result.get_asset_check_evaluations()
     failed = [evaluation for evaluation in evaluations if not evaluation.passed]
-    click.echo(f"  checks: {len(evaluations) - len(failed)} of {len(evaluations)} passed")
+    errors = [evaluation for evaluation in failed if evaluation.severity.value == "ERROR"]
+    click.echo(
+        f"  checks: {len(evaluations) - len(failed)} of {len(evaluations)} passed, "
+        f"{len(failed) - len(errors)} warning(s), {len(errors)} error(s)"
+    )
     for evaluation in failed:
         key = evaluation.asset_key.to_user_string()
-        detail = {name: value.value for name, value in evaluation.metadata.items()}
-        click.echo(f"    FAILED {key} {evaluation.check_name} ({evaluation.severity.value}): {detail}")
+        label = "FAILED" if evaluation in errors else "warning"
+        click.echo(f"    {label}: {key} {evaluation.check_name}")
 
     metadata = _materialization_metadata(result)
     for key in ("raw_items", "raw_events"):
@@ -70,4 +72,4 @@ def report_run(job_name: str, settings: Settings) -> bool:
                    f"to {published['serving_store']}")
     elif result.success is False or failed:
         click.echo("  nothing published: the previous lists stay served")
-    return result.success and not any(e.severity.value == "ERROR" for e in failed)
+    return result.success and not errors

@@ -52,8 +52,10 @@ class Recommender(ABC):
         """Learn from interactions; catalog items without interactions join the item index."""
         require_columns(interactions, self.required_columns, name="interactions")
         _require_finite_weights(interactions, name="interactions")
-        self._item_index = _build_item_index(interactions[ITEM_ID], catalog_item_ids)
-        self._fit(interactions, self._item_index)
+        item_index = _build_item_index(interactions[ITEM_ID], catalog_item_ids)
+        self._item_index = None  # a fit that fails half-way must not leave a usable-looking model
+        self._fit(interactions, item_index)
+        self._item_index = item_index
         return self
 
     def score(self, histories: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +95,8 @@ class _ItemScoreRecommender(Recommender):
     @property
     def item_scores(self) -> pd.Series:
         """Each item's score, indexed by item id (the input `rank_lists` takes as `trending`)."""
-        return pd.Series(self._item_scores, index=self._fitted_item_index(), name=SCORE)
+        item_index = self._fitted_item_index().rename(ITEM_ID)
+        return pd.Series(self._item_scores, index=item_index, name=SCORE)
 
     def _score(self, history: sp.csr_array) -> np.ndarray:
         return np.tile(self._item_scores, (history.shape[0], 1))
@@ -241,7 +244,7 @@ def _build_item_index(
     interaction_items: pd.Series, catalog_item_ids: Iterable[Hashable] | None
 ) -> pd.Index:
     """Sorted distinct ids of the interaction items and the catalog items."""
-    items = pd.Index(pd.unique(interaction_items))
+    items = pd.Index(pd.unique(interaction_items), name=ITEM_ID)
     if catalog_item_ids is not None:
         items = pd.Index(list(catalog_item_ids)).append(items).unique()
     try:

@@ -1,7 +1,5 @@
 """Raw tables: landing files read into the warehouse, with their ledger and quarantine."""
 
-from __future__ import annotations
-
 import duckdb
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
@@ -26,7 +24,7 @@ def _load_kind(context: AssetExecutionContext, kind: str) -> MaterializeResult:
             ).fetchone()
     for result in results:
         log = context.log.warning if result.status == "rejected" else context.log.info
-        log(f"{result.file}: {result.status} {result.message}".strip())
+        log(f"{result.file}: {result.status}. {result.message}".strip())
     return MaterializeResult(metadata=_metadata(results, table_rows, quarantined_total))
 
 

@@ -265,6 +265,7 @@ def load_pending(
 def _load_one(
     landed: Path, kind: str, settings: Settings, batch_id: str, now: datetime, stamp: datetime
 ) -> FileResult:
+    """Ledger, then read, validate and write one file in one transaction, then move it away."""
     name = original_name(landed)
     content_hash = _sha256(landed)
     delivery = _Delivery(
@@ -284,7 +285,7 @@ def _load_one(
         clean, quarantine = validate_items(frame, name, now)
     if not malformed.empty:
         quarantine = pd.concat(
-            [frame_ for frame_ in (quarantine, malformed) if not frame_.empty], ignore_index=True
+            [part for part in (quarantine, malformed) if not part.empty], ignore_index=True
         ).sort_values(SOURCE_ROW, kind="stable", ignore_index=True)
     counts = (len(frame) + len(malformed), len(clean), len(quarantine))
     if counts[0] != counts[1] + counts[2]:

@@ -1,7 +1,5 @@
 """Great Expectations suites as Dagster asset checks on raw batches and key marts."""
 
-from __future__ import annotations
-
 import duckdb
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check

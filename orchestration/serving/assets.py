@@ -1,7 +1,5 @@
 """Ranked top-K lists: computed in the warehouse, checked, then published to the serving store."""
 
-from __future__ import annotations
-
 from datetime import datetime, timezone
 
 import duckdb

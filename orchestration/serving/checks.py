@@ -1,7 +1,5 @@
 """Blocking checks on the lists before they reach the serving store."""
 
-from __future__ import annotations
-
 import duckdb
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 

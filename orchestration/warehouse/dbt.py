@@ -1,7 +1,6 @@
 """The dbt models of the behaviour tables as Dagster assets (dbt tests become asset checks)."""
 
-from __future__ import annotations
-
+import contextlib
 import json
 import os
 import sys
@@ -62,6 +61,15 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
     settings = get_settings()
     # profiles.yml reads the warehouse path from the environment.
     os.environ["FRESHRANK_WAREHOUSE_PATH"] = str(settings.warehouse_path)
-    with warehouse_writer(settings.warehouse_path):
-        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
-        yield from invocation.stream()
+    log_path = settings.home / "logs" / f"dbt-{context.run_id}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # dagster-dbt echoes every dbt event to stdout; keep that in a log file so the CLI stays
+    # readable. Events are yielded after dbt finishes (the build takes seconds).
+    with warehouse_writer(settings.warehouse_path), open(log_path, "w") as log_file:
+        with contextlib.redirect_stdout(log_file):
+            invocation = dbt.cli(
+                ["build", "--vars", json.dumps(dbt_vars(settings))], context=context
+            )
+            events = list(invocation.stream())
+    context.log.info(f"dbt build finished; its log is in {log_path}")
+    yield from events

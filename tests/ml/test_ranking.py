@@ -36,7 +36,7 @@ def test_top_k_indices_orders_best_first_and_breaks_ties_by_column() -> None:
 
 def test_top_k_indices_matches_a_full_sort() -> None:
     generator = np.random.default_rng(11)
-    matrix = generator.integers(0, 4, size=(50, 30)).astype(float)  # many ties
+    matrix = generator.integers(0, 4, size=(1100, 30)).astype(float)  # many ties, several blocks
     full = np.lexsort((np.broadcast_to(np.arange(30), matrix.shape), -matrix), axis=1)
     for k in (1, 5, 29, 30, 40):
         np.testing.assert_array_equal(top_k_indices(matrix, k), full[:, :k])
@@ -199,3 +199,71 @@ def test_knn_and_trending_lists_end_to_end() -> None:
     u1 = lists.loc[lists[USER_ID] == "u1"]
     assert u1.iloc[0][ITEM_ID] == "c"  # b's neighbour, b being co-consumed with c by u3
     assert u1.iloc[0][REASON] == "because you watched b"
+
+
+ITEMS_MANY = [f"i{number:02d}" for number in range(12)]
+
+
+def reference_lists(
+    scores: np.ndarray,
+    histories: pd.DataFrame,
+    trending: pd.Series,
+    k: int,
+    blend: float,
+    unavailable: set[str],
+) -> dict[int, list[tuple[str, float]]]:
+    """A deliberately naive per-user version of rank_lists' ordering and scores."""
+    expected = {}
+    for user in range(scores.shape[0]):
+        consumed = set(histories.loc[histories[USER_ID] == user, ITEM_ID])
+        allowed = [i for i, item in enumerate(ITEMS_MANY) if item not in consumed | unavailable]
+        model = {i: scores[user, i] for i in allowed}
+        high, low = max(model.values()), min(min(model.values()), 0.0)
+        trend = {i: max(trending.get(ITEMS_MANY[i], 0.0), 0.0) for i in allowed}
+        trend_high = max(trend.values())
+        blended = {
+            i: (1 - blend) * ((model[i] - low) / (high - low) if high > low else 0.0)
+            + blend * (trend[i] / trend_high if trend_high > 0 else 0.0)
+            for i in allowed
+        }
+        ranked = sorted(allowed, key=lambda i: (-blended[i], i))[:k]
+        expected[user] = [(ITEMS_MANY[i], blended[i]) for i in ranked]
+    return expected
+
+
+def test_rank_lists_matches_a_naive_reference_across_blocks() -> None:
+    generator = np.random.default_rng(5)
+    n_users = 1100  # more than one block of users
+    scores = generator.integers(-2, 4, size=(n_users, len(ITEMS_MANY))).astype(np.float32)
+    histories = pd.DataFrame(
+        {
+            USER_ID: generator.integers(0, n_users, size=3000),
+            ITEM_ID: generator.choice(ITEMS_MANY, size=3000),
+        }
+    )
+    trending = pd.Series(generator.integers(0, 3, size=8).astype(float), index=ITEMS_MANY[:8])
+    unavailable = {"i03"}
+    lists = rank_lists(
+        scores,
+        range(n_users),
+        ITEMS_MANY,
+        histories,
+        trending,
+        5,
+        trending_blend=0.3,
+        unavailable=unavailable,
+    )
+    expected = reference_lists(scores, histories, trending, 5, 0.3, unavailable)
+    for user, user_list in lists.groupby(USER_ID):
+        assert list(user_list[ITEM_ID]) == [item for item, _ in expected[user]]
+        np.testing.assert_allclose(user_list[SCORE], [score for _, score in expected[user]])
+    assert lists[USER_ID].nunique() == n_users
+
+
+def test_rank_lists_of_nothing_is_empty() -> None:
+    histories = history_frame([])
+    no_items = rank_lists(np.zeros((2, 0)), ["u1", "u2"], [], histories, TRENDING, 3)
+    assert no_items.empty
+    assert list(no_items.columns) == list(LIST_COLUMNS)
+    no_users = rank_lists(np.zeros((0, 4)), [], ITEMS, histories, TRENDING, 3)
+    assert no_users.empty
