@@ -114,7 +114,8 @@ class TextEmbedder:
                 if now - last_log > 5 or batch_number == batches:
                     logger.info(
                         "embedded %d/%d texts (%.0f texts/s)",
-                        min(start + batch_size, len(order)), len(order),
+                        min(start + batch_size, len(order)),
+                        len(order),
                         min(start + batch_size, len(order)) / max(now - started, 1e-9),
                     )
                     last_log = now

@@ -74,9 +74,15 @@ def rank_users(
         fallback += int((~scores.any(axis=1)).sum())
         chunks.append(
             rank_lists(
-                scores, chunk_users, item_ids,
-                consumed[consumed[USER_ID].isin(chunk_users)], trending, k,
-                trending_blend=trending_blend, unavailable=unavailable.tolist(), titles=titles,
+                scores,
+                chunk_users,
+                item_ids,
+                consumed[consumed[USER_ID].isin(chunk_users)],
+                trending,
+                k,
+                trending_blend=trending_blend,
+                unavailable=unavailable.tolist(),
+                titles=titles,
                 similarity=similarity,
             )
         )
@@ -97,7 +103,14 @@ def first_ranking(
     model = ItemKNNRecommender().fit(interactions, catalog_item_ids=items[ITEM_ID])
     trending_scores = trending.set_index(ITEM_ID)["decayed_score"]
     lists, fallback = rank_users(
-        model, histories, consumed, trending_scores, items, user_ids, k,
-        trending_blend=trending_blend, similarity=model.similarity,
+        model,
+        histories,
+        consumed,
+        trending_scores,
+        items,
+        user_ids,
+        k,
+        trending_blend=trending_blend,
+        similarity=model.similarity,
     )
     return RankedLists(lists=lists, model_version=FIRST_RANKING_VERSION, fallback_users=fallback)

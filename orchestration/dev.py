@@ -34,14 +34,31 @@ def main() -> None:
     prepare_dagster_home(settings)
     bin_dir = Path(sys.executable).parent
     mlflow = subprocess.Popen(
-        [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-         "--default-artifact-root", settings.mlflow_artifact_location,
-         "--host", arguments.host, "--port", str(arguments.mlflow_port)],
+        [
+            str(bin_dir / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            settings.mlflow_tracking_uri,
+            "--default-artifact-root",
+            settings.mlflow_artifact_location,
+            "--host",
+            arguments.host,
+            "--port",
+            str(arguments.mlflow_port),
+        ],
         start_new_session=True,
     )
     dagster = subprocess.Popen(
-        [str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-         "-h", arguments.host, "-p", str(arguments.dagster_port)],
+        [
+            str(bin_dir / "dagster"),
+            "dev",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+            "-h",
+            arguments.host,
+            "-p",
+            str(arguments.dagster_port),
+        ],
         cwd=PROJECT_ROOT,
         start_new_session=True,
     )

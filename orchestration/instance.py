@@ -26,7 +26,9 @@ def prepare_dagster_home(settings: Settings) -> Path:
     return settings.dagster_home
 
 
-def run_job_in_process(job_name: str, settings: Settings, tags: dict[str, str] | None = None) -> ExecuteInProcessResult:
+def run_job_in_process(
+    job_name: str, settings: Settings, tags: dict[str, str] | None = None
+) -> ExecuteInProcessResult:
     """Run one of the code location's jobs in this process, recorded on the real instance."""
     prepare_dagster_home(settings)
     from orchestration.definitions import defs

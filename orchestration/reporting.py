@@ -33,14 +33,16 @@ def _materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[
 
 
 def report_run(job_name: str, settings: Settings) -> bool:
-    """Run ``job_name`` in-process and print its stages, checks and key counts; True if all passed."""
+    """Run ``job_name`` in-process, print its stages, checks and counts; True if all passed."""
     started = time.perf_counter()
     result = run_job_in_process(job_name, settings)
     elapsed = time.perf_counter() - started
     with DagsterInstance.get() as instance:
         timings = _stage_timings(instance, result.run_id)
-    click.echo(f"\n{job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'} "
-               f"in {elapsed:.1f} s")
+    click.echo(
+        f"\n{job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'} "
+        f"in {elapsed:.1f} s"
+    )
     click.echo("  stage                                             status     seconds")
     for step_key, status, seconds in timings:
         click.echo(f"  {step_key:<49} {status:<10} {seconds:7.1f}")
@@ -62,14 +64,16 @@ def report_run(job_name: str, settings: Settings) -> bool:
         if key in metadata:
             counts = metadata[key]
             click.echo(
-                f"  {key}: {counts.get('files', 0)} new file(s), rows read {counts.get('rows_read', 0)}, "
-                f"loaded {counts.get('rows_loaded', 0)}, quarantined {counts.get('rows_quarantined', 0)}; "
-                f"table now {counts.get('table_rows', 0)} rows"
+                f"  {key}: {counts.get('files', 0)} new file(s), rows read "
+                f"{counts.get('rows_read', 0)}, loaded {counts.get('rows_loaded', 0)}, quarantined "
+                f"{counts.get('rows_quarantined', 0)}; table now {counts.get('table_rows', 0)} rows"
             )
     if "published_recommendations" in metadata:
         published = metadata["published_recommendations"]
-        click.echo(f"  published {published['rows_published']} rows for {published['users']} users "
-                   f"to {published['serving_store']}")
+        click.echo(
+            f"  published {published['rows_published']} rows for {published['users']} users "
+            f"to {published['serving_store']}"
+        )
     elif result.success is False or failed:
         click.echo("  nothing published: the previous lists stay served")
     return result.success and not errors

@@ -75,9 +75,7 @@ class Settings:
             home=home,
             landing_dir=_env_path("FRESHRANK_LANDING_DIR", home / "landing"),
             warehouse_path=_env_path("FRESHRANK_WAREHOUSE_PATH", home / "warehouse.duckdb"),
-            serving_url=os.environ.get(
-                "FRESHRANK_SERVING_URL", f"sqlite:///{home / 'serving.db'}"
-            ),
+            serving_url=os.environ.get("FRESHRANK_SERVING_URL", f"sqlite:///{home / 'serving.db'}"),
             mlflow_tracking_uri=os.environ.get(
                 "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
             ),
@@ -102,8 +100,13 @@ class Settings:
         return self.landing_dir / kind
 
     def ensure_dirs(self) -> None:
-        for folder in (self.home, self.landing_folder("events"), self.landing_folder("items"),
-                       self.warehouse_path.parent, self.dagster_home):
+        for folder in (
+            self.home,
+            self.landing_folder("events"),
+            self.landing_folder("items"),
+            self.warehouse_path.parent,
+            self.dagster_home,
+        ):
             folder.mkdir(parents=True, exist_ok=True)
         if self.mlflow_tracking_uri.startswith("sqlite:///"):
             Path(self.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(

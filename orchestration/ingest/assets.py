@@ -1,12 +1,11 @@
 """Raw tables: landing files read into the warehouse, with their ledger and quarantine."""
 
-import duckdb
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from orchestration.ingest.landing import FileResult, ensure_raw_tables, load_pending
 from orchestration.settings import get_settings
-from orchestration.warehouse.guard import warehouse_writer
+from orchestration.warehouse.guard import open_warehouse, warehouse_writer
 
 INGEST_GROUP = "ingest"
 
@@ -17,11 +16,11 @@ def _load_kind(context: AssetExecutionContext, kind: str) -> MaterializeResult:
     with warehouse_writer(settings.warehouse_path):
         ensure_raw_tables(settings.warehouse_path)
         results = load_pending(kind, settings, batch_id=context.run_id)
-        with duckdb.connect(str(settings.warehouse_path)) as connection:
-            (table_rows,) = connection.execute(f"select count(*) from raw.{kind}").fetchone()
-            (quarantined_total,) = connection.execute(
-                "select count(*) from raw.quarantine where kind = ?", [kind]
-            ).fetchone()
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        (table_rows,) = connection.execute(f"select count(*) from raw.{kind}").fetchone()
+        (quarantined_total,) = connection.execute(
+            "select count(*) from raw.quarantine where kind = ?", [kind]
+        ).fetchone()
     for result in results:
         log = context.log.warning if result.status == "rejected" else context.log.info
         log(f"{result.file}: {result.status}. {result.message}".strip())
@@ -40,7 +39,9 @@ def _metadata(results: list[FileResult], table_rows: int, quarantined_total: int
         "quarantine_rows_total": quarantined_total,
     }
     if not files.empty:
-        metadata["deliveries"] = MetadataValue.md(files.drop(columns=["kind"]).to_markdown(index=False))
+        metadata["deliveries"] = MetadataValue.md(
+            files.drop(columns=["kind"]).to_markdown(index=False)
+        )
     return metadata
 
 

@@ -6,14 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-import duckdb
-
 from orchestration.ingest.landing import FileResult, land_file
 from orchestration.instance import run_job_in_process
-from orchestration.settings import Settings
-from orchestration.warehouse.guard import warehouse_writer
-
 from orchestration.jobs import INGEST_JOB
+from orchestration.settings import Settings
+from orchestration.warehouse.guard import open_warehouse
 
 
 def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> list[FileResult]:
@@ -27,8 +24,14 @@ def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> lis
                 landed.append((path, kind, land_file(path, kind, settings)))
             except (OSError, ValueError) as error:
                 early[path] = FileResult(
-                    file=str(path), kind=kind, status="rejected", rows_read=0, rows_loaded=0,
-                    rows_quarantined=0, message=str(error), content_hash="",
+                    file=str(path),
+                    kind=kind,
+                    status="rejected",
+                    rows_read=0,
+                    rows_loaded=0,
+                    rows_quarantined=0,
+                    message=str(error),
+                    content_hash="",
                 )
     by_landed_name: dict[str, FileResult] = {}
     if landed:
@@ -38,7 +41,7 @@ def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> lis
         by_landed_name = _ledger_results(settings, result.run_id)
     ordered: list[FileResult] = []
     landed_by_source = {source: (kind, target) for source, kind, target in landed}
-    for kind, paths in files.items():
+    for paths in files.values():
         for path in paths:
             if path in early:
                 ordered.append(early[path])
@@ -46,15 +49,15 @@ def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> lis
             target = landed_by_source[path][1]
             found = by_landed_name.get(target.name)
             if found is None:
-                raise RuntimeError(f"{path} was landed as {target} but the ingest run did not see it")
+                raise RuntimeError(
+                    f"{path} was landed as {target} but the ingest run did not see it"
+                )
             ordered.append(replace(found, file=str(path)))
     return ordered
 
 
 def _ledger_results(settings: Settings, batch_id: str) -> dict[str, FileResult]:
-    with warehouse_writer(settings.warehouse_path), duckdb.connect(
-        str(settings.warehouse_path), read_only=True
-    ) as connection:
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         rows = connection.execute(
             "select landed_path, kind, status, rows_read, rows_loaded, rows_quarantined, message, "
             "content_hash from raw.ingest_ledger where batch_id = ?",
@@ -62,8 +65,14 @@ def _ledger_results(settings: Settings, batch_id: str) -> dict[str, FileResult]:
         ).fetchall()
     return {
         Path(landed_path).name: FileResult(
-            file=landed_path, kind=kind, status=status, rows_read=int(read), rows_loaded=int(loaded),
-            rows_quarantined=int(quarantined), message=message or "", content_hash=content_hash,
+            file=landed_path,
+            kind=kind,
+            status=status,
+            rows_read=int(read),
+            rows_loaded=int(loaded),
+            rows_quarantined=int(quarantined),
+            message=message or "",
+            content_hash=content_hash,
         )
         for landed_path, kind, status, read, loaded, quarantined, message, content_hash in rows
     }

@@ -269,7 +269,11 @@ def _load_one(
     name = original_name(landed)
     content_hash = _sha256(landed)
     delivery = _Delivery(
-        kind=kind, landed=landed, name=name, content_hash=content_hash, batch_id=batch_id,
+        kind=kind,
+        landed=landed,
+        name=name,
+        content_hash=content_hash,
+        batch_id=batch_id,
         stamp=stamp,
     )
     earlier = _earlier_load(settings.warehouse_path, kind, content_hash)
@@ -313,7 +317,10 @@ def _load_one(
         return _finish_duplicate(delivery, settings, earlier)
     logger.info(
         "%s file '%s': read %d, loaded %d, quarantined %d (batch %s)",
-        kind, name, *counts, batch_id,
+        kind,
+        name,
+        *counts,
+        batch_id,
     )
     _move(landed, settings.landing_dir / "archive" / kind, batch_id)
     return delivery.result(LOADED, counts, message)
@@ -331,8 +338,13 @@ class _Delivery:
     def result(self, status: str, counts: tuple[int, int, int], message: str) -> FileResult:
         rows_read, rows_loaded, rows_quarantined = counts
         return FileResult(
-            file=str(self.landed), kind=self.kind, status=status, rows_read=rows_read,
-            rows_loaded=rows_loaded, rows_quarantined=rows_quarantined, message=message,
+            file=str(self.landed),
+            kind=self.kind,
+            status=status,
+            rows_read=rows_read,
+            rows_loaded=rows_loaded,
+            rows_quarantined=rows_quarantined,
+            message=message,
             content_hash=self.content_hash,
         )
 
@@ -355,8 +367,9 @@ def _finish_rejected(delivery: _Delivery, settings: Settings, message: str) -> F
     _write_ledger_only(settings.warehouse_path, delivery, REJECTED, message)
     folder = settings.landing_dir / "rejected" / delivery.kind
     moved = _move(delivery.landed, folder, delivery.batch_id)
-    logger.warning("%s; nothing loaded, file kept as %s (batch %s)", message, moved,
-                   delivery.batch_id)
+    logger.warning(
+        "%s; nothing loaded, file kept as %s (batch %s)", message, moved, delivery.batch_id
+    )
     return delivery.result(REJECTED, (0, 0, 0), message)
 
 
@@ -394,8 +407,16 @@ def _insert_ledger(
     con.execute(
         f"INSERT INTO raw.ingest_ledger VALUES ({placeholders})",
         [
-            uuid.uuid4().hex, delivery.kind, delivery.name, str(delivery.landed),
-            delivery.content_hash, status, *counts, message, delivery.batch_id, delivery.stamp,
+            uuid.uuid4().hex,
+            delivery.kind,
+            delivery.name,
+            str(delivery.landed),
+            delivery.content_hash,
+            status,
+            *counts,
+            message,
+            delivery.batch_id,
+            delivery.stamp,
         ],
     )
 
@@ -571,8 +592,12 @@ def _malformed_row(
     kind: str, name: str, line_number: int, reason: str, line: str
 ) -> dict[str, Any]:
     return {
-        "kind": kind, SOURCE_FILE: name, SOURCE_ROW: line_number, "column_name": None,
-        "reason": reason, "record": line,
+        "kind": kind,
+        SOURCE_FILE: name,
+        SOURCE_ROW: line_number,
+        "column_name": None,
+        "reason": reason,
+        "record": line,
     }
 
 
@@ -618,8 +643,10 @@ def validate_events(
         ~event_types.isin(allowed),
         EVENT_TYPE,
         lambda index: raw_types[index].map(
-            lambda raw: f"event_type {_show(raw)} is not one of the configured event types: "
-            + ", ".join(allowed)
+            lambda raw: (
+                f"event_type {_show(raw)} is not one of the configured event types: "
+                + ", ".join(allowed)
+            )
         ),
     )
     rules.add(~times.present, TIMESTAMP, "timestamp is missing or empty")
@@ -632,17 +659,21 @@ def validate_events(
         too_far,
         TIMESTAMP,
         lambda index: raw_times[index].map(
-            lambda raw: f"timestamp {_show(raw)} is more than "
-            f"{settings.future_tolerance_hours:g} h after the load time "
-            f"{load_time.isoformat(timespec='seconds')} UTC"
+            lambda raw: (
+                f"timestamp {_show(raw)} is more than "
+                f"{settings.future_tolerance_hours:g} h after the load time "
+                f"{load_time.isoformat(timespec='seconds')} UTC"
+            )
         ),
     )
     rules.add(
         (event_types == "rate") & values.isna(),
         VALUE,
         lambda index: raw_values[index].map(
-            lambda raw: "a 'rate' event needs a numeric value, got "
-            + (_show(raw) if _is_present(raw) else "none")
+            lambda raw: (
+                "a 'rate' event needs a numeric value, got "
+                + (_show(raw) if _is_present(raw) else "none")
+            )
         ),
     )
     rules.add(
@@ -698,9 +729,7 @@ def validate_items(
     rules.add(
         created.present & created.parsed.isna(),
         CREATED_AT,
-        lambda index: raw_created[index].map(
-            lambda raw: f"created_at {_show(raw)} {_NOT_A_TIME}"
-        ),
+        lambda index: raw_created[index].map(lambda raw: f"created_at {_show(raw)} {_NOT_A_TIME}"),
     )
     rules.add(
         available.isna(),
@@ -742,9 +771,7 @@ def derived_event_ids(events: pd.DataFrame) -> pd.Series:
     The id is a sha256 of user_id, item_id, event_type, occurred_at (ISO, microseconds) and
     value; ``events`` has the columns of raw.events (occurred_at parsed, value a float or NaN).
     """
-    times = np.datetime_as_string(
-        events[OCCURRED_AT].to_numpy(dtype="datetime64[us]"), unit="us"
-    )
+    times = np.datetime_as_string(events[OCCURRED_AT].to_numpy(dtype="datetime64[us]"), unit="us")
     values = ["" if pd.isna(number) else repr(float(number)) for number in events[VALUE]]
     keys = zip(events[USER_ID], events[ITEM_ID], events[EVENT_TYPE], times, values, strict=True)
     return pd.Series(

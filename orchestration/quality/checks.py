@@ -1,6 +1,5 @@
 """Great Expectations suites as Dagster asset checks on raw batches and key marts."""
 
-import duckdb
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 from dagster_dbt import get_asset_key_for_model
@@ -9,15 +8,14 @@ from orchestration.ingest.assets import raw_events, raw_items
 from orchestration.quality.expectations import SuiteOutcome, run_suite
 from orchestration.settings import get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
-from orchestration.warehouse.guard import warehouse_writer
+from orchestration.warehouse.guard import open_warehouse
 
 
 def _read(query: str, parameters: list | None = None) -> pd.DataFrame:
     settings = get_settings()
     # A short-lived connection under the writer lock: DuckDB admits one process per file.
-    with warehouse_writer(settings.warehouse_path):
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-            return connection.execute(query, parameters or []).df()
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        return connection.execute(query, parameters or []).df()
 
 
 def _latest_batch(table: str) -> pd.DataFrame:
@@ -29,11 +27,15 @@ def _latest_batch(table: str) -> pd.DataFrame:
 
 def _result(outcome: SuiteOutcome, rows: int, severity: AssetCheckSeverity) -> AssetCheckResult:
     return AssetCheckResult(
-        passed=outcome.success, severity=severity, metadata={"rows_validated": rows, **outcome.metadata()}
+        passed=outcome.success,
+        severity=severity,
+        metadata={"rows_validated": rows, **outcome.metadata()},
     )
 
 
-@asset_check(asset=raw_events, description="The newest batch of raw events meets the data contract.")
+@asset_check(
+    asset=raw_events, description="The newest batch of raw events meets the data contract."
+)
 def check_raw_events_batch(context: AssetCheckExecutionContext) -> AssetCheckResult:
     batch = _latest_batch("events")
     outcome = run_suite(batch, "raw_events", event_types=get_settings().event_types)
@@ -69,4 +71,9 @@ def check_items_mart(context: AssetCheckExecutionContext) -> AssetCheckResult:
     return _result(outcome, len(frame), AssetCheckSeverity.ERROR)
 
 
-quality_checks = [check_raw_events_batch, check_raw_items_batch, check_interactions_mart, check_items_mart]
+quality_checks = [
+    check_raw_events_batch,
+    check_raw_items_batch,
+    check_interactions_mart,
+    check_items_mart,
+]

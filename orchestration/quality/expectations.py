@@ -43,8 +43,10 @@ class SuiteOutcome:
 def _raw_event_expectations(event_types: Sequence[str]) -> list[Any]:
     import great_expectations as gx
 
-    expectations = [gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
-                    for column in (EVENT_ID, USER_ID, ITEM_ID, EVENT_TYPE, OCCURRED_AT)]
+    expectations = [
+        gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
+        for column in (EVENT_ID, USER_ID, ITEM_ID, EVENT_TYPE, OCCURRED_AT)
+    ]
     expectations.append(
         gx.expectations.ExpectColumnValuesToBeInSet(column=EVENT_TYPE, value_set=list(event_types))
     )

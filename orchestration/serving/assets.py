@@ -1,6 +1,6 @@
 """Ranked top-K lists: computed in the warehouse, checked, then published to the serving store."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import duckdb
 import pandas as pd
@@ -12,7 +12,7 @@ from ml.recommend import first_ranking
 from orchestration.serving.store import ServingStore
 from orchestration.settings import get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
-from orchestration.warehouse.guard import warehouse_writer
+from orchestration.warehouse.guard import open_warehouse
 
 SERVING_GROUP = "serving"
 LISTS_TABLE = "ml.recommendation_lists"
@@ -35,7 +35,8 @@ def read_ranking_inputs(connection: duckdb.DuckDBPyConnection) -> dict[str, pd.D
             f"where event_type not in ({consuming})"
         ).df(),
         "histories": connection.sql(
-            "select user_id, item_id, weight, occurred_at, recency_rank from marts.user_recent_history"
+            "select user_id, item_id, weight, occurred_at, recency_rank "
+            "from marts.user_recent_history"
         ).df(),
         "trending": connection.sql(
             "select item_id, decayed_score from marts.item_trending order by trending_rank"
@@ -57,14 +58,16 @@ def _preview(lists: pd.DataFrame, titles: pd.Series) -> str:
 @asset(
     group_name=SERVING_GROUP,
     pool="warehouse",
-    deps=[_mart(name) for name in ("interactions", "user_recent_history", "item_trending", "items", "users")],
+    deps=[
+        _mart(name)
+        for name in ("interactions", "user_recent_history", "item_trending", "items", "users")
+    ],
 )
 def recommendation_lists(context: AssetExecutionContext) -> MaterializeResult:
     """Top-K lists for every known user, ranked and filtered, waiting for their checks."""
     settings = get_settings()
-    with warehouse_writer(settings.warehouse_path):
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-            inputs = read_ranking_inputs(connection)
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        inputs = read_ranking_inputs(connection)
     ranked = first_ranking(
         interactions=inputs["interactions"],
         histories=inputs["histories"],
@@ -74,14 +77,13 @@ def recommendation_lists(context: AssetExecutionContext) -> MaterializeResult:
         user_ids=inputs["users"][USER_ID],
         k=settings.top_k,
     )
-    generated_at = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     ranked.lists[MODEL_VERSION] = ranked.model_version
     ranked.lists[GENERATED_AT] = generated_at
-    with warehouse_writer(settings.warehouse_path):
-        with duckdb.connect(str(settings.warehouse_path)) as connection:
-            connection.execute("create schema if not exists ml")
-            connection.register("ranked_lists", ranked.lists)
-            connection.execute(f"create or replace table {LISTS_TABLE} as select * from ranked_lists")
+    with open_warehouse(settings.warehouse_path) as connection:
+        connection.execute("create schema if not exists ml")
+        connection.register("ranked_lists", ranked.lists)
+        connection.execute(f"create or replace table {LISTS_TABLE} as select * from ranked_lists")
     titles = inputs["items"].set_index("item_id")["title"]
     context.log.info(f"ranked {ranked.lists[USER_ID].nunique()} users with {ranked.model_version}")
     return MaterializeResult(
@@ -99,9 +101,8 @@ def recommendation_lists(context: AssetExecutionContext) -> MaterializeResult:
 def published_recommendations(context: AssetExecutionContext) -> MaterializeResult:
     """The lists in the serving store, replaced in one transaction (readers never see half)."""
     settings = get_settings()
-    with warehouse_writer(settings.warehouse_path):
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-            lists = connection.sql(f"select * from {LISTS_TABLE}").df()
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        lists = connection.sql(f"select * from {LISTS_TABLE}").df()
     store = ServingStore(settings.serving_url)
     try:
         written = store.publish(lists)

@@ -1,13 +1,12 @@
 """Blocking checks on the lists before they reach the serving store."""
 
-import duckdb
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
 from ml.constants import ITEM_ID, USER_ID
 from orchestration.serving.assets import LISTS_TABLE, read_ranking_inputs, recommendation_lists
 from orchestration.serving.validation import find_list_problems
 from orchestration.settings import get_settings
-from orchestration.warehouse.guard import warehouse_writer
+from orchestration.warehouse.guard import open_warehouse
 
 
 @asset_check(
@@ -18,10 +17,9 @@ from orchestration.warehouse.guard import warehouse_writer
 )
 def check_recommendation_lists(context: AssetCheckExecutionContext) -> AssetCheckResult:
     settings = get_settings()
-    with warehouse_writer(settings.warehouse_path):
-        with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-            lists = connection.sql(f"select * from {LISTS_TABLE}").df()
-            inputs = read_ranking_inputs(connection)
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        lists = connection.sql(f"select * from {LISTS_TABLE}").df()
+        inputs = read_ranking_inputs(connection)
     items = inputs["items"]
     available = items.loc[items["available"].fillna(True).astype(bool), ITEM_ID]
     problems = find_list_problems(lists, inputs["consumed"], available, settings.top_k)

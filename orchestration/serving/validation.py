@@ -23,8 +23,11 @@ class ListProblems:
     @property
     def ok(self) -> bool:
         return not (
-            self.duplicate_items or self.unsorted_scores or self.broken_ranks
-            or self.consumed_items or self.short_lists
+            self.duplicate_items
+            or self.unsorted_scores
+            or self.broken_ranks
+            or self.consumed_items
+            or self.short_lists
         )
 
     def metadata(self) -> dict[str, object]:
@@ -59,7 +62,9 @@ def find_list_problems(
     examples += [f"user {user} has scores rising with rank" for user in unsorted_users[:3]]
 
     expected_rank = ordered.groupby(USER_ID, sort=False).cumcount() + 1
-    broken_rank_users = ordered.loc[ordered[RANK].to_numpy() != expected_rank.to_numpy(), USER_ID].unique()
+    broken_rank_users = ordered.loc[
+        ordered[RANK].to_numpy() != expected_rank.to_numpy(), USER_ID
+    ].unique()
     examples += [f"user {user} has ranks that are not 1..n" for user in broken_rank_users[:3]]
 
     pairs = consumed[[USER_ID, ITEM_ID]].drop_duplicates()
@@ -70,9 +75,7 @@ def find_list_problems(
     ]
 
     available = set(available_item_ids.astype(str))
-    consumed_available = (
-        pairs[pairs[ITEM_ID].isin(available)].groupby(USER_ID)[ITEM_ID].nunique()
-    )
+    consumed_available = pairs[pairs[ITEM_ID].isin(available)].groupby(USER_ID)[ITEM_ID].nunique()
     list_lengths = ordered.groupby(USER_ID)[ITEM_ID].size()
     allowed = (len(available) - consumed_available.reindex(list_lengths.index, fill_value=0)).clip(
         upper=k

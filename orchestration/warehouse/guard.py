@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import duckdb
+
 logger = logging.getLogger("freshrank.warehouse")
 
 
@@ -52,3 +54,15 @@ def warehouse_writer(warehouse_path: Path, timeout_s: float = 600.0) -> Iterator
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@contextmanager
+def open_warehouse(
+    warehouse_path: Path, read_only: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived DuckDB connection, opened under the writer lock and closed on exit."""
+    with (
+        warehouse_writer(warehouse_path),
+        duckdb.connect(str(warehouse_path), read_only=read_only) as connection,
+    ):
+        yield connection

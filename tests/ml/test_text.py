@@ -7,7 +7,11 @@ from ml.text import content_hash, item_text, item_texts
 
 def test_template_fills_fields_and_drops_empty_ones() -> None:
     text = item_text(
-        {"title": "Toy Story", "categories": "Adventure|Animation", "attributes": '{"year": "1995"}'}
+        {
+            "title": "Toy Story",
+            "categories": "Adventure|Animation",
+            "attributes": '{"year": "1995"}',
+        }
     )
     assert text == "Toy Story. Categories: Adventure, Animation. year: 1995"
     assert item_text({"title": "Heat", "description": "A heist."}) == "Heat. A heist."

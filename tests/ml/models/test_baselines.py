@@ -116,6 +116,7 @@ def test_score_of_no_histories_is_empty() -> None:
 def test_popularity_sums_positive_weights() -> None:
     model = PopularityRecommender().fit(CO_CONSUMED)
     assert model.item_scores.to_dict() == {"a": 3.0, "b": 2.0, "c": 1.0, "d": 1.0, "e": 0.0}
+    assert model.item_scores.index.name == ITEM_ID
     _, scores = model.score(history_frame([("x", "c", 1), ("y", "d", 1)]))
     np.testing.assert_array_equal(scores, [[3, 2, 1, 1, 0], [3, 2, 1, 1, 0]])
 
@@ -228,7 +229,10 @@ def test_ease_ranks_the_co_consumed_item_first() -> None:
 
 
 def test_ease_refuses_catalogs_above_max_items() -> None:
+    model = EASERecommender(max_items=4)
     with pytest.raises(ValueError, match=r"5 items exceed max_items=4"):
-        EASERecommender(max_items=4).fit(CO_CONSUMED)
+        model.fit(CO_CONSUMED)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        _ = model.similarity  # a failed fit leaves no half-fitted model behind
     with pytest.raises(ValueError, match="l2_penalty"):
         EASERecommender(l2_penalty=0.0)

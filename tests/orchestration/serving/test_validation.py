@@ -16,7 +16,9 @@ def consumed(rows: list[tuple[str, str]]) -> pd.DataFrame:
 
 
 def test_good_lists_pass() -> None:
-    good = lists([("u1", 1, "b", 0.9), ("u1", 2, "c", 0.5), ("u2", 1, "a", 1.0), ("u2", 2, "b", 1.0)])
+    good = lists(
+        [("u1", 1, "b", 0.9), ("u1", 2, "c", 0.5), ("u2", 1, "a", 1.0), ("u2", 2, "b", 1.0)]
+    )
     problems = find_list_problems(good, consumed([("u1", "a")]), CATALOG, k=2)
     assert problems.ok, problems.metadata()
 
@@ -24,10 +26,14 @@ def test_good_lists_pass() -> None:
 def test_each_rule_is_caught() -> None:
     bad = lists(
         [
-            ("dup", 1, "a", 0.9), ("dup", 2, "a", 0.8),
-            ("rising", 1, "a", 0.1), ("rising", 2, "b", 0.5),
-            ("gap", 1, "a", 0.9), ("gap", 3, "b", 0.5),
-            ("eats", 1, "a", 0.9), ("eats", 2, "b", 0.5),
+            ("dup", 1, "a", 0.9),
+            ("dup", 2, "a", 0.8),
+            ("rising", 1, "a", 0.1),
+            ("rising", 2, "b", 0.5),
+            ("gap", 1, "a", 0.9),
+            ("gap", 3, "b", 0.5),
+            ("eats", 1, "a", 0.9),
+            ("eats", 2, "b", 0.5),
             ("short", 1, "a", 0.9),
         ]
     )

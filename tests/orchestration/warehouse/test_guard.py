@@ -50,8 +50,7 @@ def test_gives_up_with_a_clear_error(tmp_path: Path) -> None:
 
 def test_lock_is_released_after_an_error(tmp_path: Path) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
-    with pytest.raises(RuntimeError):
-        with warehouse_writer(warehouse):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), warehouse_writer(warehouse):
+        raise RuntimeError("boom")
     with warehouse_writer(warehouse, timeout_s=0.5):
         pass

@@ -1,0 +1,206 @@
+"""The whole asset graph in-process on real DuckDB, dbt, Great Expectations and SQLite.
+
+A few hundred events cut from the packaged MovieLens sample plus hand-made bad rows go through
+`freshrank ingest`, then the full build publishes lists that are checked here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from ml.datasets import movielens_sample
+from orchestration.cli import main
+from orchestration.instance import run_job_in_process
+from orchestration.jobs import FULL_BUILD_JOB
+from orchestration.serving.store import ServingStore
+from orchestration.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+USERS = 12
+K = 5
+BAD_EVENTS = [
+    {"user_id": "", "item_id": "1", "event_type": "view", "timestamp": "2016-01-01T00:00:00"},
+    {"user_id": "u-bad", "item_id": "1", "event_type": "teleport", "timestamp": "2016-01-01"},
+    {"user_id": "u-bad", "item_id": "1", "event_type": "view", "timestamp": "yesterday-ish"},
+    {"user_id": "u-bad", "item_id": "1", "event_type": "rate", "timestamp": "2016-01-01"},
+    {"user_id": "u-bad", "item_id": "1", "event_type": "view", "timestamp": "2999-01-01T00:00:00"},
+]
+BAD_REASON_COLUMNS = {"user_id", "event_type", "timestamp", "value"}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """Sample files on disk and a FRESHRANK_HOME of its own for the whole module."""
+    root = tmp_path_factory.mktemp("e2e")
+    items, events = movielens_sample()
+    users = sorted(events["user_id"].unique(), key=int)[:USERS]
+    sample = events[events["user_id"].isin(users)].groupby("user_id").head(40)
+    catalog = items[items["item_id"].isin(sample["item_id"])]
+    inputs = root / "inputs"
+    inputs.mkdir()
+    catalog.to_csv(inputs / "items.csv", index=False)
+    events_file = inputs / "events.csv"
+    pd.concat([sample, pd.DataFrame(BAD_EVENTS)], ignore_index=True).to_csv(
+        events_file, index=False
+    )
+    late = sample.tail(3).assign(event_type="click", value=None)
+    with open(inputs / "late.jsonl", "w") as handle:
+        for record in late.to_dict("records"):
+            handle.write(json.dumps({**record, "value": None}) + "\n")
+        handle.write('{"user_id": "1", "item_id": \n')  # a malformed line
+    sample.drop(columns=["timestamp"]).to_csv(inputs / "no_timestamp.csv", index=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FRESHRANK_HOME", str(root / "home"))
+        patch.setenv("FRESHRANK_TOP_K", str(K))
+        for variable in (
+            "FRESHRANK_SERVING_URL",
+            "FRESHRANK_WAREHOUSE_PATH",
+            "DAGSTER_HOME",
+            "FRESHRANK_LANDING_DIR",
+            "MLFLOW_TRACKING_URI",
+        ):
+            patch.delenv(variable, raising=False)
+        yield {
+            "inputs": inputs,
+            "settings": Settings.from_env(),
+            "sample": sample,
+            "catalog": catalog,
+        }
+
+
+def _ingest(*arguments: str) -> tuple[int, list[dict]]:
+    result = CliRunner().invoke(main, ["ingest", *arguments, "--json"])
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    return result.exit_code, lines
+
+
+def _warehouse(settings: Settings, query: str) -> pd.DataFrame:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        return connection.sql(query).df()
+
+
+def test_ingest_loads_good_rows_and_quarantines_bad_ones(world: dict) -> None:
+    inputs = world["inputs"]
+    code, results = _ingest(
+        "--items",
+        str(inputs / "items.csv"),
+        "--events",
+        str(inputs / "events.csv"),
+        "--events",
+        str(inputs / "late.jsonl"),
+    )
+    assert code == 0, results
+    by_file = {Path(result["file"]).name: result for result in results}
+    events = by_file["events.csv"]
+    assert events["status"] == "loaded"
+    assert events["rows_read"] == len(world["sample"]) + len(BAD_EVENTS)
+    assert events["rows_loaded"] == len(world["sample"])
+    assert events["rows_quarantined"] == len(BAD_EVENTS)
+    late = by_file["late.jsonl"]
+    assert (late["rows_loaded"], late["rows_quarantined"]) == (3, 1)
+    for result in results:
+        assert result["rows_read"] == result["rows_loaded"] + result["rows_quarantined"]
+    quarantine = _warehouse(world["settings"], "select * from raw.quarantine")
+    assert set(quarantine["column_name"].dropna()) == BAD_REASON_COLUMNS
+    assert quarantine["source_file"].str.contains("events.csv").sum() == len(BAD_EVENTS)
+
+
+def test_same_file_twice_is_a_duplicate(world: dict) -> None:
+    code, results = _ingest("--items", str(world["inputs"] / "items.csv"))
+    assert code == 0
+    assert [(result["status"], result["rows_loaded"]) for result in results] == [("duplicate", 0)]
+
+
+def test_file_without_a_required_column_is_rejected(world: dict) -> None:
+    bad = world["inputs"] / "no_timestamp.csv"
+    before = bad.read_bytes()
+    code, results = _ingest("--events", str(bad))
+    assert code != 0
+    assert results[0]["status"] == "rejected"
+    assert "timestamp" in results[0]["message"]
+    assert bad.read_bytes() == before  # the original stays where it was
+    loaded = _warehouse(world["settings"], "select count(*) as n from raw.events")["n"].iloc[0]
+    assert loaded == len(world["sample"]) + 3
+
+
+def test_full_build_publishes_checked_lists(world: dict) -> None:
+    settings = world["settings"]
+    result = run_job_in_process(FULL_BUILD_JOB, settings)
+    assert result.success
+    evaluations = result.get_asset_check_evaluations()
+    blocking_failures = [e for e in evaluations if not e.passed and e.severity.value == "ERROR"]
+    assert evaluations and not blocking_failures
+    lists = ServingStore(settings.serving_url).all_lists()
+    sample = world["sample"]
+    assert set(lists["user_id"]) == set(sample["user_id"])
+    assert (lists.groupby("user_id").size() == K).all()
+    consumed = set(zip(sample["user_id"], sample["item_id"], strict=True))
+    assert not any(
+        pair in consumed for pair in zip(lists["user_id"], lists["item_id"], strict=True)
+    )
+    assert not lists.duplicated(["user_id", "item_id"]).any()
+    for _, user_list in lists.groupby("user_id"):
+        assert user_list.sort_values("rank")["score"].is_monotonic_decreasing
+    assert lists["reason"].str.len().gt(0).all()
+    assert lists["model_version"].nunique() == 1
+
+    marts = _warehouse(settings, "select count(*) as n from marts.interactions")
+    assert marts["n"].iloc[0] == len(sample) + 3
+
+
+def test_cli_reads_and_exports_the_published_lists(world: dict, tmp_path: Path) -> None:
+    runner = CliRunner()
+    user = world["sample"]["user_id"].iloc[0]
+    shown = runner.invoke(main, ["recommend", user, "-k", "3", "--json"])
+    assert shown.exit_code == 0, shown.output
+    payload = json.loads(shown.output)
+    assert payload["user_id"] == user and len(payload["items"]) == 3
+    assert {"item_id", "score", "reason"} <= set(payload["items"][0])
+    for name in ("lists.csv", "lists.parquet"):
+        exported = runner.invoke(main, ["export", "--out", str(tmp_path / name)])
+        assert exported.exit_code == 0, exported.output
+    frame = pd.read_parquet(tmp_path / "lists.parquet")
+    assert list(frame.columns) == [
+        "user_id",
+        "rank",
+        "item_id",
+        "score",
+        "reason",
+        "model_version",
+        "generated_at",
+    ]
+    assert len(pd.read_csv(tmp_path / "lists.csv", dtype={"user_id": str})) == len(frame)
+
+
+def test_failing_blocking_check_keeps_the_previous_lists(
+    world: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = world["settings"]
+    before = ServingStore(settings.serving_url).all_lists()
+    import orchestration.serving.assets as serving_assets
+
+    real_ranking = serving_assets.first_ranking
+
+    def broken_ranking(**arguments):
+        ranked = real_ranking(**arguments)
+        ranked.lists["item_id"] = ranked.lists.groupby("user_id")["item_id"].transform("first")
+        return ranked
+
+    monkeypatch.setattr(serving_assets, "first_ranking", broken_ranking)
+    result = run_job_in_process(FULL_BUILD_JOB, settings)
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert "check_recommendation_lists" in failed
+    published = [
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    ]
+    assert "published_recommendations" not in published
+    after = ServingStore(settings.serving_url).all_lists()
+    pd.testing.assert_frame_equal(before, after)
