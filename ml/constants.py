@@ -69,3 +69,14 @@ DEFAULT_TRENDING_BLEND = 0.1
 
 # Event types that do not mean the user consumed the item (it may still be recommended).
 NON_CONSUMING_EVENT_TYPES = ("impression",)
+
+# Ranking rules (ml/rules.py).
+DEFAULT_IMPRESSION_DEMOTION = 0.85  # per unclicked impression beyond the free ones
+DEFAULT_FREE_IMPRESSIONS = 2
+DEFAULT_MIN_IMPRESSION_FACTOR = 0.3
+DEFAULT_CLICK_WITHOUT_CONVERSION_FACTOR = 0.9
+DEFAULT_NEGATIVE_FEEDBACK_STRENGTH = 0.5
+DEFAULT_LOW_RATING_THRESHOLD = 2.0  # a rating at or below this counts as a dislike
+DEFAULT_MMR_MIN_CANDIDATES = 50  # MMR looks at max(5 x k, this) top-scored items
+DEFAULT_CONTEXT_KEY = "hour"
+DEFAULT_CONTEXT_MIN_EVENTS = 20  # fewer counted events: fall back to global trending

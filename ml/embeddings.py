@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from ml.text import content_hash
 
 logger = logging.getLogger("freshrank.embeddings")
 
@@ -120,3 +123,23 @@ class TextEmbedder:
                     )
                     last_log = now
         return output
+
+
+def items_to_embed(texts: pd.Series, stored_hashes: pd.Series, model_name: str) -> pd.Series:
+    """Content hashes of the items whose text (or model) changed since they were last embedded.
+
+    ``texts`` and ``stored_hashes`` are indexed by item_id; the result, indexed the same way,
+    holds only items that need a new vector.
+    """
+    hashes = pd.Series(
+        [content_hash(text, model_name) for text in texts.to_numpy()], index=texts.index
+    )
+    current = stored_hashes.reindex(hashes.index)
+    return hashes[current.to_numpy() != hashes.to_numpy()]
+
+
+def model_dimension(model: str) -> int:
+    """The vector width of ``model``, read from its config without loading the weights."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(resolve_model_path(model)).hidden_size)

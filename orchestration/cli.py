@@ -162,3 +162,32 @@ def _format_list(user_id: str, lists) -> str:
         for row in lists.itertuples()
     ]
     return "\n".join([header, *rows])
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port."
+)
+def serve(host: str, port: int) -> None:
+    """Serve the HTTP API: users' lists, event intake into the landing zone, health."""
+    import sqlalchemy as sa
+    import uvicorn
+
+    from orchestration.serving.api import create_app
+
+    try:
+        app = create_app(get_settings())
+    except ValueError as error:  # a bad FRESHRANK_API_* value
+        raise click.ClickException(str(error)) from error
+    except (sa.exc.SQLAlchemyError, OSError) as error:
+        raise click.ClickException(
+            f"cannot open the serving store (FRESHRANK_SERVING_URL): {error}"
+        ) from error
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(f"freshrank API on http://{shown_host}:{port} (docs at /docs; Ctrl+C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":
+    main()

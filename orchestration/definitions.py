@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from orchestration.features.assets import item_embeddings
+from orchestration.features.checks import feature_checks
+from orchestration.features.assets import item_embeddings
+from orchestration.features.checks import feature_checks
 from orchestration.ingest.assets import raw_events, raw_items
 from orchestration.jobs import jobs
 from orchestration.quality.checks import quality_checks
@@ -16,10 +20,11 @@ defs = Definitions(
         raw_items,
         raw_events,
         warehouse_dbt_models,
+        item_embeddings,
         recommendation_lists,
         published_recommendations,
     ],
-    asset_checks=[*quality_checks, *serving_checks],
+    asset_checks=[*quality_checks, *feature_checks, *serving_checks],
     jobs=jobs,
     resources={"dbt": dbt_resource()},
 )

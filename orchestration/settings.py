@@ -17,6 +17,8 @@ from ml.constants import (
     DEFAULT_HISTORY_LENGTH,
     DEFAULT_TOP_K,
 )
+from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig
+from ml.text import DEFAULT_TEXT_TEMPLATE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -66,6 +68,8 @@ class Settings:
     future_tolerance_hours: float = DEFAULT_FUTURE_TOLERANCE_HOURS
     top_k: int = DEFAULT_TOP_K
     history_length: int = DEFAULT_HISTORY_LENGTH
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    text_template: str = DEFAULT_TEXT_TEMPLATE
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -89,6 +93,13 @@ class Settings:
             ),
             top_k=int(_env_float("FRESHRANK_TOP_K", DEFAULT_TOP_K)),
             history_length=int(_env_float("FRESHRANK_HISTORY_LENGTH", DEFAULT_HISTORY_LENGTH)),
+            embedding=EmbeddingConfig(
+                model=os.environ.get("FRESHRANK_EMBEDDING_MODEL", PACKAGED_MODEL),
+                max_length=int(_env_float("FRESHRANK_EMBEDDING_MAX_LENGTH", 128)),
+                batch_size=int(_env_float("FRESHRANK_EMBEDDING_BATCH_SIZE", 64)),
+                device=os.environ.get("FRESHRANK_EMBEDDING_DEVICE", "auto"),
+            ),
+            text_template=os.environ.get("FRESHRANK_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE),
         )
 
     @property

@@ -204,3 +204,15 @@ def test_failing_blocking_check_keeps_the_previous_lists(
     assert "published_recommendations" not in published
     after = ServingStore(settings.serving_url).all_lists()
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_item_embeddings_are_incremental(world: dict) -> None:
+    """The full build embedded every catalog item once; a second pass embeds nothing new."""
+    from orchestration.features.assets import refresh_item_embeddings
+
+    settings = world["settings"]
+    vectors = _warehouse(settings, "select item_id, content_hash from ml.item_embeddings")
+    catalog = _warehouse(settings, "select item_id from marts.items")
+    assert sorted(vectors["item_id"]) == sorted(catalog["item_id"])
+    figures = refresh_item_embeddings(settings, settings.embedding)
+    assert figures["embedded"] == 0 and figures["reused"] == len(catalog)

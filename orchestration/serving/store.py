@@ -1,13 +1,16 @@
-"""The serving store: the `recommendations` table that applications read.
+"""The serving store: the tables that applications read.
 
-SQLite in WAL mode by default (readers never block on a publish and never see half a list),
-any SQLAlchemy URL (PostgreSQL in production). Every publish is one transaction.
+``recommendations`` holds one ranked list per known user; ``trending_items`` holds the one list
+served to users without their own. SQLite in WAL mode by default (readers never block on a
+publish and never see half a list), any SQLAlchemy URL (PostgreSQL in production). Every publish
+is one transaction. Times are stored as naive UTC.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -24,6 +27,8 @@ from ml.constants import (
 )
 
 TABLE_NAME = "recommendations"
+TRENDING_TABLE_NAME = "trending_items"
+TRENDING_COLUMNS = (RANK, ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
 _DELETE_CHUNK = 500
 
 _metadata = sa.MetaData()
@@ -31,6 +36,16 @@ recommendations_table = sa.Table(
     TABLE_NAME,
     _metadata,
     sa.Column(USER_ID, sa.String(255), primary_key=True),
+    sa.Column(RANK, sa.Integer, primary_key=True),
+    sa.Column(ITEM_ID, sa.String(255), nullable=False),
+    sa.Column(SCORE, sa.Float, nullable=False),
+    sa.Column(REASON, sa.String(500), nullable=False),
+    sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
+    sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
+)
+trending_table = sa.Table(
+    TRENDING_TABLE_NAME,
+    _metadata,
     sa.Column(RANK, sa.Integer, primary_key=True),
     sa.Column(ITEM_ID, sa.String(255), nullable=False),
     sa.Column(SCORE, sa.Float, nullable=False),
@@ -49,25 +64,37 @@ def _enable_sqlite_wal(dbapi_connection, _record) -> None:
 
 
 class ServingStore:
-    """Publish and read ranked top-K lists."""
+    """Publish and read ranked top-K lists and the trending list."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _enable_sqlite_wal)
+            database = self.engine.url.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                # A fresh FRESHRANK_HOME has no folder yet; SQLite would only say "unable to open".
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
         _metadata.create_all(self.engine)
 
-    def publish(self, lists: pd.DataFrame, users: Iterable[str] | None = None) -> int:
+    def publish(
+        self,
+        lists: pd.DataFrame,
+        users: Iterable[str] | None = None,
+        trending: pd.DataFrame | None = None,
+    ) -> int:
         """Replace lists in one transaction: all of them, or only those of ``users``.
 
         With ``users`` given, every listed user's old rows are removed, also when the new lists
-        hold nothing for them. Returns the number of rows written.
+        hold nothing for them. With ``trending`` given, the trending list is replaced whole in
+        the same transaction, so readers see both old or both new. Returns the number of list
+        rows written (trending rows not counted).
         """
-        missing = [column for column in SERVING_COLUMNS if column not in lists.columns]
-        if missing:
-            raise ValueError(f"lists to publish lack column(s): {', '.join(missing)}")
-        rows = _to_records(lists)
+        _require_columns(lists, SERVING_COLUMNS, "lists")
+        if trending is not None:
+            _require_columns(trending, TRENDING_COLUMNS, "trending rows")
+        rows = _to_records(lists, SERVING_COLUMNS)
+        trending_rows = None if trending is None else _to_records(trending, TRENDING_COLUMNS)
         with self.engine.begin() as connection:
             if users is None:
                 connection.execute(recommendations_table.delete())
@@ -82,6 +109,10 @@ class ServingStore:
                     )
             if rows:
                 connection.execute(recommendations_table.insert(), rows)
+            if trending_rows is not None:
+                connection.execute(trending_table.delete())
+                if trending_rows:
+                    connection.execute(trending_table.insert(), trending_rows)
         return len(rows)
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
@@ -96,6 +127,16 @@ class ServingStore:
         with self.engine.connect() as connection:
             return pd.DataFrame(connection.execute(query).mappings().all(), columns=SERVING_COLUMNS)
 
+    def trending(self, k: int | None = None) -> pd.DataFrame:
+        """The trending list served to users without their own, best first (empty if none)."""
+        query = sa.select(trending_table).order_by(trending_table.c[RANK])
+        if k is not None:
+            query = query.limit(k)
+        with self.engine.connect() as connection:
+            return pd.DataFrame(
+                connection.execute(query).mappings().all(), columns=TRENDING_COLUMNS
+            )
+
     def all_lists(self) -> pd.DataFrame:
         """Every published row, ordered by user and rank."""
         query = sa.select(recommendations_table).order_by(
@@ -105,38 +146,53 @@ class ServingStore:
             return pd.DataFrame(connection.execute(query).mappings().all(), columns=SERVING_COLUMNS)
 
     def summary(self) -> dict[str, object]:
-        """Row and user counts, and the newest publish time."""
-        table = recommendations_table
+        """List row and user counts, the newest publish time, and the trending row count."""
+        lists = recommendations_table
+        # One statement, so every count comes from the same snapshot even during a publish.
         query = sa.select(
-            sa.func.count(),
-            sa.func.count(sa.distinct(table.c[USER_ID])),
-            sa.func.max(table.c[GENERATED_AT]),
+            sa.select(sa.func.count()).select_from(lists).scalar_subquery(),
+            sa.select(sa.func.count(sa.distinct(lists.c[USER_ID]))).scalar_subquery(),
+            sa.select(sa.func.max(lists.c[GENERATED_AT])).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(trending_table).scalar_subquery(),
         )
         with self.engine.connect() as connection:
-            rows, users, newest = connection.execute(query).one()
-        return {"rows": rows, "users": users, "generated_at": newest}
+            rows, users, newest, trending_rows = connection.execute(query).one()
+        return {"rows": rows, "users": users, "generated_at": newest, "trending": trending_rows}
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _to_records(lists: pd.DataFrame) -> list[dict[str, object]]:
-    frame = lists.loc[:, list(SERVING_COLUMNS)]
-    records = []
-    for user_id, rank, item_id, score, reason, model_version, generated_at in frame.itertuples(
-        index=False, name=None
-    ):
-        records.append(
-            {
-                USER_ID: str(user_id),
-                RANK: int(rank),
-                ITEM_ID: str(item_id),
-                SCORE: float(score),
-                REASON: str(reason),
-                MODEL_VERSION: str(model_version),
-                GENERATED_AT: pd.Timestamp(generated_at).to_pydatetime()
-                if not isinstance(generated_at, datetime)
-                else generated_at,
-            }
-        )
-    return records
+def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{what} to publish lack column(s): {', '.join(missing)}")
+
+
+def _to_records(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str, object]]:
+    """Rows as plain Python values of the table's types: ids as text, times as naive UTC."""
+    converters = {
+        USER_ID: str,
+        RANK: int,
+        ITEM_ID: str,
+        SCORE: float,
+        REASON: str,
+        MODEL_VERSION: str,
+        GENERATED_AT: _naive_utc,
+    }
+    convert = [converters[column] for column in columns]
+    return [
+        {
+            column: to_value(value)
+            for column, to_value, value in zip(columns, convert, row, strict=True)
+        }
+        for row in frame.loc[:, list(columns)].itertuples(index=False, name=None)
+    ]
+
+
+def _naive_utc(value: object) -> datetime:
+    """A time as naive UTC; a naive one is taken to be UTC already."""
+    moment = value if isinstance(value, datetime) else pd.Timestamp(value).to_pydatetime()
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment

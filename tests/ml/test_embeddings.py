@@ -62,3 +62,16 @@ def test_local_model_folder_loads(tmp_path: Path, embedder: TextEmbedder) -> Non
     local = TextEmbedder(EmbeddingConfig(model=str(folder), device="cpu"))
     assert local.model_name == str(folder.resolve())
     np.testing.assert_allclose(local.encode(TEXTS[:2]), embedder.encode(TEXTS[:2]), atol=1e-5)
+
+
+def test_only_changed_texts_or_models_are_embedded_again() -> None:
+    import pandas as pd
+
+    from ml.embeddings import items_to_embed
+    from ml.text import content_hash
+
+    texts = pd.Series({"a": "alpha", "b": "beta", "c": "gamma"})
+    stored = pd.Series({"a": content_hash("alpha", "m1"), "b": content_hash("old beta", "m1")})
+    assert sorted(items_to_embed(texts, stored, "m1").index) == ["b", "c"]
+    assert sorted(items_to_embed(texts, stored, "m2").index) == ["a", "b", "c"]
+    assert items_to_embed(texts, pd.Series(dtype=object), "m1").index.tolist() == ["a", "b", "c"]

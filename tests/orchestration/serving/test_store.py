@@ -5,6 +5,7 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from orchestration.serving.store import ServingStore
 
@@ -99,5 +100,116 @@ def test_reader_never_sees_a_partial_list(serving_url: str) -> None:
     thread.join()
     assert seen_sizes and set(seen_sizes) == {k}
     assert set(seen_versions) == {1}
+    writer.dispose()
+    reader.dispose()
+
+
+def make_trending(k: int, version: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "rank": list(range(1, k + 1)),
+            "item_id": [f"{version}-hot-{rank}" for rank in range(1, k + 1)],
+            "score": [1.0 / rank for rank in range(1, k + 1)],
+            "reason": ["trending now"] * k,
+            "model_version": [version] * k,
+            "generated_at": [datetime(2026, 1, 1, 12, 0, 0)] * k,
+        }
+    )
+
+
+def test_trending_is_replaced_with_the_lists(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    assert store.trending().empty
+    store.publish(make_lists(["u1"], 3, "v1"), trending=make_trending(3, "v1"))
+    store.publish(make_lists(["u1"], 3, "v2"), trending=make_trending(2, "v2"))
+    trending = store.trending()
+    assert trending["item_id"].tolist() == ["v2-hot-1", "v2-hot-2"]
+    assert trending["rank"].tolist() == [1, 2]
+    assert store.trending(k=1)["item_id"].tolist() == ["v2-hot-1"]
+    assert store.summary()["trending"] == 2
+    store.dispose()
+
+
+def test_publish_without_trending_keeps_it_and_an_empty_one_clears_it(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1"], 2, "v1"), trending=make_trending(2, "v1"))
+    store.publish(make_lists(["u1"], 2, "v2"), users=["u1"])
+    assert store.trending()["model_version"].unique().tolist() == ["v1"]
+    store.publish(make_lists(["u1"], 2, "v3"), trending=make_trending(0, "v3"))
+    assert store.trending().empty
+    store.dispose()
+
+
+def test_trending_times_are_stored_as_naive_utc(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    trending = make_trending(1, "v1")
+    trending["generated_at"] = [pd.Timestamp("2026-01-01T13:00:00+01:00")]
+    store.publish(make_lists(["u1"], 1, "v1"), trending=trending)
+    assert store.trending()["generated_at"].tolist() == [pd.Timestamp("2026-01-01 12:00:00")]
+    store.dispose()
+
+
+@pytest.mark.parametrize("broken", ["lists", "trending"])
+def test_failed_publish_leaves_lists_and_trending(serving_url: str, broken: str) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1"], 3, "v1"), trending=make_trending(3, "v1"))
+    lists, trending = make_lists(["u1"], 2, "v2"), make_trending(2, "v2")
+    # A duplicate key breaks the insert only once the transaction is under way.
+    if broken == "lists":
+        lists = pd.concat([lists, lists], ignore_index=True)
+    else:
+        trending = pd.concat([trending, trending], ignore_index=True)
+    with pytest.raises(Exception):  # noqa: B017 - the backend's own integrity error
+        store.publish(lists, trending=trending)
+    assert store.all_lists()["model_version"].unique().tolist() == ["v1"]
+    assert store.trending()["model_version"].unique().tolist() == ["v1"]
+    assert store.summary()["trending"] == 3
+    store.dispose()
+
+
+def test_trending_missing_column_is_a_clear_error_and_writes_nothing(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1"], 1, "v1"))
+    with pytest.raises(ValueError, match="trending rows .*score"):
+        store.publish(
+            make_lists(["u1"], 1, "v2"), trending=make_trending(1, "v2").drop(columns="score")
+        )
+    assert store.all_lists()["model_version"].tolist() == ["v1"]
+    store.dispose()
+
+
+def test_reader_sees_lists_and_trending_from_the_same_publish(serving_url: str) -> None:
+    writer = ServingStore(serving_url)
+    reader = ServingStore(serving_url)
+    writer.publish(make_lists(["u1", "u2"], 5, "v0"), trending=make_trending(5, "v0"))
+    # One statement reads one snapshot of both tables.
+    both = sa.text(
+        "SELECT (SELECT MIN(model_version) FROM recommendations), "
+        "(SELECT MAX(model_version) FROM recommendations), "
+        "(SELECT MIN(model_version) FROM trending_items), "
+        "(SELECT MAX(model_version) FROM trending_items)"
+    )
+    seen: list[tuple[str, ...]] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with reader.engine.connect() as connection:
+            while not done.is_set():
+                seen.append(tuple(connection.execute(both).one()))
+                connection.rollback()
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    for version in range(1, 31):
+        writer.publish(
+            make_lists(["u1", "u2"], 5, f"v{version:02d}"),
+            trending=make_trending(5, f"v{version:02d}"),
+        )
+    done.set()
+    thread.join()
+    assert seen
+    assert all(len(set(versions)) == 1 for versions in seen), [
+        versions for versions in seen if len(set(versions)) != 1
+    ][:3]
     writer.dispose()
     reader.dispose()

@@ -1,0 +1,121 @@
+"""Features: transformer text embeddings of every catalog item, embedded only when text changes."""
+
+import time
+from datetime import UTC, datetime
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster_dbt import get_asset_key_for_model
+
+from ml.embeddings import (
+    EmbeddingConfig,
+    TextEmbedder,
+    items_to_embed,
+    model_dimension,
+    model_identity,
+)
+from ml.text import item_texts
+from orchestration.features.embedding_store import delete_missing, stored_hashes, upsert_vectors
+from orchestration.settings import Settings, get_settings
+from orchestration.warehouse.dbt import warehouse_dbt_models
+from orchestration.warehouse.guard import open_warehouse
+
+FEATURES_GROUP = "features"
+
+
+class EmbeddingRunConfig(Config):
+    """Overrides for one run; empty values take the settings (FRESHRANK_EMBEDDING_*)."""
+
+    model: str = ""
+    batch_size: int = 0
+    max_length: int = 0
+    device: str = ""
+    full_refresh: bool = False
+
+
+def embedding_config(settings: Settings, overrides: EmbeddingRunConfig) -> EmbeddingConfig:
+    base = settings.embedding
+    return EmbeddingConfig(
+        model=overrides.model or base.model,
+        batch_size=overrides.batch_size or base.batch_size,
+        max_length=overrides.max_length or base.max_length,
+        device=overrides.device or base.device,
+    )
+
+
+def refresh_item_embeddings(
+    settings: Settings, config: EmbeddingConfig, full_refresh: bool = False
+) -> dict:
+    """Embed new or changed items into ml.item_embeddings; returns figures for the UI and logs."""
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        items = connection.sql(
+            "select item_id, title, description, categories, attributes from marts.items"
+        ).df()
+    texts = item_texts(items, settings.text_template)
+    model_name = model_identity(config.model)
+    dimension = model_dimension(config.model)
+    with open_warehouse(settings.warehouse_path) as connection:
+        stored = stored_hashes(connection, dimension)
+    if full_refresh:
+        stored = stored.iloc[0:0]
+    pending = items_to_embed(texts, stored, model_name)
+    figures = {
+        "items": len(texts),
+        "embedded": len(pending),
+        "reused": len(texts) - len(pending),
+        "model": model_name,
+        "dimension": dimension,
+        "device": "not loaded",
+        "seconds_embedding": 0.0,
+        "texts_per_second": 0.0,
+    }
+    if len(pending):
+        embedder = TextEmbedder(config)
+        started = time.perf_counter()
+        vectors = embedder.encode(texts[pending.index].tolist())
+        seconds = time.perf_counter() - started
+        figures.update(
+            device=str(embedder.device),
+            seconds_embedding=round(seconds, 2),
+            texts_per_second=round(len(pending) / max(seconds, 1e-9), 1),
+        )
+        embedded_at = datetime.now(UTC).replace(tzinfo=None)
+        with open_warehouse(settings.warehouse_path) as connection:
+            upsert_vectors(
+                connection,
+                pending.index.tolist(),
+                pending.tolist(),
+                texts[pending.index].tolist(),
+                vectors,
+                model_name,
+                embedded_at,
+            )
+    with open_warehouse(settings.warehouse_path) as connection:
+        figures["removed"] = delete_missing(connection, texts.index.tolist())
+    figures["sample_texts"] = texts.head(5).tolist()
+    return figures
+
+
+@asset(
+    group_name=FEATURES_GROUP,
+    pool="warehouse",
+    deps=[get_asset_key_for_model([warehouse_dbt_models], "items")],
+)
+def item_embeddings(
+    context: AssetExecutionContext, config: EmbeddingRunConfig
+) -> MaterializeResult:
+    """Unit-length transformer embeddings of each item's text, in ml.item_embeddings."""
+    settings = get_settings()
+    figures = refresh_item_embeddings(
+        settings, embedding_config(settings, config), config.full_refresh
+    )
+    context.log.info(
+        f"embedded {figures['embedded']} of {figures['items']} items with {figures['model']} "
+        f"on {figures['device']} ({figures['texts_per_second']} texts/s)"
+    )
+    samples = figures.pop("sample_texts")
+    return MaterializeResult(
+        metadata={
+            **figures,
+            "sample_texts": MetadataValue.md("\n".join(f"- {text}" for text in samples)),
+        }
+    )

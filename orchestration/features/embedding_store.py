@@ -1,0 +1,90 @@
+"""Item vectors in the warehouse's `ml` schema, as fixed-size float arrays."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+TABLE = "ml.item_embeddings"
+
+
+def stored_hashes(connection: duckdb.DuckDBPyConnection, dimension: int) -> pd.Series:
+    """content_hash by item_id of the stored vectors (empty when none, or of another dimension)."""
+    connection.execute("create schema if not exists ml")
+    exists = connection.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'ml' and table_name = 'item_embeddings'"
+    ).fetchone()[0]
+    if exists:
+        stored_dimension = connection.execute(
+            f"select array_length(embedding) from {TABLE} limit 1"
+        ).fetchone()
+        if stored_dimension is not None and stored_dimension[0] != dimension:
+            # Another model with another width: every vector is stale.
+            connection.execute(f"drop table {TABLE}")
+    connection.execute(
+        f"create table if not exists {TABLE} (item_id varchar primary key, model_name varchar, "
+        f"content_hash varchar, text varchar, embedding float[{dimension}], embedded_at timestamp)"
+    )
+    frame = connection.execute(f"select item_id, content_hash from {TABLE}").df()
+    return frame.set_index("item_id")["content_hash"]
+
+
+def upsert_vectors(
+    connection: duckdb.DuckDBPyConnection,
+    item_ids: list[str],
+    hashes: list[str],
+    texts: list[str],
+    vectors: np.ndarray,
+    model_name: str,
+    embedded_at: datetime,
+) -> None:
+    """Insert or replace vectors for ``item_ids`` in one statement."""
+    if not item_ids:
+        return
+    dimension = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    batch = pa.table(
+        {
+            "item_id": pa.array(item_ids, pa.string()),
+            "model_name": pa.array([model_name] * len(item_ids), pa.string()),
+            "content_hash": pa.array(hashes, pa.string()),
+            "text": pa.array(texts, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, dimension),
+            "embedded_at": pa.array([embedded_at] * len(item_ids), pa.timestamp("us")),
+        }
+    )
+    connection.register("new_vectors", batch)
+    connection.execute(f"insert or replace into {TABLE} select * from new_vectors")
+    connection.unregister("new_vectors")
+
+
+def delete_missing(connection: duckdb.DuckDBPyConnection, keep_item_ids: list[str]) -> int:
+    """Drop vectors of items no longer in the catalog; returns how many went."""
+    connection.register("catalog_ids", pa.table({"item_id": pa.array(keep_item_ids, pa.string())}))
+    (gone,) = connection.execute(
+        f"select count(*) from {TABLE} where item_id not in (select item_id from catalog_ids)"
+    ).fetchone()
+    connection.execute(
+        f"delete from {TABLE} where item_id not in (select item_id from catalog_ids)"
+    )
+    connection.unregister("catalog_ids")
+    return int(gone)
+
+
+def load_vectors(connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """All vectors as a frame indexed by item_id with one column per dimension."""
+    table = connection.sql(
+        f"select item_id, embedding from {TABLE} order by item_id"
+    ).to_arrow_table()
+    item_ids = table.column("item_id").to_pylist()
+    if not item_ids:
+        return pd.DataFrame()
+    embedding = table.column("embedding").combine_chunks()
+    dimension = embedding.type.list_size
+    values = embedding.flatten().to_numpy(zero_copy_only=False).reshape(-1, dimension)
+    return pd.DataFrame(values, index=pd.Index(item_ids, name="item_id"))

@@ -1,0 +1,400 @@
+"""The small HTTP API: read a user's list, post events into the landing zone, check health.
+
+It reads only the serving store (never the DuckDB warehouse, whose single writer it must not
+contend with) and writes only new files into the events landing folder, where the landing
+sensor picks them up like any other delivery. ``freshrank serve`` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import FastAPI, HTTPException, Query, Request, status
+from fastapi import Path as PathParameter
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from ml.constants import (
+    EVENT_TYPE,
+    GENERATED_AT,
+    MODEL_VERSION,
+    OPTIONAL_EVENT_COLUMNS,
+    REQUIRED_EVENT_COLUMNS,
+)
+from orchestration.serving.store import ServingStore
+from orchestration.settings import Settings, get_settings
+
+logger = logging.getLogger("freshrank.api")
+
+MAX_K = 100
+DEFAULT_MAX_EVENTS = 10_000
+DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_EVENTS_VARIABLE = "FRESHRANK_API_MAX_EVENTS"
+MAX_BODY_BYTES_VARIABLE = "FRESHRANK_API_MAX_BODY_BYTES"
+# A bad batch usually breaks the same rule on many events; the first few say enough.
+_PROBLEMS_SHOWN = 10
+_NOTHING_PUBLISHED = "nothing has been published yet (run `freshrank build`)"
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """How much one POST /events may carry."""
+
+    max_events: int = DEFAULT_MAX_EVENTS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        for name in ("max_events", "max_body_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1; got {value!r}")
+
+    @classmethod
+    def from_env(cls) -> ApiLimits:
+        """Limits from FRESHRANK_API_MAX_EVENTS and FRESHRANK_API_MAX_BODY_BYTES, else defaults."""
+        return cls(
+            max_events=_env_positive_int(MAX_EVENTS_VARIABLE, DEFAULT_MAX_EVENTS),
+            max_body_bytes=_env_positive_int(MAX_BODY_BYTES_VARIABLE, DEFAULT_MAX_BODY_BYTES),
+        )
+
+
+def _env_positive_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name}={value!r} must be a whole number of at least 1, e.g. {default}")
+    return number
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    reason: str
+
+
+class RecommendationList(BaseModel):
+    user_id: str
+    items: list[RecommendedItem]
+    model_version: str
+    generated_at: str
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+    file: str
+
+
+_EVENTS_BODY_SCHEMA = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": list(REQUIRED_EVENT_COLUMNS),
+                    "properties": {
+                        column: {} for column in (*REQUIRED_EVENT_COLUMNS, *OPTIONAL_EVENT_COLUMNS)
+                    },
+                    "additionalProperties": True,
+                },
+            }
+        }
+    },
+}
+
+
+def create_app(settings: Settings | None = None, limits: ApiLimits | None = None) -> FastAPI:
+    """The freshrank API on one serving-store engine (pooled; disposed when the app stops)."""
+    settings = settings if settings is not None else get_settings()
+    limits = limits if limits is not None else ApiLimits.from_env()
+    store = ServingStore(settings.serving_url)
+    events_folder = settings.landing_folder("events")
+    event_types = frozenset(settings.event_weights)
+    default_k = min(settings.top_k, MAX_K)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store.dispose()
+
+    app = FastAPI(
+        title="freshrank",
+        summary="Published recommendation lists, event intake and health.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.limits = limits
+    app.state.store = store
+
+    @app.get("/recommendations/{user_id}", response_model=RecommendationList)
+    def recommendations(
+        user_id: Annotated[str, PathParameter(description="The user, as text: '007' is not '7'.")],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
+    ) -> RecommendationList:
+        """A user's published list, or the trending list for a user without one."""
+        lists = store.recommendations(user_id, k)
+        if lists.empty:
+            lists = store.trending(k)
+        if lists.empty:
+            if store.summary()["rows"]:
+                detail = (
+                    f"no published list for user {user_id!r} and no trending list to fall back "
+                    "on (run `freshrank build` to publish one)"
+                )
+            else:
+                detail = _NOTHING_PUBLISHED
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+        return _list_response(user_id, lists)
+
+    @app.post(
+        "/events",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=EventsAccepted,
+        openapi_extra={"requestBody": _EVENTS_BODY_SCHEMA},
+    )
+    async def post_events(request: Request) -> EventsAccepted:
+        """Land a JSON array of events as one JSON Lines file for the next ingest.
+
+        Checked here: valid JSON, an array of objects, the required fields present and not
+        empty, a configured event_type, and the size limits. Timestamps, values and ids are not
+        checked deeply: ingestion quarantines rows that break the contract, with the reason.
+        """
+        body = await _read_body(request, limits.max_body_bytes)
+        events = _parse_events(body, limits.max_events, event_types)
+        name = await run_in_threadpool(_write_landing_file, events_folder, events)
+        logger.info("accepted %d event(s) as %s", len(events), name)
+        return EventsAccepted(accepted=len(events), file=name)
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        """Whether the serving store answers, with what it holds."""
+        try:
+            summary = store.summary()
+        except Exception as error:  # any failure means unhealthy; report it, do not crash
+            logger.warning("health check failed: %s", error)
+            return JSONResponse(
+                {"status": "unavailable", "error": f"{type(error).__name__}: {error}"},
+                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )
+        return JSONResponse(
+            {
+                "status": "ok",
+                "lists": summary["rows"],
+                "users": summary["users"],
+                "trending": summary["trending"],
+                "generated_at": _iso_utc(summary["generated_at"]),
+            }
+        )
+
+    return app
+
+
+def _list_response(user_id: str, lists: pd.DataFrame) -> RecommendationList:
+    first = lists.iloc[0]
+    return RecommendationList(
+        user_id=user_id,
+        items=[
+            RecommendedItem(item_id=item_id, score=score, reason=reason)
+            for item_id, score, reason in lists[["item_id", "score", "reason"]].itertuples(
+                index=False, name=None
+            )
+        ],
+        model_version=first[MODEL_VERSION],
+        generated_at=_iso_utc(first[GENERATED_AT]),
+    )
+
+
+def _iso_utc(moment: object) -> str | None:
+    """ISO-8601 text with an explicit UTC zone (the store keeps naive UTC); None stays None."""
+    if moment is None or moment is pd.NaT:
+        return None
+    stamp = pd.Timestamp(moment)
+    stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+    return stamp.isoformat().replace("+00:00", "Z")
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refused with 413 as soon as its declared or actual size passes the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            declared_bytes = int(declared)
+        except ValueError:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, f"Content-Length {declared!r} is not a number"
+            ) from None
+        if declared_bytes > max_bytes:
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, _too_large(declared_bytes, max_bytes)
+            )
+    chunks: list[bytes] = []
+    size = 0
+    # The declared length may be missing (chunked) or wrong: count what actually arrives.
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(
+                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, _too_large(size, max_bytes, "at least ")
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, max_bytes: int, qualifier: str = "") -> str:
+    return (
+        f"body of {qualifier}{size} bytes is over the limit of {max_bytes} bytes "
+        f"({MAX_BODY_BYTES_VARIABLE}); send the events in smaller batches"
+    )
+
+
+def _parse_events(
+    body: bytes, max_events: int, event_types: frozenset[str]
+) -> list[dict[str, Any]]:
+    """The events of a body, or an HTTPException saying what is wrong and where."""
+    try:
+        events = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "body is not usable JSON: nested too deeply"
+        ) from None
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, or a refused number
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"body is not valid JSON: {error}"
+        ) from None
+    if not isinstance(events, list):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            f"body must be a JSON array of event objects, got a JSON {_json_kind(events)}",
+        )
+    if not events:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY, "body is an empty array: no events to accept"
+        )
+    if len(events) > max_events:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            f"{len(events)} events in one batch is over the limit of {max_events} "
+            f"({MAX_EVENTS_VARIABLE}); send them in smaller batches",
+        )
+    problems = [
+        problem
+        for index, event in enumerate(events)
+        for problem in _event_problems(index, event, event_types)
+    ]
+    if problems:
+        shown = "; ".join(problems[:_PROBLEMS_SHOWN])
+        more = len(problems) - _PROBLEMS_SHOWN
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            shown + (f"; and {more} more problem(s)" if more > 0 else "") + "; nothing was written",
+        )
+    return events
+
+
+def _event_problems(index: int, event: object, event_types: frozenset[str]) -> list[str]:
+    """What keeps one event from ever loading (none for a loadable event).
+
+    Not an object, a required field missing or empty, or an event type outside the configured
+    ones, compared as ingestion compares it (stripped text).
+    """
+    if not isinstance(event, dict):
+        return [f"event {index}: expected an object, got a JSON {_json_kind(event)}"]
+    problems = []
+    for field in REQUIRED_EVENT_COLUMNS:
+        if field not in event:
+            problems.append(f"event {index}: missing '{field}'")
+        elif _is_empty(event[field]):
+            problems.append(f"event {index}: empty '{field}'")
+    kind = event.get(EVENT_TYPE)
+    if not _is_empty(kind) and (not isinstance(kind, str) or kind.strip() not in event_types):
+        problems.append(
+            f"event {index}: '{EVENT_TYPE}' {json.dumps(kind)} is not one of the configured "
+            f"event types: {', '.join(sorted(event_types))}"
+        )
+    return problems
+
+
+def _is_empty(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _json_kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    return "null" if value is None else "number"
+
+
+def _refuse_constant(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"number {text} is out of range")
+    return number
+
+
+def _write_landing_file(folder: Path, events: list[dict[str, Any]]) -> str:
+    """Write the events as one JSON Lines file, whole or not at all; returns its name.
+
+    The lines go to a hidden file (the landing scanner skips names starting with '.'), are
+    flushed to disk, and only then renamed to their visible name in one atomic step.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    name = f"api-{stamp}-{uuid.uuid4().hex[:8]}.jsonl"
+    partial = folder / f".{name}.partial"
+    text = "".join(json.dumps(event, ensure_ascii=False) + "\n" for event in events)
+    try:
+        with partial.open("x", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, folder / name)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+    _sync_folder(folder)
+    return name
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with suppress(OSError):
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
