@@ -6,8 +6,6 @@ from dagster import Definitions
 
 from orchestration.features.assets import item_embeddings
 from orchestration.features.checks import feature_checks
-from orchestration.features.assets import item_embeddings
-from orchestration.features.checks import feature_checks
 from orchestration.ingest.assets import raw_events, raw_items
 from orchestration.jobs import jobs
 from orchestration.quality.checks import quality_checks
