@@ -2,8 +2,9 @@
 
 Every matrix here has one row per entry of `user_ids` and one column per entry of `item_ids`, in
 the caller's order. Time always means event time (`occurred_at`), never the wall clock, so a
-replay or a backfill ranks exactly as live traffic did; events without a time carry no order and
-are left out of the rules that need one (they still count as consumption).
+replay or a backfill ranks exactly as live traffic did. Events without a time carry no order:
+the impression and click rules leave them out, the negative feedback rule counts them as older
+than any timed event, and they still count as consumption.
 
 `apply_rules` composes the rules:
 - exclusion: items the user consumed (any event but an impression), items they purchased and
@@ -23,6 +24,7 @@ are left out of the rules that need one (they still count as consumption).
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -111,7 +113,7 @@ class RankingRules:
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
         if isinstance(self.free_impressions, bool) or not (
-            isinstance(self.free_impressions, int) and self.free_impressions >= 0
+            isinstance(self.free_impressions, numbers.Integral) and self.free_impressions >= 0
         ):
             raise ValueError(
                 f"free_impressions must be a non-negative integer, got {self.free_impressions!r}"
@@ -194,7 +196,7 @@ def negative_feedback_penalty(
     similar to nothing. Users without negative feedback get 1 everywhere.
     """
     item_index = _unique_index(item_ids, "item_ids")
-    coded = _code_events(events, _unique_index(user_ids, "user_ids"), item_index)
+    coded = _code_events(events, _unique_index(user_ids, "user_ids"), item_index, need_time=False)
     vectors = _unit_rows(item_vectors, len(item_index))
     return _negative_feedback_penalty(coded, vectors, rules)
 
@@ -273,9 +275,14 @@ def mmr_rerank(
     vectors = _unit_rows(item_vectors, values.shape[1])
     n_rows, n_items = values.shape
     width = min(k, n_items)
+    if np.isposinf(values).any():
+        raise ValueError("scores contains +inf; only -inf (excluded) may be infinite")
     if candidates is None:
         candidates = max(MMR_CANDIDATES_PER_PLACE * k, DEFAULT_MMR_MIN_CANDIDATES)
-    require_positive_k(candidates)
+    if isinstance(candidates, bool) or not (
+        isinstance(candidates, numbers.Integral) and candidates >= 1
+    ):
+        raise ValueError(f"candidates must be a positive integer or None, got {candidates!r}")
     pool = min(max(candidates, width), n_items)
     picks = np.full((n_rows, width), -1, dtype=np.intp)
     if width == 0 or n_rows == 0:
@@ -399,7 +406,7 @@ def new_item_reasons(
     require_positive_k(history_length)
     item_index = _unique_index(item_ids, "item_ids")
     vectors = _unit_rows(item_vectors, len(item_index))
-    reasons = pd.Series(None, index=lists.index, dtype=object)
+    reasons = np.full(len(lists), None, dtype=object)
 
     interacted = events.loc[~events[EVENT_TYPE].isin(NON_CONSUMING_EVENT_TYPES), ITEM_ID]
     listed_columns = item_index.get_indexer(lists[ITEM_ID])
@@ -408,14 +415,14 @@ def new_item_reasons(
     )
     history = _recent_positive_history(events, item_index, history_length, event_weights)
     if len(new_rows) == 0 or history.empty:
-        return reasons
+        return pd.Series(reasons, index=lists.index, dtype=object)
 
     history_users = history[USER_ID].to_numpy()
     row_users = lists[USER_ID].to_numpy()[new_rows]
     user_codes, user_values = pd.factorize(pd.Index(history_users))
     row_codes = user_values.get_indexer(row_users)
     new_rows, row_codes = new_rows[row_codes >= 0], row_codes[row_codes >= 0]
-    # history is sorted by user code of first appearance, most recent first within a user.
+    # history runs most recent first; a stable sort by user keeps that order within a user.
     order = np.argsort(user_codes, kind="stable")
     history_codes = user_codes[order]
     history_columns = history["column"].to_numpy()[order]
@@ -439,8 +446,8 @@ def new_item_reasons(
         REASON_NEW_ITEM.format(title=_display_title(item, title_of))
         for item in history_items[pair_history[best_first[first]]]
     ]
-    reasons.iloc[new_rows[explained]] = names
-    return reasons
+    reasons[new_rows[explained]] = names
+    return pd.Series(reasons, index=lists.index, dtype=object)
 
 
 def _unique_index(ids: Ids, name: str) -> pd.Index:
@@ -477,3 +484,368 @@ def _code_events(
         values=values,
         shape=(len(user_index), len(item_index)),
     )
+
+
+def _require_datetimes(times: pd.Series) -> None:
+    """Refuse an occurred_at column that pandas does not hold as datetimes."""
+    if not pd.api.types.is_datetime64_any_dtype(times):
+        raise ValueError(
+            f"events column {OCCURRED_AT!r} must hold datetimes, got dtype {times.dtype}; "
+            f"parse it with pandas.to_datetime first"
+        )
+
+
+def _event_nanoseconds(times: pd.Series) -> np.ndarray:
+    """Event times as UTC nanoseconds since the epoch; _NO_TIME where the time is missing."""
+    _require_datetimes(times)
+    if isinstance(times.dtype, pd.DatetimeTZDtype):
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    # NaT is stored as the smallest int64, which is _NO_TIME.
+    return times.to_numpy(dtype="datetime64[ns]").view(np.int64)
+
+
+def _excluded_mask(
+    coded: _CodedEvents,
+    item_index: pd.Index,
+    rules: RankingRules,
+    unavailable: Iterable[Hashable],
+) -> np.ndarray:
+    """excluded_mask on coded events."""
+    excluded = np.zeros(coded.shape, dtype=bool)
+    by_history = np.zeros(len(coded.users), dtype=bool)
+    if rules.exclude_consumed:
+        by_history |= ~coded.of_type(NON_CONSUMING_EVENT_TYPES)
+    if rules.exclude_purchased:
+        by_history |= coded.of_type((PURCHASE,))
+    excluded[coded.users[by_history], coded.items[by_history]] = True
+    if rules.rebuyable_item_ids:
+        excluded[:, item_index.isin(list(rules.rebuyable_item_ids))] = False
+    # Unavailability comes last: no exemption undoes it.
+    unavailable_columns = item_index.get_indexer(pd.Index(list(unavailable)))
+    excluded[:, unavailable_columns[unavailable_columns >= 0]] = True
+    return excluded
+
+
+def _feedback_multipliers(coded: _CodedEvents, rules: RankingRules) -> np.ndarray:
+    """feedback_multipliers on coded events; events without a time are left out."""
+    multipliers = np.ones(coded.shape)
+    cells = multipliers.reshape(-1)  # a view: writing a cell writes the matrix
+    timed = coded.times != _NO_TIME
+    pairs = coded.pairs
+
+    impressions = coded.of_type((IMPRESSION,)) & timed
+    if rules.impression_demotion < 1 and impressions.any():
+        engaged = coded.of_type(ENGAGEMENT_EVENT_TYPES) & timed
+        last_engaged = _latest_time(pairs, coded.times, engaged, pairs[impressions])
+        # Engagement at the very time of the impression counts as a response to it.
+        unclicked = coded.times[impressions] > last_engaged
+        demoted, counts = np.unique(pairs[impressions][unclicked], return_counts=True)
+        extra = np.maximum(counts - rules.free_impressions, 0)
+        factors = np.maximum(rules.impression_demotion**extra, rules.min_impression_factor)
+        cells[demoted] *= factors
+
+    clicks = coded.of_type(CLICK_EVENT_TYPES) & timed
+    if rules.click_without_conversion_factor < 1 and clicks.any():
+        converted = coded.of_type(CONVERSION_EVENT_TYPES) & timed
+        last_converted = _latest_time(pairs, coded.times, converted, pairs[clicks])
+        unconverted = coded.times[clicks] > last_converted
+        cells[np.unique(pairs[clicks][unconverted])] *= rules.click_without_conversion_factor
+    return multipliers
+
+
+def _latest_time(
+    pairs: np.ndarray, times: np.ndarray, source: np.ndarray, queried: np.ndarray
+) -> np.ndarray:
+    """For each queried pair, the latest time among source events of that pair, else _NO_TIME."""
+    if not source.any() or len(queried) == 0:
+        return np.full(len(queried), _NO_TIME, dtype=np.int64)
+    order = np.lexsort((times[source], pairs[source]))
+    sorted_pairs, sorted_times = pairs[source][order], times[source][order]
+    last_of_pair = np.append(sorted_pairs[1:] != sorted_pairs[:-1], True)
+    known_pairs, latest = sorted_pairs[last_of_pair], sorted_times[last_of_pair]
+    found = np.minimum(np.searchsorted(known_pairs, queried), len(known_pairs) - 1)
+    return np.where(known_pairs[found] == queried, latest[found], _NO_TIME)
+
+
+def _negative_pairs(coded: _CodedEvents, rules: RankingRules) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of items whose latest explicit feedback from the user is negative.
+
+    Events without a time count as older than every timed one; equal times keep frame order.
+    """
+    rated = coded.of_type((RATE,))
+    explicit = coded.of_type(EXPLICIT_FEEDBACK_EVENT_TYPES) & ~(rated & np.isnan(coded.values))
+    candidates = np.flatnonzero(explicit)
+    if len(candidates) == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    pairs = coded.pairs[candidates]
+    # lexsort is stable, so among equal (pair, time) the later event stays later.
+    candidates = candidates[np.lexsort((coded.times[candidates], pairs))]
+    pairs = coded.pairs[candidates]
+    latest = candidates[np.append(pairs[1:] != pairs[:-1], True)]
+    latest_types = coded.types.to_numpy()[latest]
+    negative = (latest_types == DISLIKE) | (
+        (latest_types == RATE) & (coded.values[latest] <= rules.low_rating_threshold)
+    )
+    return coded.users[latest[negative]], coded.items[latest[negative]]
+
+
+def _negative_feedback_penalty(
+    coded: _CodedEvents, vectors: np.ndarray, rules: RankingRules
+) -> np.ndarray:
+    """negative_feedback_penalty on coded events and unit-length item vectors."""
+    multipliers = np.ones(coded.shape)
+    users, items = _negative_pairs(coded, rules)
+    if rules.negative_feedback_strength == 0 or len(users) == 0:
+        return multipliers
+    order = np.argsort(users, kind="stable")
+    negative_users, rows = np.unique(users[order], return_inverse=True)
+    items = items[order]
+    # Starting at 0 clips negative similarity: an opposite item is not rewarded.
+    closest = np.zeros((len(negative_users), coded.shape[1]), dtype=vectors.dtype)
+    transposed = np.ascontiguousarray(vectors.T)
+    # One reused buffer: allocating a fresh block each time costs more than the product.
+    buffer = np.empty((min(_NEGATIVE_BLOCK, len(rows)), coded.shape[1]), dtype=vectors.dtype)
+    for start in range(0, len(rows), _NEGATIVE_BLOCK):
+        block_rows = rows[start : start + _NEGATIVE_BLOCK]
+        similarity = buffer[: len(block_rows)]
+        np.matmul(vectors[items[start : start + len(block_rows)]], transposed, out=similarity)
+        # Rows are sorted by user, so each user's pairs in the block are one run.
+        cuts = np.flatnonzero(np.diff(block_rows)) + 1
+        for first, last in zip(np.append(0, cuts), np.append(cuts, len(block_rows)), strict=True):
+            user_closest = closest[block_rows[first]]
+            np.maximum(user_closest, similarity[first:last].max(axis=0), out=user_closest)
+    np.clip(closest, 0.0, 1.0, out=closest)  # rounding can push a cosine just above 1
+    multipliers[negative_users] = 1.0 - rules.negative_feedback_strength * closest
+    return multipliers
+
+
+def _unit_rows(item_vectors: np.ndarray, n_items: int) -> np.ndarray:
+    """Item vectors scaled to unit length (zero rows stay zero), after checking their shape."""
+    vectors = np.asarray(item_vectors)
+    if vectors.ndim != 2 or vectors.shape[0] != n_items:
+        raise ValueError(
+            f"item_vectors has shape {vectors.shape} but must be items x dim with {n_items} "
+            f"rows, one per item id, in item_ids order"
+        )
+    if not np.issubdtype(vectors.dtype, np.floating):
+        vectors = vectors.astype(float)
+    if not np.isfinite(vectors).all():
+        raise ValueError("item_vectors contains NaN or infinite values; re-embed those items")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def _rescale_rows(values: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """Each row mapped to [0, 1] over its allowed entries, as ml.ranking rescales scores.
+
+    Subtracts min(row minimum, 0) and divides by the span up to the row maximum: non-negative
+    rows become value / max (0 stays 0), rows with negative values are min-max scaled, rows
+    with no spread become 0. Values must be finite; excluded entries come back meaningless.
+    """
+    allowed = ~excluded
+    top = np.max(values, axis=1, where=allowed, initial=-np.inf)
+    bottom = np.minimum(np.min(values, axis=1, where=allowed, initial=np.inf), 0.0)
+    spread = top - bottom
+    spread_ok = np.isfinite(spread) & (spread > 0)
+    shift = np.where(spread_ok, bottom, 0.0)
+    scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread_ok)
+    return (values - shift[:, None]) * scale[:, None]
+
+
+def _trending_matrix(
+    trending: np.ndarray | pd.Series | None, item_index: pd.Index, shape: tuple[int, int]
+) -> np.ndarray | None:
+    """Trending as a users x items matrix (a vector is shared by every user), negatives 0."""
+    if trending is None:
+        return None
+    if isinstance(trending, pd.Series):
+        _unique_index(trending.index, "trending index")
+        values = trending.reindex(item_index).fillna(0.0).to_numpy(dtype=float)
+    else:
+        values = np.asarray(trending, dtype=float)
+    if values.shape == (shape[1],):
+        values = np.broadcast_to(values, shape)
+    elif values.shape != shape:
+        raise ValueError(
+            f"trending has shape {values.shape} but must be one score per item "
+            f"({shape[1]},) or users x items {shape}"
+        )
+    if not np.isfinite(values).all():
+        raise ValueError("trending contains NaN or infinite values")
+    return np.maximum(values, 0.0)
+
+
+def _mmr_block(
+    values: np.ndarray, vectors: np.ndarray, width: int, pool: int, lambda_: float
+) -> np.ndarray:
+    """mmr_rerank for one block of rows."""
+    candidates = top_k_indices(values, pool)  # best first, ties to the lower column
+    candidate_scores = np.take_along_axis(values, candidates, axis=1)
+    pickable = ~np.isneginf(candidate_scores)
+    relevance = _rescale_rows(np.where(pickable, candidate_scores, 0.0), ~pickable)
+    candidate_vectors = vectors[candidates]
+    similarity = candidate_vectors @ candidate_vectors.transpose(0, 2, 1)
+    closest = np.zeros(relevance.shape)
+    picks = np.full((len(values), width), -1, dtype=np.intp)
+    rows = np.arange(len(values))
+    for place in range(width):
+        gain = lambda_ * relevance - (1.0 - lambda_) * closest
+        gain[~pickable] = -np.inf
+        best = np.argmax(gain, axis=1)  # the first maximum: the better-scored candidate
+        found = pickable[rows, best]
+        if not found.any():
+            break
+        picks[found, place] = candidates[rows[found], best[found]]
+        pickable[rows, best] = False
+        np.maximum(closest, similarity[rows, best], out=closest)
+    return picks
+
+
+def _event_weights(events: pd.DataFrame, event_weights: Mapping[str, float]) -> np.ndarray:
+    """Each event's interaction weight, as the warehouse computes it; negatives become 0."""
+    types = pd.Series(events[EVENT_TYPE].to_numpy(dtype=object))
+    weights = types.map(dict(event_weights)).to_numpy(dtype=float)
+    rated = (types == RATE).to_numpy()
+    if rated.any():
+        if VALUE in events.columns:
+            values = pd.to_numeric(events[VALUE], errors="coerce").to_numpy(dtype=float)
+        else:
+            values = np.full(len(events), np.nan)
+        # A rating without its value says nothing about taste: it weighs 0.
+        weights[rated] *= np.nan_to_num(values[rated] / RATING_MAX, nan=0.0)
+    return np.maximum(np.nan_to_num(weights, nan=0.0), 0.0)
+
+
+def _decayed_weights(
+    events: pd.DataFrame, half_life_days: float, event_weights: Mapping[str, float]
+) -> np.ndarray:
+    """Each event's weight halved per half_life_days before the newest event; 0 without time."""
+    if not half_life_days > 0:
+        raise ValueError(f"half_life_days must be positive, got {half_life_days!r}")
+    require_columns(events, (ITEM_ID, EVENT_TYPE, OCCURRED_AT), name="events")
+    times = _event_nanoseconds(events[OCCURRED_AT])
+    timed = times != _NO_TIME
+    decayed = np.zeros(len(events))
+    if timed.any():
+        age_days = (times[timed].max() - times[timed]) / pd.Timedelta(days=1).value
+        decayed[timed] = _event_weights(events, event_weights)[timed] * np.exp2(
+            -age_days / half_life_days
+        )
+    return decayed
+
+
+def _event_context_values(events: pd.DataFrame, context_key: str) -> pd.Series:
+    """Each event's normalised context value (None when it has none), default index."""
+    found = pd.Series([None] * len(events), dtype=object)
+    if CONTEXT in events.columns:
+        cells = pd.Series(events[CONTEXT].to_numpy(dtype=object))
+        # Contexts repeat a lot: parse each distinct one once.
+        texts = cells.map(_context_text)
+        codes, distinct = pd.factorize(texts)
+        parsed = np.array(
+            [_normalise_context_value(_context_field(text, context_key)) for text in distinct]
+            + [None],
+            dtype=object,
+        )
+        found[:] = parsed[codes]  # code -1 (no context) picks the trailing None
+    missing = found.isna().to_numpy()
+    if missing.any() and context_key in _TIME_CONTEXTS and OCCURRED_AT in events.columns:
+        times = events[OCCURRED_AT]
+        _require_datetimes(times)
+        derived = getattr(times.dt, _TIME_CONTEXTS[context_key]).to_numpy(dtype=float)[missing]
+        found[missing] = [None if np.isnan(value) else str(int(value)) for value in derived]
+    return found
+
+
+def _context_text(cell: object) -> str | None:
+    """A context cell as hashable JSON text (mappings encoded), None when absent."""
+    if isinstance(cell, str):
+        return cell
+    if isinstance(cell, Mapping):
+        return json.dumps(dict(cell), sort_keys=True, default=str)
+    return None
+
+
+def _context_field(context: object, context_key: str) -> object:
+    """The `context_key` field of a context given as JSON text or a mapping, else None.
+
+    Text that is not a JSON object has no fields: it is treated as no context, not an error,
+    because context is free-form and one bad row must not stop trending.
+    """
+    if isinstance(context, Mapping):
+        return context.get(context_key)
+    if not isinstance(context, str) or context_key not in context:
+        return None
+    try:
+        parsed = json.loads(context)
+    except ValueError:
+        return None
+    return parsed.get(context_key) if isinstance(parsed, dict) else None
+
+
+def _normalise_context_value(value: object) -> str | None:
+    """A context value as text: whole numbers without decimals, booleans lower case, else None.
+
+    9, 9.0 and "09" all become "9", so a request's hour matches the events' hours.
+    """
+    if value is None or isinstance(value, Mapping | list | tuple):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text or None
+    if np.isnan(number):
+        return None
+    return str(int(number)) if number.is_integer() else text
+
+
+def _recent_positive_history(
+    events: pd.DataFrame,
+    item_index: pd.Index,
+    history_length: int,
+    event_weights: Mapping[str, float],
+) -> pd.DataFrame:
+    """(user_id, item_id, column): each user's latest distinct items of positive weight.
+
+    Rows run most recent first (by occurred_at when present, then frame order), at most
+    history_length per user.
+    """
+    columns = item_index.get_indexer(events[ITEM_ID])
+    keep = (columns >= 0) & (_event_weights(events, event_weights) > 0)
+    positions = np.flatnonzero(keep)
+    if OCCURRED_AT in events.columns:
+        times = _event_nanoseconds(events[OCCURRED_AT])[keep]
+    else:
+        times = positions
+    history = pd.DataFrame(
+        {
+            USER_ID: events[USER_ID].to_numpy()[keep],
+            ITEM_ID: events[ITEM_ID].to_numpy()[keep],
+            "column": columns[keep],
+            "time": times,
+            "position": positions,
+        }
+    )
+    history = history.sort_values(["time", "position"], ascending=False, kind="stable")
+    history = history.drop_duplicates([USER_ID, "column"])
+    return history.groupby(USER_ID, sort=False).head(history_length).reset_index(drop=True)
+
+
+def _pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Dot product of vectors[left[i]] and vectors[right[i]] for every i, in blocks."""
+    similarity = np.empty(len(left))
+    for start in range(0, len(left), _PAIR_BLOCK):
+        block = slice(start, start + _PAIR_BLOCK)
+        similarity[block] = np.einsum("pd,pd->p", vectors[left[block]], vectors[right[block]])
+    return similarity
+
+
+def _display_title(item: Hashable, titles: Mapping[Hashable, str]) -> str:
+    """The item's title, or its id when it has no usable title."""
+    title = titles.get(item)
+    if title is None or (not isinstance(title, str) and pd.isna(title)) or not str(title).strip():
+        return str(item)
+    return str(title)

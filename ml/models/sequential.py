@@ -41,7 +41,8 @@ class SequentialConfig:
     dropout: float = 0.2
     use_ids: bool = True
     use_text: bool = True
-    id_dropout: float = 0.25  # share of ID embeddings hidden per batch, so text learns to rank
+    id_dropout: float = 0.1  # share of ID embeddings hidden per batch, so text learns to rank
+    future_window: int = 5  # each position learns the next this-many items
     learning_rate: float = 2e-3
     weight_decay: float = 1e-5
     batch_size: int = 128
@@ -271,6 +272,50 @@ class SequentialRecommender:
         model.history = TrainingHistory(**state.get("history", {}))
         return model
 
+    def with_catalog(
+        self, catalog_item_ids: Iterable[Hashable], text_vectors: pd.DataFrame | None
+    ) -> SequentialRecommender:
+        """This trained model over today's catalog, with today's item text.
+
+        Items it was trained on keep their learned ID embeddings; items that arrived since are
+        represented by their text alone, and every item's text vector is the current one. Nothing
+        is retrained: the learned projection and encoder apply to any text vector.
+        """
+        import torch
+
+        old_index = self._fitted_index()
+        new_index = pd.Index(sorted({str(item) for item in catalog_item_ids} | set(old_index)))
+        config = self.config
+        model = SequentialRecommender(config)
+        model._item_index = new_index
+        text = model._text_matrix(text_vectors) if config.use_text else None
+        if config.use_text and text_vectors is not None:
+            # Keep a trained item's old vector where today's text is missing.
+            old_text = self._network.text.numpy()
+            rows = old_index.get_indexer(new_index)
+            missing = ~text[1:].any(axis=1) & (rows >= 0)
+            text[1:][missing] = old_text[rows[missing] + 1]
+        network = _build_network(len(new_index), text, config)
+        state = {
+            name: value
+            for name, value in self._network.state_dict().items()
+            if name not in ("id_embedding.weight", "id_known", "text")
+        }
+        network.load_state_dict(state, strict=False)
+        rows = old_index.get_indexer(new_index)
+        known = rows >= 0
+        with torch.no_grad():
+            network.id_embedding.weight[1:][torch.as_tensor(known)] = self._network.id_embedding.weight[
+                1:
+            ][torch.as_tensor(rows[known])]
+            network.id_known[1:][torch.as_tensor(known)] = self._network.id_known[1:][
+                torch.as_tensor(rows[known])
+            ]
+        network.eval()
+        model._network = network
+        model.history = self.history
+        return model
+
     # internals -------------------------------------------------------------------------------
 
     def _fitted_index(self) -> pd.Index:
@@ -313,12 +358,16 @@ class SequentialRecommender:
         return result
 
     def _training_windows(self, sequences: list[np.ndarray]) -> np.ndarray:
-        """Right-padded windows of max_length + 1 items (inputs are [:-1], targets [1:])."""
-        span = self.config.max_length + 1
+        """Right-padded windows of max_length inputs plus future_window items of lookahead."""
+        span = self.config.max_length + self.config.future_window
         windows = []
+        length = self.config.max_length
         for sequence in sequences:
-            for end in range(len(sequence), 1, -self.config.max_length):
-                piece = sequence[max(0, end - span) : end]
+            # Input chunks end where the next one starts, the newest chunk last; each carries
+            # the items after it as lookahead targets.
+            for input_end in range(len(sequence) - 1, 0, -length):
+                input_start = max(0, input_end - length)
+                piece = sequence[input_start : input_start + span]
                 windows.append(np.pad(piece, (0, span - len(piece))))
         return np.asarray(windows, dtype=np.int64).reshape(-1, span)
 
@@ -340,24 +389,35 @@ class SequentialRecommender:
         n_items = len(self._fitted_index())
         order = generator.permutation(len(windows))
         total, count = 0.0, 0
+        horizon = config.future_window
         for start in range(0, len(order), config.batch_size):
             batch = torch.as_tensor(windows[order[start : start + config.batch_size]])
-            inputs, targets = batch[:, :-1], batch[:, 1:]
-            valid = (targets != PADDING) & (inputs != PADDING)
+            inputs = batch[:, : config.max_length]
+            # targets[:, :, j] is the item j + 1 steps ahead: the model learns what the user does
+            # next within a short horizon, which is robust to arbitrary order inside a session.
+            targets = torch.stack(
+                [batch[:, step : step + config.max_length] for step in range(1, horizon + 1)],
+                dim=2,
+            )
+            valid = (inputs != PADDING) & (targets[:, :, 0] != PADDING)
             table = network.item_table()
             hidden = network(inputs, table)[valid]
-            wanted = targets[valid]
+            wanted = targets[valid]  # (positions, horizon), PADDING where the sequence ended
             if n_items <= config.full_softmax_max_items:
                 logits = hidden @ table.T
                 logits[:, PADDING] = float("-inf")
-                loss = functional.cross_entropy(logits, wanted)
+                columns = wanted
             else:
                 sampled = torch.as_tensor(
                     generator.integers(1, n_items + 1, size=config.sampled_negatives)
                 )
-                candidates = torch.unique(torch.cat([wanted, sampled]))
+                candidates = torch.unique(torch.cat([wanted[wanted != PADDING], sampled]))
                 logits = hidden @ table[candidates].T
-                loss = functional.cross_entropy(logits, torch.searchsorted(candidates, wanted))
+                columns = torch.searchsorted(candidates, wanted.clamp(min=1))
+            log_probabilities = functional.log_softmax(logits, dim=1)
+            present = wanted != PADDING
+            picked = log_probabilities.gather(1, columns).masked_fill(~present, 0.0)
+            loss = -picked.sum() / present.sum()
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Query, Request, status
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -29,9 +29,12 @@ from starlette.concurrency import run_in_threadpool
 from ml.constants import (
     EVENT_TYPE,
     GENERATED_AT,
+    ITEM_ID,
     MODEL_VERSION,
     OPTIONAL_EVENT_COLUMNS,
+    REASON,
     REQUIRED_EVENT_COLUMNS,
+    SCORE,
 )
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings, get_settings
@@ -163,12 +166,12 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
                 )
             else:
                 detail = _NOTHING_PUBLISHED
-            raise HTTPException(status.HTTP_404_NOT_FOUND, detail)
+            raise HTTPException(404, detail)
         return _list_response(user_id, lists)
 
     @app.post(
         "/events",
-        status_code=status.HTTP_202_ACCEPTED,
+        status_code=202,
         response_model=EventsAccepted,
         openapi_extra={"requestBody": _EVENTS_BODY_SCHEMA},
     )
@@ -192,9 +195,11 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
             summary = store.summary()
         except Exception as error:  # any failure means unhealthy; report it, do not crash
             logger.warning("health check failed: %s", error)
+            # The first line names the problem; SQLAlchemy appends the SQL and a docs link.
+            first_line = (str(error).splitlines() or [""])[0]
             return JSONResponse(
-                {"status": "unavailable", "error": f"{type(error).__name__}: {error}"},
-                status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                {"status": "unavailable", "error": f"{type(error).__name__}: {first_line}"},
+                status_code=503,
             )
         return JSONResponse(
             {
@@ -215,7 +220,7 @@ def _list_response(user_id: str, lists: pd.DataFrame) -> RecommendationList:
         user_id=user_id,
         items=[
             RecommendedItem(item_id=item_id, score=score, reason=reason)
-            for item_id, score, reason in lists[["item_id", "score", "reason"]].itertuples(
+            for item_id, score, reason in lists[[ITEM_ID, SCORE, REASON]].itertuples(
                 index=False, name=None
             )
         ],
@@ -240,22 +245,16 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
         try:
             declared_bytes = int(declared)
         except ValueError:
-            raise HTTPException(
-                status.HTTP_400_BAD_REQUEST, f"Content-Length {declared!r} is not a number"
-            ) from None
+            raise HTTPException(400, f"Content-Length {declared!r} is not a number") from None
         if declared_bytes > max_bytes:
-            raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, _too_large(declared_bytes, max_bytes)
-            )
+            raise HTTPException(413, _too_large(declared_bytes, max_bytes))
     chunks: list[bytes] = []
     size = 0
     # The declared length may be missing (chunked) or wrong: count what actually arrives.
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise HTTPException(
-                status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, _too_large(size, max_bytes, "at least ")
-            )
+            raise HTTPException(413, _too_large(size, max_bytes, "at least "))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -274,25 +273,19 @@ def _parse_events(
     try:
         events = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, "body is not usable JSON: nested too deeply"
-        ) from None
+        raise HTTPException(400, "body is not usable JSON: nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, or a refused number
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"body is not valid JSON: {error}"
-        ) from None
+        raise HTTPException(400, f"body is not valid JSON: {error}") from None
     if not isinstance(events, list):
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             f"body must be a JSON array of event objects, got a JSON {_json_kind(events)}",
         )
     if not events:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY, "body is an empty array: no events to accept"
-        )
+        raise HTTPException(422, "body is an empty array: no events to accept")
     if len(events) > max_events:
         raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            413,
             f"{len(events)} events in one batch is over the limit of {max_events} "
             f"({MAX_EVENTS_VARIABLE}); send them in smaller batches",
         )
@@ -305,7 +298,7 @@ def _parse_events(
         shown = "; ".join(problems[:_PROBLEMS_SHOWN])
         more = len(problems) - _PROBLEMS_SHOWN
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            422,
             shown + (f"; and {more} more problem(s)" if more > 0 else "") + "; nothing was written",
         )
     return events

@@ -1,0 +1,251 @@
+"""Train the sequential recommender and measure it against every baseline, on one split, in one run.
+
+The split comes from the `interaction_splits` mart: `train` before a global cutoff, `validation`
+after it. Inside `train` a second temporal cut gives the early-stopping window, so the holdout
+that decides promotion is never seen while choosing epochs or the trending blend.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from ml.constants import DEFAULT_TOP_K, ITEM_ID, SPLIT, WEIGHT
+from ml.evaluation.metrics import ndcg_at_k
+from ml.evaluation.protocol import (
+    DEFAULT_REVEAL_FRACTION,
+    OVERALL,
+    EvaluationTask,
+    build_task,
+    evaluate_scores,
+    recommend_from_scores,
+    rescale_rows,
+    score_task,
+)
+from ml.evaluation.split import temporal_split
+from ml.models.baselines import (
+    EASERecommender,
+    ItemKNNRecommender,
+    PopularityRecommender,
+    TrendingRecommender,
+)
+from ml.models.sequential import SequentialConfig, SequentialRecommender
+
+logger = logging.getLogger("freshrank.training")
+
+MAIN_MODEL = "sequential"
+BLENDED_MODEL = "sequential+trending"
+BASELINES = ("popularity", "trending", "item_knn", "ease")
+BLEND_CANDIDATES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """What to train and how to judge it."""
+
+    sequential: SequentialConfig = field(default_factory=SequentialConfig)
+    k: int = DEFAULT_TOP_K
+    early_stopping_fraction: float = 0.1  # the newest share of `train` used to stop early
+    reveal_fraction: float = DEFAULT_REVEAL_FRACTION
+    ablations: bool = True  # also train ID-only and text-only variants
+    refit_on_full_train: bool = True
+
+
+@dataclass
+class TrainingResult:
+    """The trained model, its chosen trending blend, and the evaluation table."""
+
+    model: SequentialRecommender
+    trending_blend: float
+    evaluation: pd.DataFrame  # model, segment, users, metrics...
+    epochs: list[dict[str, float]]
+    best_epoch: int
+    data_summary: dict[str, object]
+    seconds: float
+
+    def metric(self, model: str, segment: str = OVERALL, name: str | None = None) -> float:
+        column = name or f"ndcg@{self._k}"
+        row = self.evaluation[
+            (self.evaluation["model"] == model) & (self.evaluation["segment"] == segment)
+        ]
+        return float(row[column].iloc[0]) if len(row) and column in row else float("nan")
+
+    @property
+    def _k(self) -> int:
+        columns = [c for c in self.evaluation.columns if c.startswith("ndcg@")]
+        return int(columns[0].split("@")[1]) if columns else DEFAULT_TOP_K
+
+
+def _baselines(train: pd.DataFrame, catalog: pd.Index) -> dict[str, object]:
+    models = {
+        "popularity": PopularityRecommender(),
+        "trending": TrendingRecommender(),
+        "item_knn": ItemKNNRecommender(),
+    }
+    try:
+        models["ease"] = EASERecommender().fit(train, catalog_item_ids=catalog)
+    except ValueError as error:  # catalogs too large for a dense item-item solve
+        logger.warning("EASE skipped: %s", error)
+    for name, model in models.items():
+        if name != "ease":
+            model.fit(train, catalog_item_ids=catalog)
+    return models
+
+
+def _aligned(model, task: EvaluationTask, item_ids: np.ndarray) -> np.ndarray:
+    """Scores of a model whose item index may differ from ``item_ids`` (zeros where unknown)."""
+    scores = score_task(model.score, task, model.item_ids)
+    if np.array_equal(model.item_ids, item_ids):
+        return scores
+    aligned = np.zeros((scores.shape[0], len(item_ids)))
+    columns = pd.Index(model.item_ids).get_indexer(item_ids)
+    present = columns >= 0
+    aligned[:, present] = scores[:, columns[present]]
+    return aligned
+
+
+def _blend(model_scores: np.ndarray, trending_scores: np.ndarray, weight: float) -> np.ndarray:
+    if weight == 0.0:
+        return model_scores
+    return (1.0 - weight) * rescale_rows(model_scores) + weight * rescale_rows(trending_scores)
+
+
+def _ndcg(scores: np.ndarray, task: EvaluationTask, item_ids: np.ndarray, k: int) -> float:
+    recommendations = recommend_from_scores(scores, task.users, item_ids, task.histories, k)
+    return ndcg_at_k(recommendations, task.truth, k)
+
+
+def _fit_sequential(
+    config: SequentialConfig,
+    train: pd.DataFrame,
+    catalog: pd.Index,
+    text_vectors: pd.DataFrame | None,
+    validation: EvaluationTask | None,
+    k: int,
+) -> SequentialRecommender:
+    model = SequentialRecommender(config)
+
+    def validate(current: SequentialRecommender) -> float:
+        assert validation is not None
+        item_ids = current.item_ids
+        return _ndcg(_aligned(current, validation, item_ids), validation, item_ids, k)
+
+    model.fit(
+        train,
+        catalog_item_ids=catalog,
+        text_vectors=text_vectors if config.use_text else None,
+        validate=validate if validation is not None else None,
+    )
+    return model
+
+
+def train_and_evaluate(
+    splits: pd.DataFrame,
+    catalog_item_ids: pd.Series,
+    text_vectors: pd.DataFrame | None,
+    config: TrainingConfig | None = None,
+) -> TrainingResult:
+    """Fit baselines and the sequential model on `train`; evaluate all on `validation`.
+
+    ``splits`` holds user_id, item_id, weight, occurred_at and split ('train' / 'validation').
+    """
+    config = config or TrainingConfig()
+    started = time.perf_counter()
+    k = config.k
+    splits = splits[splits[WEIGHT] > 0]
+    train = splits[splits[SPLIT] == "train"]
+    holdout = splits[splits[SPLIT] == "validation"]
+    if train.empty or holdout.empty:
+        raise ValueError(
+            f"need interactions on both sides of the split (train {len(train)}, "
+            f"validation {len(holdout)}): load more behaviour or lower validation_fraction"
+        )
+    catalog = pd.Index(sorted(set(catalog_item_ids.astype(str)) | set(splits[ITEM_ID])))
+    item_ids = catalog.to_numpy()
+    early_train, early_holdout, _ = temporal_split(train, config.early_stopping_fraction)
+    early_task = build_task(early_train, early_holdout, config.reveal_fraction)
+    task = build_task(train, holdout, config.reveal_fraction)
+    logger.info(
+        "train %d interactions; holdout %d users (%d new), %d truth items (%d new-item targets)",
+        len(train), len(task.users), int((task.segments["segment"] == "new_user").sum()),
+        len(task.truth), int(task.truth[ITEM_ID].isin(task.new_items).sum()),
+    )
+
+    # Early stopping and the blend weight are chosen inside `train` only.
+    logger.info("fitting %s with early stopping on the newest part of train", MAIN_MODEL)
+    probe = _fit_sequential(config.sequential, early_train, catalog, text_vectors, early_task, k)
+    best_epoch = max(probe.history.best_epoch, 1)
+    early_trending = TrendingRecommender().fit(early_train, catalog_item_ids=catalog)
+    probe_scores = _aligned(probe, early_task, item_ids)
+    early_trending_scores = _aligned(early_trending, early_task, item_ids)
+    blend_scores = {
+        weight: _ndcg(_blend(probe_scores, early_trending_scores, weight), early_task, item_ids, k)
+        for weight in BLEND_CANDIDATES
+    }
+    trending_blend = max(blend_scores, key=lambda weight: (blend_scores[weight], -weight))
+    logger.info("best epoch %d; trending blend %.2f (%s)", best_epoch, trending_blend, blend_scores)
+
+    fixed = replace(config.sequential, max_epochs=best_epoch)
+    if config.refit_on_full_train:
+        logger.info("refitting %s on all of train for %d epochs", MAIN_MODEL, best_epoch)
+        model = _fit_sequential(fixed, train, catalog, text_vectors, None, k)
+    else:
+        model = probe
+
+    tables = []
+    popularity = train.groupby(ITEM_ID)[WEIGHT].sum()
+    vectors = (
+        dict(zip(text_vectors.index.astype(str), text_vectors.to_numpy(), strict=True))
+        if text_vectors is not None
+        else None
+    )
+
+    def add(name: str, scores: np.ndarray) -> None:
+        tables.append(
+            evaluate_scores(
+                name, scores, task, item_ids, k, item_popularity=popularity, item_vectors=vectors
+            )
+        )
+
+    baselines = _baselines(train, catalog)
+    for name, baseline in baselines.items():
+        add(name, _aligned(baseline, task, item_ids))
+    main_scores = _aligned(model, task, item_ids)
+    add(MAIN_MODEL, main_scores)
+    trending_scores = _aligned(baselines["trending"], task, item_ids)
+    add(BLENDED_MODEL, _blend(main_scores, trending_scores, trending_blend))
+    if config.ablations:
+        for name, variant in (
+            ("sequential_id_only", replace(fixed, use_text=False)),
+            ("sequential_text_only", replace(fixed, use_ids=False)),
+        ):
+            if text_vectors is None and variant.use_text:
+                continue
+            logger.info("training ablation %s for %d epochs", name, best_epoch)
+            ablation = _fit_sequential(variant, train, catalog, text_vectors, None, k)
+            add(name, _aligned(ablation, task, item_ids))
+
+    evaluation = pd.concat(tables, ignore_index=True)
+    return TrainingResult(
+        model=model,
+        trending_blend=trending_blend,
+        evaluation=evaluation,
+        epochs=probe.history.epochs,
+        best_epoch=best_epoch,
+        data_summary={
+            "train_interactions": len(train),
+            "validation_interactions": len(holdout),
+            "train_users": int(train["user_id"].nunique()),
+            "catalog_items": len(catalog),
+            "train_end": str(train["occurred_at"].max()),
+            "validation_start": str(holdout["occurred_at"].min()),
+            "validation_end": str(holdout["occurred_at"].max()),
+            "evaluated_users": len(task.users),
+            "new_item_targets": int(task.truth[ITEM_ID].isin(task.new_items).sum()),
+        },
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,405 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from orchestration.ingest.landing import pending_files, read_landed_file, validate_events
+from orchestration.serving import api
+from orchestration.serving.api import ApiLimits, create_app
+from orchestration.serving.store import ServingStore
+from orchestration.settings import PROJECT_ROOT, Settings
+
+GENERATED = datetime(2026, 1, 1, 12, 0, 0)
+TRENDING_GENERATED = datetime(2026, 1, 1, 12, 30, 0)
+API_FILE_NAME = re.compile(r"^api-\d{8}T\d{12}Z-[0-9a-f]{8}\.jsonl$")
+
+EVENTS = [
+    {"user_id": "007", "item_id": "042", "event_type": "view", "timestamp": "2026-01-01T10:00:00Z"},
+    {
+        "user_id": "007",
+        "item_id": "042",
+        "event_type": "rate",
+        "timestamp": 1767261600,
+        "value": 4.5,
+        "event_id": "e-2",
+        "session_id": "s-1",
+        "context": {"device": "phone", "page": "home"},
+        "campaign": "spring",
+    },
+    {"user_id": "u2", "item_id": "7", "event_type": "purchase", "timestamp": "2026-01-01 11:00"},
+]
+
+
+def make_lists(users: list[str], k: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "user_id": user,
+                "rank": rank,
+                "item_id": f"{user}-item-{rank}",
+                "score": 1.0 / rank,
+                "reason": "because you watched X",
+                "model_version": "v1",
+                "generated_at": GENERATED,
+            }
+            for user in users
+            for rank in range(1, k + 1)
+        ]
+    )
+
+
+def make_trending(k: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "rank": list(range(1, k + 1)),
+            "item_id": [f"hot-{rank}" for rank in range(1, k + 1)],
+            "score": [10.0 - rank for rank in range(1, k + 1)],
+            "reason": ["trending now"] * k,
+            "model_version": ["trending-v1"] * k,
+            "generated_at": [TRENDING_GENERATED] * k,
+        }
+    )
+
+
+def publish(settings: Settings, *, trending: bool = True) -> None:
+    store = ServingStore(settings.serving_url)
+    try:
+        store.publish(make_lists(["u1", "007"], 5), trending=make_trending(4) if trending else None)
+    finally:
+        store.dispose()
+
+
+@pytest.fixture
+def store_settings(settings: Settings, serving_url: str) -> Settings:
+    """The temporary settings, on each serving-store backend."""
+    return dataclasses.replace(settings, serving_url=serving_url)
+
+
+@pytest.fixture
+def client(store_settings: Settings) -> Iterator[TestClient]:
+    publish(store_settings)
+    with TestClient(create_app(store_settings, ApiLimits())) as test_client:
+        yield test_client
+
+
+def events_folder(settings: Settings) -> Path:
+    return settings.landing_folder("events")
+
+
+def landed(settings: Settings) -> list[str]:
+    """Every file in the events landing folder, hidden ones included."""
+    return sorted(path.name for path in events_folder(settings).iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# GET /recommendations/{user_id}
+
+
+def test_known_user_gets_their_list_best_first(client: TestClient) -> None:
+    response = client.get("/recommendations/u1")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user_id"] == "u1"
+    assert [item["item_id"] for item in body["items"]] == [
+        f"u1-item-{rank}" for rank in range(1, 6)
+    ]
+    assert body["items"][0] == {
+        "item_id": "u1-item-1",
+        "score": 1.0,
+        "reason": "because you watched X",
+    }
+    assert body["model_version"] == "v1"
+    assert body["generated_at"] == "2026-01-01T12:00:00Z"
+
+
+def test_k_limits_the_list(client: TestClient) -> None:
+    body = client.get("/recommendations/u1", params={"k": 2}).json()
+    assert [item["item_id"] for item in body["items"]] == ["u1-item-1", "u1-item-2"]
+
+
+def test_unknown_user_gets_trending(client: TestClient) -> None:
+    response = client.get("/recommendations/someone-new", params={"k": 3})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user_id"] == "someone-new"
+    assert [item["item_id"] for item in body["items"]] == ["hot-1", "hot-2", "hot-3"]
+    assert {item["reason"] for item in body["items"]} == {"trending now"}
+    assert body["model_version"] == "trending-v1"
+    assert body["generated_at"] == "2026-01-01T12:30:00Z"
+
+
+def test_ids_are_text(client: TestClient) -> None:
+    assert client.get("/recommendations/007").json()["items"][0]["item_id"] == "007-item-1"
+    assert client.get("/recommendations/7").json()["model_version"] == "trending-v1"
+
+
+def test_nothing_published_is_404(store_settings: Settings) -> None:
+    with TestClient(create_app(store_settings)) as test_client:
+        response = test_client.get("/recommendations/u1")
+    assert response.status_code == 404
+    assert "nothing has been published yet" in response.json()["detail"]
+    assert "freshrank build" in response.json()["detail"]
+
+
+def test_unknown_user_without_trending_is_404(store_settings: Settings) -> None:
+    publish(store_settings, trending=False)
+    with TestClient(create_app(store_settings)) as test_client:
+        assert test_client.get("/recommendations/u1").status_code == 200
+        response = test_client.get("/recommendations/someone-new")
+    assert response.status_code == 404
+    assert "no trending list" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("k", ["0", "101", "-1", "ten"])
+def test_k_out_of_range_is_422(client: TestClient, k: str) -> None:
+    assert client.get("/recommendations/u1", params={"k": k}).status_code == 422
+
+
+# ---------------------------------------------------------------------------------------------
+# POST /events
+
+
+def test_good_batch_lands_as_one_json_lines_file(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as test_client:
+        response = test_client.post("/events", json=EVENTS)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == len(EVENTS)
+    assert API_FILE_NAME.match(body["file"]), body["file"]
+    assert landed(settings) == [body["file"]]
+    path = events_folder(settings) / body["file"]
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == EVENTS
+    assert json.loads(lines[0])["user_id"] == "007"
+
+
+def test_landed_file_is_what_ingestion_loads(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as test_client:
+        name = test_client.post("/events", json=EVENTS).json()["file"]
+    path = events_folder(settings) / name
+    assert pending_files("events", settings) == [path]
+    frame, malformed = read_landed_file(path, "events")
+    clean, quarantine = validate_events(frame, name, settings, datetime(2026, 1, 2, tzinfo=UTC))
+    assert malformed.empty and quarantine.empty
+    assert clean["user_id"].tolist() == ["007", "007", "u2"]
+    assert clean["item_id"].tolist() == ["042", "042", "7"]
+    assert json.loads(clean["attributes"].iloc[1]) == {"campaign": "spring"}
+
+
+def test_each_batch_gets_its_own_file(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as test_client:
+        first = test_client.post("/events", json=EVENTS[:1]).json()["file"]
+        second = test_client.post("/events", json=EVENTS[1:]).json()["file"]
+    assert first != second
+    assert landed(settings) == sorted([first, second])
+
+
+BAD_BATCHES = {
+    "malformed JSON": (b'[{"user_id": "u1",', 400, "not valid JSON: Expecting"),
+    "not UTF-8": (b'[{"user_id": "\xff"}]', 400, "not valid JSON"),
+    "NaN": (
+        b'[{"user_id": "u", "item_id": "i", "event_type": "rate", "timestamp": 1, "value": NaN}]',
+        400,
+        "NaN is not a JSON number",
+    ),
+    "an object": (
+        json.dumps(EVENTS[0]).encode(),
+        422,
+        "JSON array of event objects, got a JSON object",
+    ),
+    "an empty array": (b"[]", 422, "empty array"),
+    "not an object": (json.dumps([EVENTS[0], "view"]).encode(), 422, "event 1: expected an object"),
+    "missing field": (
+        json.dumps(
+            [EVENTS[0], {key: EVENTS[0][key] for key in ("user_id", "item_id", "event_type")}]
+        ).encode(),
+        422,
+        "event 1: missing 'timestamp'",
+    ),
+    "empty field": (
+        json.dumps([{**EVENTS[0], "user_id": "  "}]).encode(),
+        422,
+        "event 0: empty 'user_id'",
+    ),
+    "null field": (
+        json.dumps([{**EVENTS[0], "item_id": None}]).encode(),
+        422,
+        "event 0: empty 'item_id'",
+    ),
+    "unknown event type": (
+        json.dumps([EVENTS[0], EVENTS[1], {**EVENTS[0], "event_type": "teleport"}]).encode(),
+        422,
+        "event 2: 'event_type' \"teleport\" is not one of the configured event types",
+    ),
+    "too many events": (json.dumps(EVENTS * 2).encode(), 413, "6 events in one batch"),
+    "too large a body": (
+        json.dumps([{**EVENTS[0], "padding": "x" * 2000}]).encode(),
+        413,
+        "over the limit",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BATCHES))
+def test_bad_batch_is_refused_and_nothing_is_written(settings: Settings, case: str) -> None:
+    body, status_code, message = BAD_BATCHES[case]
+    limits = ApiLimits(max_events=5, max_body_bytes=1000)
+    with TestClient(create_app(settings, limits)) as test_client:
+        response = test_client.post(
+            "/events", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == status_code, response.text
+    assert message in response.json()["detail"]
+    assert landed(settings) == []
+
+
+def test_body_over_the_limit_without_content_length_is_413(settings: Settings) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"["
+        for _ in range(50):
+            yield json.dumps(EVENTS[0]).encode() + b","
+        yield json.dumps(EVENTS[0]).encode() + b"]"
+
+    with TestClient(create_app(settings, ApiLimits(max_body_bytes=1000))) as test_client:
+        response = test_client.post("/events", content=chunks())
+    assert response.status_code == 413
+    assert "at least" in response.json()["detail"]
+    assert landed(settings) == []
+
+
+def test_many_problems_are_reported_with_a_count(settings: Settings) -> None:
+    batch = [{"user_id": "u1"} for _ in range(20)]
+    with TestClient(create_app(settings)) as test_client:
+        response = test_client.post("/events", json=batch)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("event 0: missing 'item_id'; event 0: missing 'event_type'")
+    assert "and 50 more problem(s)" in detail
+    assert landed(settings) == []
+
+
+def test_failed_write_leaves_no_file(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(_descriptor: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(api.os, "fsync", disk_full)
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        assert test_client.post("/events", json=EVENTS).status_code == 500
+    assert landed(settings) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# GET /health and configuration
+
+
+def test_health_reports_what_is_published(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "lists": 10,
+        "users": 2,
+        "trending": 4,
+        "generated_at": "2026-01-01T12:00:00Z",
+    }
+
+
+def test_health_is_503_when_the_store_fails(store_settings: Settings) -> None:
+    publish(store_settings)
+    with TestClient(create_app(store_settings)) as test_client:
+        engine = sa.create_engine(store_settings.serving_url)
+        with engine.begin() as connection:
+            connection.execute(sa.text("DROP TABLE recommendations"))
+        engine.dispose()
+        response = test_client.get("/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "unavailable"
+    assert "recommendations" in response.json()["error"]
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHRANK_API_MAX_EVENTS", "250")
+    monkeypatch.setenv("FRESHRANK_API_MAX_BODY_BYTES", "1_000_000")
+    assert ApiLimits.from_env() == ApiLimits(max_events=250, max_body_bytes=1_000_000)
+    monkeypatch.delenv("FRESHRANK_API_MAX_EVENTS")
+    monkeypatch.delenv("FRESHRANK_API_MAX_BODY_BYTES")
+    assert ApiLimits.from_env() == ApiLimits(max_events=10_000, max_body_bytes=5 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5", "1.5"])
+def test_bad_limit_in_the_environment_is_a_clear_error(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("FRESHRANK_API_MAX_EVENTS", value)
+    with pytest.raises(ValueError, match="FRESHRANK_API_MAX_EVENTS=.* whole number of at least 1"):
+        create_app(settings)
+
+
+# ---------------------------------------------------------------------------------------------
+# The real server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_freshrank_serve_answers_over_http(settings: Settings, tmp_path: Path) -> None:
+    publish(settings)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)],
+            cwd=PROJECT_ROOT,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert server.poll() is None, f"server exited early:\n{log_path.read_text()}"
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no answer in 30 s:\n{log_path.read_text()}"
+            time.sleep(0.1)
+        response = httpx.get(f"{base_url}/recommendations/u1", params={"k": 3}, timeout=5)
+        assert response.status_code == 200
+        assert [item["item_id"] for item in response.json()["items"]] == [
+            "u1-item-1",
+            "u1-item-2",
+            "u1-item-3",
+        ]
+        posted = httpx.post(f"{base_url}/events", json=EVENTS, timeout=5)
+        assert posted.status_code == 202
+        assert landed(settings) == [posted.json()["file"]]
+    finally:
+        server.terminate()  # SIGTERM to this PID: uvicorn shuts down gracefully
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert f"freshrank API on {base_url}" in log_path.read_text()
