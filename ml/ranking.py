@@ -97,8 +97,13 @@ def rank_lists(
     unavailable: Iterable[Hashable] | None = None,
     titles: Titles | None = None,
     similarity: SimilarityMatrix | None = None,
+    multipliers: np.ndarray | None = None,
+    excluded: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Top-k lists (user_id, rank, item_id, score, reason) from a users x items score matrix.
+
+    `multipliers` (users x items, e.g. feedback demotions from `ml.rules`) scale the blended
+    score; `excluded` (users x items, bool) removes items on top of the consumed ones.
 
     `histories` (user_id, item_id[, weight]) lists what each user already consumed: those items
     are never listed. `trending` maps item id to a trending score (missing items count 0). The
@@ -138,11 +143,15 @@ def rank_lists(
         block = np.asarray(model[start:stop], dtype=float)
         if not np.isfinite(block).all():
             raise ValueError("scores contains NaN or infinite values; the model output is broken")
-        excluded = np.zeros(block.shape, dtype=bool)
+        block_excluded = np.zeros(block.shape, dtype=bool)
         first, last = np.searchsorted(consumed_users, [start, stop])
-        excluded[consumed_users[first:last] - start, consumed_items[first:last]] = True
-        excluded[:, unavailable_columns] = True
-        blended = _blend(block, trending_row, excluded, trending_blend)
+        block_excluded[consumed_users[first:last] - start, consumed_items[first:last]] = True
+        block_excluded[:, unavailable_columns] = True
+        if excluded is not None:
+            block_excluded |= np.asarray(excluded[start:stop], dtype=bool)
+        blended = _blend(block, trending_row, block_excluded, trending_blend)
+        if multipliers is not None:
+            blended = np.where(block_excluded, -np.inf, blended * multipliers[start:stop])
         top = top_k_indices(blended, k)
         top_scores = np.take_along_axis(blended, top, axis=1)
         rows, places = np.nonzero(np.isfinite(top_scores))  # excluded items sort last: drop them

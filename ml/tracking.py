@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,7 +63,9 @@ def configure(tracking_uri: str, artifact_location: str) -> Any:
 
 
 def _metric_name(model: str, segment: str, column: str) -> str:
-    return f"{model}.{segment}.{column.replace('@', '_at_')}"
+    """MLflow accepts letters, digits, `_ - . / ` and spaces in metric names."""
+    name = f"{model}.{segment}.{column.replace('@', '_at_')}"
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
 
 
 def _learning_curve(result: TrainingResult):
@@ -79,7 +82,9 @@ def _learning_curve(result: TrainingResult):
     if any("validation" in record for record in result.epochs):
         ndcg_axis = loss_axis.twinx()
         ndcg_axis.plot(
-            epochs, [record.get("validation", np.nan) for record in result.epochs], "s-",
+            epochs,
+            [record.get("validation", np.nan) for record in result.epochs],
+            "s-",
             color="tab:orange",
         )
         ndcg_axis.set_ylabel("early-stopping NDCG@10", color="tab:orange")
@@ -119,9 +124,13 @@ def log_training_run(
     client = configure(tracking_uri, artifact_location)
     with mlflow.start_run(run_name="sequential-training") as run:
         params = {f"sequential.{name}": value for name, value in asdict(config.sequential).items()}
-        params.update(k=config.k, reveal_fraction=config.reveal_fraction,
-                      early_stopping_fraction=config.early_stopping_fraction,
-                      trending_blend=result.trending_blend, best_epoch=result.best_epoch)
+        params.update(
+            k=config.k,
+            reveal_fraction=config.reveal_fraction,
+            early_stopping_fraction=config.early_stopping_fraction,
+            trending_blend=result.trending_blend,
+            best_epoch=result.best_epoch,
+        )
         mlflow.log_params(params)
         mlflow.set_tags({f"data.{name}": str(value) for name, value in data.items()})
         for record in result.epochs:
@@ -154,8 +163,11 @@ def log_training_run(
             mlflow.pyfunc.log_model(
                 name="model",
                 python_model=_pyfunc_model(),
-                artifacts={"state": str(state_path), "serving": str(serving_path),
-                           "item_index": str(index_path)},
+                artifacts={
+                    "state": str(state_path),
+                    "serving": str(serving_path),
+                    "item_index": str(index_path),
+                },
                 pip_requirements=[
                     f"torch=={torch.__version__.split('+')[0]}",
                     f"pandas=={pd.__version__}",
@@ -166,13 +178,20 @@ def log_training_run(
         run_id = run.info.run_id
     registered = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL)
     version = str(registered.version)
-    client.set_model_version_tag(REGISTERED_MODEL, version, GATE_METRIC,
-                                 f"{result.metric(BLENDED_MODEL):.6f}")
+    client.set_model_version_tag(
+        REGISTERED_MODEL, version, GATE_METRIC, f"{result.metric(BLENDED_MODEL):.6f}"
+    )
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
-    logger.info("logged run %s and registered %s version %s as %s", run_id, REGISTERED_MODEL,
-                version, CHALLENGER)
-    return TrackedRun(run_id=run_id, version=version,
-                      url_hint=f"experiment {EXPERIMENT}, run {run_id}")
+    logger.info(
+        "logged run %s and registered %s version %s as %s",
+        run_id,
+        REGISTERED_MODEL,
+        version,
+        CHALLENGER,
+    )
+    return TrackedRun(
+        run_id=run_id, version=version, url_hint=f"experiment {EXPERIMENT}, run {run_id}"
+    )
 
 
 def _pyfunc_model() -> Any:
@@ -216,9 +235,7 @@ def load_version(tracking_uri: str, version: str) -> tuple[SequentialRecommender
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    folder = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{REGISTERED_MODEL}/{version}")
-    )
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{REGISTERED_MODEL}/{version}"))
     state_path = next(folder.rglob(STATE_FILE))
     serving = json.loads(next(folder.rglob(SERVING_FILE)).read_text())
     state = torch.load(state_path, weights_only=False)
@@ -286,8 +303,4 @@ def rollback(client: Any) -> str:
 
 
 def baseline_ndcgs(result: TrainingResult) -> dict[str, float]:
-    return {
-        name: result.metric(name)
-        for name in BASELINES
-        if np.isfinite(result.metric(name))
-    }
+    return {name: result.metric(name) for name in BASELINES if np.isfinite(result.metric(name))}

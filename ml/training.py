@@ -66,6 +66,15 @@ class TrainingResult:
     best_epoch: int
     data_summary: dict[str, object]
     seconds: float
+    task: EvaluationTask
+    item_ids: np.ndarray
+    trending_scores: np.ndarray  # the trending baseline on the holdout, for blending
+
+    def served_ndcg(self, model: SequentialRecommender, trending_blend: float) -> float:
+        """NDCG@k of another model (a champion, say) served with its blend on this holdout."""
+        scores = _aligned(model, self.task, self.item_ids)
+        blended = _blend(scores, self.trending_scores, trending_blend)
+        return _ndcg(blended, self.task, self.item_ids, self._k)
 
     def metric(self, model: str, segment: str = OVERALL, name: str | None = None) -> float:
         column = name or f"ndcg@{self._k}"
@@ -171,8 +180,11 @@ def train_and_evaluate(
     task = build_task(train, holdout, config.reveal_fraction)
     logger.info(
         "train %d interactions; holdout %d users (%d new), %d truth items (%d new-item targets)",
-        len(train), len(task.users), int((task.segments["segment"] == "new_user").sum()),
-        len(task.truth), int(task.truth[ITEM_ID].isin(task.new_items).sum()),
+        len(train),
+        len(task.users),
+        int((task.segments["segment"] == "new_user").sum()),
+        len(task.truth),
+        int(task.truth[ITEM_ID].isin(task.new_items).sum()),
     )
 
     # Early stopping and the blend weight are chosen inside `train` only.
@@ -248,4 +260,7 @@ def train_and_evaluate(
             "new_item_targets": int(task.truth[ITEM_ID].isin(task.new_items).sum()),
         },
         seconds=time.perf_counter() - started,
+        task=task,
+        item_ids=item_ids,
+        trending_scores=trending_scores,
     )

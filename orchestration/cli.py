@@ -77,13 +77,10 @@ def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json:
 
 @main.command()
 def build() -> None:
-    """Run the full build: load landing files, dbt models and tests, checks, rank and publish."""
-    from orchestration.jobs import FULL_BUILD_JOB
-    from orchestration.reporting import report_run
+    """Full build: ingest, dbt models and tests, embeddings, training, registry, rank, publish."""
+    from orchestration.reporting import build_and_publish
 
-    settings = get_settings()
-    ok = report_run(FULL_BUILD_JOB, settings)
-    if not ok:
+    if not build_and_publish(get_settings()):
         sys.exit(1)
 
 

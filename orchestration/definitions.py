@@ -8,6 +8,8 @@ from orchestration.features.assets import item_embeddings
 from orchestration.features.checks import feature_checks
 from orchestration.ingest.assets import raw_events, raw_items
 from orchestration.jobs import jobs
+from orchestration.model.assets import recommender_challenger, recommender_champion
+from orchestration.model.checks import model_checks
 from orchestration.quality.checks import quality_checks
 from orchestration.serving.assets import published_recommendations, recommendation_lists
 from orchestration.serving.checks import serving_checks
@@ -19,10 +21,12 @@ defs = Definitions(
         raw_events,
         warehouse_dbt_models,
         item_embeddings,
+        recommender_challenger,
+        recommender_champion,
         recommendation_lists,
         published_recommendations,
     ],
-    asset_checks=[*quality_checks, *feature_checks, *serving_checks],
+    asset_checks=[*quality_checks, *feature_checks, *model_checks, *serving_checks],
     jobs=jobs,
     resources={"dbt": dbt_resource()},
 )

@@ -8,8 +8,7 @@ import click
 
 from ml.datasets import movielens_sample
 from orchestration.ingest.commands import ingest_files
-from orchestration.jobs import FULL_BUILD_JOB
-from orchestration.reporting import report_run
+from orchestration.reporting import build_and_publish
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
@@ -64,8 +63,10 @@ def run_demo(settings: Settings) -> bool:
         )
     click.echo(f"  ingest took {time.perf_counter() - ingest_started:.1f} s")
 
-    click.echo("\n2. full build: dbt models and tests, quality checks, ranking, publish")
-    ok = report_run(FULL_BUILD_JOB, settings)
+    click.echo(
+        "\n2. full build: dbt models and tests, checks, embeddings, training, registry; then publish"
+    )
+    ok = build_and_publish(settings)
     _show_sample_list(settings)
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f} s. Next:")
     click.echo(

@@ -6,13 +6,24 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
 FULL_BUILD_JOB = "full_build_job"
+PUBLISH_JOB = "publish_job"
 INGEST_JOB = "ingest_job"
+
+SERVING = AssetSelection.groups("serving")
 
 full_build_job = define_asset_job(
     FULL_BUILD_JOB,
-    selection=AssetSelection.all(),
+    selection=AssetSelection.all() - SERVING,
     executor_def=in_process_executor,
-    description="Load landing files, build and test the dbt models, check, rank and publish.",
+    description="Load landing files, build and test the dbt models, embed items, train, evaluate "
+    "and register a challenger (promoted if its gate passes). Publishing follows as publish_job.",
+)
+
+publish_job = define_asset_job(
+    PUBLISH_JOB,
+    selection=SERVING,
+    executor_def=in_process_executor,
+    description="Score every user with the champion (or the first ranking), check, publish.",
 )
 
 ingest_job = define_asset_job(
@@ -22,4 +33,4 @@ ingest_job = define_asset_job(
     description="Load pending landing files into the raw tables (ledger, quarantine, checks).",
 )
 
-jobs = [full_build_job, ingest_job]
+jobs = [full_build_job, publish_job, ingest_job]

@@ -70,6 +70,9 @@ class Settings:
     history_length: int = DEFAULT_HISTORY_LENGTH
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     text_template: str = DEFAULT_TEXT_TEMPLATE
+    promotion_margin: float = 0.002
+    training_max_epochs: int = 20
+    training_ablations: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -100,6 +103,10 @@ class Settings:
                 device=os.environ.get("FRESHRANK_EMBEDDING_DEVICE", "auto"),
             ),
             text_template=os.environ.get("FRESHRANK_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE),
+            promotion_margin=_env_float("FRESHRANK_PROMOTION_MARGIN", 0.002),
+            training_max_epochs=int(_env_float("FRESHRANK_TRAINING_MAX_EPOCHS", 20)),
+            training_ablations=os.environ.get("FRESHRANK_TRAINING_ABLATIONS", "1").lower()
+            not in ("0", "false", "no"),
         )
 
     @property

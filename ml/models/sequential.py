@@ -305,9 +305,9 @@ class SequentialRecommender:
         rows = old_index.get_indexer(new_index)
         known = rows >= 0
         with torch.no_grad():
-            network.id_embedding.weight[1:][torch.as_tensor(known)] = self._network.id_embedding.weight[
-                1:
-            ][torch.as_tensor(rows[known])]
+            network.id_embedding.weight[1:][torch.as_tensor(known)] = (
+                self._network.id_embedding.weight[1:][torch.as_tensor(rows[known])]
+            )
             network.id_known[1:][torch.as_tensor(known)] = self._network.id_known[1:][
                 torch.as_tensor(rows[known])
             ]

@@ -3,7 +3,8 @@
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
 from ml.constants import ITEM_ID, USER_ID
-from orchestration.serving.assets import LISTS_TABLE, read_ranking_inputs, recommendation_lists
+from orchestration.serving.assets import LISTS_TABLE, recommendation_lists
+from orchestration.serving.scoring import read_scoring_inputs
 from orchestration.serving.validation import find_list_problems
 from orchestration.settings import get_settings
 from orchestration.warehouse.guard import open_warehouse
@@ -19,7 +20,7 @@ def check_recommendation_lists(context: AssetCheckExecutionContext) -> AssetChec
     settings = get_settings()
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         lists = connection.sql(f"select * from {LISTS_TABLE}").df()
-        inputs = read_ranking_inputs(connection)
+        inputs = read_scoring_inputs(connection)
     items = inputs["items"]
     available = items.loc[items["available"].fillna(True).astype(bool), ITEM_ID]
     problems = find_list_problems(lists, inputs["consumed"], available, settings.top_k)

@@ -1,0 +1,175 @@
+"""Text embedding throughput: freshrank's TextEmbedder against sentence-transformers.
+
+Both embed the same MovieLens item texts with the same packaged all-MiniLM-L6-v2 weights, on the
+same device, batch size and torch thread count, in one process. Model loading is timed apart from
+encoding; both models embed a few texts first so that one-off warm-up costs stay out of the
+figures. The runs alternate between the two so that a busy machine slows both alike. The printed
+ratio is ours / theirs in texts per second (above 1: ours is faster), and the largest absolute
+difference between the two sets of vectors shows they compute the same thing.
+
+    .venv/bin/python benchmarks/embedding_throughput.py [--limit N] [--device auto|cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="embed only the first N texts")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens kept per text")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each implementation")
+    parser.add_argument("--warmup", type=int, default=32, help="texts embedded before timing")
+    parser.add_argument(
+        "--their-float32",
+        action="store_true",
+        help="on CUDA, leave sentence-transformers in float32 instead of matching our float16",
+    )
+    return parser.parse_args()
+
+
+def quiet_logging() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("freshrank", "sentence_transformers", "transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Left-aligned first column, right-aligned figures, two spaces between columns."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = [row[0].ljust(widths[0])]
+        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+        print("  ".join(cells).rstrip())
+
+
+def main() -> None:
+    arguments = parse_arguments()
+    quiet_logging()
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from ml.datasets import movielens_sample
+    from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig, TextEmbedder, resolve_model_path
+    from ml.text import item_texts
+
+    if arguments.threads:
+        torch.set_num_threads(arguments.threads)
+    items, _ = movielens_sample()
+    texts = item_texts(items).tolist()[: arguments.limit]
+
+    started = time.perf_counter()
+    ours = TextEmbedder(
+        EmbeddingConfig(
+            batch_size=arguments.batch_size,
+            max_length=arguments.max_length,
+            device=arguments.device,
+        )
+    )
+    our_load = time.perf_counter() - started
+    device = ours.device
+
+    started = time.perf_counter()
+    theirs = SentenceTransformer(str(resolve_model_path(PACKAGED_MODEL)), device=str(device))
+    theirs.max_seq_length = arguments.max_length
+    if device.type == "cuda" and not arguments.their_float32:
+        theirs.half()
+    their_load = time.perf_counter() - started
+
+    def encode_ours(batch: list[str]) -> np.ndarray:
+        return ours.encode(batch)
+
+    def encode_theirs(batch: list[str]) -> np.ndarray:
+        vectors = theirs.encode(
+            batch,
+            batch_size=arguments.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def timed(encode: Callable[[list[str]], np.ndarray]) -> tuple[float, np.ndarray]:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        vectors = encode(texts)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - began, vectors
+
+    encode_ours(texts[: arguments.warmup])
+    encode_theirs(texts[: arguments.warmup])
+    our_seconds: list[float] = []
+    their_seconds: list[float] = []
+    for repeat in range(arguments.repeats):
+        # Alternate who goes first, so a load spike from another process hits both alike.
+        order = [("ours", encode_ours), ("theirs", encode_theirs)]
+        for name, encode in order if repeat % 2 == 0 else order[::-1]:
+            seconds, vectors = timed(encode)
+            if name == "ours":
+                our_seconds.append(seconds)
+                our_vectors = vectors
+            else:
+                their_seconds.append(seconds)
+                their_vectors = vectors
+    difference = float(np.abs(our_vectors - their_vectors).max())
+
+    def rates(seconds: list[float]) -> tuple[float, float]:
+        return len(texts) / statistics.median(seconds), len(texts) / min(seconds)
+
+    our_median, our_best = rates(our_seconds)
+    their_median, their_best = rates(their_seconds)
+    our_dtype = str(next(ours.model.parameters()).dtype).removeprefix("torch.")
+    their_dtype = str(next(theirs.parameters()).dtype).removeprefix("torch.")
+    print(
+        f"embedding throughput: {len(texts)} MovieLens item texts, model {PACKAGED_MODEL}, "
+        f"device {device}, batch size {arguments.batch_size}, max length {arguments.max_length}, "
+        f"{torch.get_num_threads()} torch threads, {arguments.repeats} timed runs each "
+        f"after {arguments.warmup} warm-up texts"
+    )
+    print_table(
+        [
+            ("implementation", "dtype", "load s", "texts/s median", "texts/s best"),
+            (
+                "freshrank TextEmbedder",
+                our_dtype,
+                f"{our_load:.2f}",
+                f"{our_median:.1f}",
+                f"{our_best:.1f}",
+            ),
+            (
+                "sentence-transformers",
+                their_dtype,
+                f"{their_load:.2f}",
+                f"{their_median:.1f}",
+                f"{their_best:.1f}",
+            ),
+            (
+                "ratio ours/theirs",
+                "",
+                "",
+                f"{our_median / their_median:.2f}",
+                f"{our_best / their_best:.2f}",
+            ),
+        ]
+    )
+    print(f"max abs difference between the two embeddings: {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Score users for publishing: the MLflow champion when there is one, the first ranking otherwise.
+
+Used by the full build (every user) and the refresh (only the users a batch touched), so both
+paths rank with the same model, rules and reasons.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ml.constants import (
+    GENERATED_AT,
+    ITEM_ID,
+    MODEL_VERSION,
+    NON_CONSUMING_EVENT_TYPES,
+    RANK,
+    REASON,
+    SCORE,
+    USER_ID,
+)
+from ml.ranking import rank_lists, trending_lists
+from ml.recommend import FIRST_RANKING_VERSION, unavailable_items
+from ml.rules import (
+    RankingRules,
+    excluded_mask,
+    feedback_multipliers,
+    negative_feedback_penalty,
+)
+from orchestration.features.embedding_store import load_vectors
+from orchestration.settings import Settings
+from orchestration.warehouse.guard import open_warehouse
+
+logger = logging.getLogger("freshrank.scoring")
+
+USERS_PER_BLOCK = 2000
+
+
+@dataclass
+class ScoredLists:
+    """Lists for some users, the trending list for everyone else, and how they were made."""
+
+    lists: pd.DataFrame  # user_id, rank, item_id, score, reason, model_version, generated_at
+    trending: pd.DataFrame  # rank, item_id, score, reason, model_version, generated_at
+    model_version: str
+    fallback_users: int
+
+
+def _in_users(column: str, user_ids: list[str] | None) -> str:
+    if user_ids is None:
+        return "true"
+    return f"{column} in (select user_id from scoring_users)"
+
+
+def read_scoring_inputs(
+    connection: duckdb.DuckDBPyConnection, user_ids: list[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """The marts ranking needs, restricted to ``user_ids`` where they are per user."""
+    if user_ids is not None:
+        connection.register("scoring_users", pd.DataFrame({USER_ID: user_ids}))
+    consuming = ", ".join(f"'{event_type}'" for event_type in NON_CONSUMING_EVENT_TYPES)
+    inputs = {
+        "events": connection.sql(
+            "select user_id, item_id, event_type, occurred_at, value, context "
+            f"from marts.interactions where {_in_users('user_id', user_ids)}"
+        ).df(),
+        "consumed": connection.sql(
+            "select distinct user_id, item_id from marts.interactions "
+            f"where event_type not in ({consuming}) and {_in_users('user_id', user_ids)}"
+        ).df(),
+        "histories": connection.sql(
+            "select user_id, item_id, weight, occurred_at from marts.user_recent_history "
+            f"where {_in_users('user_id', user_ids)}"
+        ).df(),
+        "trending": connection.sql(
+            "select item_id, decayed_score from marts.item_trending order by trending_rank"
+        ).df(),
+        "items": connection.sql("select item_id, title, available from marts.items").df(),
+        "users": connection.sql(
+            f"select user_id from marts.users where {_in_users('user_id', user_ids)} "
+            "order by user_id"
+        ).df(),
+    }
+    return inputs
+
+
+def _champion(settings: Settings, catalog: pd.Series, vectors: pd.DataFrame):
+    """(model over today's catalog, its trending blend, version label), or None."""
+    from ml import tracking
+
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    version = tracking.alias_version(client, tracking.CHAMPION)
+    if version is None:
+        return None
+    model, blend = tracking.load_version(settings.mlflow_tracking_uri, version)
+    model = model.with_catalog(catalog, vectors if not vectors.empty else None)
+    return model, blend, f"{tracking.REGISTERED_MODEL}/{version}"
+
+
+def _first_ranking_model(inputs: dict[str, pd.DataFrame], connection_path) -> object:
+    from ml.models.baselines import ItemKNNRecommender
+
+    with open_warehouse(connection_path, read_only=True) as connection:
+        interactions = connection.sql(
+            "select user_id, item_id, weight, occurred_at from marts.interactions where weight > 0"
+        ).df()
+    return ItemKNNRecommender().fit(interactions, catalog_item_ids=inputs["items"][ITEM_ID])
+
+
+def score_users(
+    settings: Settings,
+    user_ids: list[str] | None = None,
+    rules: RankingRules | None = None,
+) -> ScoredLists:
+    """Rank ``user_ids`` (every known user when None) and the trending list."""
+    rules = rules or RankingRules()
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        inputs = read_scoring_inputs(connection, user_ids)
+        vectors = load_vectors(connection)
+    items = inputs["items"]
+    champion = _champion(settings, items[ITEM_ID], vectors)
+    similarity = None
+    if champion is not None:
+        scorer, blend, version = champion
+    else:
+        scorer = _first_ranking_model(inputs, settings.warehouse_path)
+        blend, version = rules.trending_blend, FIRST_RANKING_VERSION
+        similarity = scorer.similarity
+    item_ids = np.asarray(scorer.item_ids)
+    aligned_vectors = (
+        vectors.reindex(pd.Index(item_ids)).fillna(0.0).to_numpy(dtype=np.float32)
+        if not vectors.empty
+        else None
+    )
+    trending = inputs["trending"].set_index(ITEM_ID)["decayed_score"]
+    unavailable = unavailable_items(items).tolist()
+    titles = items.set_index(ITEM_ID)["title"]
+    users = pd.Index(inputs["users"][USER_ID].astype(str))
+    consumed = inputs["consumed"][~inputs["consumed"][ITEM_ID].isin(rules.rebuyable_item_ids)]
+    parts, fallback = [], 0
+    for start in range(0, len(users), USERS_PER_BLOCK):
+        block = users[start : start + USERS_PER_BLOCK]
+        histories = inputs["histories"][inputs["histories"][USER_ID].isin(block)]
+        events = inputs["events"][inputs["events"][USER_ID].isin(block)]
+        scores = np.zeros((len(block), len(item_ids)))
+        if not histories.empty:
+            scored_users, scored = scorer.score(histories)
+            rows = block.get_indexer(pd.Index(scored_users))
+            scores[rows[rows >= 0]] = scored[rows >= 0]
+        fallback += int((~scores.any(axis=1)).sum())
+        multipliers = feedback_multipliers(events, block, item_ids, rules)
+        if aligned_vectors is not None:
+            multipliers = multipliers * negative_feedback_penalty(
+                events, block, item_ids, aligned_vectors, rules
+            )
+        parts.append(
+            rank_lists(
+                scores,
+                block,
+                item_ids,
+                consumed[consumed[USER_ID].isin(block)],
+                trending,
+                settings.top_k,
+                trending_blend=blend,
+                unavailable=unavailable,
+                titles=titles,
+                similarity=similarity,
+                multipliers=multipliers,
+                excluded=excluded_mask(events, block, item_ids, rules, unavailable),
+            )
+        )
+    generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    lists = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=[USER_ID, RANK, ITEM_ID, SCORE, REASON])
+    )
+    lists[MODEL_VERSION] = version
+    lists[GENERATED_AT] = generated_at
+    popular = trending_lists(trending, ["*"], settings.top_k, exclude=unavailable)
+    popular = popular.drop(columns=[USER_ID])
+    popular[MODEL_VERSION] = "trending"
+    popular[GENERATED_AT] = generated_at
+    logger.info("scored %d users with %s (%d on trending)", len(users), version, fallback)
+    return ScoredLists(
+        lists=lists, trending=popular, model_version=version, fallback_users=fallback
+    )
