@@ -304,3 +304,20 @@ def rollback(client: Any) -> str:
 
 def baseline_ndcgs(result: TrainingResult) -> dict[str, float]:
     return {name: result.metric(name) for name in BASELINES if np.isfinite(result.metric(name))}
+
+
+def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
+    """The evaluation table (markdown) of the newest training run, or None."""
+    import mlflow
+
+    client = configure(tracking_uri, artifact_location)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        return None
+    path = mlflow.artifacts.download_artifacts(
+        run_id=runs[0].info.run_id, artifact_path="evaluation/evaluation.md"
+    )
+    return Path(path).read_text()

@@ -94,6 +94,58 @@ def demo() -> None:
 
 
 @main.command()
+def retrain() -> None:
+    """Embed changed items, train and evaluate a challenger; promote it if the gate passes."""
+    from orchestration.jobs import PUBLISH_JOB, RETRAIN_JOB
+    from orchestration.reporting import report_run
+
+    settings = get_settings()
+    if not report_run(RETRAIN_JOB, settings) or not report_run(PUBLISH_JOB, settings):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("version")
+def promote(version: str) -> None:
+    """Make a registered model VERSION the champion (after review in the MLflow UI)."""
+    from ml import tracking
+
+    settings = get_settings()
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    replaced = tracking.promote(client, version)
+    click.echo(
+        f"{tracking.REGISTERED_MODEL} version {version} is champion (was {replaced or 'none'}). "
+        "Run `freshrank build` or let champion_change_sensor rescore every user."
+    )
+
+
+@main.command()
+def rollback() -> None:
+    """Move the champion alias back to the previous champion."""
+    from ml import tracking
+
+    settings = get_settings()
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    try:
+        version = tracking.rollback(client)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"{tracking.REGISTERED_MODEL}: champion is back to version {version}")
+
+
+@main.command()
+def evaluate() -> None:
+    """Print the evaluation table of the newest training run (model against baselines)."""
+    from ml import tracking
+
+    settings = get_settings()
+    table = tracking.latest_evaluation(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    if table is None:
+        raise click.ClickException("no training run yet: run `freshrank build` first")
+    click.echo(table)
+
+
+@main.command()
 @click.argument("user_id")
 @click.option("-k", "k", type=int, default=None, help="How many items (default: all published).")
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")

@@ -10,6 +10,7 @@ from orchestration.ingest.assets import raw_events, raw_items
 from orchestration.jobs import jobs
 from orchestration.model.assets import recommender_challenger, recommender_champion
 from orchestration.model.checks import model_checks
+from orchestration.model.sensors import model_sensors
 from orchestration.quality.checks import quality_checks
 from orchestration.serving.assets import published_recommendations, recommendation_lists
 from orchestration.serving.checks import serving_checks
@@ -28,5 +29,6 @@ defs = Definitions(
     ],
     asset_checks=[*quality_checks, *feature_checks, *model_checks, *serving_checks],
     jobs=jobs,
+    sensors=[*model_sensors],
     resources={"dbt": dbt_resource()},
 )

@@ -8,6 +8,7 @@ from dagster import AssetSelection, define_asset_job, in_process_executor
 FULL_BUILD_JOB = "full_build_job"
 PUBLISH_JOB = "publish_job"
 INGEST_JOB = "ingest_job"
+RETRAIN_JOB = "retrain_job"
 
 SERVING = AssetSelection.groups("serving")
 
@@ -33,4 +34,11 @@ ingest_job = define_asset_job(
     description="Load pending landing files into the raw tables (ledger, quarantine, checks).",
 )
 
-jobs = [full_build_job, publish_job, ingest_job]
+retrain_job = define_asset_job(
+    RETRAIN_JOB,
+    selection=AssetSelection.groups("features", "model"),
+    executor_def=in_process_executor,
+    description="Embed changed items, train, evaluate and register a challenger on current marts.",
+)
+
+jobs = [full_build_job, publish_job, ingest_job, retrain_job]

@@ -1,0 +1,42 @@
+"""Sensors of the model domain: publish after a build, rescore everyone when the champion moves."""
+
+from dagster import (
+    DagsterRunStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SkipReason,
+    run_status_sensor,
+    sensor,
+)
+
+from orchestration.jobs import PUBLISH_JOB, full_build_job, publish_job
+from orchestration.settings import get_settings
+
+
+@sensor(job=publish_job, minimum_interval_seconds=30)
+def champion_change_sensor(context: SensorEvaluationContext):
+    """A promotion or rollback in the registry (CLI, gate or MLflow UI) rescores every user."""
+    from ml import tracking
+
+    settings = get_settings()
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    champion = tracking.alias_version(client, tracking.CHAMPION)
+    if champion is None:
+        return SkipReason("no champion registered yet")
+    if context.cursor == champion:
+        return SkipReason(f"champion is still version {champion}")
+    context.update_cursor(champion)
+    return RunRequest(run_key=f"champion-{champion}", tags={"freshrank/champion": champion})
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    monitored_jobs=[full_build_job],
+    request_job=publish_job,
+)
+def publish_after_build_sensor(context):
+    """A successful full build publishes fresh lists."""
+    return RunRequest(run_key=f"{PUBLISH_JOB}-after-{context.dagster_run.run_id}")
+
+
+model_sensors = [champion_change_sensor, publish_after_build_sensor]
