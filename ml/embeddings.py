@@ -75,7 +75,9 @@ class TextEmbedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()
         self.config = config or EmbeddingConfig()
         path = resolve_model_path(self.config.model)
         self.device = resolve_device(self.config.device)

@@ -85,12 +85,47 @@ def build() -> None:
 
 
 @main.command()
-def demo() -> None:
+@click.option(
+    "--replay-batches",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Batches for the closing replay (0 skips it).",
+)
+def demo(replay_batches: int) -> None:
     """Load the packaged MovieLens sample through ingestion, build, and show what happened."""
     from orchestration.demo import run_demo
 
-    if not run_demo(get_settings()):
+    if not run_demo(get_settings(), replay_batches):
         sys.exit(1)
+
+
+@main.command()
+def refresh() -> None:
+    """Load waiting landing files and republish the lists of the users they touch (no training)."""
+    from orchestration.jobs import REFRESH_JOB
+    from orchestration.reporting import report_run
+
+    if not report_run(REFRESH_JOB, get_settings()):
+        sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--batches", type=int, default=5, show_default=True, help="How many batches to stream."
+)
+@click.option(
+    "--holdout",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Newest share of the sample that is streamed instead of built.",
+)
+def replay(batches: int, holdout: float) -> None:
+    """Stream held-out MovieLens behaviour in batches: refreshed against stale lists."""
+    from orchestration.replay import print_replay
+
+    print_replay(get_settings(), batches, holdout)
 
 
 @main.command()
@@ -139,7 +174,9 @@ def evaluate() -> None:
     from ml import tracking
 
     settings = get_settings()
-    table = tracking.latest_evaluation(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    table = tracking.latest_evaluation(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_location
+    )
     if table is None:
         raise click.ClickException("no training run yet: run `freshrank build` first")
     click.echo(table)

@@ -7,6 +7,7 @@ from dagster import Definitions
 from orchestration.features.assets import item_embeddings
 from orchestration.features.checks import feature_checks
 from orchestration.ingest.assets import raw_events, raw_items
+from orchestration.ingest.sensors import ingest_schedules, ingest_sensors
 from orchestration.jobs import jobs
 from orchestration.model.assets import recommender_challenger, recommender_champion
 from orchestration.model.checks import model_checks
@@ -29,6 +30,7 @@ defs = Definitions(
     ],
     asset_checks=[*quality_checks, *feature_checks, *model_checks, *serving_checks],
     jobs=jobs,
-    sensors=[*model_sensors],
+    sensors=[*ingest_sensors, *model_sensors],
+    schedules=ingest_schedules,
     resources={"dbt": dbt_resource()},
 )

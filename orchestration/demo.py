@@ -48,7 +48,7 @@ def _show_sample_list(settings: Settings) -> None:
         )
 
 
-def run_demo(settings: Settings) -> bool:
+def run_demo(settings: Settings, replay_batches: int = 5) -> bool:
     """Ingest the sample, build, and print what happened and where to look next."""
     settings.ensure_dirs()
     started = time.perf_counter()
@@ -64,10 +64,16 @@ def run_demo(settings: Settings) -> bool:
     click.echo(f"  ingest took {time.perf_counter() - ingest_started:.1f} s")
 
     click.echo(
-        "\n2. full build: dbt models and tests, checks, embeddings, training, registry; then publish"
+        "\n2. full build: dbt models and tests, checks, embeddings, training, registry; "
+        "then publish"
     )
     ok = build_and_publish(settings)
     _show_sample_list(settings)
+    if ok and replay_batches:
+        from orchestration.replay import print_replay
+
+        click.echo("\n3. replay: held-out behaviour streamed in batches, refreshed vs stale lists")
+        print_replay(settings, replay_batches, 0.1)
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f} s. Next:")
     click.echo(
         "  make dev                      Dagster UI (asset graph, checks, runs) and MLflow UI"

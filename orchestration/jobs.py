@@ -9,6 +9,7 @@ FULL_BUILD_JOB = "full_build_job"
 PUBLISH_JOB = "publish_job"
 INGEST_JOB = "ingest_job"
 RETRAIN_JOB = "retrain_job"
+REFRESH_JOB = "refresh_job"
 
 SERVING = AssetSelection.groups("serving")
 
@@ -41,4 +42,13 @@ retrain_job = define_asset_job(
     description="Embed changed items, train, evaluate and register a challenger on current marts.",
 )
 
-jobs = [full_build_job, publish_job, ingest_job, retrain_job]
+refresh_job = define_asset_job(
+    REFRESH_JOB,
+    selection=AssetSelection.groups("ingest", "warehouse", "features", "serving"),
+    executor_def=in_process_executor,
+    config={"ops": {"recommendation_lists": {"config": {"scope": "affected"}}}},
+    description="New landing files -> incremental models -> embeddings of new items -> rescore "
+    "only the users with new behaviour (and trending) -> publish. No training.",
+)
+
+jobs = [full_build_job, publish_job, ingest_job, retrain_job, refresh_job]

@@ -227,3 +227,100 @@ def test_item_embeddings_are_incremental(world: dict) -> None:
     assert sorted(vectors["item_id"]) == sorted(catalog["item_id"])
     figures = refresh_item_embeddings(settings, settings.embedding)
     assert figures["embedded"] == 0 and figures["reused"] == len(catalog)
+
+
+def _refresh_batch(world: dict, name: str, rows: list[dict]) -> Path:
+    path = world["inputs"] / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_refresh_rescores_only_the_users_a_batch_touched(world: dict) -> None:
+    from orchestration.jobs import REFRESH_JOB
+
+    settings = world["settings"]
+    sample = world["sample"]
+    before = ServingStore(settings.serving_url).all_lists()
+    returning = sample["user_id"].iloc[0]
+    untouched = sorted(set(sample["user_id"]) - {returning})
+    catalog = world["catalog"]["item_id"].tolist()
+    newest = int(sample["timestamp"].max())
+    batch = [
+        {"user_id": "brand-new", "item_id": item, "event_type": "click", "timestamp": newest + i}
+        for i, item in enumerate(catalog[:3])
+    ] + [{"user_id": returning, "item_id": catalog[-1], "event_type": "view", "timestamp": newest}]
+    path = _refresh_batch(world, "batch1.csv", batch)
+    code, results = _ingest("--events", str(path))
+    assert code == 0 and results[0]["rows_loaded"] == len(batch)
+
+    result = run_job_in_process(REFRESH_JOB, settings)
+    assert result.success
+    after = ServingStore(settings.serving_url).all_lists()
+    new_user = after[after["user_id"] == "brand-new"]
+    assert len(new_user) == K
+    assert not set(new_user["item_id"]) & set(catalog[:3])  # what they just clicked is not listed
+    assert catalog[-1] not in set(after.loc[after["user_id"] == returning, "item_id"])
+    kept = before[before["user_id"].isin(untouched)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        kept, after[after["user_id"].isin(untouched)].reset_index(drop=True)
+    )
+
+    # The same batch delivered again changes nothing.
+    code, results = _ingest("--events", str(path))
+    assert results[0]["status"] == "duplicate"
+    again = run_job_in_process(REFRESH_JOB, settings)
+    assert again.success
+    final = ServingStore(settings.serving_url).all_lists()
+    pd.testing.assert_frame_equal(
+        after.drop(columns="generated_at"), final.drop(columns="generated_at")
+    )
+
+
+def test_refresh_killed_midway_keeps_lists_and_the_next_one_completes(world: dict) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from orchestration.jobs import REFRESH_JOB
+
+    settings = world["settings"]
+    before = ServingStore(settings.serving_url).all_lists()
+    catalog = world["catalog"]["item_id"].tolist()
+    newest = int(world["sample"]["timestamp"].max())
+    path = _refresh_batch(
+        world,
+        "batch_killed.csv",
+        [
+            {
+                "user_id": "late-arrival",
+                "item_id": catalog[4],
+                "event_type": "purchase",
+                "timestamp": newest + 60,
+            }
+        ],
+    )
+    code, _ = _ingest("--events", str(path))  # loaded into raw; lists not yet refreshed
+    assert code == 0
+    dbt_logs = settings.home / "logs"
+    existing_logs = set(dbt_logs.glob("dbt-*.log"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "refresh"],
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (set(dbt_logs.glob("dbt-*.log")) - existing_logs):
+        time.sleep(0.2)  # kill it once it is inside the dbt build, mid-refresh
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    pd.testing.assert_frame_equal(before, ServingStore(settings.serving_url).all_lists())
+
+    result = run_job_in_process(REFRESH_JOB, settings)
+    assert result.success
+    after = ServingStore(settings.serving_url).all_lists()
+    assert len(after[after["user_id"] == "late-arrival"]) == K

@@ -98,7 +98,8 @@ def recommender_challenger(
         champion_ndcg = result.served_ndcg(champion, champion_blend)
     baselines = tracking.baseline_ndcgs(result)
     context.log.info(
-        f"registered version {tracked.version}: NDCG@{run_config.k} {result.metric(BLENDED_MODEL):.4f} "
+        f"registered version {tracked.version}: NDCG@{run_config.k} "
+        f"{result.metric(BLENDED_MODEL):.4f} "
         f"(baselines {baselines}; champion {champion_version}: {champion_ndcg})"
     )
     table = result.evaluation.round(4)

@@ -1,7 +1,7 @@
 """Ranked top-K lists: computed in the warehouse, checked, then published to the serving store."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from dagster_dbt import get_asset_key_for_model
 
 from ml.constants import USER_ID
@@ -15,6 +15,9 @@ from orchestration.warehouse.guard import open_warehouse
 SERVING_GROUP = "serving"
 LISTS_TABLE = "ml.recommendation_lists"
 TRENDING_TABLE = "ml.trending_list"
+SCOPE_TABLE = "ml.recommendation_scope"
+SCOPE_FLAG_TABLE = "ml.recommendation_scope_everyone"
+WATERMARK_TABLE = "ml.publish_watermark"
 PREVIEW_USERS = 3
 
 
@@ -22,24 +25,81 @@ def _mart(name: str):
     return get_asset_key_for_model([warehouse_dbt_models], name)
 
 
-def stage_lists(settings: Settings, scored: ScoredLists) -> None:
-    """Keep lists in the warehouse until their checks pass and they are published."""
+def stage_lists(
+    settings: Settings, scored: ScoredLists, scope: list[str] | None, through: object
+) -> None:
+    """Keep lists in the warehouse until their checks pass and they are published.
+
+    ``scope`` is the users rescored (None: everyone); it travels with the lists so that the
+    publish replaces exactly those users' lists, also users whose new list is empty.
+    """
+    scope_frame = pd.DataFrame({USER_ID: pd.Series(scope or [], dtype=str)})
     with open_warehouse(settings.warehouse_path) as connection:
         connection.execute("create schema if not exists ml")
         connection.register("scored_lists", scored.lists)
         connection.register("scored_trending", scored.trending)
+        connection.register("scored_scope", scope_frame)
         connection.execute(f"create or replace table {LISTS_TABLE} as select * from scored_lists")
         connection.execute(
             f"create or replace table {TRENDING_TABLE} as select * from scored_trending"
         )
+        connection.execute(f"create or replace table {SCOPE_TABLE} as select * from scored_scope")
+        connection.execute(
+            f"create or replace table {SCOPE_FLAG_TABLE} as "
+            f"select {scope is None} as everyone, ?::timestamp as through",
+            [through],
+        )
 
 
-def staged_lists(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
+def staged_lists(
+    settings: Settings,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str] | None, object]:
+    """(lists, trending list, users in scope or None for everyone, loads covered) as staged."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        everyone, through = connection.execute(
+            f"select everyone, through from {SCOPE_FLAG_TABLE}"
+        ).fetchone()
+        scope = connection.sql(f"select {USER_ID} from {SCOPE_TABLE}").df()[USER_ID].tolist()
         return (
             connection.sql(f"select * from {LISTS_TABLE}").df(),
             connection.sql(f"select * from {TRENDING_TABLE}").df(),
+            None if everyone else scope,
+            through,
         )
+
+
+def affected_users(settings: Settings) -> tuple[list[str], object]:
+    """Users with interactions loaded since the last publish, and the newest load time."""
+    with open_warehouse(settings.warehouse_path) as connection:
+        connection.execute("create schema if not exists ml")
+        connection.execute(
+            f"create table if not exists {WATERMARK_TABLE} (published_through timestamp)"
+        )
+        watermark = connection.execute(
+            f"select max(published_through) from {WATERMARK_TABLE}"
+        ).fetchone()[0]
+        users = connection.execute(
+            "select distinct user_id from marts.interactions "
+            "where ? is null or loaded_at > ? order by user_id",
+            [watermark, watermark],
+        ).df()
+        (newest,) = connection.execute("select max(loaded_at) from marts.interactions").fetchone()
+    return users[USER_ID].tolist(), newest
+
+
+def _advance_watermark(settings: Settings, through: object) -> None:
+    with open_warehouse(settings.warehouse_path) as connection:
+        connection.execute(
+            f"create table if not exists {WATERMARK_TABLE} (published_through timestamp)"
+        )
+        connection.execute(f"delete from {WATERMARK_TABLE}")
+        connection.execute(f"insert into {WATERMARK_TABLE} values (?)", [through])
+
+
+class ListsConfig(Config):
+    """`everyone` for a full rescore; `affected` for users with behaviour since the last publish."""
+
+    scope: str = "everyone"
 
 
 def lists_preview(lists: pd.DataFrame, settings: Settings) -> str:
@@ -65,14 +125,24 @@ def lists_preview(lists: pd.DataFrame, settings: Settings) -> str:
         item_embeddings,
     ],
 )
-def recommendation_lists(context: AssetExecutionContext) -> MaterializeResult:
-    """Top-K lists for every known user from the champion model, waiting for their checks."""
+def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) -> MaterializeResult:
+    """Top-K lists from the champion model (everyone, or the users a refresh touched), checked
+    before they are published."""
+    if config.scope not in ("everyone", "affected"):
+        raise ValueError(f"scope must be 'everyone' or 'affected', not {config.scope!r}")
     settings = get_settings()
-    scored = score_users(settings)
-    stage_lists(settings, scored)
-    context.log.info(f"ranked {scored.lists[USER_ID].nunique()} users with {scored.model_version}")
+    affected, through = affected_users(settings)
+    scope = None if config.scope == "everyone" else affected
+    scored = score_users(settings, scope)
+    stage_lists(settings, scored, scope, through)
+    rescored = "every user" if scope is None else f"{len(scope)} affected user(s)"
+    context.log.info(f"ranked {rescored} with {scored.model_version}")
     return MaterializeResult(
         metadata={
+            "scope": config.scope,
+            "users_rescored": len(scope)
+            if scope is not None
+            else int(scored.lists[USER_ID].nunique()),
             "users": int(scored.lists[USER_ID].nunique()),
             "rows": len(scored.lists),
             "users_on_trending_fallback": scored.fallback_users,
@@ -82,16 +152,18 @@ def recommendation_lists(context: AssetExecutionContext) -> MaterializeResult:
     )
 
 
-def publish_staged(settings: Settings, users: list[str] | None = None) -> dict[str, object]:
-    """Publish the staged lists (all, or only ``users``') and the trending list in one go."""
-    lists, trending = staged_lists(settings)
+def publish_staged(settings: Settings) -> dict[str, object]:
+    """Publish the staged lists (every user's, or the scope's) and the trending list at once."""
+    lists, trending, scope, through = staged_lists(settings)
     store = ServingStore(settings.serving_url)
     try:
-        written = store.publish(lists, users=users, trending=trending)
+        written = store.publish(lists, users=scope, trending=trending)
         summary = store.summary()
     finally:
         store.dispose()
+    _advance_watermark(settings, through)
     return {
+        "users_replaced": len(scope) if scope is not None else "all",
         "rows_published": written,
         "users": int(summary["users"]),
         "serving_store": store.engine.url.render_as_string(hide_password=True),

@@ -62,7 +62,9 @@ def read_scoring_inputs(
 ) -> dict[str, pd.DataFrame]:
     """The marts ranking needs, restricted to ``user_ids`` where they are per user."""
     if user_ids is not None:
-        connection.register("scoring_users", pd.DataFrame({USER_ID: user_ids}))
+        connection.register(
+            "scoring_users", pd.DataFrame({USER_ID: pd.Series(user_ids, dtype=str)})
+        )
     consuming = ", ".join(f"'{event_type}'" for event_type in NON_CONSUMING_EVENT_TYPES)
     inputs = {
         "events": connection.sql(
@@ -189,4 +191,16 @@ def score_users(
     logger.info("scored %d users with %s (%d on trending)", len(users), version, fallback)
     return ScoredLists(
         lists=lists, trending=popular, model_version=version, fallback_users=fallback
+    )
+
+
+def _empty_lists() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            USER_ID: pd.Series(dtype=str),
+            RANK: pd.Series(dtype="int64"),
+            ITEM_ID: pd.Series(dtype=str),
+            SCORE: pd.Series(dtype=float),
+            REASON: pd.Series(dtype=str),
+        }
     )

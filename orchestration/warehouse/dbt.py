@@ -65,11 +65,12 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # dagster-dbt echoes every dbt event to stdout; keep that in a log file so the CLI stays
     # readable. Events are yielded after dbt finishes (the build takes seconds).
-    with warehouse_writer(settings.warehouse_path), open(log_path, "w") as log_file:
-        with contextlib.redirect_stdout(log_file):
-            invocation = dbt.cli(
-                ["build", "--vars", json.dumps(dbt_vars(settings))], context=context
-            )
-            events = list(invocation.stream())
+    with (
+        warehouse_writer(settings.warehouse_path),
+        open(log_path, "w") as log_file,
+        contextlib.redirect_stdout(log_file),
+    ):
+        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
+        events = list(invocation.stream())
     context.log.info(f"dbt build finished; its log is in {log_path}")
     yield from events

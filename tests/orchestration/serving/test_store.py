@@ -94,7 +94,7 @@ def test_reader_never_sees_a_partial_list(serving_url: str) -> None:
 
     thread = threading.Thread(target=poll)
     thread.start()
-    for version in range(1, 31):
+    for version in range(1, 101):
         writer.publish(make_lists(["u1", "u2"], k, f"v{version}"))
     done.set()
     thread.join()
@@ -200,7 +200,7 @@ def test_reader_sees_lists_and_trending_from_the_same_publish(serving_url: str) 
 
     thread = threading.Thread(target=poll)
     thread.start()
-    for version in range(1, 31):
+    for version in range(1, 101):
         writer.publish(
             make_lists(["u1", "u2"], 5, f"v{version:02d}"),
             trending=make_trending(5, f"v{version:02d}"),

@@ -40,9 +40,11 @@ def test_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     try:
-        with pytest.raises(WarehouseBusy, match="stayed locked"):
-            with warehouse_writer(warehouse, timeout_s=0.3):
-                pass
+        with (
+            pytest.raises(WarehouseBusy, match="stayed locked"),
+            warehouse_writer(warehouse, timeout_s=0.3),
+        ):
+            pass
     finally:
         holder.kill()
         holder.wait()

@@ -1,0 +1,52 @@
+"""The landing sensor and the refresh schedules: new behaviour reaches the lists within seconds."""
+
+import hashlib
+
+from dagster import (
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    ScheduleDefinition,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from orchestration.ingest.landing import KINDS, pending_files
+from orchestration.jobs import refresh_job, retrain_job
+from orchestration.settings import get_settings
+
+
+@sensor(job=refresh_job, minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING)
+def landing_sensor(context: SensorEvaluationContext):
+    """Files (or API batches) waiting in the landing zone start a refresh run."""
+    settings = get_settings()
+    waiting = [path for kind in KINDS for path in pending_files(kind, settings)]
+    if not waiting:
+        return SkipReason("the landing zone is empty")
+    # Names are unique per delivery (landing adds a token), so they identify the batch.
+    fingerprint = hashlib.sha256("\n".join(map(str, waiting)).encode()).hexdigest()[:16]
+    if context.cursor == fingerprint:
+        return SkipReason(f"{len(waiting)} file(s) already have a refresh run")
+    context.update_cursor(fingerprint)
+    return RunRequest(run_key=f"landing-{fingerprint}", tags={"freshrank/files": str(len(waiting))})
+
+
+periodic_refresh_schedule = ScheduleDefinition(
+    name="periodic_refresh_schedule",
+    job=refresh_job,
+    cron_schedule="*/15 * * * *",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Refresh every 15 minutes even without new files (trending moves with event time).",
+)
+
+nightly_retrain_schedule = ScheduleDefinition(
+    name="nightly_retrain_schedule",
+    job=retrain_job,
+    cron_schedule="0 2 * * *",
+    default_status=DefaultScheduleStatus.STOPPED,
+    description="Retrain and evaluate a challenger every night; the gate decides promotion.",
+)
+
+ingest_sensors = [landing_sensor]
+ingest_schedules = [periodic_refresh_schedule, nightly_retrain_schedule]
