@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ml.evaluation.protocol import build_task, evaluate_scores, recommend_from_scores
+
+
+def frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": [row[0] for row in rows],
+            "item_id": [row[1] for row in rows],
+            "occurred_at": pd.to_datetime([row[2] for row in rows], unit="D"),
+            "weight": 1.0,
+        }
+    )
+
+
+TRAIN = frame([("old", "a", 1), ("old", "b", 2), ("x", "c", 3)])
+HOLDOUT = frame(
+    [("old", "c", 10), ("old", "d", 11), ("new", "a", 12), ("new", "e", 13), ("new", "f", 14),
+     ("new", "g", 15), ("solo", "b", 16)]
+)
+
+
+def test_first_half_of_each_holdout_user_is_revealed() -> None:
+    task = build_task(TRAIN, HOLDOUT, reveal_fraction=0.5)
+    truth = set(zip(task.truth["user_id"], task.truth["item_id"], strict=True))
+    # old: 2 holdout events, 1 revealed (c), truth d; new: 4 events, 2 revealed, truth f, g;
+    # solo: 1 event, none revealed, truth b (scored cold).
+    assert truth == {("old", "d"), ("new", "f"), ("new", "g"), ("solo", "b")}
+    known = set(zip(task.histories["user_id"], task.histories["item_id"], strict=True))
+    assert {("old", "a"), ("old", "b"), ("old", "c"), ("new", "a"), ("new", "e")} == known
+    segments = dict(zip(task.segments["user_id"], task.segments["segment"], strict=True))
+    assert segments == {"old": "returning_user", "new": "new_user", "solo": "new_user"}
+    assert task.new_items == frozenset({"d", "e", "f", "g"})
+
+
+def test_known_items_are_never_recommended_and_metrics_by_segment() -> None:
+    task = build_task(TRAIN, HOLDOUT, reveal_fraction=0.5)
+    item_ids = np.array(list("abcdefg"))
+    users = task.users  # new, old, solo
+    scores = np.tile(np.arange(7, 0, -1, dtype=float), (len(users), 1))  # a best ... g worst
+    recommendations = recommend_from_scores(scores, users, item_ids, task.histories, k=2)
+    listed = recommendations.groupby("user_id")["item_id"].apply(list).to_dict()
+    assert listed == {"new": ["b", "c"], "old": ["d", "e"], "solo": ["a", "b"]}
+    table = evaluate_scores(
+        "fixed", scores, task, item_ids, 2, item_popularity=pd.Series({"a": 2, "b": 1, "c": 1})
+    ).set_index("segment")
+    assert table.loc["returning_user", "hit_rate@2"] == 1.0  # old: d at rank 1
+    assert table.loc["new_item_targets", "users"] == 2  # old (d) and new (f, g)
+    assert 0.0 <= table.loc["overall", "ndcg@2"] <= 1.0
