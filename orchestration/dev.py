@@ -23,6 +23,11 @@ def _stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    """Stop both servers on SIGTERM too, not only on Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -32,6 +37,7 @@ def main() -> None:
 
     settings = get_settings()
     prepare_dagster_home(settings)
+    signal.signal(signal.SIGTERM, _interrupt)
     bin_dir = Path(sys.executable).parent
     mlflow = subprocess.Popen(
         [

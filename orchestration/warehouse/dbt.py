@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import shutil
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -27,9 +28,11 @@ dbt_project.prepare_if_dev()
 
 
 def dbt_executable() -> str:
-    """The dbt beside this interpreter, so an un-activated venv still finds it."""
-    candidate = Path(sys.executable).with_name("dbt")
-    return str(candidate) if candidate.exists() else "dbt"
+    """The dbt of this environment, so an un-activated venv (or a code server) still finds it."""
+    for candidate in (Path(sys.prefix) / "bin" / "dbt", Path(sys.executable).with_name("dbt")):
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which("dbt") or "dbt"
 
 
 def dbt_resource() -> DbtCliResource:
