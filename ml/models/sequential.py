@@ -83,9 +83,13 @@ def _build_network(n_items: int, text_vectors: np.ndarray | None, config: Sequen
             self.id_embedding = nn.Embedding(n_items + 1, size, padding_idx=PADDING)
             nn.init.normal_(self.id_embedding.weight, std=0.02)
             self.register_buffer("id_known", torch.zeros(n_items + 1))
+            # Per-item output bias: popularity is learned here, not squeezed into the vectors.
+            self.id_bias = nn.Embedding(n_items + 1, 1)
+            nn.init.zeros_(self.id_bias.weight)
             if text_vectors is not None:
                 self.register_buffer("text", torch.as_tensor(text_vectors, dtype=torch.float32))
                 self.text_projection = nn.Linear(text_vectors.shape[1], size)
+                self.text_bias = nn.Linear(text_vectors.shape[1], 1)
             self.position = nn.Embedding(config.max_length, size)
             layer = nn.TransformerEncoderLayer(
                 size,
@@ -100,18 +104,22 @@ def _build_network(n_items: int, text_vectors: np.ndarray | None, config: Sequen
             self.dropout = nn.Dropout(config.dropout)
             self.norm = nn.LayerNorm(size)
 
-        def item_table(self) -> torch.Tensor:
+        def item_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+            """(item vectors, item output biases); row 0 is padding."""
             table = torch.zeros_like(self.id_embedding.weight)
+            bias = torch.zeros(table.shape[0], device=table.device)
             if config.use_ids:
                 keep = self.id_known
                 if self.training and config.id_dropout > 0:
                     keep = keep * (torch.rand_like(keep) >= config.id_dropout)
                 table = table + self.id_embedding.weight * keep.unsqueeze(1)
+                bias = bias + self.id_bias.weight.squeeze(1) * keep
             if config.use_text:
                 table = table + self.text_projection(self.text)
+                bias = bias + self.text_bias(self.text).squeeze(1)
             padding_row = torch.ones(table.shape[0], 1, device=table.device)
             padding_row[PADDING] = 0
-            return table * padding_row
+            return table * padding_row, bias
 
         def forward(self, sequences: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
             length = sequences.shape[1]
@@ -238,13 +246,13 @@ class SequentialRecommender:
         network = self._network
         network.eval()
         with torch.inference_mode():
-            table = network.item_table()
+            table, bias = network.item_table()
             for start in range(0, len(user_ids), batch_size):
                 batch_users = user_ids[start : start + batch_size]
                 batch, lengths = self._pad([user_sequences[user] for user in batch_users])
                 hidden = network(torch.as_tensor(batch), table)
                 last = hidden[torch.arange(len(batch_users)), torch.as_tensor(lengths) - 1]
-                batch_scores = (last @ table.T)[:, 1:].numpy()
+                batch_scores = (last @ table.T + bias)[:, 1:].numpy()
                 empty = np.asarray(lengths) == 0
                 batch_scores[empty] = 0.0
                 scores[start : start + len(batch_users)] = batch_scores
@@ -299,7 +307,7 @@ class SequentialRecommender:
         state = {
             name: value
             for name, value in self._network.state_dict().items()
-            if name not in ("id_embedding.weight", "id_known", "text")
+            if name not in ("id_embedding.weight", "id_bias.weight", "id_known", "text")
         }
         network.load_state_dict(state, strict=False)
         rows = old_index.get_indexer(new_index)
@@ -309,6 +317,9 @@ class SequentialRecommender:
                 self._network.id_embedding.weight[1:][torch.as_tensor(rows[known])]
             )
             network.id_known[1:][torch.as_tensor(known)] = self._network.id_known[1:][
+                torch.as_tensor(rows[known])
+            ]
+            network.id_bias.weight[1:][torch.as_tensor(known)] = self._network.id_bias.weight[1:][
                 torch.as_tensor(rows[known])
             ]
         network.eval()
@@ -400,11 +411,11 @@ class SequentialRecommender:
                 dim=2,
             )
             valid = (inputs != PADDING) & (targets[:, :, 0] != PADDING)
-            table = network.item_table()
+            table, bias = network.item_table()
             hidden = network(inputs, table)[valid]
             wanted = targets[valid]  # (positions, horizon), PADDING where the sequence ended
             if n_items <= config.full_softmax_max_items:
-                logits = hidden @ table.T
+                logits = hidden @ table.T + bias
                 logits[:, PADDING] = float("-inf")
                 columns = wanted
             else:
@@ -412,7 +423,7 @@ class SequentialRecommender:
                     generator.integers(1, n_items + 1, size=config.sampled_negatives)
                 )
                 candidates = torch.unique(torch.cat([wanted[wanted != PADDING], sampled]))
-                logits = hidden @ table[candidates].T
+                logits = hidden @ table[candidates].T + bias[candidates]
                 columns = torch.searchsorted(candidates, wanted.clamp(min=1))
             log_probabilities = functional.log_softmax(logits, dim=1)
             present = wanted != PADDING
