@@ -5,7 +5,8 @@ same device, batch size and torch thread count, in one process. Model loading is
 encoding; both models embed a few texts first so that one-off warm-up costs stay out of the
 figures. The runs alternate between the two so that a busy machine slows both alike. The printed
 ratio is ours / theirs in texts per second (above 1: ours is faster), and the largest absolute
-difference between the two sets of vectors shows they compute the same thing.
+difference between the two sets of vectors shows they compute the same thing. Best and median of
+the repeats are printed; on a shared machine the best is the least disturbed figure.
 
     .venv/bin/python benchmarks/embedding_throughput.py [--limit N] [--device auto|cpu|cuda]
 """
@@ -69,6 +70,7 @@ def main() -> None:
 
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
+    load_before = os.getloadavg()[0]
     items, _ = movielens_sample()
     texts = item_texts(items).tolist()[: arguments.limit]
 
@@ -139,36 +141,41 @@ def main() -> None:
     print(
         f"embedding throughput: {len(texts)} MovieLens item texts, model {PACKAGED_MODEL}, "
         f"device {device}, batch size {arguments.batch_size}, max length {arguments.max_length}, "
-        f"{torch.get_num_threads()} torch threads, {arguments.repeats} timed runs each "
-        f"after {arguments.warmup} warm-up texts"
+        f"{torch.get_num_threads()} torch threads"
+    )
+    print(
+        f"{arguments.repeats} timed runs each, alternating, after {arguments.warmup} warm-up "
+        f"texts; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, "
+        f"on {os.cpu_count()} cores"
     )
     print_table(
         [
-            ("implementation", "dtype", "load s", "texts/s median", "texts/s best"),
+            ("implementation", "dtype", "load s", "texts/s best", "texts/s median"),
             (
                 "freshrank TextEmbedder",
                 our_dtype,
                 f"{our_load:.2f}",
-                f"{our_median:.1f}",
                 f"{our_best:.1f}",
+                f"{our_median:.1f}",
             ),
             (
                 "sentence-transformers",
                 their_dtype,
                 f"{their_load:.2f}",
-                f"{their_median:.1f}",
                 f"{their_best:.1f}",
+                f"{their_median:.1f}",
             ),
             (
                 "ratio ours/theirs",
                 "",
                 "",
-                f"{our_median / their_median:.2f}",
                 f"{our_best / their_best:.2f}",
+                f"{our_median / their_median:.2f}",
             ),
         ]
     )
     print(f"max abs difference between the two embeddings: {difference:.2e}")
+    print("(best: the least disturbed run; other processes on the machine only add time)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ configuration for a few epochs (3 by default) without validation, with item text
 TextEmbedder (computed once, untimed) or random unit vectors (--random-text, which skips the
 embedding). Each epoch's seconds come from the model's training history; the baselines are fitted
 several times. The ratios are sequential seconds per epoch / baseline fit seconds (above 1: one
-epoch takes longer than fitting the baseline).
+epoch takes longer than fitting the baseline), from the best and from the median timings; on a
+shared machine the best is the least disturbed figure.
 
     .venv/bin/python benchmarks/training_epoch.py [--epochs 3] [--random-text]
 """
@@ -86,6 +87,7 @@ def main() -> None:
 
     if arguments.threads:
         torch.set_num_threads(arguments.threads)
+    load_before = os.getloadavg()[0]
     items, events = movielens_sample()
     interactions = pd.DataFrame(
         {
@@ -120,28 +122,31 @@ def main() -> None:
         f"{interactions[USER_ID].nunique()} users, {len(catalog_item_ids)} catalog items, "
         f"{torch.get_num_threads()} torch threads, the sequential model trains on CPU"
     )
+    print(
+        f"sequential: {len(epoch_seconds)} epochs, each timed (whole fit {fit_seconds:.1f} s "
+        f"with setup); baselines: {arguments.repeats} fits each; load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"
+    )
     print(f"text vectors: {vector_source}")
     print(f"sequential config: {asdict(config)}")
-    print(
-        f"sequential: {len(epoch_seconds)} epochs, each timed (median; best in brackets); "
-        f"whole fit {fit_seconds:.1f} s including setup; "
-        f"baselines: {arguments.repeats} fits each (median; best in brackets)"
-    )
-    rows = [("model", "seconds", "sequential epoch / this")]
-    rows.append(
+    rows = [
+        ("model", "seconds best", "seconds median", "epoch/this best", "epoch/this median"),
         (
             "sequential, per epoch",
-            f"{epoch_median:.2f} ({min(epoch_seconds):.2f})",
+            f"{min(epoch_seconds):.2f}",
+            f"{epoch_median:.2f}",
             "1.00",
-        )
-    )
+            "1.00",
+        ),
+    ]
     for name, seconds in baseline_seconds.items():
-        median = statistics.median(seconds)
         rows.append(
             (
                 f"{name} fit",
-                f"{median:.2f} ({min(seconds):.2f})",
-                f"{epoch_median / median:.2f} ({min(epoch_seconds) / min(seconds):.2f})",
+                f"{min(seconds):.2f}",
+                f"{statistics.median(seconds):.2f}",
+                f"{min(epoch_seconds) / min(seconds):.2f}",
+                f"{epoch_median / statistics.median(seconds):.2f}",
             )
         )
     print_table(rows)
@@ -152,6 +157,7 @@ def main() -> None:
             for epoch in model.history.epochs
         )
     )
+    print("(best: the least disturbed run; other processes on the machine only add time)")
 
 
 if __name__ == "__main__":

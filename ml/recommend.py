@@ -1,20 +1,20 @@
-"""From marts to ranked lists: fit a recommender, score users from their histories, rank."""
+"""From a scorer and each user's behaviour to ranked lists: scores, rules, trending, reasons."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
-from ml.constants import AVAILABLE, DEFAULT_TRENDING_BLEND, ITEM_ID, TITLE, USER_ID
-from ml.models.baselines import ItemKNNRecommender
+from ml.constants import AVAILABLE, ITEM_ID, RANK, REASON, SCORE, TITLE, USER_ID
 from ml.ranking import rank_lists
+from ml.rules import RankingRules, excluded_mask, feedback_multipliers, negative_feedback_penalty
 
 FIRST_RANKING_VERSION = "baseline:itemknn+trending"
-USERS_PER_CHUNK = 2000  # bounds the dense users x items score matrix
+USERS_PER_BLOCK = 2000  # bounds the dense users x items score matrix
 
 
 class HistoryScorer(Protocol):
@@ -27,12 +27,12 @@ class HistoryScorer(Protocol):
 
 
 @dataclass
-class RankedLists:
-    """Lists (user_id, rank, item_id, score, reason), the version that made them, and fallbacks."""
+class UserBehaviour:
+    """What ranking needs to know about the users being ranked."""
 
-    lists: pd.DataFrame
-    model_version: str
-    fallback_users: int
+    histories: pd.DataFrame  # user_id, item_id, weight, occurred_at: recent positive events
+    consumed: pd.DataFrame  # user_id, item_id pairs never to recommend back
+    events: pd.DataFrame  # user_id, item_id, event_type, occurred_at, value, context
 
 
 def unavailable_items(items: pd.DataFrame) -> pd.Series:
@@ -43,74 +43,78 @@ def unavailable_items(items: pd.DataFrame) -> pd.Series:
     return items.loc[~flags.to_numpy(dtype=bool), ITEM_ID]
 
 
+def empty_lists() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            USER_ID: pd.Series(dtype=str),
+            RANK: pd.Series(dtype="int64"),
+            ITEM_ID: pd.Series(dtype=str),
+            SCORE: pd.Series(dtype=float),
+            REASON: pd.Series(dtype=str),
+        }
+    )
+
+
 def rank_users(
     scorer: HistoryScorer,
-    histories: pd.DataFrame,
-    consumed: pd.DataFrame,
+    users: Sequence[str],
+    behaviour: UserBehaviour,
     trending: pd.Series,
     items: pd.DataFrame,
-    user_ids: Iterable[str],
     k: int,
-    trending_blend: float = DEFAULT_TRENDING_BLEND,
+    *,
+    trending_blend: float,
+    rules: RankingRules | None = None,
+    item_vectors: pd.DataFrame | None = None,
     similarity=None,
 ) -> tuple[pd.DataFrame, int]:
-    """Rank every user in ``user_ids``; users with no usable history get trending lists.
+    """Lists for ``users`` and how many of them had no usable history (trending only).
 
-    Returns the lists and how many users fell back to trending.
+    Model scores are blended with trending, the feedback rules demote and exclude, consumed and
+    unavailable items are removed, and every row gets a reason.
     """
-    users = pd.Index(sorted({str(user) for user in user_ids}))
-    item_ids = scorer.item_ids
-    unavailable = unavailable_items(items)
+    rules = rules or RankingRules()
+    user_index = pd.Index(sorted({str(user) for user in users}))
+    item_ids = np.asarray(scorer.item_ids)
+    vectors = (
+        item_vectors.reindex(pd.Index(item_ids)).fillna(0.0).to_numpy(dtype=np.float32)
+        if item_vectors is not None and not item_vectors.empty
+        else None
+    )
+    unavailable = unavailable_items(items).tolist()
     titles = items.set_index(ITEM_ID)[TITLE] if TITLE in items else None
-    chunks, fallback = [], 0
-    for start in range(0, len(users), USERS_PER_CHUNK):
-        chunk_users = users[start : start + USERS_PER_CHUNK]
-        chunk_histories = histories[histories[USER_ID].isin(chunk_users)]
-        scores = np.zeros((len(chunk_users), len(item_ids)))
-        if not chunk_histories.empty:
-            scored_users, scored = scorer.score(chunk_histories)
-            rows = chunk_users.get_indexer(pd.Index(scored_users))
+    consumed = behaviour.consumed[~behaviour.consumed[ITEM_ID].isin(rules.rebuyable_item_ids)]
+    parts, fallback = [], 0
+    for start in range(0, len(user_index), USERS_PER_BLOCK):
+        block = user_index[start : start + USERS_PER_BLOCK]
+        histories = behaviour.histories[behaviour.histories[USER_ID].isin(block)]
+        events = behaviour.events[behaviour.events[USER_ID].isin(block)]
+        scores = np.zeros((len(block), len(item_ids)))
+        if not histories.empty:
+            scored_users, scored = scorer.score(histories)
+            rows = block.get_indexer(pd.Index(scored_users))
             scores[rows[rows >= 0]] = scored[rows >= 0]
         fallback += int((~scores.any(axis=1)).sum())
-        chunks.append(
+        multipliers = feedback_multipliers(events, block, item_ids, rules)
+        if vectors is not None:
+            multipliers = multipliers * negative_feedback_penalty(
+                events, block, item_ids, vectors, rules
+            )
+        parts.append(
             rank_lists(
                 scores,
-                chunk_users,
+                block,
                 item_ids,
-                consumed[consumed[USER_ID].isin(chunk_users)],
+                consumed[consumed[USER_ID].isin(block)],
                 trending,
                 k,
                 trending_blend=trending_blend,
-                unavailable=unavailable.tolist(),
+                unavailable=unavailable,
                 titles=titles,
                 similarity=similarity,
+                multipliers=multipliers,
+                excluded=excluded_mask(events, block, item_ids, rules, unavailable),
             )
         )
-    return pd.concat(chunks, ignore_index=True), fallback
-
-
-def first_ranking(
-    interactions: pd.DataFrame,
-    histories: pd.DataFrame,
-    consumed: pd.DataFrame,
-    trending: pd.DataFrame,
-    items: pd.DataFrame,
-    user_ids: Iterable[str],
-    k: int,
-    trending_blend: float = DEFAULT_TRENDING_BLEND,
-) -> RankedLists:
-    """Item-kNN over each user's recent history blended with trending; trending alone otherwise."""
-    model = ItemKNNRecommender().fit(interactions, catalog_item_ids=items[ITEM_ID])
-    trending_scores = trending.set_index(ITEM_ID)["decayed_score"]
-    lists, fallback = rank_users(
-        model,
-        histories,
-        consumed,
-        trending_scores,
-        items,
-        user_ids,
-        k,
-        trending_blend=trending_blend,
-        similarity=model.similarity,
-    )
-    return RankedLists(lists=lists, model_version=FIRST_RANKING_VERSION, fallback_users=fallback)
+    lists = pd.concat(parts, ignore_index=True) if parts else empty_lists()
+    return lists, fallback

@@ -47,7 +47,8 @@ class SequentialConfig:
     weight_decay: float = 1e-5
     batch_size: int = 128
     max_epochs: int = 20
-    patience: int = 5  # validation NDCG is noisy on small holdouts: allow dips
+    patience: int = 4  # epochs without a new best before stopping
+    min_epochs: int = 8  # validation NDCG dips early (the model leaves popularity first)
     full_softmax_max_items: int = 50_000  # above this, a sampled softmax
     sampled_negatives: int = 4096
     seed: int = 7
@@ -219,7 +220,11 @@ class SequentialRecommender:
                 f", validation {record['validation']:.4f}" if "validation" in record else "",
                 record["seconds"],
             )
-            if validate is not None and stale_epochs >= config.patience:
+            if (
+                validate is not None
+                and stale_epochs >= config.patience
+                and epoch >= config.min_epochs
+            ):
                 break
         if best_state is not None:
             self._network.load_state_dict(best_state)

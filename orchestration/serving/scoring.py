@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 from ml.constants import (
@@ -19,26 +18,16 @@ from ml.constants import (
     ITEM_ID,
     MODEL_VERSION,
     NON_CONSUMING_EVENT_TYPES,
-    RANK,
-    REASON,
-    SCORE,
     USER_ID,
 )
-from ml.ranking import rank_lists, trending_lists
-from ml.recommend import FIRST_RANKING_VERSION, unavailable_items
-from ml.rules import (
-    RankingRules,
-    excluded_mask,
-    feedback_multipliers,
-    negative_feedback_penalty,
-)
+from ml.ranking import trending_lists
+from ml.recommend import FIRST_RANKING_VERSION, UserBehaviour, rank_users, unavailable_items
+from ml.rules import RankingRules
 from orchestration.features.embedding_store import load_vectors
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 
 logger = logging.getLogger("freshrank.scoring")
-
-USERS_PER_BLOCK = 2000
 
 
 @dataclass
@@ -133,57 +122,27 @@ def score_users(
         scorer = _first_ranking_model(inputs, settings.warehouse_path)
         blend, version = rules.trending_blend, FIRST_RANKING_VERSION
         similarity = scorer.similarity
-    item_ids = np.asarray(scorer.item_ids)
-    aligned_vectors = (
-        vectors.reindex(pd.Index(item_ids)).fillna(0.0).to_numpy(dtype=np.float32)
-        if not vectors.empty
-        else None
-    )
     trending = inputs["trending"].set_index(ITEM_ID)["decayed_score"]
-    unavailable = unavailable_items(items).tolist()
-    titles = items.set_index(ITEM_ID)["title"]
-    users = pd.Index(inputs["users"][USER_ID].astype(str))
-    consumed = inputs["consumed"][~inputs["consumed"][ITEM_ID].isin(rules.rebuyable_item_ids)]
-    parts, fallback = [], 0
-    for start in range(0, len(users), USERS_PER_BLOCK):
-        block = users[start : start + USERS_PER_BLOCK]
-        histories = inputs["histories"][inputs["histories"][USER_ID].isin(block)]
-        events = inputs["events"][inputs["events"][USER_ID].isin(block)]
-        scores = np.zeros((len(block), len(item_ids)))
-        if not histories.empty:
-            scored_users, scored = scorer.score(histories)
-            rows = block.get_indexer(pd.Index(scored_users))
-            scores[rows[rows >= 0]] = scored[rows >= 0]
-        fallback += int((~scores.any(axis=1)).sum())
-        multipliers = feedback_multipliers(events, block, item_ids, rules)
-        if aligned_vectors is not None:
-            multipliers = multipliers * negative_feedback_penalty(
-                events, block, item_ids, aligned_vectors, rules
-            )
-        parts.append(
-            rank_lists(
-                scores,
-                block,
-                item_ids,
-                consumed[consumed[USER_ID].isin(block)],
-                trending,
-                settings.top_k,
-                trending_blend=blend,
-                unavailable=unavailable,
-                titles=titles,
-                similarity=similarity,
-                multipliers=multipliers,
-                excluded=excluded_mask(events, block, item_ids, rules, unavailable),
-            )
-        )
-    generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    lists = (
-        pd.concat(parts, ignore_index=True)
-        if parts
-        else pd.DataFrame(columns=[USER_ID, RANK, ITEM_ID, SCORE, REASON])
+    behaviour = UserBehaviour(
+        histories=inputs["histories"], consumed=inputs["consumed"], events=inputs["events"]
     )
+    users = inputs["users"][USER_ID].astype(str).tolist()
+    lists, fallback = rank_users(
+        scorer,
+        users,
+        behaviour,
+        trending,
+        items,
+        settings.top_k,
+        trending_blend=blend,
+        rules=rules,
+        item_vectors=vectors,
+        similarity=similarity,
+    )
+    generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     lists[MODEL_VERSION] = version
     lists[GENERATED_AT] = generated_at
+    unavailable = unavailable_items(items).tolist()
     popular = trending_lists(trending, ["*"], settings.top_k, exclude=unavailable)
     popular = popular.drop(columns=[USER_ID])
     popular[MODEL_VERSION] = "trending"
@@ -191,16 +150,4 @@ def score_users(
     logger.info("scored %d users with %s (%d on trending)", len(users), version, fallback)
     return ScoredLists(
         lists=lists, trending=popular, model_version=version, fallback_users=fallback
-    )
-
-
-def _empty_lists() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            USER_ID: pd.Series(dtype=str),
-            RANK: pd.Series(dtype="int64"),
-            ITEM_ID: pd.Series(dtype=str),
-            SCORE: pd.Series(dtype=float),
-            REASON: pd.Series(dtype=str),
-        }
     )

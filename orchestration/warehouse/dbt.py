@@ -2,8 +2,8 @@
 
 import contextlib
 import json
-import shutil
 import os
+import shutil
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path

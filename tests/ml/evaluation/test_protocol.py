@@ -19,8 +19,15 @@ def frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
 
 TRAIN = frame([("old", "a", 1), ("old", "b", 2), ("x", "c", 3)])
 HOLDOUT = frame(
-    [("old", "c", 10), ("old", "d", 11), ("new", "a", 12), ("new", "e", 13), ("new", "f", 14),
-     ("new", "g", 15), ("solo", "b", 16)]
+    [
+        ("old", "c", 10),
+        ("old", "d", 11),
+        ("new", "a", 12),
+        ("new", "e", 13),
+        ("new", "f", 14),
+        ("new", "g", 15),
+        ("solo", "b", 16),
+    ]
 )
 
 

@@ -7,8 +7,18 @@ import pytest
 from ml.models.sequential import SequentialConfig, SequentialRecommender
 
 TINY = SequentialConfig(
-    max_length=6, hidden_size=16, heads=2, layers=1, dropout=0.0, id_dropout=0.0,
-    max_epochs=40, learning_rate=1e-2, batch_size=16, future_window=1, seed=3, threads=1,
+    max_length=6,
+    hidden_size=16,
+    heads=2,
+    layers=1,
+    dropout=0.0,
+    id_dropout=0.0,
+    max_epochs=40,
+    learning_rate=1e-2,
+    batch_size=16,
+    future_window=1,
+    seed=3,
+    threads=1,
 )
 
 
@@ -19,9 +29,12 @@ def cycle_interactions(users: int = 12) -> pd.DataFrame:
     for user in range(users):
         for step in range(8):
             rows.append(
-                {"user_id": f"u{user}", "item_id": items[(user + step) % 4],
-                 "occurred_at": pd.Timestamp("2024-01-01") + pd.Timedelta(minutes=step),
-                 "weight": 1.0}
+                {
+                    "user_id": f"u{user}",
+                    "item_id": items[(user + step) % 4],
+                    "occurred_at": pd.Timestamp("2024-01-01") + pd.Timedelta(minutes=step),
+                    "weight": 1.0,
+                }
             )
     return pd.DataFrame(rows)
 
@@ -36,15 +49,19 @@ def text_vectors(ids: list[str], dimension: int = 8) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def trained() -> SequentialRecommender:
     return SequentialRecommender(TINY).fit(
-        cycle_interactions(), catalog_item_ids=["a", "b", "c", "d", "new"],
+        cycle_interactions(),
+        catalog_item_ids=["a", "b", "c", "d", "new"],
         text_vectors=text_vectors(["a", "b", "c", "d", "new"]),
     )
 
 
 def test_learns_the_next_item_of_a_sequence(trained: SequentialRecommender) -> None:
     history = pd.DataFrame(
-        {"user_id": ["fresh", "fresh"], "item_id": ["a", "b"],
-         "occurred_at": pd.to_datetime(["2024-02-01 10:00", "2024-02-01 10:01"])}
+        {
+            "user_id": ["fresh", "fresh"],
+            "item_id": ["a", "b"],
+            "occurred_at": pd.to_datetime(["2024-02-01 10:00", "2024-02-01 10:01"]),
+        }
     )
     users, scores = trained.score(history)
     assert users.tolist() == ["fresh"]  # a user never seen in training is scored from history
@@ -53,8 +70,12 @@ def test_learns_the_next_item_of_a_sequence(trained: SequentialRecommender) -> N
 
 
 def test_is_deterministic_on_cpu() -> None:
-    first = SequentialRecommender(TINY).fit(cycle_interactions(), text_vectors=text_vectors(list("abcd")))
-    second = SequentialRecommender(TINY).fit(cycle_interactions(), text_vectors=text_vectors(list("abcd")))
+    first = SequentialRecommender(TINY).fit(
+        cycle_interactions(), text_vectors=text_vectors(list("abcd"))
+    )
+    second = SequentialRecommender(TINY).fit(
+        cycle_interactions(), text_vectors=text_vectors(list("abcd"))
+    )
     history = cycle_interactions().head(3)
     np.testing.assert_array_equal(first.score(history)[1], second.score(history)[1])
 
