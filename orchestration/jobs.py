@@ -4,6 +4,9 @@ than parallelism here, and warehouse writers must not overlap anyway."""
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
+from dagster_dbt import get_asset_key_for_model
+
+from orchestration.warehouse.dbt import warehouse_dbt_models
 
 FULL_BUILD_JOB = "full_build_job"
 PUBLISH_JOB = "publish_job"
@@ -44,7 +47,9 @@ retrain_job = define_asset_job(
 
 refresh_job = define_asset_job(
     REFRESH_JOB,
-    selection=AssetSelection.groups("ingest", "warehouse", "features", "serving"),
+    # The training split is rebuilt by full builds and retraining only.
+    selection=AssetSelection.groups("ingest", "warehouse", "features", "serving")
+    - AssetSelection.assets(get_asset_key_for_model([warehouse_dbt_models], "interaction_splits")),
     executor_def=in_process_executor,
     config={"ops": {"recommendation_lists": {"config": {"scope": "affected"}}}},
     description="New landing files -> incremental models -> embeddings of new items -> rescore "

@@ -20,7 +20,7 @@ def check_recommendation_lists(context: AssetCheckExecutionContext) -> AssetChec
     settings = get_settings()
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         lists = connection.sql(f"select * from {LISTS_TABLE}").df()
-        inputs = read_scoring_inputs(connection)
+        inputs = read_scoring_inputs(connection, sorted(set(lists[USER_ID].astype(str))))
     items = inputs["items"]
     available = items.loc[items["available"].fillna(True).astype(bool), ITEM_ID]
     problems = find_list_problems(lists, inputs["consumed"], available, settings.top_k)
