@@ -21,6 +21,7 @@ in this run, i.e. reads that saw the refresh's publish.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import subprocess
@@ -99,7 +100,10 @@ class Reader:
             user = str(self.rng.choice(self.users))
         started = time.perf_counter()
         response = self.client.get(f"/recommendations/{user}", params={"k": K})
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:  # not JSON: counted as a failed read below
+            body = {"text": response.text}
         elapsed = (time.perf_counter() - started) * 1000
         if reads is None:
             return
@@ -222,6 +226,7 @@ def main() -> None:
         reader = Reader(f"http://127.0.0.1:{port}", users, arguments.unknown_share, arguments.seed)
         for _ in range(arguments.warmup):
             reader.read(None)
+        load_before = os.getloadavg()[0]
 
         quiet = Reads()
         for _ in range(arguments.requests):
@@ -261,6 +266,10 @@ def main() -> None:
             f"(127.0.0.1, SQLite serving store), {len(users)} published users + "
             f"{arguments.unknown_share:.0%} unknown users (trending), one keep-alive client, "
             f"sequential requests after {arguments.warmup} warm-up; milliseconds"
+        )
+        print(
+            f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, "
+            f"on {os.cpu_count()} cores"
         )
         quiet_p50, quiet_p99, quiet_max = percentiles(quiet.milliseconds)
         rows = [("while", "requests", "p50 ms", "p99 ms", "max ms", "errors")]

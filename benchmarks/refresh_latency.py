@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -318,6 +319,7 @@ def main() -> None:
             prepare(cut_home, arguments.history_share)
 
         runs = Runs()
+        load_before = os.getloadavg()[0]
         for repeat in range(1, arguments.repeats + 1):
             baseline = publish_everyone(full_home)
             runs.everyone.append(baseline)
@@ -348,6 +350,10 @@ def main() -> None:
             f"\nrefresh latency: deployment {full_home} (full packaged MovieLens sample), "
             f"batches seeded {arguments.seed}: 80% existing users, 20% brand-new users, "
             "view/click/rate on catalog items, after the newest event"
+        )
+        print(
+            f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, "
+            f"on {os.cpu_count()} cores"
         )
         print_latency(runs, arguments.sizes, arguments.repeats)
         print_stages(runs, arguments.sizes)

@@ -11,7 +11,14 @@ import pandas as pd
 
 from ml.constants import AVAILABLE, ITEM_ID, RANK, REASON, SCORE, TITLE, USER_ID
 from ml.ranking import rank_lists
-from ml.rules import RankingRules, excluded_mask, feedback_multipliers, negative_feedback_penalty
+from ml.rules import (
+    RankingRules,
+    excluded_mask,
+    feedback_multipliers,
+    mmr_rerank,
+    negative_feedback_penalty,
+    new_item_reasons,
+)
 
 FIRST_RANKING_VERSION = "baseline:itemknn+trending"
 USERS_PER_BLOCK = 2000  # bounds the dense users x items score matrix
@@ -67,6 +74,7 @@ def rank_users(
     rules: RankingRules | None = None,
     item_vectors: pd.DataFrame | None = None,
     similarity=None,
+    new_item_ids: frozenset[str] = frozenset(),
 ) -> tuple[pd.DataFrame, int]:
     """Lists for ``users`` and how many of them had no usable history (trending only).
 
@@ -100,21 +108,74 @@ def rank_users(
             multipliers = multipliers * negative_feedback_penalty(
                 events, block, item_ids, vectors, rules
             )
-        parts.append(
-            rank_lists(
-                scores,
-                block,
-                item_ids,
-                consumed[consumed[USER_ID].isin(block)],
-                trending,
-                k,
-                trending_blend=trending_blend,
-                unavailable=unavailable,
-                titles=titles,
-                similarity=similarity,
-                multipliers=multipliers,
-                excluded=excluded_mask(events, block, item_ids, rules, unavailable),
-            )
+        diversify = rules.mmr_lambda is not None and vectors is not None
+        lists = rank_lists(
+            scores,
+            block,
+            item_ids,
+            consumed[consumed[USER_ID].isin(block)],
+            trending,
+            max(5 * k, 50) if diversify else k,
+            trending_blend=trending_blend,
+            unavailable=unavailable,
+            titles=titles,
+            similarity=similarity,
+            multipliers=multipliers,
+            excluded=excluded_mask(events, block, item_ids, rules, unavailable),
         )
+        if diversify:
+            lists = _diversify(lists, block, item_ids, vectors, k, rules.mmr_lambda)
+        if vectors is not None and new_item_ids:
+            lists = _explain_new_items(lists, histories, item_ids, vectors, titles, new_item_ids)
+        parts.append(lists)
     lists = pd.concat(parts, ignore_index=True) if parts else empty_lists()
     return lists, fallback
+
+
+def _diversify(
+    lists: pd.DataFrame,
+    users: pd.Index,
+    item_ids: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    mmr_lambda: float,
+) -> pd.DataFrame:
+    """Re-pick each user's k items from their candidates by maximal marginal relevance.
+
+    Scores stay the candidates' relevance, capped so they never rise down the list.
+    """
+    item_index = pd.Index(item_ids)
+    rows = users.get_indexer(lists[USER_ID])
+    columns = item_index.get_indexer(lists[ITEM_ID])
+    candidate_scores = np.full((len(users), len(item_ids)), -np.inf)
+    candidate_scores[rows, columns] = lists[SCORE].to_numpy()
+    picks = mmr_rerank(candidate_scores, vectors, k, mmr_lambda)
+    by_pair = lists.set_index([USER_ID, ITEM_ID])[REASON]
+    chosen = []
+    for row, user in enumerate(users):
+        picked = [column for column in picks[row] if column >= 0]
+        scores = np.minimum.accumulate(candidate_scores[row, picked]) if picked else []
+        for rank, (column, score) in enumerate(zip(picked, scores, strict=True), start=1):
+            item = item_ids[column]
+            chosen.append((user, rank, item, float(score), by_pair[(user, item)]))
+    if not chosen:
+        return empty_lists()
+    return pd.DataFrame(chosen, columns=[USER_ID, RANK, ITEM_ID, SCORE, REASON])
+
+
+def _explain_new_items(
+    lists: pd.DataFrame,
+    histories: pd.DataFrame,
+    item_ids: np.ndarray,
+    vectors: np.ndarray,
+    titles: pd.Series | None,
+    new_item_ids: frozenset[str],
+) -> pd.DataFrame:
+    """Items nobody has touched yet say which of the user's items they resemble."""
+    is_new = lists[ITEM_ID].isin(new_item_ids)
+    if not is_new.any():
+        return lists
+    history_events = histories.assign(event_type="view")
+    reasons = new_item_reasons(lists[is_new], history_events, item_ids, vectors, titles)
+    lists.loc[reasons.dropna().index, REASON] = reasons.dropna()
+    return lists

@@ -73,6 +73,7 @@ class Settings:
     promotion_margin: float = 0.002
     training_max_epochs: int = 20
     training_ablations: bool = True
+    mmr_lambda: float | None = None  # None: no diversity re-ranking
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -107,6 +108,9 @@ class Settings:
             training_max_epochs=int(_env_float("FRESHRANK_TRAINING_MAX_EPOCHS", 20)),
             training_ablations=os.environ.get("FRESHRANK_TRAINING_ABLATIONS", "1").lower()
             not in ("0", "false", "no"),
+            mmr_lambda=_env_float("FRESHRANK_MMR_LAMBDA", -1.0)
+            if os.environ.get("FRESHRANK_MMR_LAMBDA")
+            else None,
         )
 
     @property

@@ -71,7 +71,9 @@ def read_scoring_inputs(
         "trending": connection.sql(
             "select item_id, decayed_score from marts.item_trending order by trending_rank"
         ).df(),
-        "items": connection.sql("select item_id, title, available from marts.items").df(),
+        "items": connection.sql(
+            "select item_id, title, available, interaction_count from marts.items"
+        ).df(),
         "users": connection.sql(
             f"select user_id from marts.users where {_in_users('user_id', user_ids)} "
             "order by user_id"
@@ -109,7 +111,7 @@ def score_users(
     rules: RankingRules | None = None,
 ) -> ScoredLists:
     """Rank ``user_ids`` (every known user when None) and the trending list."""
-    rules = rules or RankingRules()
+    rules = rules or RankingRules(mmr_lambda=settings.mmr_lambda)
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         inputs = read_scoring_inputs(connection, user_ids)
         vectors = load_vectors(connection)
@@ -138,6 +140,7 @@ def score_users(
         rules=rules,
         item_vectors=vectors,
         similarity=similarity,
+        new_item_ids=frozenset(items.loc[items["interaction_count"] == 0, ITEM_ID]),
     )
     generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     lists[MODEL_VERSION] = version

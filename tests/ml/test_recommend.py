@@ -81,3 +81,50 @@ def test_unclicked_impressions_demote_an_item() -> None:
 def test_unavailable_flag_defaults_to_available() -> None:
     assert unavailable_items(ITEMS).tolist() == ["e"]
     assert unavailable_items(ITEMS.drop(columns="available")).empty
+
+
+def test_mmr_option_diversifies_and_keeps_scores_descending() -> None:
+    import numpy as np
+
+    model = ItemKNNRecommender().fit(TRAIN, catalog_item_ids=ITEMS["item_id"])
+    trending = pd.Series({"a": 5.0, "b": 4.9, "c": 1.0, "d": 0.5})
+    vectors = pd.DataFrame(
+        np.array([[1, 0], [1, 0.01], [0.99, 0.05], [0, 1], [0, 1]], dtype=float),
+        index=ITEMS["item_id"],
+    )
+    kwargs = {"trending_blend": 1.0, "item_vectors": vectors}
+    plain, _ = rank_users(model, ["cold"], behaviour([]), trending, ITEMS, 2, **kwargs)
+    diverse, _ = rank_users(
+        model,
+        ["cold"],
+        behaviour([]),
+        trending,
+        ITEMS,
+        2,
+        rules=RankingRules(mmr_lambda=0.3),
+        **kwargs,
+    )
+    assert plain["item_id"].tolist() == ["a", "b"]  # near-duplicates
+    assert diverse["item_id"].tolist() == ["a", "d"]
+    assert diverse["score"].is_monotonic_decreasing
+
+
+def test_new_items_say_what_they_resemble() -> None:
+    import numpy as np
+
+    model = ItemKNNRecommender().fit(TRAIN, catalog_item_ids=ITEMS["item_id"])
+    vectors = pd.DataFrame(np.eye(5)[[0, 1, 2, 3, 3]] + 0.0, index=ITEMS["item_id"])
+    vectors.loc["d"] = vectors.loc["a"] * 0.9 + vectors.loc["d"] * 0.1
+    lists, _ = rank_users(
+        model,
+        ["u"],
+        behaviour([("u", "a", "click")]),
+        pd.Series({"d": 1.0}),
+        ITEMS,
+        3,
+        trending_blend=0.5,
+        item_vectors=vectors,
+        new_item_ids=frozenset({"d"}),
+    )
+    reasons = dict(zip(lists["item_id"], lists["reason"], strict=True))
+    assert reasons["d"] == "new: similar to A"
