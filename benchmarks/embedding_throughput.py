@@ -3,10 +3,12 @@
 Both embed the same MovieLens item texts with the same packaged all-MiniLM-L6-v2 weights, on the
 same device, batch size and torch thread count, in one process. Model loading is timed apart from
 encoding; both models embed a few texts first so that one-off warm-up costs stay out of the
-figures. The runs alternate between the two so that a busy machine slows both alike. The printed
-ratio is ours / theirs in texts per second (above 1: ours is faster), and the largest absolute
-difference between the two sets of vectors shows they compute the same thing. Best and median of
-the repeats are printed; on a shared machine the best is the least disturbed figure.
+figures. The runs alternate between the two so that a busy machine slows both alike; with
+--slices the texts are timed in consecutive slices, alternating per slice, which pairs the two
+more closely when the load changes from second to second. The printed ratio is ours / theirs in
+texts per second (above 1: ours is faster), and the largest absolute difference between the two
+sets of vectors shows they compute the same thing. Best and median of the repeats are printed; on
+a shared machine the best is the least disturbed figure.
 
     .venv/bin/python benchmarks/embedding_throughput.py [--limit N] [--device auto|cpu|cuda]
 """
@@ -22,6 +24,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+Encoder = Callable[[list[str]], np.ndarray]
+
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,6 +35,13 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (torch's default)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each implementation")
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        help="time the texts in this many consecutive slices, alternating the two per slice "
+        "(finer pairing on a busy machine; 1: all texts in one encode call)",
+    )
     parser.add_argument("--warmup", type=int, default=32, help="texts embedded before timing")
     parser.add_argument(
         "--their-float32",
@@ -105,34 +116,41 @@ def main() -> None:
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    def timed(encode: Callable[[list[str]], np.ndarray]) -> tuple[float, np.ndarray]:
+    def timed(encode: Encoder, batch: list[str]) -> tuple[float, np.ndarray]:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         began = time.perf_counter()
-        vectors = encode(texts)
+        vectors = encode(batch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - began, vectors
 
-    encode_ours(texts[: arguments.warmup])
-    encode_theirs(texts[: arguments.warmup])
-    our_seconds: list[float] = []
-    their_seconds: list[float] = []
-    for repeat in range(arguments.repeats):
-        # Alternate who goes first, so a load spike from another process hits both alike.
-        order = [("ours", encode_ours), ("theirs", encode_theirs)]
-        for name, encode in order if repeat % 2 == 0 else order[::-1]:
-            seconds, vectors = timed(encode)
-            if name == "ours":
-                our_seconds.append(seconds)
-                our_vectors = vectors
-            else:
-                their_seconds.append(seconds)
-                their_vectors = vectors
-    difference = float(np.abs(our_vectors - their_vectors).max())
+    encoders = {"ours": encode_ours, "theirs": encode_theirs}
+    for encode in encoders.values():
+        encode(texts[: arguments.warmup])
+    bounds = np.linspace(0, len(texts), arguments.slices + 1).astype(int)
+    seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    vectors: dict[str, np.ndarray] = {}
+    turn = 0
+    for _ in range(arguments.repeats):
+        totals = dict.fromkeys(encoders, 0.0)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in encoders}
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            # Alternate who goes first, so a load spike from another process hits both alike.
+            names = list(encoders) if turn % 2 == 0 else list(encoders)[::-1]
+            turn += 1
+            for name in names:
+                took, part = timed(encoders[name], texts[start:end])
+                totals[name] += took
+                parts[name].append(part)
+        for name in encoders:
+            seconds[name].append(totals[name])
+            vectors[name] = np.vstack(parts[name])
+    our_seconds, their_seconds = seconds["ours"], seconds["theirs"]
+    difference = float(np.abs(vectors["ours"] - vectors["theirs"]).max())
 
-    def rates(seconds: list[float]) -> tuple[float, float]:
-        return len(texts) / statistics.median(seconds), len(texts) / min(seconds)
+    def rates(runs: list[float]) -> tuple[float, float]:
+        return len(texts) / statistics.median(runs), len(texts) / min(runs)
 
     our_median, our_best = rates(our_seconds)
     their_median, their_best = rates(their_seconds)
@@ -144,9 +162,9 @@ def main() -> None:
         f"{torch.get_num_threads()} torch threads"
     )
     print(
-        f"{arguments.repeats} timed runs each, alternating, after {arguments.warmup} warm-up "
-        f"texts; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, "
-        f"on {os.cpu_count()} cores"
+        f"{arguments.repeats} timed runs each in {arguments.slices} slice(s), alternating, after "
+        f"{arguments.warmup} warm-up texts; load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} cores"
     )
     print_table(
         [

@@ -39,6 +39,9 @@ def main() -> None:
     prepare_dagster_home(settings)
     signal.signal(signal.SIGTERM, _interrupt)
     bin_dir = Path(sys.executable).parent
+    # The servers' own subprocesses (code server, dbt) must find this environment's programs.
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.environ["FRESHRANK_WAREHOUSE_PATH"] = str(settings.warehouse_path)
     mlflow = subprocess.Popen(
         [
             str(bin_dir / "mlflow"),

@@ -23,8 +23,10 @@ from orchestration.warehouse.guard import warehouse_writer
 
 WAREHOUSE_GROUP = "warehouse"
 
+# profiles.yml reads the warehouse path from the environment; the settings decide it.
+os.environ.setdefault("FRESHRANK_WAREHOUSE_PATH", str(get_settings().warehouse_path))
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-dbt_project.prepare_if_dev()
+dbt_project.prepare_if_dev()  # re-parses the project under `dagster dev` (dbt must be on PATH)
 
 
 def dbt_executable() -> str:
