@@ -42,10 +42,13 @@ def report_run(job_name: str, settings: Settings) -> bool:
     elapsed = time.perf_counter() - started
     with DagsterInstance.get() as instance:
         timings = _stage_timings(instance, result.run_id)
-    click.echo(
-        f"\n{job_name}: run {result.run_id} {'succeeded' if result.success else 'FAILED'} "
-        f"in {elapsed:.1f} s"
-    )
+    if result.success:
+        outcome = "succeeded"
+    elif only_review_failed(result):
+        outcome = "succeeded; the challenger waits for review (the gate did not promote it)"
+    else:
+        outcome = "FAILED"
+    click.echo(f"\n{job_name}: run {result.run_id} {outcome} in {elapsed:.1f} s")
     click.echo("  stage                                             status     seconds")
     for step_key, status, seconds in timings:
         click.echo(f"  {step_key:<49} {status:<10} {seconds:7.1f}")
