@@ -219,8 +219,9 @@ def write_batch(home: Path, path: Path, size: int, rng: np.random.Generator) -> 
     from orchestration.warehouse.guard import open_warehouse
 
     with open_warehouse(home / "warehouse.duckdb", read_only=True) as connection:
-        known = [row[0] for row in connection.execute("select distinct user_id from raw.events")]
-        items = [row[0] for row in connection.execute("select item_id from marts.items")]
+        users_query = "select distinct user_id from raw.events"
+        known = [row[0] for row in connection.execute(users_query).fetchall()]
+        items = [row[0] for row in connection.execute("select item_id from marts.items").fetchall()]
         newest, history = connection.execute(
             "select max(occurred_at), count(*) from raw.events"
         ).fetchone()

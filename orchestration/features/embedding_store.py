@@ -12,18 +12,23 @@ import pyarrow as pa
 TABLE = "ml.item_embeddings"
 
 
+def _table_exists(connection: duckdb.DuckDBPyConnection) -> bool:
+    # fetchall() finishes the result: DuckDB refuses new work on a half-read one.
+    rows = connection.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'ml' and table_name = 'item_embeddings'"
+    ).fetchall()
+    return bool(rows[0][0])
+
+
 def stored_hashes(connection: duckdb.DuckDBPyConnection, dimension: int) -> pd.Series:
     """content_hash by item_id of the stored vectors (empty when none, or of another dimension)."""
     connection.execute("create schema if not exists ml")
-    exists = connection.execute(
-        "select count(*) from information_schema.tables "
-        "where table_schema = 'ml' and table_name = 'item_embeddings'"
-    ).fetchone()[0]
-    if exists:
+    if _table_exists(connection):
         stored_dimension = connection.execute(
             f"select array_length(embedding) from {TABLE} limit 1"
-        ).fetchone()
-        if stored_dimension is not None and stored_dimension[0] != dimension:
+        ).fetchall()
+        if stored_dimension and stored_dimension[0][0] != dimension:
             # Another model with another width: every vector is stale.
             connection.execute(f"drop table {TABLE}")
     connection.execute(
@@ -66,9 +71,9 @@ def upsert_vectors(
 def delete_missing(connection: duckdb.DuckDBPyConnection, keep_item_ids: list[str]) -> int:
     """Drop vectors of items no longer in the catalog; returns how many went."""
     connection.register("catalog_ids", pa.table({"item_id": pa.array(keep_item_ids, pa.string())}))
-    (gone,) = connection.execute(
+    ((gone,),) = connection.execute(
         f"select count(*) from {TABLE} where item_id not in (select item_id from catalog_ids)"
-    ).fetchone()
+    ).fetchall()
     connection.execute(
         f"delete from {TABLE} where item_id not in (select item_id from catalog_ids)"
     )
@@ -77,7 +82,9 @@ def delete_missing(connection: duckdb.DuckDBPyConnection, keep_item_ids: list[st
 
 
 def load_vectors(connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """All vectors as a frame indexed by item_id with one column per dimension."""
+    """All vectors as a frame indexed by item_id with one column per dimension (empty if none)."""
+    if not _table_exists(connection):
+        return pd.DataFrame()
     table = connection.sql(
         f"select item_id, embedding from {TABLE} order by item_id"
     ).to_arrow_table()

@@ -17,10 +17,10 @@ def _load_kind(context: AssetExecutionContext, kind: str) -> MaterializeResult:
         ensure_raw_tables(settings.warehouse_path)
         results = load_pending(kind, settings, batch_id=context.run_id)
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        (table_rows,) = connection.execute(f"select count(*) from raw.{kind}").fetchone()
+        (table_rows,) = connection.execute(f"select count(*) from raw.{kind}").fetchall()[0]
         (quarantined_total,) = connection.execute(
             "select count(*) from raw.quarantine where kind = ?", [kind]
-        ).fetchone()
+        ).fetchall()[0]
     for result in results:
         log = context.log.warning if result.status == "rejected" else context.log.info
         log(f"{result.file}: {result.status}. {result.message}".strip())

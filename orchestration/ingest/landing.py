@@ -385,8 +385,8 @@ def _earlier_load_in(
         "SELECT file_name, batch_id FROM raw.ingest_ledger "
         "WHERE kind = ? AND content_hash = ? AND status = ? ORDER BY processed_at LIMIT 1",
         [kind, content_hash, LOADED],
-    ).fetchone()
-    return None if row is None else (str(row[0]), str(row[1]))
+    ).fetchall()
+    return (str(row[0][0]), str(row[0][1])) if row else None
 
 
 def _write_ledger_only(

@@ -58,7 +58,7 @@ def staged_lists(
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         everyone, through = connection.execute(
             f"select everyone, through from {SCOPE_FLAG_TABLE}"
-        ).fetchone()
+        ).fetchall()[0]
         scope = connection.sql(f"select {USER_ID} from {SCOPE_TABLE}").df()[USER_ID].tolist()
         return (
             connection.sql(f"select * from {LISTS_TABLE}").df(),
@@ -77,13 +77,15 @@ def affected_users(settings: Settings) -> tuple[list[str], object]:
         )
         watermark = connection.execute(
             f"select max(published_through) from {WATERMARK_TABLE}"
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         users = connection.execute(
             "select distinct user_id from marts.interactions "
             "where ? is null or loaded_at > ? order by user_id",
             [watermark, watermark],
         ).df()
-        (newest,) = connection.execute("select max(loaded_at) from marts.interactions").fetchone()
+        (newest,) = connection.execute("select max(loaded_at) from marts.interactions").fetchall()[
+            0
+        ]
     return users[USER_ID].tolist(), newest
 
 
