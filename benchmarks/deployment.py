@@ -209,9 +209,13 @@ class Batch:
 
     path: Path
     events: int
-    new_users: int
+    new_user_ids: list[str]
     users: int
     history_events: int  # events loaded in the deployment before this batch
+
+    @property
+    def new_users(self) -> int:
+        return len(self.new_user_ids)
 
 
 def write_batch(home: Path, path: Path, size: int, rng: np.random.Generator) -> Batch:
@@ -255,7 +259,7 @@ def write_batch(home: Path, path: Path, size: int, rng: np.random.Generator) -> 
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
-    return Batch(path, size, len(new_ids), int(frame["user_id"].nunique()), int(history))
+    return Batch(path, size, new_ids, int(frame["user_id"].nunique()), int(history))
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -112,15 +112,8 @@ def land_and_refresh(home: Path, size: int, rng: np.random.Generator, name: str)
             if result["status"] != "loaded" or result["rows_loaded"] != size:
                 raise CommandFailed(f"{batch.path} did not load whole: {line}")
     refresh = freshrank(home, "refresh")
-    new_users = {user for user in _batch_users(batch) if user.startswith("bench-")}
-    served = len(new_users & set(published_users(home)))
+    served = len(set(batch.new_user_ids) & set(published_users(home)))
     return Landed(batch, ingest, refresh, served)
-
-
-def _batch_users(batch: Batch) -> set[str]:
-    import pandas as pd
-
-    return set(pd.read_csv(batch.path, usecols=["user_id"], dtype=str)["user_id"])
 
 
 def spread(seconds: list[float]) -> tuple[str, str, str]:

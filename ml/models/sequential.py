@@ -406,6 +406,7 @@ class SequentialRecommender:
         order = generator.permutation(len(windows))
         total, count = 0.0, 0
         horizon = config.future_window
+        unseen = network.id_known == 0  # includes the padding row
         for start in range(0, len(order), config.batch_size):
             batch = torch.as_tensor(windows[order[start : start + config.batch_size]])
             inputs = batch[:, : config.max_length]
@@ -421,12 +422,16 @@ class SequentialRecommender:
             wanted = targets[valid]  # (positions, horizon), PADDING where the sequence ended
             if n_items <= config.full_softmax_max_items:
                 logits = hidden @ table.T + bias
-                logits[:, PADDING] = float("-inf")
+                # Items with no training interaction are never a target here: as negatives they
+                # would teach the model that items like them never happen, which is exactly
+                # wrong for tomorrow's new items. They stay out of the softmax.
+                logits = logits.masked_fill(unseen, float("-inf"))
                 columns = wanted
             else:
-                sampled = torch.as_tensor(
-                    generator.integers(1, n_items + 1, size=config.sampled_negatives)
-                )
+                seen = torch.nonzero(~unseen).squeeze(1)
+                sampled = seen[
+                    torch.as_tensor(generator.integers(0, len(seen), size=config.sampled_negatives))
+                ]
                 candidates = torch.unique(torch.cat([wanted[wanted != PADDING], sampled]))
                 logits = hidden @ table[candidates].T + bias[candidates]
                 columns = torch.searchsorted(candidates, wanted.clamp(min=1))
