@@ -42,13 +42,17 @@ def _deployment(home) -> Iterator[Settings]:
         "FRESHRANK_MLFLOW_ARTIFACTS",
         "DAGSTER_HOME",
         "FRESHRANK_TRAINING_ABLATIONS",
+        "FRESHRANK_TRAINING_MAX_EPOCHS",
     )
     saved = {name: os.environ.get(name) for name in names}
     try:
         for name in names:
             os.environ.pop(name, None)
         os.environ["FRESHRANK_HOME"] = str(home)
+        # Both systems serve the same model: the replay measures freshness, not training, so a
+        # short training without ablations is enough.
         os.environ["FRESHRANK_TRAINING_ABLATIONS"] = "0"
+        os.environ["FRESHRANK_TRAINING_MAX_EPOCHS"] = saved["FRESHRANK_TRAINING_MAX_EPOCHS"] or "8"
         settings = Settings.from_env()
         settings.ensure_dirs()
         yield settings
