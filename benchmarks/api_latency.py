@@ -275,7 +275,7 @@ def main() -> None:
         rows = [("while", "requests", "p50 ms", "p99 ms", "max ms", "errors")]
         rows.append(
             (
-                "nothing else running (baseline)",
+                "no refresh running (baseline)",
                 str(len(quiet.milliseconds)),
                 f"{quiet_p50:.2f}",
                 f"{quiet_p99:.2f}",
