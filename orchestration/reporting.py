@@ -101,7 +101,7 @@ def report_run(job_name: str, settings: Settings) -> bool:
             f"  published {published['rows_published']} rows for {published['users']} users "
             f"to {published['serving_store']}"
         )
-    elif result.success is False or failed:
+    elif job_name in ("publish_job", "refresh_job") and (not result.success or errors):
         click.echo("  nothing published: the previous lists stay served")
     return (result.success or only_review_failed(result)) and not errors
 
