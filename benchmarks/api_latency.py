@@ -33,13 +33,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import print_table
 from deployment import (
     FRESHRANK,
     CommandRun,
     environment,
     freshrank,
     prepare,
-    print_table,
     published_users,
     say,
     write_batch,

@@ -260,12 +260,3 @@ def write_batch(home: Path, path: Path, size: int, rng: np.random.Generator) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return Batch(path, size, new_ids, int(frame["user_id"].nunique()), int(history))
-
-
-def print_table(rows: Sequence[Sequence[str]]) -> None:
-    """Left-aligned first column, right-aligned figures, two spaces between columns."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
-        print("  ".join(cells).rstrip())

@@ -17,17 +17,16 @@ disturbed figure.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import print_table, quiet_logging
 
 CHANGE_SUFFIX = " (remastered)"
 
@@ -45,24 +44,6 @@ def parse_arguments() -> argparse.Namespace:
         "--in-memory", action="store_true", help="in-memory DuckDB instead of a temporary file"
     )
     return parser.parse_args()
-
-
-def quiet_logging() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("freshrank", "transformers"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def print_table(rows: Sequence[Sequence[str]]) -> None:
-    """Left-aligned first column, right-aligned figures, two spaces between columns."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
-        print("  ".join(cells).rstrip())
 
 
 def refresh(connection, items: pd.DataFrame, embedder, *, full: bool) -> tuple[int, float]:

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from common import print_table
 from deployment import (
     Batch,
     CommandFailed,
     CommandRun,
     freshrank,
     prepare,
-    print_table,
     publish_everyone,
     published_users,
     say,

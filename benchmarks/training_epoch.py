@@ -15,15 +15,14 @@ shared machine the best is the least disturbed figure.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import time
-from collections.abc import Sequence
 from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
+from common import print_table, quiet_logging
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -37,24 +36,6 @@ def parse_arguments() -> argparse.Namespace:
         help="random unit text vectors instead of TextEmbedder's (skips the embedding)",
     )
     return parser.parse_args()
-
-
-def quiet_logging() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING)
-    for name in ("freshrank", "transformers"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def print_table(rows: Sequence[Sequence[str]]) -> None:
-    """Left-aligned first column, right-aligned figures, two spaces between columns."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    for row in rows:
-        cells = [row[0].ljust(widths[0])]
-        cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
-        print("  ".join(cells).rstrip())
 
 
 def text_vectors(items: pd.DataFrame, random_text: bool) -> tuple[pd.DataFrame, str]:
