@@ -29,6 +29,8 @@ MODEL_VERSION = "model_version"
 GENERATED_AT = "generated_at"
 SPLIT = "split"
 ATTRIBUTES = "attributes"  # JSON object of columns outside the contract
+CONTEXT_KEY = "context_key"  # the context field a trending list is for, e.g. hour
+CONTEXT_VALUE = "context_value"  # its value, normalised as ml.rules.context_value does
 
 REQUIRED_EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, TIMESTAMP)
 OPTIONAL_EVENT_COLUMNS = (EVENT_ID, VALUE, SESSION_ID, CONTEXT)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from ml.constants import (
     CONTEXT,
+    CONTEXT_VALUE,
     DEFAULT_CLICK_WITHOUT_CONVERSION_FACTOR,
     DEFAULT_CONTEXT_KEY,
     DEFAULT_CONTEXT_MIN_EVENTS,
@@ -50,12 +51,15 @@ from ml.constants import (
     ITEM_ID,
     NON_CONSUMING_EVENT_TYPES,
     OCCURRED_AT,
+    RANK,
     RATING_MAX,
+    REASON,
+    SCORE,
     USER_ID,
     VALUE,
 )
 from ml.frames import require_columns, require_positive_k
-from ml.ranking import top_k_indices
+from ml.ranking import TRENDING_NOW, top_k_indices
 
 REASON_TRENDING_CONTEXT = "popular at this hour"
 REASON_NEW_ITEM = "new: similar to {title}"
@@ -383,6 +387,65 @@ def trending_for_context(
     return np.asarray(global_trending, dtype=float), False
 
 
+def context_trending_lists(
+    context_scores: Mapping[str, np.ndarray],
+    item_ids: Ids,
+    k: int,
+    *,
+    global_trending: np.ndarray | None = None,
+    exclude: Iterable[Hashable] = (),
+) -> pd.DataFrame:
+    """Top-k items per context value: rows of (context_value, rank, item_id, score, reason).
+
+    `context_scores` is context_trending's output. Items the context's events picked come first,
+    best first, with their score divided by the context's largest (so in (0, 1]) and
+    REASON_TRENDING_CONTEXT; ties go to the higher `global_trending` (aligned to item_ids), then
+    the earlier item. When fewer than k items have a context score, the rest of the list is
+    filled in global_trending order with score 0 and "trending now", so a context list is as
+    long as the global one. Excluded items (e.g. unavailable ones) are never listed.
+    """
+    require_positive_k(k)
+    item_index = _unique_index(item_ids, "item_ids")
+    overall = _item_vector(global_trending, len(item_index), "global_trending")
+    allowed = ~item_index.isin(pd.Index(list(exclude)))
+    allowed_columns = np.flatnonzero(allowed)
+    # lexsort sorts by its last key first: best global trending, then the earlier item.
+    global_order = allowed_columns[np.lexsort((allowed_columns, -overall[allowed_columns]))]
+    items = item_index.to_numpy()
+    frames = []
+    for value in sorted(context_scores):
+        scores = _item_vector(context_scores[value], len(item_index), f"context {value!r}")
+        picked = np.flatnonzero(allowed & (scores > 0))
+        picked = picked[np.lexsort((picked, -overall[picked], -scores[picked]))][:k]
+        # The first k + len(picked) of the global order hold k items the context did not pick.
+        fill = global_order[: k + len(picked)]
+        fill = fill[~np.isin(fill, picked)][: k - len(picked)]
+        columns = np.concatenate([picked, fill])
+        top = scores[picked[0]] if len(picked) else 1.0
+        frames.append(
+            pd.DataFrame(
+                {
+                    CONTEXT_VALUE: value,
+                    RANK: np.arange(1, len(columns) + 1, dtype=np.int64),
+                    ITEM_ID: items[columns],
+                    SCORE: np.concatenate([scores[picked] / top, np.zeros(len(fill))]),
+                    REASON: [REASON_TRENDING_CONTEXT] * len(picked) + [TRENDING_NOW] * len(fill),
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame(
+            {
+                CONTEXT_VALUE: pd.Series(dtype=object),
+                RANK: pd.Series(dtype=np.int64),
+                ITEM_ID: pd.Series(dtype=item_index.dtype),
+                SCORE: pd.Series(dtype=float),
+                REASON: pd.Series(dtype=object),
+            }
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
 def new_item_reasons(
     lists: pd.DataFrame,
     events: pd.DataFrame,
@@ -484,6 +547,20 @@ def _code_events(
         values=values,
         shape=(len(user_index), len(item_index)),
     )
+
+
+def _item_vector(values: np.ndarray | None, n_items: int, name: str) -> np.ndarray:
+    """Scores aligned to item_ids as floats, negatives 0; None is all zeros."""
+    if values is None:
+        return np.zeros(n_items)
+    vector = np.asarray(values, dtype=float)
+    if vector.shape != (n_items,):
+        raise ValueError(
+            f"{name} has shape {vector.shape} but must hold one score per item ({n_items},)"
+        )
+    if not np.isfinite(vector).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return np.maximum(vector, 0.0)
 
 
 def _require_datetimes(times: pd.Series) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml.constants import (
+    DEFAULT_CONTEXT_KEY,
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_FUTURE_TOLERANCE_HOURS,
     DEFAULT_HISTORY_LENGTH,
@@ -74,6 +75,7 @@ class Settings:
     training_max_epochs: int = 20
     training_ablations: bool = True
     mmr_lambda: float | None = None  # None: no diversity re-ranking
+    context_key: str = DEFAULT_CONTEXT_KEY  # the context field new users' trending follows
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -111,6 +113,7 @@ class Settings:
             mmr_lambda=_env_float("FRESHRANK_MMR_LAMBDA", -1.0)
             if os.environ.get("FRESHRANK_MMR_LAMBDA")
             else None,
+            context_key=os.environ.get("FRESHRANK_CONTEXT_KEY", "").strip() or DEFAULT_CONTEXT_KEY,
         )
 
     @property

@@ -36,6 +36,7 @@ from ml.constants import (
     REQUIRED_EVENT_COLUMNS,
     SCORE,
 )
+from ml.rules import context_value
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings, get_settings
 
@@ -132,6 +133,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     events_folder = settings.landing_folder("events")
     event_types = frozenset(settings.event_weights)
     default_k = min(settings.top_k, MAX_K)
+    context_key = settings.context_key
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -153,11 +155,26 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     def recommendations(
         user_id: Annotated[str, PathParameter(description="The user, as text: '007' is not '7'.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
+        context: Annotated[
+            str | None,
+            Query(
+                max_length=255,
+                description="The request's value of the context field FRESHRANK_CONTEXT_KEY "
+                "(hour by default: 9 means 09:00-09:59 UTC); it only changes the list of a "
+                "user without one.",
+            ),
+        ] = None,
     ) -> RecommendationList:
-        """A user's published list, or the trending list for a user without one."""
+        """A user's published list; for a user without one, trending for their context.
+
+        `context` is the value of the configured context field (FRESHRANK_CONTEXT_KEY, default
+        hour), e.g. `?context=9`; without it, a time field (hour, weekday) is read off the
+        request time in UTC. The context's trending list is served when one was published,
+        else the global trending list.
+        """
         lists = store.recommendations(user_id, k)
         if lists.empty:
-            lists = store.trending(k)
+            lists = _new_user_list(store, context_key, context, k)
         if lists.empty:
             if store.summary()["rows"]:
                 detail = (
@@ -212,6 +229,19 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         )
 
     return app
+
+
+def _new_user_list(
+    store: ServingStore, context_key: str, context: str | None, k: int
+) -> pd.DataFrame:
+    """The trending list for the request's context value if one was published, else the global."""
+    given = None if context is None else {context_key: context}
+    value = context_value(given, datetime.now(UTC), context_key)
+    if value is not None:
+        lists = store.context_trending(context_key, value, k)
+        if not lists.empty:
+            return lists
+    return store.trending(k)
 
 
 def _list_response(user_id: str, lists: pd.DataFrame) -> RecommendationList:

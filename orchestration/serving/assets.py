@@ -4,7 +4,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from dagster_dbt import get_asset_key_for_model
 
-from ml.constants import USER_ID
+from ml.constants import CONTEXT_VALUE, USER_ID
 from orchestration.features.assets import item_embeddings
 from orchestration.serving.scoring import ScoredLists, score_users
 from orchestration.serving.store import ServingStore
@@ -15,6 +15,7 @@ from orchestration.warehouse.guard import open_warehouse
 SERVING_GROUP = "serving"
 LISTS_TABLE = "ml.recommendation_lists"
 TRENDING_TABLE = "ml.trending_list"
+CONTEXT_TRENDING_TABLE = "ml.context_trending_list"
 SCOPE_TABLE = "ml.recommendation_scope"
 SCOPE_FLAG_TABLE = "ml.recommendation_scope_everyone"
 WATERMARK_TABLE = "ml.publish_watermark"
@@ -44,6 +45,14 @@ def stage_lists(
             f"create or replace table {TRENDING_TABLE} as select * from scored_trending"
         )
         connection.execute(f"create or replace table {SCOPE_TABLE} as select * from scored_scope")
+        if scored.context_trending is None:
+            connection.execute(f"drop table if exists {CONTEXT_TRENDING_TABLE}")
+        else:
+            connection.register("scored_context_trending", scored.context_trending)
+            connection.execute(
+                f"create or replace table {CONTEXT_TRENDING_TABLE} as "
+                "select * from scored_context_trending"
+            )
         connection.execute(
             f"create or replace table {SCOPE_FLAG_TABLE} as "
             f"select {scope is None} as everyone, ?::timestamp as through",
@@ -66,6 +75,18 @@ def staged_lists(
             None if everyone else scope,
             through,
         )
+
+
+def staged_context_trending(settings: Settings) -> pd.DataFrame | None:
+    """The staged per-context trending lists, or None when none were staged."""
+    schema, table = CONTEXT_TRENDING_TABLE.split(".")
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        (staged,) = connection.execute(
+            "select count(*) from information_schema.tables "
+            "where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).fetchall()[0]
+        return connection.sql(f"select * from {CONTEXT_TRENDING_TABLE}").df() if staged else None
 
 
 def affected_users(settings: Settings) -> tuple[list[str], object]:
@@ -148,6 +169,9 @@ def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) ->
             "users": int(scored.lists[USER_ID].nunique()),
             "rows": len(scored.lists),
             "users_on_trending_fallback": scored.fallback_users,
+            "context_trending_lists": 0
+            if scored.context_trending is None
+            else int(scored.context_trending[CONTEXT_VALUE].nunique()),
             "model_version": scored.model_version,
             "preview": MetadataValue.md(lists_preview(scored.lists, settings)),
         }
@@ -155,11 +179,14 @@ def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) ->
 
 
 def publish_staged(settings: Settings) -> dict[str, object]:
-    """Publish the staged lists (every user's, or the scope's) and the trending list at once."""
+    """Publish the staged lists (every user's, or the scope's) and the trending lists at once."""
     lists, trending, scope, through = staged_lists(settings)
+    context_trending = staged_context_trending(settings)
     store = ServingStore(settings.serving_url)
     try:
-        written = store.publish(lists, users=scope, trending=trending)
+        written = store.publish(
+            lists, users=scope, trending=trending, context_trending=context_trending
+        )
         summary = store.summary()
     finally:
         store.dispose()

@@ -14,6 +14,8 @@ import duckdb
 import pandas as pd
 
 from ml.constants import (
+    CONTEXT_KEY,
+    DEFAULT_TRENDING_HALF_LIFE_DAYS,
     GENERATED_AT,
     ITEM_ID,
     MODEL_VERSION,
@@ -22,7 +24,7 @@ from ml.constants import (
 )
 from ml.ranking import trending_lists
 from ml.recommend import FIRST_RANKING_VERSION, UserBehaviour, rank_users, unavailable_items
-from ml.rules import RankingRules
+from ml.rules import RankingRules, context_trending, context_trending_lists
 from orchestration.features.embedding_store import load_vectors
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
@@ -38,6 +40,8 @@ class ScoredLists:
     trending: pd.DataFrame  # rank, item_id, score, reason, model_version, generated_at
     model_version: str
     fallback_users: int
+    # context_key, context_value, then trending's columns; None: not computed (served ones stay)
+    context_trending: pd.DataFrame | None = None
 
 
 def _in_users(column: str, user_ids: list[str] | None) -> str:
@@ -82,6 +86,48 @@ def read_scoring_inputs(
     return inputs
 
 
+def read_trending_events(connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every user's events that can make an item trend (positive weight), with time and context.
+
+    Events of weight <= 0 add nothing to trending; leaving them out can only move the newest
+    event time that decay runs from, which scales every score alike and so changes no list.
+    """
+    return connection.sql(
+        "select item_id, event_type, occurred_at, value, context "
+        "from marts.interactions where weight > 0"
+    ).df()
+
+
+def build_context_trending(
+    settings: Settings,
+    events: pd.DataFrame,
+    items: pd.DataFrame,
+    trending: pd.Series,
+    unavailable: list[str],
+) -> pd.DataFrame:
+    """Top-k trending per value of settings.context_key; the global trending order fills in.
+
+    Decays with the same half-life as the item_trending mart (its dbt var defaults to it).
+    """
+    item_ids = pd.Index(items[ITEM_ID]).sort_values()
+    by_context = context_trending(
+        events,
+        item_ids,
+        settings.context_key,
+        DEFAULT_TRENDING_HALF_LIFE_DAYS,
+        event_weights=settings.event_weights,
+    )
+    lists = context_trending_lists(
+        by_context,
+        item_ids,
+        settings.top_k,
+        global_trending=trending.reindex(item_ids).fillna(0.0).to_numpy(dtype=float),
+        exclude=unavailable,
+    )
+    lists.insert(0, CONTEXT_KEY, settings.context_key)
+    return lists
+
+
 def _champion(settings: Settings, catalog: pd.Series, vectors: pd.DataFrame):
     """(model over today's catalog, its trending blend, version label), or None."""
     from ml import tracking
@@ -115,6 +161,8 @@ def score_users(
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         inputs = read_scoring_inputs(connection, user_ids)
         vectors = load_vectors(connection)
+        # Every user's events even for a refresh: trending is the same list for everyone.
+        trending_events = read_trending_events(connection)
     items = inputs["items"]
     champion = _champion(settings, items[ITEM_ID], vectors)
     similarity = None
@@ -150,7 +198,14 @@ def score_users(
     popular = popular.drop(columns=[USER_ID])
     popular[MODEL_VERSION] = "trending"
     popular[GENERATED_AT] = generated_at
+    by_context = build_context_trending(settings, trending_events, items, trending, unavailable)
+    by_context[MODEL_VERSION] = "trending"
+    by_context[GENERATED_AT] = generated_at
     logger.info("scored %d users with %s (%d on trending)", len(users), version, fallback)
     return ScoredLists(
-        lists=lists, trending=popular, model_version=version, fallback_users=fallback
+        lists=lists,
+        trending=popular,
+        model_version=version,
+        fallback_users=fallback,
+        context_trending=by_context,
     )

@@ -1,9 +1,10 @@
 """The serving store: the tables that applications read.
 
 ``recommendations`` holds one ranked list per known user; ``trending_items`` holds the one list
-served to users without their own. SQLite in WAL mode by default (readers never block on a
-publish and never see half a list), any SQLAlchemy URL (PostgreSQL in production). Every publish
-is one transaction. Times are stored as naive UTC.
+served to users without their own, and ``context_trending_items`` one such list per value of a
+context field (e.g. per hour), served first when the request's context has one. SQLite in WAL
+mode by default (readers never block on a publish and never see half a list), any SQLAlchemy URL
+(PostgreSQL in production). Every publish is one transaction. Times are stored as naive UTC.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ml.constants import (
+    CONTEXT_KEY,
+    CONTEXT_VALUE,
     GENERATED_AT,
     ITEM_ID,
     MODEL_VERSION,
@@ -29,6 +32,8 @@ from ml.constants import (
 TABLE_NAME = "recommendations"
 TRENDING_TABLE_NAME = "trending_items"
 TRENDING_COLUMNS = (RANK, ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
+CONTEXT_TRENDING_TABLE_NAME = "context_trending_items"
+CONTEXT_TRENDING_COLUMNS = (CONTEXT_KEY, CONTEXT_VALUE, *TRENDING_COLUMNS)
 _DELETE_CHUNK = 500
 
 _metadata = sa.MetaData()
@@ -53,6 +58,18 @@ trending_table = sa.Table(
     sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
     sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
 )
+context_trending_table = sa.Table(
+    CONTEXT_TRENDING_TABLE_NAME,
+    _metadata,
+    sa.Column(CONTEXT_KEY, sa.String(255), primary_key=True),
+    sa.Column(CONTEXT_VALUE, sa.String(255), primary_key=True),
+    sa.Column(RANK, sa.Integer, primary_key=True),
+    sa.Column(ITEM_ID, sa.String(255), nullable=False),
+    sa.Column(SCORE, sa.Float, nullable=False),
+    sa.Column(REASON, sa.String(500), nullable=False),
+    sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
+    sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
+)
 
 
 def _enable_sqlite_wal(dbapi_connection, _record) -> None:
@@ -64,7 +81,7 @@ def _enable_sqlite_wal(dbapi_connection, _record) -> None:
 
 
 class ServingStore:
-    """Publish and read ranked top-K lists and the trending list."""
+    """Publish and read ranked top-K lists and the trending lists."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -82,19 +99,28 @@ class ServingStore:
         lists: pd.DataFrame,
         users: Iterable[str] | None = None,
         trending: pd.DataFrame | None = None,
+        context_trending: pd.DataFrame | None = None,
     ) -> int:
         """Replace lists in one transaction: all of them, or only those of ``users``.
 
         With ``users`` given, every listed user's old rows are removed, also when the new lists
         hold nothing for them. With ``trending`` given, the trending list is replaced whole in
-        the same transaction, so readers see both old or both new. Returns the number of list
-        rows written (trending rows not counted).
+        the same transaction, so readers see both old or both new; likewise every context
+        trending list with ``context_trending``. Returns the number of list rows written
+        (trending rows not counted).
         """
         _require_columns(lists, SERVING_COLUMNS, "lists")
         if trending is not None:
             _require_columns(trending, TRENDING_COLUMNS, "trending rows")
+        if context_trending is not None:
+            _require_columns(context_trending, CONTEXT_TRENDING_COLUMNS, "context trending rows")
         rows = _to_records(lists, SERVING_COLUMNS)
         trending_rows = None if trending is None else _to_records(trending, TRENDING_COLUMNS)
+        context_rows = (
+            None
+            if context_trending is None
+            else _to_records(context_trending, CONTEXT_TRENDING_COLUMNS)
+        )
         with self.engine.begin() as connection:
             if users is None:
                 connection.execute(recommendations_table.delete())
@@ -113,6 +139,10 @@ class ServingStore:
                 connection.execute(trending_table.delete())
                 if trending_rows:
                     connection.execute(trending_table.insert(), trending_rows)
+            if context_rows is not None:
+                connection.execute(context_trending_table.delete())
+                if context_rows:
+                    connection.execute(context_trending_table.insert(), context_rows)
         return len(rows)
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
@@ -135,6 +165,28 @@ class ServingStore:
         with self.engine.connect() as connection:
             return pd.DataFrame(
                 connection.execute(query).mappings().all(), columns=TRENDING_COLUMNS
+            )
+
+    def context_trending(
+        self, context_key: str, context_value: str, k: int | None = None
+    ) -> pd.DataFrame:
+        """The trending list for one context value, best first (empty if none was published).
+
+        ``context_value`` must be normalised as ml.rules.context_value normalises it ("9", not
+        "09"): the store compares text.
+        """
+        table = context_trending_table
+        query = (
+            sa.select(table)
+            .where(table.c[CONTEXT_KEY] == str(context_key))
+            .where(table.c[CONTEXT_VALUE] == str(context_value))
+            .order_by(table.c[RANK])
+        )
+        if k is not None:
+            query = query.limit(k)
+        with self.engine.connect() as connection:
+            return pd.DataFrame(
+                connection.execute(query).mappings().all(), columns=CONTEXT_TRENDING_COLUMNS
             )
 
     def all_lists(self) -> pd.DataFrame:
@@ -172,6 +224,8 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -
 def _to_records(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str, object]]:
     """Rows as plain Python values of the table's types: ids as text, times as naive UTC."""
     converters = {
+        CONTEXT_KEY: str,
+        CONTEXT_VALUE: str,
         USER_ID: str,
         RANK: int,
         ITEM_ID: str,

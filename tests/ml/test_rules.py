@@ -5,12 +5,14 @@ import pandas as pd
 import pytest
 
 from ml.constants import CONTEXT, EVENT_TYPE, ITEM_ID, OCCURRED_AT, USER_ID, VALUE
-from ml.ranking import top_k_indices
+from ml.ranking import TRENDING_NOW, top_k_indices
 from ml.rules import (
     REASON_NEW_ITEM,
+    REASON_TRENDING_CONTEXT,
     RankingRules,
     apply_rules,
     context_trending,
+    context_trending_lists,
     context_value,
     event_trending,
     excluded_mask,
@@ -366,6 +368,39 @@ def test_context_values_are_normalised_alike_for_events_and_requests() -> None:
     assert context_value(None) is None
     events = events_frame([("u1", "a", "click", hour, None, '{"hour": "09"}') for hour in range(3)])
     assert sorted(context_trending(events, ITEMS, min_events=1)) == ["9"]
+
+
+def test_context_trending_lists_rank_the_context_then_fill_from_global_trending() -> None:
+    items = ["a", "b", "c", "d", "e"]
+    by_hour = {"9": np.array([0.0, 3.0, 1.0, 0.0, 0.0]), "21": np.array([0.0, 0.0, 0.0, 0.0, 2.0])}
+    overall = np.array([5.0, 1.0, 1.0, 4.0, 0.0])
+    lists = context_trending_lists(by_hour, items, 3, global_trending=overall, exclude=["a"])
+    nine = lists[lists["context_value"] == "9"]
+    assert nine["item_id"].tolist() == ["b", "c", "d"]  # "a" trends most but is excluded
+    assert nine["rank"].tolist() == [1, 2, 3]
+    np.testing.assert_allclose(nine["score"], [1.0, 1.0 / 3.0, 0.0])
+    assert nine["reason"].tolist() == [REASON_TRENDING_CONTEXT] * 2 + [TRENDING_NOW]
+    evening = lists[lists["context_value"] == "21"]
+    # b and c tie in global trending: the earlier item fills first.
+    assert evening["item_id"].tolist() == ["e", "d", "b"]
+    np.testing.assert_allclose(evening["score"], [1.0, 0.0, 0.0])
+    assert evening["reason"].tolist() == [REASON_TRENDING_CONTEXT] + [TRENDING_NOW] * 2
+
+
+def test_context_trending_lists_break_context_ties_by_global_trending() -> None:
+    lists = context_trending_lists(
+        {"9": np.array([2.0, 2.0, 2.0])}, ["a", "b", "c"], 2, global_trending=[0.0, 1.0, 0.5]
+    )
+    assert lists["item_id"].tolist() == ["b", "c"]
+    assert list(context_trending_lists({}, ["a"], 2).columns) == [
+        "context_value",
+        "rank",
+        "item_id",
+        "score",
+        "reason",
+    ]
+    with pytest.raises(ValueError, match="context '9' has shape"):
+        context_trending_lists({"9": np.ones(2)}, ["a", "b", "c"], 2)
 
 
 def test_new_items_are_explained_by_the_most_similar_history_item() -> None:

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from ml.rules import REASON_TRENDING_CONTEXT
 from orchestration.ingest.landing import pending_files, read_landed_file, validate_events
 from orchestration.serving import api
 from orchestration.serving.api import ApiLimits, create_app
@@ -163,6 +164,143 @@ def test_unknown_user_without_trending_is_404(store_settings: Settings) -> None:
         response = test_client.get("/recommendations/someone-new")
     assert response.status_code == 404
     assert "no trending list" in response.json()["detail"]
+
+
+def make_context_trending(key: str, values: list[str], k: int) -> pd.DataFrame:
+    """k rows per context value, item ids naming the value and the rank."""
+    return pd.concat(
+        [
+            make_trending(k).assign(
+                context_key=key,
+                context_value=value,
+                item_id=[f"{key}-{value}-{rank}" for rank in range(1, k + 1)],
+                reason=REASON_TRENDING_CONTEXT,
+            )
+            for value in values
+        ],
+        ignore_index=True,
+    )
+
+
+def frozen_clock(moment: datetime) -> type[datetime]:
+    """A datetime class whose now() is `moment`, for the API's request time."""
+
+    class FrozenDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None) -> datetime:  # noqa: ANN001 - datetime's own signature
+            return moment.astimezone(tz) if tz is not None else moment
+
+    return FrozenDatetime
+
+
+@pytest.fixture
+def context_client(store_settings: Settings) -> Iterator[TestClient]:
+    """Lists for u1 and 007, global trending, and trending for hours 9 and 21."""
+    store = ServingStore(store_settings.serving_url)
+    try:
+        store.publish(
+            make_lists(["u1", "007"], 5),
+            trending=make_trending(4),
+            context_trending=make_context_trending("hour", ["9", "21"], 3),
+        )
+    finally:
+        store.dispose()
+    with TestClient(create_app(store_settings, ApiLimits())) as test_client:
+        yield test_client
+
+
+def served(client: TestClient, user_id: str, **params: object) -> dict:
+    response = client.get(f"/recommendations/{user_id}", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def item_ids(body: dict) -> list[str]:
+    return [item["item_id"] for item in body["items"]]
+
+
+def test_unknown_user_with_a_context_gets_its_trending_list(
+    context_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request time says hour 21: a given context wins over it.
+    monkeypatch.setattr(api, "datetime", frozen_clock(datetime(2026, 1, 1, 21, 30, tzinfo=UTC)))
+    body = served(context_client, "someone-new", context="9")
+    assert body["user_id"] == "someone-new"
+    assert item_ids(body) == ["hour-9-1", "hour-9-2", "hour-9-3"]
+    assert {item["reason"] for item in body["items"]} == {REASON_TRENDING_CONTEXT}
+    assert body["model_version"] == "trending-v1"
+    assert body["generated_at"] == "2026-01-01T12:30:00Z"
+    assert item_ids(served(context_client, "someone-new", context="09", k=2)) == [
+        "hour-9-1",
+        "hour-9-2",
+    ]
+    assert item_ids(served(context_client, "someone-new", context="21")) == [
+        "hour-21-1",
+        "hour-21-2",
+        "hour-21-3",
+    ]
+
+
+def test_unknown_user_without_a_context_follows_the_request_hour(
+    context_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "datetime", frozen_clock(datetime(2026, 1, 1, 21, 30, tzinfo=UTC)))
+    evening = ["hour-21-1", "hour-21-2", "hour-21-3"]
+    assert item_ids(served(context_client, "someone-new")) == evening
+    assert item_ids(served(context_client, "someone-new", context="")) == evening
+    # No list for hour 3: the global trending list, with its own reason.
+    monkeypatch.setattr(api, "datetime", frozen_clock(datetime(2026, 1, 1, 3, 0, tzinfo=UTC)))
+    body = served(context_client, "someone-new", k=3)
+    assert item_ids(body) == ["hot-1", "hot-2", "hot-3"]
+    assert {item["reason"] for item in body["items"]} == {"trending now"}
+
+
+def test_unknown_user_with_a_context_without_a_list_gets_global_trending(
+    context_client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "datetime", frozen_clock(datetime(2026, 1, 1, 9, 0, tzinfo=UTC)))
+    for context in ("14", "evening"):
+        body = served(context_client, "someone-new", context=context)
+        assert item_ids(body) == ["hot-1", "hot-2", "hot-3", "hot-4"], context
+
+
+def test_known_user_ignores_the_context(context_client: TestClient) -> None:
+    for params in ({}, {"context": "9"}, {"context": "21"}):
+        body = served(context_client, "u1", **params)
+        assert item_ids(body) == [f"u1-item-{rank}" for rank in range(1, 6)]
+        assert body["items"][0]["reason"] == "because you watched X"
+        assert body["model_version"] == "v1"
+
+
+def test_the_context_key_follows_the_settings(
+    store_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = dataclasses.replace(store_settings, context_key="device")
+    store = ServingStore(settings.serving_url)
+    try:
+        store.publish(
+            make_lists(["u1"], 2),
+            trending=make_trending(2),
+            context_trending=pd.concat(
+                [
+                    make_context_trending("device", ["tv"], 2),
+                    make_context_trending("hour", ["9"], 2),
+                ]
+            ),
+        )
+    finally:
+        store.dispose()
+    monkeypatch.setattr(api, "datetime", frozen_clock(datetime(2026, 1, 1, 9, 0, tzinfo=UTC)))
+    with TestClient(create_app(settings, ApiLimits())) as test_client:
+        assert item_ids(served(test_client, "new", context="tv")) == ["device-tv-1", "device-tv-2"]
+        # A device cannot be read off the clock, and hour lists are not the device's.
+        assert item_ids(served(test_client, "new")) == ["hot-1", "hot-2"]
+        assert item_ids(served(test_client, "new", context="9")) == ["hot-1", "hot-2"]
+
+
+def test_context_too_long_is_422(context_client: TestClient) -> None:
+    response = context_client.get("/recommendations/new", params={"context": "9" * 256})
+    assert response.status_code == 422
 
 
 @pytest.mark.parametrize("k", ["0", "101", "-1", "ten"])

@@ -213,3 +213,137 @@ def test_reader_sees_lists_and_trending_from_the_same_publish(serving_url: str) 
     ][:3]
     writer.dispose()
     reader.dispose()
+
+
+def make_context_trending(values: list[str], k: int, version: str) -> pd.DataFrame:
+    """k rows per hour value; item ids name the version, the hour and the rank."""
+    frames = [
+        make_trending(k, version).assign(
+            context_key="hour",
+            context_value=hour,
+            item_id=[f"{version}-{hour}h-{rank}" for rank in range(1, k + 1)],
+            reason="popular at this hour",
+        )
+        for hour in values
+    ]
+    if not frames:
+        return make_trending(0, version).assign(context_key=[], context_value=[])
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_context_trending_round_trip(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    assert store.context_trending("hour", "9").empty
+    store.publish(
+        make_lists(["u1"], 2, "v1"),
+        trending=make_trending(2, "v1"),
+        context_trending=make_context_trending(["9", "21"], 3, "v1"),
+    )
+    nine = store.context_trending("hour", "9")
+    assert nine["item_id"].tolist() == ["v1-9h-1", "v1-9h-2", "v1-9h-3"]
+    assert nine["rank"].tolist() == [1, 2, 3]
+    assert set(nine["reason"]) == {"popular at this hour"}
+    assert set(nine["context_key"]) == {"hour"} and set(nine["context_value"]) == {"9"}
+    assert nine["generated_at"].tolist() == [pd.Timestamp("2026-01-01 12:00:00")] * 3
+    assert store.context_trending("hour", "21", k=2)["item_id"].tolist() == ["v1-21h-1", "v1-21h-2"]
+    assert store.context_trending("hour", "3").empty
+    assert store.context_trending("weekday", "9").empty
+    assert store.context_trending("hour", "09").empty  # the store compares normalised text
+    assert store.trending()["item_id"].tolist() == ["v1-hot-1", "v1-hot-2"]
+    store.dispose()
+
+
+def test_context_trending_is_replaced_whole_kept_without_it_and_cleared_by_empty(
+    serving_url: str,
+) -> None:
+    store = ServingStore(serving_url)
+    store.publish(
+        make_lists(["u1"], 2, "v1"), context_trending=make_context_trending(["9", "21"], 3, "v1")
+    )
+    store.publish(
+        make_lists(["u1"], 2, "v2"), context_trending=make_context_trending(["21"], 2, "v2")
+    )
+    assert store.context_trending("hour", "9").empty  # a value gone from the publish is gone
+    assert store.context_trending("hour", "21")["item_id"].tolist() == ["v2-21h-1", "v2-21h-2"]
+    store.publish(make_lists(["u1"], 2, "v3"), users=["u1"], trending=make_trending(1, "v3"))
+    assert store.context_trending("hour", "21")["model_version"].unique().tolist() == ["v2"]
+    store.publish(make_lists(["u1"], 2, "v4"), context_trending=make_context_trending([], 0, "v4"))
+    assert store.context_trending("hour", "21").empty
+    store.dispose()
+
+
+def test_failed_context_trending_publish_leaves_everything(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.publish(
+        make_lists(["u1"], 3, "v1"),
+        trending=make_trending(3, "v1"),
+        context_trending=make_context_trending(["9"], 3, "v1"),
+    )
+    broken = make_context_trending(["9"], 2, "v2")
+    # A duplicate (context_key, context_value, rank) breaks the last insert of the transaction.
+    with pytest.raises(Exception):  # noqa: B017 - the backend's own integrity error
+        store.publish(
+            make_lists(["u1"], 2, "v2"),
+            trending=make_trending(2, "v2"),
+            context_trending=pd.concat([broken, broken], ignore_index=True),
+        )
+    assert store.all_lists()["model_version"].unique().tolist() == ["v1"]
+    assert store.trending()["model_version"].unique().tolist() == ["v1"]
+    assert store.context_trending("hour", "9")["item_id"].tolist() == [
+        "v1-9h-1",
+        "v1-9h-2",
+        "v1-9h-3",
+    ]
+    store.dispose()
+
+
+def test_context_trending_missing_column_is_a_clear_error_and_writes_nothing(
+    serving_url: str,
+) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1"], 1, "v1"))
+    with pytest.raises(ValueError, match="context trending rows .*context_value"):
+        store.publish(
+            make_lists(["u1"], 1, "v2"),
+            context_trending=make_context_trending(["9"], 1, "v2").drop(columns="context_value"),
+        )
+    assert store.all_lists()["model_version"].tolist() == ["v1"]
+    store.dispose()
+
+
+def test_reader_sees_lists_and_context_trending_from_the_same_publish(serving_url: str) -> None:
+    writer = ServingStore(serving_url)
+    reader = ServingStore(serving_url)
+    writer.publish(
+        make_lists(["u1"], 5, "v0"), context_trending=make_context_trending(["9", "21"], 5, "v0")
+    )
+    # One statement reads one snapshot of both tables; counts catch a half-written table.
+    both = sa.text(
+        "SELECT (SELECT MIN(model_version) FROM recommendations), "
+        "(SELECT MAX(model_version) FROM context_trending_items), "
+        "(SELECT MIN(model_version) FROM context_trending_items), "
+        "(SELECT COUNT(*) FROM context_trending_items)"
+    )
+    seen: list[tuple] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with reader.engine.connect() as connection:
+            while not done.is_set():
+                seen.append(tuple(connection.execute(both).one()))
+                connection.rollback()
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    for version in range(1, 61):
+        writer.publish(
+            make_lists(["u1"], 5, f"v{version:02d}"),
+            context_trending=make_context_trending(["9", "21"], 5, f"v{version:02d}"),
+        )
+    done.set()
+    thread.join()
+    assert seen
+    broken = [row for row in seen if len(set(row[:3])) != 1 or row[3] != 10]
+    assert not broken, broken[:3]
+    writer.dispose()
+    reader.dispose()

@@ -1,0 +1,194 @@
+"""Context trending as scoring builds it from warehouse events and publishing serves it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pytest
+
+from ml.constants import GENERATED_AT, MODEL_VERSION
+from ml.ranking import TRENDING_NOW
+from ml.rules import REASON_TRENDING_CONTEXT
+from orchestration.serving.assets import publish_staged, stage_lists
+from orchestration.serving.scoring import (
+    ScoredLists,
+    build_context_trending,
+    read_trending_events,
+)
+from orchestration.serving.store import ServingStore
+from orchestration.settings import Settings
+
+DAY = pd.Timestamp("2026-03-02")
+GENERATED = datetime(2026, 3, 3, 8, 0, 0)
+ITEMS = pd.DataFrame(
+    {
+        "item_id": ["coffee", "film", "gone", "news", "steady"],
+        "title": ["Coffee", "Film", "Gone", "News", "Steady"],
+        "available": [True, True, False, True, True],
+        "interaction_count": [1, 1, 1, 1, 1],
+    }
+)
+# The mart's global trending: "gone" tops it but is unavailable, so it is never listed.
+GLOBAL_TRENDING = pd.Series(
+    {"gone": 20.0, "film": 10.0, "coffee": 8.0, "steady": 5.0, "news": 1.0}, name="decayed_score"
+)
+WEIGHTS = {"impression": 0.0, "view": 1.0, "click": 2.0, "purchase": 5.0}
+
+
+def event_rows(item_id: str, event_type: str, count: int, at: str, hour: int | None) -> list:
+    """`count` events on one item at DAY + `at`; `hour` goes into the context JSON if given."""
+    context = None if hour is None else json.dumps({"hour": hour, "device": "tv"})
+    return [
+        (f"u{number}", item_id, event_type, DAY + pd.Timedelta(at), context, WEIGHTS[event_type])
+        for number in range(count)
+    ]
+
+
+def morning_and_evening_events() -> list:
+    """Hour 9 (from the JSON, at 15:00) wants coffee then news; hour 21 (from the time) film."""
+    return (
+        event_rows("coffee", "click", 25, "15h", 9)  # 50 at hour 9, none at hour 15
+        + event_rows("news", "view", 20, "15h", 9)  # 20 at hour 9
+        + event_rows("gone", "purchase", 30, "15h", 9)  # the most, but unavailable
+        + event_rows("film", "click", 25, "21h", None)  # hour 21 read off the time
+        + event_rows("steady", "click", 5, "3h", None)  # hour 3: too few events for a list
+        + event_rows("coffee", "impression", 40, "22h", None)  # weight 0: moves no list
+    )
+
+
+def write_interactions(settings: Settings, rows: list) -> None:
+    frame = pd.DataFrame(
+        rows, columns=["user_id", "item_id", "event_type", "occurred_at", "context", "weight"]
+    )
+    frame["value"] = None
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute("create schema if not exists marts")
+        connection.register("rows", frame)
+        connection.execute(
+            "create or replace table marts.interactions as select user_id, item_id, event_type, "
+            "occurred_at, cast(value as double) as value, context, weight from rows"
+        )
+
+
+def context_lists(settings: Settings) -> pd.DataFrame:
+    """build_context_trending over the warehouse's interactions, as score_users calls it."""
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        events = read_trending_events(connection)
+    unavailable = ITEMS.loc[~ITEMS["available"], "item_id"].tolist()
+    return build_context_trending(settings, events, ITEMS, GLOBAL_TRENDING, unavailable)
+
+
+@pytest.fixture
+def three_item_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, top_k=3, event_weights=WEIGHTS)
+
+
+def of_hour(lists: pd.DataFrame, hour: str) -> pd.DataFrame:
+    return lists[lists["context_value"] == hour].sort_values("rank")
+
+
+def test_hour_9_and_hour_21_get_their_own_lists(three_item_settings: Settings) -> None:
+    write_interactions(three_item_settings, morning_and_evening_events())
+    lists = context_lists(three_item_settings)
+    assert sorted(lists["context_value"].unique()) == ["21", "9"]  # no 3 (too few), no 15
+    assert set(lists["context_key"]) == {"hour"}
+    morning, evening = of_hour(lists, "9"), of_hour(lists, "21")
+    # Coffee (25 clicks) beats news (20 views); film, the best available global item, fills in.
+    assert morning["item_id"].tolist() == ["coffee", "news", "film"]
+    assert morning["reason"].tolist() == [REASON_TRENDING_CONTEXT] * 2 + [TRENDING_NOW]
+    assert morning["score"].tolist() == pytest.approx([1.0, 20.0 / 50.0, 0.0])
+    assert evening["item_id"].tolist() == ["film", "coffee", "steady"]
+    assert evening["reason"].tolist() == [REASON_TRENDING_CONTEXT] + [TRENDING_NOW] * 2
+    assert morning["rank"].tolist() == evening["rank"].tolist() == [1, 2, 3]
+
+
+def test_the_context_key_follows_the_settings(three_item_settings: Settings) -> None:
+    write_interactions(three_item_settings, morning_and_evening_events())
+    lists = context_lists(dataclasses.replace(three_item_settings, context_key="device"))
+    assert set(lists["context_key"]) == {"device"}
+    # Only the hour-9 events say their device; the other events have no device context.
+    assert lists["context_value"].unique().tolist() == ["tv"]
+    assert lists.sort_values("rank")["item_id"].tolist() == ["coffee", "news", "film"]
+
+
+def test_read_trending_events_leaves_out_what_cannot_trend(settings: Settings) -> None:
+    write_interactions(settings, morning_and_evening_events())
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        events = read_trending_events(connection)
+    assert len(events) == 25 + 20 + 30 + 25 + 5  # the 40 impressions weigh nothing
+    assert list(events.columns) == ["item_id", "event_type", "occurred_at", "value", "context"]
+
+
+def one_user_list(user_id: str, item_id: str, version: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": [user_id],
+            "rank": [1],
+            "item_id": [item_id],
+            "score": [1.0],
+            "reason": ["because you watched Film"],
+            MODEL_VERSION: [version],
+            GENERATED_AT: [GENERATED],
+        }
+    )
+
+
+def scored(settings: Settings, lists: pd.DataFrame) -> ScoredLists:
+    trending = pd.DataFrame(
+        {
+            "rank": [1],
+            "item_id": ["film"],
+            "score": [1.0],
+            "reason": [TRENDING_NOW],
+            MODEL_VERSION: ["trending"],
+            GENERATED_AT: [GENERATED],
+        }
+    )
+    by_context = context_lists(settings)
+    by_context[MODEL_VERSION] = "trending"
+    by_context[GENERATED_AT] = GENERATED
+    return ScoredLists(
+        lists=lists,
+        trending=trending,
+        model_version=lists[MODEL_VERSION].iloc[0],
+        fallback_users=0,
+        context_trending=by_context,
+    )
+
+
+def test_full_and_refresh_publishes_replace_the_context_lists(
+    three_item_settings: Settings,
+) -> None:
+    settings = three_item_settings
+    write_interactions(settings, morning_and_evening_events())
+    everyone = pd.concat([one_user_list("u1", "news", "v1"), one_user_list("u2", "film", "v1")])
+    stage_lists(settings, scored(settings, everyone), None, GENERATED)
+    publish_staged(settings)
+    store = ServingStore(settings.serving_url)
+    try:
+        assert store.context_trending("hour", "9")["item_id"].tolist() == [
+            "coffee",
+            "news",
+            "film",
+        ]
+        assert store.context_trending("hour", "21", k=1)["item_id"].tolist() == ["film"]
+        assert store.context_trending("hour", "3").empty
+
+        # A refresh batch: hour 9 buys news now, and only u1 is rescored.
+        write_interactions(
+            settings,
+            morning_and_evening_events() + event_rows("news", "purchase", 30, "23h", 9),
+        )
+        stage_lists(settings, scored(settings, one_user_list("u1", "steady", "v2")), ["u1"], DAY)
+        publish_staged(settings)
+        morning = store.context_trending("hour", "9")
+        assert morning["item_id"].tolist()[:2] == ["news", "coffee"]
+        assert set(morning["reason"].iloc[:2]) == {REASON_TRENDING_CONTEXT}
+        assert store.recommendations("u1")["item_id"].tolist() == ["steady"]
+        assert store.recommendations("u2")["item_id"].tolist() == ["film"]  # not in scope
+    finally:
+        store.dispose()
