@@ -14,7 +14,7 @@ def test_users_without_a_list_are_shown_the_trending_list() -> None:
     assert by_user == {"u1": ["a", "b"], "new": ["t1", "t2"]}
 
 
-def test_summary_weights_batches_by_users_and_skips_the_first() -> None:
+def test_summary_weights_steps_by_users() -> None:
     rows = []
     for batch, (users, stale, fresh) in enumerate([(10, 0.9, 0.9), (10, 0.1, 0.3), (30, 0.1, 0.2)]):
         rows.append(
@@ -30,8 +30,58 @@ def test_summary_weights_batches_by_users_and_skips_the_first() -> None:
             }
         )
     summary = summarise(pd.DataFrame(rows)).iloc[0]
-    assert summary["user-batches"] == 40
-    assert np.isclose(summary["stale_ndcg@10"], 0.1)
-    assert np.isclose(summary["refreshed_ndcg@10"], (10 * 0.3 + 30 * 0.2) / 40)
-    assert np.isclose(summary["ndcg_lift"], summary["refreshed_ndcg@10"] / 0.1)
+    assert summary["user-batches"] == 50
+    assert np.isclose(summary["stale_ndcg@10"], (10 * 0.9 + 10 * 0.1 + 30 * 0.1) / 50)
+    assert np.isclose(summary["refreshed_ndcg@10"], (10 * 0.9 + 10 * 0.3 + 30 * 0.2) / 50)
+    assert np.isclose(summary["ndcg_lift"], 18 / 13)
     assert summary["median_refresh_seconds"] == 3.0
+
+
+def _events(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def test_sessions_are_cut_across_each_refresh() -> None:
+    from orchestration.replay import session_steps
+
+    # Two slices of four events. In slice 1, u1 has three events (one opens its session) and u2
+    # one (cold); in slice 2, u1 has two events and u3 two.
+    stream = _events(
+        [
+            ("u1", "a", 1),
+            ("u2", "x", 2),
+            ("u1", "b", 3),
+            ("u1", "c", 4),
+            ("u3", "p", 5),
+            ("u1", "d", 6),
+            ("u3", "q", 7),
+            ("u1", "e", 8),
+        ]
+    )
+    steps = session_steps(stream, batches=2, reveal_fraction=0.5)
+    assert len(steps) == 2
+    pairs = [
+        (
+            sorted(zip(landed["user_id"], landed["item_id"], strict=True)),
+            sorted(zip(evaluated["user_id"], evaluated["item_id"], strict=True)),
+        )
+        for landed, evaluated in steps
+    ]
+    assert pairs[0] == ([("u1", "a")], [("u1", "b"), ("u1", "c"), ("u2", "x")])
+    # Step 2 lands slice 1's continuations and slice 2's openings.
+    assert pairs[1] == (
+        [("u1", "b"), ("u1", "c"), ("u1", "d"), ("u2", "x"), ("u3", "p")],
+        [("u1", "e"), ("u3", "q")],
+    )
+    # Every event lands once, except the last continuations, which nothing comes after.
+    landed_total = sum(len(landed) for landed, _ in steps)
+    assert landed_total == len(stream) - len(steps[-1][1])
+
+
+def test_session_steps_refuses_zero_batches() -> None:
+    import pytest
+
+    from orchestration.replay import session_steps
+
+    with pytest.raises(ValueError, match="batches"):
+        session_steps(_events([("u1", "a", 1)]), batches=0)
