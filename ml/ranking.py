@@ -58,6 +58,46 @@ def top_k_indices(matrix: np.ndarray, k: int) -> np.ndarray:
     return top
 
 
+def top_k_with_new_items(
+    matrix: np.ndarray, k: int, is_new: np.ndarray | None, slots: int = 0
+) -> np.ndarray:
+    """top_k_indices, except that each row's best ``slots`` new items are sure of a place.
+
+    ``is_new`` flags the columns of items nobody has interacted with yet. Where a row's top k
+    holds fewer than ``slots`` of them, its lowest-ranked established items give way to the
+    best new items left (finite values only), which take the last places in their own order:
+    the list stays ordered by value, and a new item reachable only through its text is shown
+    to the users it suits best instead of never. With ``slots`` 0 this is top_k_indices.
+    """
+    top = top_k_indices(matrix, k)
+    if not slots or is_new is None or not np.any(is_new):
+        return top
+    if slots < 0:
+        raise ValueError(f"slots must be 0 or more, got {slots!r}")
+    values = np.asarray(matrix, dtype=float)
+    is_new = np.asarray(is_new, dtype=bool)
+    width = top.shape[1]
+    listed_values = np.take_along_axis(values, top, axis=1)
+    listed_new = is_new[top] & np.isfinite(listed_values)
+    short = np.flatnonzero(listed_new.sum(axis=1) < min(slots, width))
+    for row in short:
+        candidates = np.where(is_new, values[row], -np.inf)
+        candidates[top[row]] = -np.inf
+        best_new = [
+            column
+            for column in top_k_indices(candidates[None, :], slots)[0]
+            if np.isfinite(candidates[column])
+        ][: slots - int(listed_new[row].sum())]
+        established = np.flatnonzero(~listed_new[row])
+        best_new = best_new[: len(established)]
+        if not best_new:
+            continue
+        dropped = set(established[::-1][: len(best_new)].tolist())
+        kept = [column for place, column in enumerate(top[row]) if place not in dropped]
+        top[row] = np.asarray(kept + best_new, dtype=np.intp)
+    return top
+
+
 def _top_k_block(values: np.ndarray, width: int) -> np.ndarray:
     """top_k_indices for one block of rows, width <= columns."""
     n_rows, n_columns = values.shape
@@ -99,11 +139,15 @@ def rank_lists(
     similarity: SimilarityMatrix | None = None,
     multipliers: np.ndarray | None = None,
     excluded: np.ndarray | None = None,
+    is_new: np.ndarray | None = None,
+    new_item_slots: int = 0,
 ) -> pd.DataFrame:
     """Top-k lists (user_id, rank, item_id, score, reason) from a users x items score matrix.
 
     `multipliers` (users x items, e.g. feedback demotions from `ml.rules`) scale the blended
-    score; `excluded` (users x items, bool) removes items on top of the consumed ones.
+    score; `excluded` (users x items, bool) removes items on top of the consumed ones. With
+    `new_item_slots`, each list keeps that many of its last places for the best items flagged in
+    `is_new` (aligned to item_ids) that are not excluded: see top_k_with_new_items.
 
     `histories` (user_id, item_id[, weight]) lists what each user already consumed: those items
     are never listed. `trending` maps item id to a trending score (missing items count 0). The
@@ -152,7 +196,7 @@ def rank_lists(
         blended = _blend(block, trending_row, block_excluded, trending_blend)
         if multipliers is not None:
             blended = np.where(block_excluded, -np.inf, blended * multipliers[start:stop])
-        top = top_k_indices(blended, k)
+        top = top_k_with_new_items(blended, k, is_new, new_item_slots)
         top_scores = np.take_along_axis(blended, top, axis=1)
         rows, places = np.nonzero(np.isfinite(top_scores))  # excluded items sort last: drop them
         user_parts.append(rows + start)

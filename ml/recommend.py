@@ -92,6 +92,7 @@ def rank_users(
     unavailable = unavailable_items(items).tolist()
     titles = items.set_index(ITEM_ID)[TITLE] if TITLE in items else None
     consumed = behaviour.consumed[~behaviour.consumed[ITEM_ID].isin(rules.rebuyable_item_ids)]
+    is_new = np.isin(item_ids, list(new_item_ids)) if new_item_ids else None
     parts, fallback = [], 0
     for start in range(0, len(user_index), USERS_PER_BLOCK):
         block = user_index[start : start + USERS_PER_BLOCK]
@@ -122,6 +123,8 @@ def rank_users(
             similarity=similarity,
             multipliers=multipliers,
             excluded=excluded_mask(events, block, item_ids, rules, unavailable),
+            is_new=is_new,
+            new_item_slots=rules.new_item_slots,
         )
         if diversify:
             lists = _diversify(lists, block, item_ids, vectors, k, rules.mmr_lambda)

@@ -106,6 +106,7 @@ class RankingRules:
     low_rating_threshold: float = DEFAULT_LOW_RATING_THRESHOLD
     trending_blend: float = DEFAULT_TRENDING_BLEND
     mmr_lambda: float | None = None
+    new_item_slots: int = 0  # places per list kept for items nobody has touched yet
 
     def __post_init__(self) -> None:
         for name in ("impression_demotion", "click_without_conversion_factor"):
@@ -121,6 +122,12 @@ class RankingRules:
         ):
             raise ValueError(
                 f"free_impressions must be a non-negative integer, got {self.free_impressions!r}"
+            )
+        if isinstance(self.new_item_slots, bool) or not (
+            isinstance(self.new_item_slots, numbers.Integral) and self.new_item_slots >= 0
+        ):
+            raise ValueError(
+                f"new_item_slots must be a non-negative integer, got {self.new_item_slots!r}"
             )
         if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
             raise ValueError(f"mmr_lambda must be None or lie in [0, 1], got {self.mmr_lambda!r}")

@@ -2,7 +2,18 @@
 
 The split comes from the `interaction_splits` mart: `train` before a global cutoff, `validation`
 after it. Inside `train` a second temporal cut gives the early-stopping window, so the holdout
-that decides promotion is never seen while choosing epochs or the trending blend.
+that decides promotion is never seen while choosing epochs or the trending blend. The model is
+then refitted on all of `train` for the chosen epochs, so it learns from the same (and the
+newest) behaviour as the baselines it is compared with.
+
+The evaluation table says what each part of the ranking adds:
+- `sequential`: the model's scores alone;
+- `sequential+trending`: blended with trending in the ranking layer (the challenger's figure,
+  which the promotion gate compares with the baselines and the champion);
+- `served`: that blend with `new_item_slots` places per list kept for the best items nobody has
+  touched yet, as the serving layer ranks. The ablations `sequential_id_only` and
+  `sequential_text_only` go through the same ranking as `served`: compare them with it, above
+  all on new-item targets.
 """
 
 from __future__ import annotations
@@ -39,8 +50,9 @@ logger = logging.getLogger("freshrank.training")
 
 MAIN_MODEL = "sequential"
 BLENDED_MODEL = "sequential+trending"
+SERVED_MODEL = "served"
 BASELINES = ("popularity", "trending", "item_knn", "ease")
-BLEND_CANDIDATES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+BLEND_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,9 @@ class TrainingConfig:
     ablations: bool = True  # also train ID-only and text-only variants
     # Refitting on all of `train` for the chosen epochs costs a second training; without it the
     # model has seen less data than the baselines (a handicap, never an advantage).
-    refit_on_full_train: bool = False
+    refit_on_full_train: bool = True
+    # Places per list kept for items nobody has interacted with yet (0: none), as served.
+    new_item_slots: int = 1
 
 
 @dataclass
@@ -73,7 +87,10 @@ class TrainingResult:
     trending_scores: np.ndarray  # the trending baseline on the holdout, for blending
 
     def served_ndcg(self, model: SequentialRecommender, trending_blend: float) -> float:
-        """NDCG@k of another model (a champion, say) served with its blend on this holdout."""
+        """NDCG@k of another model (a champion, say) with its trending blend on this holdout.
+
+        Comparable with the challenger's `sequential+trending` figure: same task, same blend rule.
+        """
         scores = _aligned(model, self.task, self.item_ids)
         blended = _blend(scores, self.trending_scores, trending_blend)
         return _ndcg(blended, self.task, self.item_ids, self._k)
@@ -137,6 +154,7 @@ def _fit_sequential(
     text_vectors: pd.DataFrame | None,
     validation: EvaluationTask | None,
     k: int,
+    stop_after: int | None = None,
 ) -> SequentialRecommender:
     model = SequentialRecommender(config)
 
@@ -150,6 +168,7 @@ def _fit_sequential(
         catalog_item_ids=catalog,
         text_vectors=text_vectors if config.use_text else None,
         validate=validate if validation is not None else None,
+        stop_after=stop_after,
     )
     return model
 
@@ -203,10 +222,11 @@ def train_and_evaluate(
     trending_blend = max(blend_scores, key=lambda weight: (blend_scores[weight], -weight))
     logger.info("best epoch %d; trending blend %.2f (%s)", best_epoch, trending_blend, blend_scores)
 
-    fixed = replace(config.sequential, max_epochs=best_epoch)
     if config.refit_on_full_train:
         logger.info("refitting %s on all of train for %d epochs", MAIN_MODEL, best_epoch)
-        model = _fit_sequential(fixed, train, catalog, text_vectors, None, k)
+        model = _fit_sequential(
+            config.sequential, train, catalog, text_vectors, None, k, stop_after=best_epoch
+        )
     else:
         model = probe
 
@@ -218,10 +238,20 @@ def train_and_evaluate(
         else None
     )
 
-    def add(name: str, scores: np.ndarray) -> None:
+    is_new = ~np.isin(item_ids, train[ITEM_ID].unique())
+
+    def add(name: str, scores: np.ndarray, new_item_slots: int = 0) -> None:
         tables.append(
             evaluate_scores(
-                name, scores, task, item_ids, k, item_popularity=popularity, item_vectors=vectors
+                name,
+                scores,
+                task,
+                item_ids,
+                k,
+                item_popularity=popularity,
+                item_vectors=vectors,
+                is_new=is_new,
+                new_item_slots=new_item_slots,
             )
         )
 
@@ -231,18 +261,25 @@ def train_and_evaluate(
     main_scores = _aligned(model, task, item_ids)
     add(MAIN_MODEL, main_scores)
     trending_scores = _aligned(baselines["trending"], task, item_ids)
-    add(BLENDED_MODEL, _blend(main_scores, trending_scores, trending_blend))
+    blended = _blend(main_scores, trending_scores, trending_blend)
+    add(BLENDED_MODEL, blended)
+    add(SERVED_MODEL, blended, config.new_item_slots)
     if config.ablations:
         for name, variant in (
-            ("sequential_id_only", replace(fixed, use_text=False)),
-            ("sequential_text_only", replace(fixed, use_ids=False)),
+            ("sequential_id_only", replace(config.sequential, use_text=False)),
+            ("sequential_text_only", replace(config.sequential, use_ids=False)),
         ):
             if text_vectors is None and variant.use_text:
                 continue
             logger.info("training ablation %s for %d epochs", name, best_epoch)
             fit_on = train if config.refit_on_full_train else early_train
-            ablation = _fit_sequential(variant, fit_on, catalog, text_vectors, None, k)
-            add(name, _aligned(ablation, task, item_ids))
+            ablation = _fit_sequential(
+                variant, fit_on, catalog, text_vectors, None, k, stop_after=best_epoch
+            )
+            ablation_scores = _blend(
+                _aligned(ablation, task, item_ids), trending_scores, trending_blend
+            )
+            add(name, ablation_scores, config.new_item_slots)
 
     evaluation = pd.concat(tables, ignore_index=True)
     return TrainingResult(

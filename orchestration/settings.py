@@ -72,9 +72,10 @@ class Settings:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     text_template: str = DEFAULT_TEXT_TEMPLATE
     promotion_margin: float = 0.002
-    training_max_epochs: int = 20
+    training_max_epochs: int = 10
     training_ablations: bool = True
     mmr_lambda: float | None = None  # None: no diversity re-ranking
+    new_item_slots: int = 1  # places per list kept for items nobody has touched yet
     context_key: str = DEFAULT_CONTEXT_KEY  # the context field new users' trending follows
 
     @classmethod
@@ -107,13 +108,14 @@ class Settings:
             ),
             text_template=os.environ.get("FRESHRANK_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE),
             promotion_margin=_env_float("FRESHRANK_PROMOTION_MARGIN", 0.002),
-            training_max_epochs=int(_env_float("FRESHRANK_TRAINING_MAX_EPOCHS", 20)),
+            training_max_epochs=int(_env_float("FRESHRANK_TRAINING_MAX_EPOCHS", 10)),
             training_ablations=os.environ.get("FRESHRANK_TRAINING_ABLATIONS", "1").lower()
             not in ("0", "false", "no"),
             mmr_lambda=_env_float("FRESHRANK_MMR_LAMBDA", -1.0)
             if os.environ.get("FRESHRANK_MMR_LAMBDA")
             else None,
             context_key=os.environ.get("FRESHRANK_CONTEXT_KEY", "").strip() or DEFAULT_CONTEXT_KEY,
+            new_item_slots=int(_env_float("FRESHRANK_NEW_ITEM_SLOTS", 1)),
         )
 
     @property

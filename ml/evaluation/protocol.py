@@ -36,7 +36,7 @@ from ml.evaluation.metrics import (
     novelty,
     recall_at_k,
 )
-from ml.ranking import top_k_indices
+from ml.ranking import top_k_with_new_items
 
 OVERALL = "overall"
 NEW_ITEM_TARGETS = "new_item_targets"
@@ -121,8 +121,15 @@ def recommend_from_scores(
     item_ids: np.ndarray,
     histories: pd.DataFrame,
     k: int,
+    *,
+    is_new: np.ndarray | None = None,
+    new_item_slots: int = 0,
 ) -> pd.DataFrame:
-    """Top-k (user_id, item_id, rank) over the whole catalog, known items removed."""
+    """Top-k (user_id, item_id, rank) over the whole catalog, known items removed.
+
+    With ``new_item_slots``, each list keeps that many places for the best items flagged in
+    ``is_new`` (see ml.ranking.top_k_with_new_items), as the serving layer does.
+    """
     values = np.array(scores, dtype=float, copy=True)
     user_index = pd.Index(user_ids)
     item_index = pd.Index(item_ids)
@@ -130,7 +137,7 @@ def recommend_from_scores(
     columns = item_index.get_indexer(histories[ITEM_ID])
     keep = (rows >= 0) & (columns >= 0)
     values[rows[keep], columns[keep]] = -np.inf
-    top = top_k_indices(values, k)
+    top = top_k_with_new_items(values, k, is_new, new_item_slots)
     listed = np.isfinite(np.take_along_axis(values, top, axis=1))
     user_positions = np.broadcast_to(np.arange(len(user_index))[:, None], top.shape)[listed]
     ranks = np.broadcast_to(np.arange(1, top.shape[1] + 1), top.shape)[listed]
@@ -203,9 +210,19 @@ def evaluate_scores(
     *,
     item_popularity: pd.Series,
     item_vectors: Mapping | pd.Series | None = None,
+    is_new: np.ndarray | None = None,
+    new_item_slots: int = 0,
 ) -> pd.DataFrame:
     """Rank from ``scores`` (rows in task.users order) and measure every segment."""
-    recommendations = recommend_from_scores(scores, task.users, item_ids, task.histories, k)
+    recommendations = recommend_from_scores(
+        scores,
+        task.users,
+        item_ids,
+        task.histories,
+        k,
+        is_new=is_new,
+        new_item_slots=new_item_slots,
+    )
     table = segment_metrics(
         recommendations,
         task,

@@ -44,9 +44,13 @@ class SequentialConfig:
     id_dropout: float = 0.1  # share of ID embeddings hidden per batch, so text learns to rank
     future_window: int = 5  # each position learns the next this-many items
     learning_rate: float = 2e-3
+    # Cosine decay over max_epochs after a short linear warm-up: late epochs settle instead of
+    # jumping around the optimum, so the epoch early stopping picks is a stable one.
+    lr_schedule: str = "cosine"  # or "constant"
+    warmup_share: float = 0.05
     weight_decay: float = 1e-5
     batch_size: int = 128
-    max_epochs: int = 20
+    max_epochs: int = 10  # the cosine schedule spans these; early stopping keeps the best
     patience: int = 4  # epochs without a new best before stopping
     min_epochs: int = 8  # validation NDCG dips early (the model leaves popularity first)
     full_softmax_max_items: int = 50_000  # above this, a sampled softmax
@@ -59,6 +63,10 @@ class SequentialConfig:
             raise ValueError("the sequential model needs item IDs, item text, or both")
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size {self.hidden_size} must divide by heads {self.heads}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(
+                f"lr_schedule must be 'cosine' or 'constant', not {self.lr_schedule!r}"
+            )
 
 
 @dataclass
@@ -135,6 +143,21 @@ def _build_network(n_items: int, text_vectors: np.ndarray | None, config: Sequen
     return SASRec()
 
 
+def _learning_rate_factor(config: SequentialConfig, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of the base learning rate at each optimiser step."""
+    warmup = max(1, int(total_steps * config.warmup_share))
+
+    def factor(step: int) -> float:
+        if config.lr_schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
 class SequentialRecommender:
     """Fit on interaction sequences; score any user from the recent items they bring."""
 
@@ -157,8 +180,13 @@ class SequentialRecommender:
         catalog_item_ids: Iterable[Hashable] | None = None,
         text_vectors: pd.DataFrame | None = None,
         validate: Callable[[SequentialRecommender], float] | None = None,
+        stop_after: int | None = None,
     ) -> SequentialRecommender:
         """Train with a next-item objective; with ``validate``, keep the best epoch and stop early.
+
+        ``stop_after`` ends training after that many epochs while the learning-rate schedule
+        still spans ``max_epochs``: a refit on more data for the epochs early stopping chose
+        follows the same learning-rate path as the run that chose them.
 
         ``text_vectors`` is indexed by item_id (one row per item, the embedding dimensions as
         columns); items without a row get a zero text vector. ``validate`` returns a figure to
@@ -190,12 +218,17 @@ class SequentialRecommender:
         optimizer = torch.optim.AdamW(
             self._network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
+        steps_per_epoch = math.ceil(len(windows) / config.batch_size)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _learning_rate_factor(config, steps_per_epoch * config.max_epochs)
+        )
         self.history = TrainingHistory()
         best_state, best_value, stale_epochs = None, -math.inf, 0
         started = time.perf_counter()
-        for epoch in range(1, config.max_epochs + 1):
+        last_epoch = min(config.max_epochs, stop_after or config.max_epochs)
+        for epoch in range(1, last_epoch + 1):
             epoch_started = time.perf_counter()
-            loss = self._train_epoch(windows, optimizer, generator)
+            loss = self._train_epoch(windows, optimizer, scheduler, generator)
             record = {
                 "epoch": float(epoch),
                 "loss": loss,
@@ -396,7 +429,9 @@ class SequentialRecommender:
             lengths.append(len(sequence))
         return batch, lengths
 
-    def _train_epoch(self, windows: np.ndarray, optimizer, generator: np.random.Generator) -> float:
+    def _train_epoch(
+        self, windows: np.ndarray, optimizer, scheduler, generator: np.random.Generator
+    ) -> float:
         import torch
         import torch.nn.functional as functional
 
@@ -443,6 +478,7 @@ class SequentialRecommender:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
             optimizer.step()
+            scheduler.step()
             total += loss.item() * int(valid.sum())
             count += int(valid.sum())
         return total / max(count, 1)

@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from orchestration.ingest.landing import KINDS, pending_files
-from orchestration.jobs import refresh_job, retrain_job
+from orchestration.jobs import full_build_job, refresh_job
 from orchestration.settings import get_settings
 
 
@@ -42,10 +42,11 @@ periodic_refresh_schedule = ScheduleDefinition(
 
 nightly_retrain_schedule = ScheduleDefinition(
     name="nightly_retrain_schedule",
-    job=retrain_job,
+    job=full_build_job,
     cron_schedule="0 2 * * *",
     default_status=DefaultScheduleStatus.STOPPED,
-    description="Retrain and evaluate a challenger every night; the gate decides promotion.",
+    description="Every night a full build: every dbt model and test, the whole-mart checks, a new "
+    "challenger on the day's split; the gate decides promotion, then everyone is republished.",
 )
 
 ingest_sensors = [landing_sensor]

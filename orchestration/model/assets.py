@@ -13,7 +13,13 @@ from dagster_dbt import get_asset_key_for_model
 
 from ml.constants import ITEM_ID
 from ml.models.sequential import SequentialConfig
-from ml.training import BLENDED_MODEL, MAIN_MODEL, TrainingConfig, train_and_evaluate
+from ml.training import (
+    BLENDED_MODEL,
+    MAIN_MODEL,
+    SERVED_MODEL,
+    TrainingConfig,
+    train_and_evaluate,
+)
 from orchestration.features.assets import item_embeddings
 from orchestration.features.embedding_store import load_vectors
 from orchestration.settings import Settings, get_settings
@@ -48,7 +54,12 @@ def training_config(settings: Settings, run: TrainingRunConfig | None = None) ->
         seed=run.seed,
     )
     ablations = settings.training_ablations if not run.ablations else run.ablations == "yes"
-    return TrainingConfig(sequential=sequential, k=settings.top_k, ablations=ablations)
+    return TrainingConfig(
+        sequential=sequential,
+        k=settings.top_k,
+        ablations=ablations,
+        new_item_slots=settings.new_item_slots,
+    )
 
 
 def read_training_inputs(settings: Settings):
@@ -109,6 +120,8 @@ def recommender_challenger(
             "mlflow_run_id": tracked.run_id,
             "challenger_ndcg": result.metric(BLENDED_MODEL),
             "model_ndcg": result.metric(MAIN_MODEL),
+            "served_ndcg": result.metric(SERVED_MODEL),
+            "served_new_item_ndcg": result.metric(SERVED_MODEL, "new_item_targets"),
             "baseline_ndcgs": MetadataValue.json(baselines),
             "champion_version": champion_version or "none",
             "champion_ndcg": champion_ndcg if champion_ndcg is not None else -1.0,

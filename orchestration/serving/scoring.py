@@ -157,7 +157,9 @@ def score_users(
     rules: RankingRules | None = None,
 ) -> ScoredLists:
     """Rank ``user_ids`` (every known user when None) and the trending list."""
-    rules = rules or RankingRules(mmr_lambda=settings.mmr_lambda)
+    rules = rules or RankingRules(
+        mmr_lambda=settings.mmr_lambda, new_item_slots=settings.new_item_slots
+    )
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         inputs = read_scoring_inputs(connection, user_ids)
         vectors = load_vectors(connection)

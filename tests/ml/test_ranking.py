@@ -12,6 +12,7 @@ from ml.ranking import (
     TRENDING_NOW,
     rank_lists,
     top_k_indices,
+    top_k_with_new_items,
     trending_lists,
 )
 
@@ -267,3 +268,49 @@ def test_rank_lists_of_nothing_is_empty() -> None:
     assert list(no_items.columns) == list(LIST_COLUMNS)
     no_users = rank_lists(np.zeros((0, 4)), [], ITEMS, histories, TRENDING, 3)
     assert no_users.empty
+
+
+def test_new_item_slot_replaces_the_lowest_established_item() -> None:
+    # Columns 0-3 established, 4-5 new. Top 3 by value: 0, 1, 2; best new: 5.
+    values = np.array([[0.9, 0.8, 0.7, 0.6, 0.1, 0.3]])
+    is_new = np.array([False, False, False, False, True, True])
+    assert top_k_with_new_items(values, 3, is_new, slots=1).tolist() == [[0, 1, 5]]
+    assert top_k_with_new_items(values, 3, is_new, slots=2).tolist() == [[0, 5, 4]]
+    assert top_k_with_new_items(values, 3, is_new, slots=0).tolist() == [[0, 1, 2]]
+
+
+def test_new_item_already_listed_needs_no_slot() -> None:
+    values = np.array([[0.9, 0.2, 0.8, 0.5], [0.9, 0.8, 0.7, 0.1]])
+    is_new = np.array([False, False, True, False])
+    # Row 0 lists new item 2 on its own merit; row 1 does not and gets it in the last place.
+    assert top_k_with_new_items(values, 2, is_new, slots=1).tolist() == [[0, 2], [0, 2]]
+
+
+def test_excluded_new_items_are_never_forced_in() -> None:
+    values = np.array([[0.9, 0.8, -np.inf, 0.1]])
+    is_new = np.array([False, False, True, False])
+    assert top_k_with_new_items(values, 2, is_new, slots=1).tolist() == [[0, 1]]
+    with pytest.raises(ValueError, match="slots"):
+        top_k_with_new_items(values, 2, is_new, slots=-1)
+
+
+def test_rank_lists_keeps_a_place_for_the_best_new_item_not_consumed() -> None:
+    # Items a, b, c established; d new. User u consumed a; d would rank last without the slot.
+    scores = np.array([[0.9, 0.8, 0.7, 0.1]])
+    histories = history_frame([("u", "a", 1.0)])
+    is_new = np.array([False, False, False, True])
+    plain = rank_lists(scores, ["u"], ITEMS, histories, TRENDING, 2, trending_blend=0.0)
+    slotted = rank_lists(
+        scores,
+        ["u"],
+        ITEMS,
+        histories,
+        TRENDING,
+        2,
+        trending_blend=0.0,
+        is_new=is_new,
+        new_item_slots=1,
+    )
+    assert list(plain[ITEM_ID]) == ["b", "c"]
+    assert list(slotted[ITEM_ID]) == ["b", "d"]
+    assert slotted[SCORE].is_monotonic_decreasing

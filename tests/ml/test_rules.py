@@ -499,3 +499,10 @@ def test_rules_run_on_a_thousand_users_and_ten_thousand_items() -> None:
     picks = mmr_rerank(adjusted, vectors, 10, 0.7)
     assert picks.shape == (n_users, 10)
     assert np.isfinite(np.take_along_axis(adjusted, picks, axis=1)).all()
+
+
+def test_new_item_slots_must_be_a_non_negative_integer() -> None:
+    assert RankingRules(new_item_slots=2).new_item_slots == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="new_item_slots"):
+            RankingRules(new_item_slots=bad)

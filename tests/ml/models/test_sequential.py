@@ -111,3 +111,34 @@ def test_id_only_gives_unseen_items_nothing() -> None:
 def test_needs_ids_or_text() -> None:
     with pytest.raises(ValueError, match="IDs, item text, or both"):
         SequentialConfig(use_ids=False, use_text=False)
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_zero() -> None:
+    from ml.models.sequential import _learning_rate_factor
+
+    cosine = _learning_rate_factor(SequentialConfig(warmup_share=0.1), total_steps=100)
+    assert [cosine(step) for step in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert cosine(10) == pytest.approx(1.0)
+    assert cosine(55) == pytest.approx(0.5)  # halfway through the 90 decay steps
+    assert cosine(100) == pytest.approx(0.0)
+    constant = _learning_rate_factor(SequentialConfig(lr_schedule="constant"), total_steps=100)
+    assert constant(0) == constant(99) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        SequentialConfig(lr_schedule="step")
+
+
+def test_stopping_after_an_epoch_follows_the_full_runs_path() -> None:
+    config = SequentialConfig(**{**TINY.__dict__, "max_epochs": 4, "use_text": False})
+    interactions = cycle_interactions()
+    probe_users = interactions.head(5)
+    seen: dict[int, np.ndarray] = {}
+
+    def record(model: SequentialRecommender) -> float:
+        seen[len(seen) + 1] = model.score(probe_users)[1].copy()
+        return float(len(seen))
+
+    SequentialRecommender(config).fit(interactions, validate=record)
+    stopped = SequentialRecommender(config).fit(interactions, stop_after=2)
+    assert len(stopped.history.epochs) == 2
+    np.testing.assert_allclose(stopped.score(probe_users)[1], seen[2], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(seen[2], seen[4])
