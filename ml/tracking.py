@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.models.sequential import SequentialRecommender
+from ml.models.sequential import SequentialEnsemble, SequentialRecommender, model_from_state
 from ml.training import BASELINES, BLENDED_MODEL, TrainingConfig, TrainingResult
 
 logger = logging.getLogger("freshrank.tracking")
@@ -206,7 +206,7 @@ def _pyfunc_model() -> Any:
             import torch
 
             state = torch.load(context.artifacts["state"], weights_only=False)
-            self.model = SequentialRecommender.from_state(state)
+            self.model = model_from_state(state)
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
             from ml.evaluation.protocol import recommend_from_scores
@@ -228,7 +228,9 @@ def alias_version(client: Any, alias: str) -> str | None:
         return None
 
 
-def load_version(tracking_uri: str, version: str) -> tuple[SequentialRecommender, float]:
+def load_version(
+    tracking_uri: str, version: str
+) -> tuple[SequentialRecommender | SequentialEnsemble, float]:
     """A registered version's model and the trending blend it was chosen with."""
     import mlflow
     import torch
@@ -239,7 +241,7 @@ def load_version(tracking_uri: str, version: str) -> tuple[SequentialRecommender
     state_path = next(folder.rglob(STATE_FILE))
     serving = json.loads(next(folder.rglob(SERVING_FILE)).read_text())
     state = torch.load(state_path, weights_only=False)
-    return SequentialRecommender.from_state(state), float(serving["trending_blend"])
+    return model_from_state(state), float(serving["trending_blend"])
 
 
 def gate(

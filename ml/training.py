@@ -11,9 +11,11 @@ The evaluation table says what each part of the ranking adds:
 - `sequential+trending`: blended with trending in the ranking layer (the challenger's figure,
   which the promotion gate compares with the baselines and the champion);
 - `served`: that blend with `new_item_slots` places per list kept for the best items nobody has
-  touched yet, as the serving layer ranks. The ablations `sequential_id_only` and
-  `sequential_text_only` go through the same ranking as `served`: compare them with it, above
-  all on new-item targets.
+  touched yet, as the serving layer ranks;
+- `served_one_member`: the same with only the first model of the ensemble (`ensemble_size`
+  models refitted from different seeds, served as their mean). The ablations
+  `sequential_id_only` and `sequential_text_only` are single models trained and ranked the
+  same way: compare them with this row, above all on new-item targets.
 """
 
 from __future__ import annotations
@@ -44,13 +46,14 @@ from ml.models.baselines import (
     PopularityRecommender,
     TrendingRecommender,
 )
-from ml.models.sequential import SequentialConfig, SequentialRecommender
+from ml.models.sequential import SequentialConfig, SequentialEnsemble, SequentialRecommender
 
 logger = logging.getLogger("freshrank.training")
 
 MAIN_MODEL = "sequential"
 BLENDED_MODEL = "sequential+trending"
 SERVED_MODEL = "served"
+ONE_MEMBER_MODEL = "served_one_member"
 BASELINES = ("popularity", "trending", "item_knn", "ease")
 BLEND_CANDIDATES = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -69,13 +72,19 @@ class TrainingConfig:
     refit_on_full_train: bool = True
     # Places per list kept for items nobody has interacted with yet (0: none), as served.
     new_item_slots: int = 1
+    # Models refitted from different seeds and served as their mean (1: a single model).
+    ensemble_size: int = 2
+
+    def __post_init__(self) -> None:
+        if self.ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be at least 1, got {self.ensemble_size!r}")
 
 
 @dataclass
 class TrainingResult:
     """The trained model, its chosen trending blend, and the evaluation table."""
 
-    model: SequentialRecommender
+    model: SequentialRecommender | SequentialEnsemble
     trending_blend: float
     evaluation: pd.DataFrame  # model, segment, users, metrics...
     epochs: list[dict[str, float]]
@@ -86,7 +95,9 @@ class TrainingResult:
     item_ids: np.ndarray
     trending_scores: np.ndarray  # the trending baseline on the holdout, for blending
 
-    def served_ndcg(self, model: SequentialRecommender, trending_blend: float) -> float:
+    def served_ndcg(
+        self, model: SequentialRecommender | SequentialEnsemble, trending_blend: float
+    ) -> float:
         """NDCG@k of another model (a champion, say) with its trending blend on this holdout.
 
         Comparable with the challenger's `sequential+trending` figure: same task, same blend rule.
@@ -222,13 +233,27 @@ def train_and_evaluate(
     trending_blend = max(blend_scores, key=lambda weight: (blend_scores[weight], -weight))
     logger.info("best epoch %d; trending blend %.2f (%s)", best_epoch, trending_blend, blend_scores)
 
-    if config.refit_on_full_train:
-        logger.info("refitting %s on all of train for %d epochs", MAIN_MODEL, best_epoch)
-        model = _fit_sequential(
-            config.sequential, train, catalog, text_vectors, None, k, stop_after=best_epoch
+    members = []
+    for member in range(config.ensemble_size):
+        member_config = replace(config.sequential, seed=config.sequential.seed + member)
+        if member == 0 and not config.refit_on_full_train:
+            members.append(probe)
+            continue
+        fit_on = train if config.refit_on_full_train else early_train
+        logger.info(
+            "fitting %s member %d of %d (seed %d) for %d epochs",
+            MAIN_MODEL,
+            member + 1,
+            config.ensemble_size,
+            member_config.seed,
+            best_epoch,
         )
-    else:
-        model = probe
+        members.append(
+            _fit_sequential(
+                member_config, fit_on, catalog, text_vectors, None, k, stop_after=best_epoch
+            )
+        )
+    model = members[0] if len(members) == 1 else SequentialEnsemble(members)
 
     tables = []
     popularity = train.groupby(ITEM_ID)[WEIGHT].sum()
@@ -265,6 +290,10 @@ def train_and_evaluate(
     add(BLENDED_MODEL, blended)
     add(SERVED_MODEL, blended, config.new_item_slots)
     if config.ablations:
+        # The ablations are single models: compare them with one member of the ensemble.
+        if len(members) > 1:
+            one = _blend(_aligned(members[0], task, item_ids), trending_scores, trending_blend)
+            add(ONE_MEMBER_MODEL, one, config.new_item_slots)
         for name, variant in (
             ("sequential_id_only", replace(config.sequential, use_text=False)),
             ("sequential_text_only", replace(config.sequential, use_ids=False)),

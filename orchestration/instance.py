@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dagster import DagsterInstance, ExecuteInProcessResult
+from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
 from orchestration.settings import Settings
 
@@ -27,13 +27,22 @@ def prepare_dagster_home(settings: Settings) -> Path:
 
 
 def run_job_in_process(
-    job_name: str, settings: Settings, tags: dict[str, str] | None = None
+    job_name: str,
+    settings: Settings,
+    tags: dict[str, str] | None = None,
+    definitions: Definitions | None = None,
 ) -> ExecuteInProcessResult:
-    """Run one of the code location's jobs in this process, recorded on the real instance."""
-    prepare_dagster_home(settings)
-    from orchestration.definitions import defs
+    """Run one of the code location's jobs in this process, recorded on the real instance.
 
-    job = defs.resolve_job_def(job_name)
+    ``definitions`` narrows what is imported (the ingest job's own, say); by default the whole
+    code location.
+    """
+    prepare_dagster_home(settings)
+    if definitions is None:
+        from orchestration.definitions import defs
+
+        definitions = defs
+    job = definitions.resolve_job_def(job_name)
     with DagsterInstance.get() as instance:
         return job.execute_in_process(
             instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dagster import AssetSelection, define_asset_job, in_process_executor
 from dagster_dbt import get_asset_key_for_model
 
+from orchestration.ingest.job import ingest_job
 from orchestration.warehouse.dbt import warehouse_dbt_models
 
 FULL_BUILD_JOB = "full_build_job"
 PUBLISH_JOB = "publish_job"
-INGEST_JOB = "ingest_job"
 RETRAIN_JOB = "retrain_job"
 REFRESH_JOB = "refresh_job"
 
@@ -31,13 +31,6 @@ publish_job = define_asset_job(
     description="Score every user with the champion (or the first ranking), check, publish.",
 )
 
-ingest_job = define_asset_job(
-    INGEST_JOB,
-    selection=AssetSelection.groups("ingest"),
-    executor_def=in_process_executor,
-    description="Load pending landing files into the raw tables (ledger, quarantine, checks).",
-)
-
 retrain_job = define_asset_job(
     RETRAIN_JOB,
     # The split is rebuilt first, so a retrain learns from everything loaded so far.
@@ -51,8 +44,9 @@ retrain_job = define_asset_job(
 # A refresh must cost what its batch costs. The raw-batch checks and the blocking vector and list
 # checks run on every refresh; the dbt tests and Great Expectations suites over the whole marts
 # run with every full build (the nightly schedule runs one).
+# Staging and intermediate models are views: they see new raw rows without being rebuilt.
 REFRESH_WAREHOUSE = (
-    AssetSelection.groups("warehouse")
+    AssetSelection.key_prefixes("marts")
     - AssetSelection.assets(get_asset_key_for_model([warehouse_dbt_models], "interaction_splits"))
 ).without_checks()
 

@@ -442,6 +442,7 @@ class SequentialRecommender:
         total, count = 0.0, 0
         horizon = config.future_window
         unseen = network.id_known == 0  # includes the padding row
+        unseen_bias = torch.zeros(unseen.shape).masked_fill(unseen, float("-inf"))
         for start in range(0, len(order), config.batch_size):
             batch = torch.as_tensor(windows[order[start : start + config.batch_size]])
             inputs = batch[:, : config.max_length]
@@ -456,11 +457,11 @@ class SequentialRecommender:
             hidden = network(inputs, table)[valid]
             wanted = targets[valid]  # (positions, horizon), PADDING where the sequence ended
             if n_items <= config.full_softmax_max_items:
-                logits = hidden @ table.T + bias
                 # Items with no training interaction are never a target here: as negatives they
                 # would teach the model that items like them never happen, which is exactly
-                # wrong for tomorrow's new items. They stay out of the softmax.
-                logits = logits.masked_fill(unseen, float("-inf"))
+                # wrong for tomorrow's new items. A -inf bias keeps them out of the softmax (one
+                # fused addmm: no second pass over the positions x items logits).
+                logits = torch.addmm(bias + unseen_bias, hidden, table.T)
                 columns = wanted
             else:
                 seen = torch.nonzero(~unseen).squeeze(1)
@@ -482,3 +483,69 @@ class SequentialRecommender:
             total += loss.item() * int(valid.sum())
             count += int(valid.sum())
         return total / max(count, 1)
+
+
+class SequentialEnsemble:
+    """Several sequential models trained alike from different seeds, scored as their mean.
+
+    Each member's scores are logits; their mean ranks as the mean of the members' log
+    probabilities would (log-softmax only shifts each user's row by a constant), and it keeps
+    each member's sign, so "model-driven" still means a positive score. Seeds differ in what
+    they overfit; the mean keeps what they agree on, which is steadier on a new time window.
+    """
+
+    def __init__(self, members: list[SequentialRecommender]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        first = members[0].item_ids
+        for member in members[1:]:
+            if not np.array_equal(member.item_ids, first):
+                raise ValueError("ensemble members must share one item index")
+        self.members = list(members)
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        return self.members[0].item_ids
+
+    @property
+    def config(self) -> SequentialConfig:
+        return self.members[0].config
+
+    @property
+    def history(self) -> TrainingHistory:
+        return self.members[0].history
+
+    def params(self) -> dict[str, Any]:
+        return {**self.members[0].params(), "ensemble_size": len(self.members)}
+
+    def score(
+        self, histories: pd.DataFrame, batch_size: int = 512
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(user ids sorted, users x items mean scores); users with no known item get zeros."""
+        user_ids, total = self.members[0].score(histories, batch_size)
+        for member in self.members[1:]:
+            other_users, scores = member.score(histories, batch_size)
+            if not np.array_equal(other_users, user_ids):
+                raise RuntimeError("ensemble members scored different users")
+            total = total + scores
+        return user_ids, total / len(self.members)
+
+    def with_catalog(
+        self, catalog_item_ids: Iterable[Hashable], text_vectors: pd.DataFrame | None
+    ) -> SequentialEnsemble:
+        catalog = list(catalog_item_ids)
+        return SequentialEnsemble(
+            [member.with_catalog(catalog, text_vectors) for member in self.members]
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {"members": [member.state() for member in self.members]}
+
+
+def model_from_state(state: dict[str, Any]) -> SequentialRecommender | SequentialEnsemble:
+    """Rebuild what ``state()`` saved: one sequential model or an ensemble of them."""
+    if "members" in state:
+        return SequentialEnsemble(
+            [SequentialRecommender.from_state(member) for member in state["members"]]
+        )
+    return SequentialRecommender.from_state(state)

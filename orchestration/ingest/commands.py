@@ -6,9 +6,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from orchestration.ingest.job import INGEST_JOB, ingest_definitions
 from orchestration.ingest.landing import FileResult, land_file
 from orchestration.instance import run_job_in_process
-from orchestration.jobs import INGEST_JOB
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 
@@ -35,7 +35,7 @@ def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> lis
                 )
     by_landed_name: dict[str, FileResult] = {}
     if landed:
-        result = run_job_in_process(INGEST_JOB, settings)
+        result = run_job_in_process(INGEST_JOB, settings, definitions=ingest_definitions())
         if not result.success:
             raise RuntimeError(f"the ingest run {result.run_id} failed: see the Dagster UI or logs")
         by_landed_name = _ledger_results(settings, result.run_id)

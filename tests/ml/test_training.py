@@ -10,6 +10,7 @@ from ml.training import (
     BASELINES,
     BLENDED_MODEL,
     MAIN_MODEL,
+    ONE_MEMBER_MODEL,
     SERVED_MODEL,
     TrainingConfig,
     train_and_evaluate,
@@ -77,7 +78,7 @@ def result():
 
 def test_every_model_and_segment_is_in_one_table(result) -> None:
     models = set(result.evaluation["model"])
-    expected = {*BASELINES, MAIN_MODEL, BLENDED_MODEL, SERVED_MODEL}
+    expected = {*BASELINES, MAIN_MODEL, BLENDED_MODEL, SERVED_MODEL, ONE_MEMBER_MODEL}
     assert expected | {"sequential_id_only", "sequential_text_only"} == models
     segments = set(result.evaluation["segment"])
     assert segments == {"overall", "new_user", "returning_user", "new_item_targets"}
@@ -87,6 +88,10 @@ def test_every_model_and_segment_is_in_one_table(result) -> None:
 
 
 def test_the_model_is_refitted_on_all_of_train_for_the_chosen_epochs(result) -> None:
+    from ml.models.sequential import SequentialEnsemble
+
+    assert isinstance(result.model, SequentialEnsemble)
+    assert [member.config.seed for member in result.model.members] == [TINY.seed, TINY.seed + 1]
     assert 1 <= result.best_epoch <= TINY.max_epochs
     assert len(result.model.history.epochs) == result.best_epoch
     assert "validation" not in result.model.history.epochs[0]  # the refit has no early stopping
@@ -106,3 +111,25 @@ def test_trending_blend_is_one_of_the_candidates(result) -> None:
     from ml.training import BLEND_CANDIDATES
 
     assert result.trending_blend in BLEND_CANDIDATES
+
+
+def test_ensemble_scores_are_the_mean_of_its_members_and_survive_a_state_round_trip(
+    result,
+) -> None:
+    from ml.models.sequential import model_from_state
+
+    splits, _, _ = world()
+    histories = splits[splits[SPLIT] == "validation"].head(30)
+    users, mean = result.model.score(histories)
+    parts = [member.score(histories)[1] for member in result.model.members]
+    np.testing.assert_allclose(mean, np.mean(parts, axis=0), rtol=1e-6)
+    assert not np.allclose(parts[0], parts[1])  # the seeds did learn different models
+    rebuilt = model_from_state(result.model.state())
+    rebuilt_users, rebuilt_scores = rebuilt.score(histories)
+    assert list(rebuilt_users) == list(users)
+    np.testing.assert_allclose(rebuilt_scores, mean, rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="ensemble_size"):
+        TrainingConfig(ensemble_size=0)
