@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -229,19 +230,40 @@ def alias_version(client: Any, alias: str) -> str | None:
 
 
 def load_version(
-    tracking_uri: str, version: str
+    tracking_uri: str, version: str, cache_dir: Path | None = None
 ) -> tuple[SequentialRecommender | SequentialEnsemble, float]:
-    """A registered version's model and the trending blend it was chosen with."""
+    """A registered version's model and the trending blend it was chosen with.
+
+    With ``cache_dir``, the version's files are downloaded once into it and reused: a registered
+    version's artifacts never change, and a refresh should not copy the model every time.
+    """
     import mlflow
     import torch
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{REGISTERED_MODEL}/{version}"))
+    folder = _version_files(version, cache_dir)
     state_path = next(folder.rglob(STATE_FILE))
     serving = json.loads(next(folder.rglob(SERVING_FILE)).read_text())
     state = torch.load(state_path, weights_only=False)
     return model_from_state(state), float(serving["trending_blend"])
+
+
+def _version_files(version: str, cache_dir: Path | None) -> Path:
+    import mlflow
+
+    uri = f"models:/{REGISTERED_MODEL}/{version}"
+    if cache_dir is None:
+        return Path(mlflow.artifacts.download_artifacts(uri))
+    cached = Path(cache_dir) / f"{REGISTERED_MODEL}-{version}"
+    if not cached.exists():
+        staging = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".download-"))
+        mlflow.artifacts.download_artifacts(uri, dst_path=str(staging))
+        try:
+            staging.rename(cached)  # atomic: readers see the whole folder or none of it
+        except OSError:  # another process cached this version first
+            shutil.rmtree(staging, ignore_errors=True)
+    return cached
 
 
 def gate(

@@ -46,6 +46,7 @@ def _deployment(home) -> Iterator[Settings]:
         "DAGSTER_HOME",
         "FRESHRANK_TRAINING_ABLATIONS",
         "FRESHRANK_TRAINING_MAX_EPOCHS",
+        "FRESHRANK_TRAINING_ENSEMBLE_SIZE",
     )
     saved = {name: os.environ.get(name) for name in names}
     try:
@@ -55,6 +56,7 @@ def _deployment(home) -> Iterator[Settings]:
         # Both systems serve the same model: the replay measures freshness, not training, so a
         # short training without ablations is enough.
         os.environ["FRESHRANK_TRAINING_ABLATIONS"] = "0"
+        os.environ["FRESHRANK_TRAINING_ENSEMBLE_SIZE"] = "1"
         os.environ["FRESHRANK_TRAINING_MAX_EPOCHS"] = saved["FRESHRANK_TRAINING_MAX_EPOCHS"] or "8"
         settings = Settings.from_env()
         settings.ensure_dirs()

@@ -73,6 +73,7 @@ class Settings:
     text_template: str = DEFAULT_TEXT_TEMPLATE
     promotion_margin: float = 0.002
     training_max_epochs: int = 10
+    training_ensemble_size: int = 2  # models refitted from different seeds, served as their mean
     training_ablations: bool = True
     mmr_lambda: float | None = None  # None: no diversity re-ranking
     new_item_slots: int = 1  # places per list kept for items nobody has touched yet
@@ -109,6 +110,7 @@ class Settings:
             text_template=os.environ.get("FRESHRANK_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE),
             promotion_margin=_env_float("FRESHRANK_PROMOTION_MARGIN", 0.002),
             training_max_epochs=int(_env_float("FRESHRANK_TRAINING_MAX_EPOCHS", 10)),
+            training_ensemble_size=int(_env_float("FRESHRANK_TRAINING_ENSEMBLE_SIZE", 2)),
             training_ablations=os.environ.get("FRESHRANK_TRAINING_ABLATIONS", "1").lower()
             not in ("0", "false", "no"),
             mmr_lambda=_env_float("FRESHRANK_MMR_LAMBDA", -1.0)

@@ -191,6 +191,26 @@ def test_cli_reads_and_exports_the_published_lists(world: dict, tmp_path: Path) 
     assert len(pd.read_csv(tmp_path / "lists.csv", dtype={"user_id": str})) == len(frame)
 
 
+def test_the_champion_serves_every_user_from_a_cached_copy(world: dict) -> None:
+    from ml import tracking
+
+    settings = world["settings"]
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    if tracking.alias_version(client, tracking.CHAMPION) != "1":  # the gate left it for review
+        promoted = CliRunner().invoke(main, ["promote", "1"])
+        assert promoted.exit_code == 0, promoted.output
+    assert run_job_in_process(PUBLISH_JOB, settings).success
+    lists = ServingStore(settings.serving_url).all_lists()
+    assert set(lists["model_version"]) == {f"{tracking.REGISTERED_MODEL}/1"}
+    assert set(lists["user_id"]) == set(world["sample"]["user_id"])
+    cached = settings.home / "cache" / "models" / f"{tracking.REGISTERED_MODEL}-1"
+    assert list(cached.rglob(tracking.STATE_FILE))
+    # A second publish reuses the cached files instead of downloading the version again.
+    stamp = next(cached.rglob(tracking.STATE_FILE)).stat().st_mtime_ns
+    assert run_job_in_process(PUBLISH_JOB, settings).success
+    assert next(cached.rglob(tracking.STATE_FILE)).stat().st_mtime_ns == stamp
+
+
 def test_failing_blocking_check_keeps_the_previous_lists(
     world: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -59,6 +59,7 @@ def training_config(settings: Settings, run: TrainingRunConfig | None = None) ->
         k=settings.top_k,
         ablations=ablations,
         new_item_slots=settings.new_item_slots,
+        ensemble_size=settings.training_ensemble_size,
     )
 
 

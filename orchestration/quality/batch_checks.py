@@ -42,7 +42,7 @@ def _nothing_loaded() -> AssetCheckResult:
     asset=raw_events, description="The batch of raw events this run loaded meets the data contract."
 )
 def check_raw_events_batch(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    batch = _run_batch("events", context.run_id)
+    batch = _run_batch("events", context.run.run_id)
     if batch.empty:
         return _nothing_loaded()
     outcome = run_suite(batch, "raw_events", event_types=get_settings().event_types)
@@ -51,7 +51,7 @@ def check_raw_events_batch(context: AssetCheckExecutionContext) -> AssetCheckRes
 
 @asset_check(asset=raw_items, description="The catalog rows this run loaded have ids and titles.")
 def check_raw_items_batch(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    batch = _run_batch("items", context.run_id)
+    batch = _run_batch("items", context.run.run_id)
     if batch.empty:
         return _nothing_loaded()
     outcome = run_suite(batch, "raw_items")

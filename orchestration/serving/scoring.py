@@ -136,7 +136,9 @@ def _champion(settings: Settings, catalog: pd.Series, vectors: pd.DataFrame):
     version = tracking.alias_version(client, tracking.CHAMPION)
     if version is None:
         return None
-    model, blend = tracking.load_version(settings.mlflow_tracking_uri, version)
+    cache = settings.home / "cache" / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    model, blend = tracking.load_version(settings.mlflow_tracking_uri, version, cache)
     model = model.with_catalog(catalog, vectors if not vectors.empty else None)
     return model, blend, f"{tracking.REGISTERED_MODEL}/{version}"
 
