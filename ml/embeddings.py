@@ -6,6 +6,7 @@ transformers model folder works by configuration. CUDA with half precision when 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -141,7 +142,16 @@ def items_to_embed(texts: pd.Series, stored_hashes: pd.Series, model_name: str) 
 
 
 def model_dimension(model: str) -> int:
-    """The vector width of ``model``, read from its config without loading the weights."""
+    """The vector width of ``model``, read from its config without loading the weights.
+
+    config.json is read directly (importing transformers takes seconds, and a refresh with no
+    new item needs nothing else from it); transformers reads it only for unusual configs.
+    """
+    folder = resolve_model_path(model)
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("hidden_size", "d_model", "dim"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
     from transformers import AutoConfig
 
-    return int(AutoConfig.from_pretrained(resolve_model_path(model)).hidden_size)
+    return int(AutoConfig.from_pretrained(folder).hidden_size)

@@ -75,3 +75,15 @@ def test_only_changed_texts_or_models_are_embedded_again() -> None:
     assert sorted(items_to_embed(texts, stored, "m1").index) == ["b", "c"]
     assert sorted(items_to_embed(texts, stored, "m2").index) == ["a", "b", "c"]
     assert items_to_embed(texts, pd.Series(dtype=object), "m1").index.tolist() == ["a", "b", "c"]
+
+
+def test_model_dimension_reads_the_config_and_agrees_with_the_model(
+    embedder: TextEmbedder, tmp_path: Path
+) -> None:
+    import json
+
+    from ml.embeddings import PACKAGED_MODEL, model_dimension
+
+    assert model_dimension(PACKAGED_MODEL) == embedder.encode(["x"]).shape[1] == 384
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 512}))
+    assert model_dimension(str(tmp_path)) == 512
