@@ -90,8 +90,12 @@ def report_run(job_name: str, settings: Settings) -> bool:
             f"(run {model['mlflow_run_id']}); served NDCG@10 {model['challenger_ndcg']:.4f}, "
             f"trained {model['training_seconds']} s"
         )
-        click.echo("\n  evaluation on the temporal holdout (every model on the same split):")
-        click.echo("  " + str(model["evaluation"]).replace("\n", "\n  "))
+        click.echo(
+            "\n  NDCG@10 on the temporal holdout, every model on the same split (the full table, "
+            "with recall, MRR, coverage, novelty and diversity, is in MLflow and the Dagster UI):"
+        )
+        summary = model.get("ndcg_by_segment", model["evaluation"])
+        click.echo("  " + str(summary).replace("\n", "\n  "))
     if "recommender_champion" in metadata:
         champion = metadata["recommender_champion"]
         click.echo(f"  champion: version {champion['version']} (replaced {champion['replaced']})")

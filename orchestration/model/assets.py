@@ -1,6 +1,7 @@
 """Model: train the sequential recommender, evaluate it against the baselines, register it in
 MLflow as `challenger`, and promote it to `champion` only when the gate check passes."""
 
+import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -12,6 +13,7 @@ from dagster import (
 from dagster_dbt import get_asset_key_for_model
 
 from ml.constants import ITEM_ID
+from ml.evaluation.protocol import NEW_ITEM_TARGETS, OVERALL, SEGMENTS
 from ml.models.sequential import SequentialConfig
 from ml.training import (
     BLENDED_MODEL,
@@ -130,9 +132,23 @@ def recommender_challenger(
             "best_epoch": result.best_epoch,
             "training_seconds": round(result.seconds, 1),
             "evaluation": MetadataValue.md(table.to_markdown(index=False)),
+            "ndcg_by_segment": MetadataValue.md(ndcg_by_segment(result).to_markdown()),
             **{name: value for name, value in result.data_summary.items()},
         }
     )
+
+
+def ndcg_by_segment(result) -> pd.DataFrame:
+    """NDCG@k of every model (rows, best overall first) by segment (columns), plus the new-item
+    hit rate: the evaluation table at a glance."""
+    table = result.evaluation
+    ndcg = [column for column in table.columns if column.startswith("ndcg@")][0]
+    hit = ndcg.replace("ndcg", "hit_rate")
+    wide = table.pivot(index="model", columns="segment", values=ndcg)
+    wide = wide[[segment for segment in SEGMENTS if segment in wide.columns]]
+    new_items = table[table["segment"] == NEW_ITEM_TARGETS].set_index("model")[hit]
+    wide[f"new-item {hit}"] = new_items.reindex(wide.index)
+    return wide.sort_values(OVERALL, ascending=False).round(4)
 
 
 def latest_metadata(context, asset_key: AssetKey) -> dict:
