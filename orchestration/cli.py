@@ -101,13 +101,48 @@ def demo(replay_batches: int) -> None:
 
 
 @main.command()
-def refresh() -> None:
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Stay running: refresh whenever files land or events are loaded (Ctrl-C stops).",
+)
+@click.option(
+    "--interval", type=float, default=1.0, show_default=True, help="Seconds between polls."
+)
+@click.option("--max-runs", type=int, default=None, help="With --watch: stop after N refreshes.")
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=None,
+    help="With --watch: stop after this many seconds with nothing to refresh.",
+)
+def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: float | None) -> None:
     """Load waiting landing files and republish the lists of the users they touch (no training)."""
     from orchestration.jobs import REFRESH_JOB
     from orchestration.reporting import report_run
 
-    if not report_run(REFRESH_JOB, get_settings()):
-        sys.exit(1)
+    settings = get_settings()
+    if not watch:
+        if not report_run(REFRESH_JOB, settings):
+            sys.exit(1)
+        return
+    # Import what every refresh needs once, before the first batch arrives.
+    import mlflow  # noqa: F401
+    import torch  # noqa: F401
+
+    import orchestration.definitions  # noqa: F401
+    import orchestration.serving.scoring  # noqa: F401
+    from orchestration.watch import watch as watch_loop
+
+    click.echo(f"watching {settings.landing_dir} and the raw tables every {interval:g} s")
+    runs = watch_loop(
+        settings,
+        lambda: report_run(REFRESH_JOB, settings),
+        interval_seconds=interval,
+        max_runs=max_runs,
+        idle_timeout_seconds=idle_timeout,
+    )
+    click.echo(f"stopped after {runs} refresh(es)")
 
 
 @main.command()

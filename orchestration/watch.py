@@ -1,0 +1,87 @@
+"""`freshrank refresh --watch`: a warm refresher that publishes within seconds of new behaviour.
+
+A refresh started as a new process (the CLI, or a run the daemon's sensor launches) spends most
+of its time starting: Python, Dagster, dbt's Dagster integration, torch and MLflow imports. This
+loop pays that once. It polls the landing zone and the raw tables, and runs refresh_job in-process
+whenever files are waiting or rows were loaded since the last publish (by `freshrank ingest`,
+say). Each run is an ordinary Dagster run on the deployment's instance, under the same writer
+lock as any other, so it is safe next to the daemon; it just starts sooner.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from orchestration.ingest.landing import KINDS, pending_files
+from orchestration.settings import Settings
+from orchestration.warehouse.guard import open_warehouse
+
+logger = logging.getLogger("freshrank.watch")
+
+
+def behind(settings: Settings) -> str | None:
+    """Why a refresh is due (files waiting, rows loaded since the last publish), or None."""
+    waiting = sum(len(pending_files(kind, settings)) for kind in KINDS)
+    if waiting:
+        return f"{waiting} landing file(s) waiting"
+    if not settings.warehouse_path.exists():
+        return None
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        tables = {
+            row[0]
+            for row in connection.execute(
+                "select schema_name || '.' || table_name from duckdb_tables()"
+            ).fetchall()
+        }
+        if "raw.events" not in tables or "ml.publish_watermark" not in tables:
+            return None  # nothing built and published yet: that is a full build's job
+        (unpublished,) = connection.execute(
+            "select count(*) from raw.events where loaded_at > "
+            "(select coalesce(max(published_through), '-infinity'::timestamp) "
+            "from ml.publish_watermark)"
+        ).fetchall()[0]
+    return f"{unpublished} event(s) loaded since the last publish" if unpublished else None
+
+
+def watch(
+    settings: Settings,
+    refresh: Callable[[], bool],
+    interval_seconds: float = 1.0,
+    max_runs: int | None = None,
+    idle_timeout_seconds: float | None = None,
+) -> int:
+    """Refresh whenever one is due until stopped (SIGINT/SIGTERM), ``max_runs`` refreshes have
+    run, or nothing was due for ``idle_timeout_seconds``. Returns the number of refreshes."""
+    stopping = False
+
+    def stop(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
+        logger.info("signal %d: stopping after the current step", signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    runs, idle_since = 0, time.monotonic()
+    try:
+        while not stopping and (max_runs is None or runs < max_runs):
+            reason = behind(settings)
+            if reason is None:
+                if (
+                    idle_timeout_seconds is not None
+                    and time.monotonic() - idle_since > idle_timeout_seconds
+                ):
+                    break
+                time.sleep(interval_seconds)
+                continue
+            logger.info("refreshing: %s", reason)
+            if not refresh():
+                logger.warning("the refresh failed; the previous lists stay served")
+                time.sleep(interval_seconds)  # do not spin on a batch that keeps failing
+            runs += 1
+            idle_since = time.monotonic()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return runs

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestration.settings import Settings
+from orchestration.watch import behind, watch
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in ("FRESHRANK_LANDING_DIR", "FRESHRANK_WAREHOUSE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FRESHRANK_HOME", str(tmp_path / "home"))
+    settings = Settings.from_env()
+    settings.ensure_dirs()
+    return settings
+
+
+def _warehouse(settings: Settings, loaded: list[str], watermark: str | None) -> None:
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute("create schema raw; create schema ml")
+        connection.execute("create table raw.events (event_id varchar, loaded_at timestamp)")
+        for number, stamp in enumerate(loaded):
+            connection.execute("insert into raw.events values (?, ?)", [f"e{number}", stamp])
+        connection.execute("create table ml.publish_watermark (published_through timestamp)")
+        if watermark is not None:
+            connection.execute("insert into ml.publish_watermark values (?)", [watermark])
+
+
+def test_nothing_is_due_before_anything_was_built(settings: Settings) -> None:
+    assert behind(settings) is None
+
+
+def test_a_waiting_landing_file_makes_a_refresh_due(settings: Settings) -> None:
+    folder = settings.landing_folder("events")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "batch.csv").write_text("user_id,item_id,event_type,timestamp\n")
+    assert behind(settings) == "1 landing file(s) waiting"
+
+
+def test_rows_loaded_after_the_last_publish_make_a_refresh_due(settings: Settings) -> None:
+    _warehouse(settings, ["2024-01-01 10:00", "2024-01-01 12:00"], watermark="2024-01-01 11:00")
+    assert behind(settings) == "1 event(s) loaded since the last publish"
+
+
+def test_nothing_is_due_once_every_load_is_published(settings: Settings) -> None:
+    _warehouse(settings, ["2024-01-01 10:00"], watermark="2024-01-01 10:00")
+    assert behind(settings) is None
+
+
+def test_watch_refreshes_while_due_and_stops_when_idle(settings: Settings) -> None:
+    folder = settings.landing_folder("events")
+    folder.mkdir(parents=True, exist_ok=True)
+    landed = folder / "batch.csv"
+    landed.write_text("user_id,item_id,event_type,timestamp\n")
+    calls: list[int] = []
+
+    def refresh() -> bool:
+        calls.append(1)
+        landed.unlink()  # the refresh loads (moves) the waiting file
+        return True
+
+    runs = watch(settings, refresh, interval_seconds=0.01, idle_timeout_seconds=0.2)
+    assert runs == 1 and len(calls) == 1
+
+
+def test_watch_stops_after_max_runs(settings: Settings) -> None:
+    folder = settings.landing_folder("events")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "stuck.csv").write_text("not loadable\n")
+    failures: list[int] = []
+
+    def failing_refresh() -> bool:
+        failures.append(1)
+        return False  # the file stays: the loop must not spin forever
+
+    assert watch(settings, failing_refresh, interval_seconds=0.01, max_runs=3) == 3
+    assert len(failures) == 3
