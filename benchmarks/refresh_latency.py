@@ -28,7 +28,9 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import tempfile
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +38,11 @@ from pathlib import Path
 import numpy as np
 from common import print_table
 from deployment import (
+    FRESHRANK,
     Batch,
     CommandFailed,
     CommandRun,
+    environment,
     freshrank,
     prepare,
     publish_everyone,
@@ -48,6 +52,8 @@ from deployment import (
 )
 
 GOAL_SIZE = 1_000
+WATCH_WARM_UP_SECONDS = 20.0
+WATCH_TIMEOUT_SECONDS = 300.0
 GOAL_SECONDS = 10.0
 STAGES_SHOWN = 8
 
@@ -72,6 +78,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--history-share", type=float, default=0.25)
     parser.add_argument("--history-batch", type=int, default=GOAL_SIZE)
     parser.add_argument("--skip-history", action="store_true", help="no history-size comparison")
+    parser.add_argument("--skip-watch", action="store_true", help="no warm --watch path")
     parser.add_argument("--seed", type=int, default=7, help="seed of the batches")
     parser.add_argument("--keep", action="store_true", help="keep temporary deployments")
     return parser.parse_args()
@@ -114,6 +121,82 @@ def land_and_refresh(home: Path, size: int, rng: np.random.Generator, name: str)
     refresh = freshrank(home, "refresh")
     served = len(set(batch.new_user_ids) & set(published_users(home)))
     return Landed(batch, ingest, refresh, served)
+
+
+@dataclass
+class Watched:
+    """One batch dropped into the landing zone while a warm `freshrank refresh --watch` runs."""
+
+    batch: Batch
+    seconds: float  # file in the landing zone -> its new users' lists published
+
+
+def watched_refreshes(home: Path, sizes: list[int], repeats: int, rng) -> dict[int, list[Watched]]:
+    """The warm path: one long-running `freshrank refresh --watch`, batches landed as files (as
+    `POST /events` lands them), timed until the batch's brand-new users have lists."""
+    watcher = subprocess.Popen(
+        [FRESHRANK, "refresh", "--watch", "--interval", "0.2"],
+        env=environment(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results: dict[int, list[Watched]] = defaultdict(list)
+    try:
+        time.sleep(WATCH_WARM_UP_SECONDS)  # imports done before the first batch lands
+        landing = home / "landing" / "events"
+        landing.mkdir(parents=True, exist_ok=True)
+        for repeat in range(1, repeats + 1):
+            for size in sizes:
+                name = f"watch{repeat}-{size}.csv"
+                batch = write_batch(home, home / "benchmark-batches" / name, size, rng)
+                staged = landing / f".{name}"
+                shutil.copyfile(batch.path, staged)
+                started = time.perf_counter()
+                os.replace(staged, landing / name)  # lands whole, as the API writes batches
+                wanted = set(batch.new_user_ids)
+                while not wanted & set(published_users(home)):
+                    if watcher.poll() is not None:
+                        raise CommandFailed(f"the watcher exited with {watcher.returncode}")
+                    if time.perf_counter() - started > WATCH_TIMEOUT_SECONDS:
+                        raise CommandFailed(f"{name} was not published in time")
+                    time.sleep(0.05)
+                results[size].append(Watched(batch, time.perf_counter() - started))
+                seconds = results[size][-1].seconds
+                say(
+                    f"  watch run {repeat}: {size:,} events published {seconds:.1f} s after landing"
+                )
+                time.sleep(1.0)  # let the watcher finish the run's bookkeeping
+    finally:
+        watcher.terminate()  # our own child, by its PID
+        watcher.wait(timeout=60)
+    return results
+
+
+def print_watched(watched: dict[int, list[Watched]], landed: dict[int, list[Landed]]) -> None:
+    print(
+        "\nthe warm path: batch files landed while one `freshrank refresh --watch` runs (what "
+        "`POST /events` plus a standing refresher gives), seconds until the batch's new users "
+        "have lists; against the two cold commands above"
+    )
+    rows = [("events", "warm median s", "min s", "max s", "cold ingest + refresh s", "cold / warm")]
+    for size, runs in watched.items():
+        warm = statistics.median(run.seconds for run in runs)
+        cold = (
+            statistics.median(run.seconds for run in landed[size]) if landed[size] else float("nan")
+        )
+        rows.append(
+            (
+                f"{size:,}",
+                *spread([run.seconds for run in runs]),
+                f"{cold:.2f}",
+                f"{cold / warm:.2f}",
+            )
+        )
+    print_table(rows)
+    if GOAL_SIZE in watched:
+        median = statistics.median(run.seconds for run in watched[GOAL_SIZE])
+        verdict = "met" if median <= GOAL_SECONDS else "NOT met"
+        print(f"warm path, {GOAL_SIZE:,} events: median {median:.2f} s, goal {verdict}")
 
 
 def spread(seconds: list[float]) -> tuple[str, str, str]:
@@ -341,6 +424,11 @@ def main() -> None:
                     f"ingest {landed.ingest.seconds:.1f} s + refresh {landed.refresh.seconds:.1f} "
                     f"s = {landed.seconds:.1f} s"
                 )
+        watched = (
+            {}
+            if arguments.skip_watch
+            else watched_refreshes(full_home, arguments.sizes, arguments.repeats, rng)
+        )
         if cut_home is not None:
             for repeat in range(1, arguments.repeats + 1):
                 order = [("full", full_home), ("cut", cut_home)]
@@ -365,6 +453,8 @@ def main() -> None:
         )
         print_latency(runs, arguments.sizes, arguments.repeats)
         print_stages(runs, arguments.sizes)
+        if watched:
+            print_watched(watched, runs.landed)
         if cut_home is not None:
             print_history(runs, arguments.history_share, arguments.history_batch, arguments.repeats)
     finally:
