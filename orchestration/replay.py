@@ -47,6 +47,7 @@ def _deployment(home) -> Iterator[Settings]:
         "FRESHRANK_TRAINING_ABLATIONS",
         "FRESHRANK_TRAINING_MAX_EPOCHS",
         "FRESHRANK_TRAINING_ENSEMBLE_SIZE",
+        "FRESHRANK_PROMOTION_MARGIN",
     )
     saved = {name: os.environ.get(name) for name in names}
     try:
@@ -57,6 +58,9 @@ def _deployment(home) -> Iterator[Settings]:
         # short training without ablations is enough.
         os.environ["FRESHRANK_TRAINING_ABLATIONS"] = "0"
         os.environ["FRESHRANK_TRAINING_ENSEMBLE_SIZE"] = "1"
+        # The replay serves the model it trains, whatever the gate would say of it: it measures
+        # what freshness buys the platform's model, not which model to trust.
+        os.environ["FRESHRANK_PROMOTION_MARGIN"] = "-1"
         os.environ["FRESHRANK_TRAINING_MAX_EPOCHS"] = saved["FRESHRANK_TRAINING_MAX_EPOCHS"] or "8"
         settings = Settings.from_env()
         settings.ensure_dirs()
