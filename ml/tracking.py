@@ -147,6 +147,10 @@ def log_training_run(
                     mlflow.log_metric(_metric_name(row["model"], row["segment"], column), value)
         mlflow.log_metric(GATE_METRIC, result.metric(BLENDED_MODEL))
         mlflow.log_text(result.evaluation.to_csv(index=False), "evaluation/evaluation.csv")
+        if not result.comparisons.empty:
+            mlflow.log_text(
+                result.comparisons.to_markdown(index=False), "evaluation/versus_baselines.md"
+            )
         mlflow.log_text(
             result.evaluation.round(4).to_markdown(index=False), "evaluation/evaluation.md"
         )

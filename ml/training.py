@@ -27,8 +27,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from ml.constants import DEFAULT_TOP_K, ITEM_ID, SPLIT, WEIGHT
-from ml.evaluation.metrics import ndcg_at_k
+from ml.constants import DEFAULT_TOP_K, ITEM_ID, NEW_USER, SEGMENT, SPLIT, USER_ID, WEIGHT
+from ml.evaluation.metrics import ndcg_at_k, ndcg_per_user
 from ml.evaluation.protocol import (
     DEFAULT_REVEAL_FRACTION,
     OVERALL,
@@ -39,6 +39,7 @@ from ml.evaluation.protocol import (
     rescale_rows,
     score_task,
 )
+from ml.evaluation.significance import paired_bootstrap
 from ml.evaluation.split import temporal_split
 from ml.models.baselines import (
     EASERecommender,
@@ -94,6 +95,8 @@ class TrainingResult:
     task: EvaluationTask
     item_ids: np.ndarray
     trending_scores: np.ndarray  # the trending baseline on the holdout, for blending
+    # The challenger's NDCG@k minus each baseline's, by segment, with bootstrap intervals.
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def served_ndcg(
         self, model: SequentialRecommender | SequentialEnsemble, trending_blend: float
@@ -156,6 +159,44 @@ def _blend(model_scores: np.ndarray, trending_scores: np.ndarray, weight: float)
 def _ndcg(scores: np.ndarray, task: EvaluationTask, item_ids: np.ndarray, k: int) -> float:
     recommendations = recommend_from_scores(scores, task.users, item_ids, task.histories, k)
     return ndcg_at_k(recommendations, task.truth, k)
+
+
+def compare_with_baselines(
+    scores: np.ndarray,
+    baseline_scores: dict[str, np.ndarray],
+    task: EvaluationTask,
+    item_ids: np.ndarray,
+    k: int,
+) -> pd.DataFrame:
+    """Per segment (all users, new users), the challenger's NDCG@k minus each baseline's: the
+    mean over the same users, a 95% paired-bootstrap interval, and P(challenger ahead)."""
+
+    def per_user(values: np.ndarray) -> pd.Series:
+        lists = recommend_from_scores(values, task.users, item_ids, task.histories, k)
+        return ndcg_per_user(lists, task.truth, k)
+
+    challenger = per_user(scores)
+    new_users = set(task.segments.loc[task.segments[SEGMENT] == NEW_USER, USER_ID])
+    rows = []
+    for name, values in baseline_scores.items():
+        baseline = per_user(values)
+        for segment, keep in ((OVERALL, None), (NEW_USER, new_users)):
+            first, second = challenger, baseline
+            if keep is not None:
+                first = first[first.index.isin(keep)]
+                second = second[second.index.isin(keep)]
+            difference = paired_bootstrap(first, second)
+            rows.append(
+                {
+                    "baseline": name,
+                    "segment": segment,
+                    "users": difference.users,
+                    f"ndcg@{k} difference": round(difference.mean, 4),
+                    "95% interval": f"[{difference.low:+.4f}, {difference.high:+.4f}]",
+                    "P(challenger ahead)": round(difference.share_ahead, 3),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _fit_sequential(
@@ -281,8 +322,9 @@ def train_and_evaluate(
         )
 
     baselines = _baselines(train, catalog)
-    for name, baseline in baselines.items():
-        add(name, _aligned(baseline, task, item_ids))
+    baseline_scores = {name: _aligned(model, task, item_ids) for name, model in baselines.items()}
+    for name, scores in baseline_scores.items():
+        add(name, scores)
     main_scores = _aligned(model, task, item_ids)
     add(MAIN_MODEL, main_scores)
     trending_scores = _aligned(baselines["trending"], task, item_ids)
@@ -311,6 +353,8 @@ def train_and_evaluate(
             add(name, ablation_scores, config.new_item_slots)
 
     evaluation = pd.concat(tables, ignore_index=True)
+    comparisons = compare_with_baselines(blended, baseline_scores, task, item_ids, k)
+    logger.info("%s against each baseline (paired bootstrap):\n%s", BLENDED_MODEL, comparisons)
     return TrainingResult(
         model=model,
         trending_blend=trending_blend,
@@ -332,4 +376,5 @@ def train_and_evaluate(
         task=task,
         item_ids=item_ids,
         trending_scores=trending_scores,
+        comparisons=comparisons,
     )

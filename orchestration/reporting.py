@@ -7,6 +7,7 @@ import time
 import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
+from ml.training import BLENDED_MODEL
 from orchestration.instance import run_job_in_process
 from orchestration.settings import Settings
 
@@ -96,6 +97,12 @@ def report_run(job_name: str, settings: Settings) -> bool:
         )
         summary = model.get("ndcg_by_segment", model["evaluation"])
         click.echo("  " + str(summary).replace("\n", "\n  "))
+        if "versus_baselines" in model:
+            click.echo(
+                f"\n  {BLENDED_MODEL} minus each baseline, NDCG@10 over the same users (95% "
+                "paired-bootstrap interval; the holdout is small, so read the interval):"
+            )
+            click.echo("  " + str(model["versus_baselines"]).replace("\n", "\n  "))
     if "recommender_champion" in metadata:
         champion = metadata["recommender_champion"]
         click.echo(f"  champion: version {champion['version']} (replaced {champion['replaced']})")

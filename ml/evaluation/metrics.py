@@ -73,6 +73,13 @@ def ndcg_at_k(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int = DEFAU
     DCG sums 1 / log2(position + 1) over the hits in the top k; the ideal DCG places
     min(k, number of held-out items) hits at the top.
     """
+    return _mean_over_truth_users(ndcg_per_user(recommendations, truth, k), truth)
+
+
+def ndcg_per_user(
+    recommendations: pd.DataFrame, truth: pd.DataFrame, k: int = DEFAULT_TOP_K
+) -> pd.Series:
+    """NDCG@k of every truth user (indexed by user_id, 0 for a user with no list); in [0, 1]."""
     hits = _hits(recommendations, truth, k)
     gains = 1.0 / np.log2(hits[POSITION].to_numpy(dtype=float) + 1.0)
     dcg = pd.Series(gains, index=hits[USER_ID].to_numpy()).groupby(level=0, sort=False).sum()
@@ -80,8 +87,7 @@ def ndcg_at_k(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int = DEFAU
     ideal_cumulative = np.cumsum(1.0 / np.log2(np.arange(2, k + 2, dtype=float)))
     ideal_hits = np.minimum(truth_per_user.to_numpy(), k)
     ideal_dcg = pd.Series(ideal_cumulative[ideal_hits - 1], index=truth_per_user.index)
-    ndcg = dcg.reindex(ideal_dcg.index, fill_value=0.0) / ideal_dcg
-    return _mean_over_truth_users(ndcg, truth)
+    return dcg.reindex(ideal_dcg.index, fill_value=0.0) / ideal_dcg
 
 
 def hit_rate_at_k(

@@ -133,6 +133,7 @@ def recommender_challenger(
             "training_seconds": round(result.seconds, 1),
             "evaluation": MetadataValue.md(table.to_markdown(index=False)),
             "ndcg_by_segment": MetadataValue.md(ndcg_by_segment(result).to_markdown()),
+            "versus_baselines": MetadataValue.md(result.comparisons.to_markdown(index=False)),
             **{name: value for name, value in result.data_summary.items()},
         }
     )

@@ -133,3 +133,17 @@ def test_ensemble_scores_are_the_mean_of_its_members_and_survive_a_state_round_t
 def test_ensemble_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="ensemble_size"):
         TrainingConfig(ensemble_size=0)
+
+
+def test_the_challenger_is_compared_with_every_baseline_on_the_same_users(result) -> None:
+    comparisons = result.comparisons
+    assert set(comparisons["baseline"]) == set(BASELINES)
+    assert set(comparisons["segment"]) == {"overall", "new_user"}
+    overall = comparisons[comparisons["segment"] == "overall"].set_index("baseline")
+    for name in BASELINES:
+        expected = result.metric(BLENDED_MODEL, "overall", "ndcg@3") - result.metric(
+            name, "overall", "ndcg@3"
+        )
+        assert overall.loc[name, "ndcg@3 difference"] == pytest.approx(expected, abs=1e-4)
+        low, high = (float(x) for x in overall.loc[name, "95% interval"].strip("[]").split(","))
+        assert low <= overall.loc[name, "ndcg@3 difference"] <= high
