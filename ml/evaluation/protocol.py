@@ -72,7 +72,7 @@ def build_task(
     if not 0.0 <= reveal_fraction < 1.0:
         raise ValueError(f"reveal_fraction must lie in [0, 1), got {reveal_fraction!r}")
     positive_train = train[train[WEIGHT] > 0] if WEIGHT in train else train
-    ordered = holdout.sort_values([USER_ID, OCCURRED_AT], kind="stable")
+    ordered = holdout.sort_values([USER_ID, OCCURRED_AT, ITEM_ID], kind="stable")
     if WEIGHT in ordered:
         ordered = ordered[ordered[WEIGHT] > 0]
     position = ordered.groupby(USER_ID).cumcount()

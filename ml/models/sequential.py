@@ -389,7 +389,7 @@ class SequentialRecommender:
         if WEIGHT in frame:
             frame = frame[frame[WEIGHT] > 0]
         frame = frame.assign(_position=self._positions(frame[ITEM_ID]))
-        frame = frame.sort_values([USER_ID, OCCURRED_AT], kind="stable")
+        frame = frame.sort_values([USER_ID, OCCURRED_AT, ITEM_ID], kind="stable")
         return [
             group.to_numpy(dtype=np.int64)
             for _, group in frame.groupby(USER_ID, sort=True)["_position"]
@@ -399,7 +399,7 @@ class SequentialRecommender:
     def _user_sequences(self, histories: pd.DataFrame) -> dict[str, np.ndarray]:
         frame = histories.assign(_position=self._positions(histories[ITEM_ID]))
         if OCCURRED_AT in frame:
-            frame = frame.sort_values([USER_ID, OCCURRED_AT], kind="stable")
+            frame = frame.sort_values([USER_ID, OCCURRED_AT, ITEM_ID], kind="stable")
         result = {}
         for user, group in frame.groupby(frame[USER_ID].astype(str), sort=False)["_position"]:
             positions = group.to_numpy(dtype=np.int64)

@@ -142,3 +142,14 @@ def test_stopping_after_an_epoch_follows_the_full_runs_path() -> None:
     assert len(stopped.history.epochs) == 2
     np.testing.assert_allclose(stopped.score(probe_users)[1], seen[2], rtol=1e-5, atol=1e-6)
     assert not np.allclose(seen[2], seen[4])
+
+
+def test_simultaneous_events_give_one_sequence_whatever_the_row_order() -> None:
+    config = SequentialConfig(**{**TINY.__dict__, "use_text": False, "max_epochs": 1})
+    interactions = cycle_interactions().assign(occurred_at=pd.Timestamp("2024-01-01"))
+    first = SequentialRecommender(config).fit(interactions)
+    shuffled = SequentialRecommender(config).fit(interactions.sample(frac=1.0, random_state=5))
+    probe = interactions.head(6)
+    np.testing.assert_allclose(
+        first.score(probe.sample(frac=1.0, random_state=1))[1], shuffled.score(probe)[1], rtol=1e-6
+    )
