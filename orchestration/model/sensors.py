@@ -2,6 +2,7 @@
 
 from dagster import (
     DagsterRunStatus,
+    DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
     SkipReason,
@@ -13,7 +14,7 @@ from orchestration.jobs import PUBLISH_JOB, full_build_job, publish_job
 from orchestration.settings import get_settings
 
 
-@sensor(job=publish_job, minimum_interval_seconds=30)
+@sensor(job=publish_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
 def champion_change_sensor(context: SensorEvaluationContext):
     """A promotion or rollback in the registry (CLI, gate or MLflow UI) rescores every user."""
     from ml import tracking
@@ -33,6 +34,7 @@ def champion_change_sensor(context: SensorEvaluationContext):
     run_status=DagsterRunStatus.SUCCESS,
     monitored_jobs=[full_build_job],
     request_job=publish_job,
+    default_status=DefaultSensorStatus.RUNNING,
 )
 def publish_after_build_sensor(context):
     """A successful full build publishes fresh lists."""
