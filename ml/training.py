@@ -322,7 +322,7 @@ def train_and_evaluate(
         )
 
     baselines = _baselines(train, catalog)
-    baseline_scores = {name: _aligned(model, task, item_ids) for name, model in baselines.items()}
+    baseline_scores = {name: _aligned(fitted, task, item_ids) for name, fitted in baselines.items()}
     for name, scores in baseline_scores.items():
         add(name, scores)
     main_scores = _aligned(model, task, item_ids)

@@ -14,6 +14,8 @@ PUBLISH_JOB = "publish_job"
 RETRAIN_JOB = "retrain_job"
 REFRESH_JOB = "refresh_job"
 
+INTERACTION_SPLITS = get_asset_key_for_model([warehouse_dbt_models], "interaction_splits")
+
 SERVING = AssetSelection.groups("serving")
 
 full_build_job = define_asset_job(
@@ -35,7 +37,7 @@ retrain_job = define_asset_job(
     RETRAIN_JOB,
     # The split is rebuilt first, so a retrain learns from everything loaded so far.
     selection=AssetSelection.groups("features", "model")
-    | AssetSelection.assets(get_asset_key_for_model([warehouse_dbt_models], "interaction_splits")),
+    | AssetSelection.assets(INTERACTION_SPLITS),
     executor_def=in_process_executor,
     description="Rebuild the training split, embed changed items, train, evaluate and register a "
     "challenger.",
@@ -46,8 +48,7 @@ retrain_job = define_asset_job(
 # run with every full build (the nightly schedule runs one).
 # Staging and intermediate models are views: they see new raw rows without being rebuilt.
 REFRESH_WAREHOUSE = (
-    AssetSelection.key_prefixes("marts")
-    - AssetSelection.assets(get_asset_key_for_model([warehouse_dbt_models], "interaction_splits"))
+    AssetSelection.key_prefixes("marts") - AssetSelection.assets(INTERACTION_SPLITS)
 ).without_checks()
 
 refresh_job = define_asset_job(

@@ -145,11 +145,11 @@ def _build_network(n_items: int, text_vectors: np.ndarray | None, config: Sequen
 
 def _learning_rate_factor(config: SequentialConfig, total_steps: int) -> Callable[[int], float]:
     """The multiplier of the base learning rate at each optimiser step."""
+    if config.lr_schedule == "constant":
+        return lambda _step: 1.0
     warmup = max(1, int(total_steps * config.warmup_share))
 
     def factor(step: int) -> float:
-        if config.lr_schedule == "constant":
-            return 1.0
         if step < warmup:
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
@@ -508,15 +508,8 @@ class SequentialEnsemble:
         return self.members[0].item_ids
 
     @property
-    def config(self) -> SequentialConfig:
-        return self.members[0].config
-
-    @property
     def history(self) -> TrainingHistory:
         return self.members[0].history
-
-    def params(self) -> dict[str, Any]:
-        return {**self.members[0].params(), "ensemble_size": len(self.members)}
 
     def score(
         self, histories: pd.DataFrame, batch_size: int = 512

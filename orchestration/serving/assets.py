@@ -62,31 +62,29 @@ def stage_lists(
 
 def staged_lists(
     settings: Settings,
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str] | None, object]:
-    """(lists, trending list, users in scope or None for everyone, loads covered) as staged."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, list[str] | None, object]:
+    """(lists, trending list, context trending lists or None when none were staged, users in
+    scope or None for everyone, loads covered) as staged, read in one connection."""
+    schema, table = CONTEXT_TRENDING_TABLE.split(".")
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         everyone, through = connection.execute(
             f"select everyone, through from {SCOPE_FLAG_TABLE}"
         ).fetchall()[0]
         scope = connection.sql(f"select {USER_ID} from {SCOPE_TABLE}").df()[USER_ID].tolist()
-        return (
-            connection.sql(f"select * from {LISTS_TABLE}").df(),
-            connection.sql(f"select * from {TRENDING_TABLE}").df(),
-            None if everyone else scope,
-            through,
-        )
-
-
-def staged_context_trending(settings: Settings) -> pd.DataFrame | None:
-    """The staged per-context trending lists, or None when none were staged."""
-    schema, table = CONTEXT_TRENDING_TABLE.split(".")
-    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        (staged,) = connection.execute(
+        (context_staged,) = connection.execute(
             "select count(*) from information_schema.tables "
             "where table_schema = ? and table_name = ?",
             [schema, table],
         ).fetchall()[0]
-        return connection.sql(f"select * from {CONTEXT_TRENDING_TABLE}").df() if staged else None
+        return (
+            connection.sql(f"select * from {LISTS_TABLE}").df(),
+            connection.sql(f"select * from {TRENDING_TABLE}").df(),
+            connection.sql(f"select * from {CONTEXT_TRENDING_TABLE}").df()
+            if context_staged
+            else None,
+            None if everyone else scope,
+            through,
+        )
 
 
 def affected_users(settings: Settings) -> tuple[list[str], object]:
@@ -180,8 +178,7 @@ def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) ->
 
 def publish_staged(settings: Settings) -> dict[str, object]:
     """Publish the staged lists (every user's, or the scope's) and the trending lists at once."""
-    lists, trending, scope, through = staged_lists(settings)
-    context_trending = staged_context_trending(settings)
+    lists, trending, context_trending, scope, through = staged_lists(settings)
     store = ServingStore(settings.serving_url)
     try:
         written = store.publish(

@@ -37,38 +37,33 @@ CONTEXT_TRENDING_COLUMNS = (CONTEXT_KEY, CONTEXT_VALUE, *TRENDING_COLUMNS)
 _DELETE_CHUNK = 500
 
 _metadata = sa.MetaData()
+
+
+def _ranked_columns() -> list[sa.Column]:
+    """The columns every served list shares after its key: rank, item, score, reason, origin."""
+    return [
+        sa.Column(RANK, sa.Integer, primary_key=True),
+        sa.Column(ITEM_ID, sa.String(255), nullable=False),
+        sa.Column(SCORE, sa.Float, nullable=False),
+        sa.Column(REASON, sa.String(500), nullable=False),
+        sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
+        sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
+    ]
+
+
 recommendations_table = sa.Table(
     TABLE_NAME,
     _metadata,
     sa.Column(USER_ID, sa.String(255), primary_key=True),
-    sa.Column(RANK, sa.Integer, primary_key=True),
-    sa.Column(ITEM_ID, sa.String(255), nullable=False),
-    sa.Column(SCORE, sa.Float, nullable=False),
-    sa.Column(REASON, sa.String(500), nullable=False),
-    sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
-    sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
+    *_ranked_columns(),
 )
-trending_table = sa.Table(
-    TRENDING_TABLE_NAME,
-    _metadata,
-    sa.Column(RANK, sa.Integer, primary_key=True),
-    sa.Column(ITEM_ID, sa.String(255), nullable=False),
-    sa.Column(SCORE, sa.Float, nullable=False),
-    sa.Column(REASON, sa.String(500), nullable=False),
-    sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
-    sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
-)
+trending_table = sa.Table(TRENDING_TABLE_NAME, _metadata, *_ranked_columns())
 context_trending_table = sa.Table(
     CONTEXT_TRENDING_TABLE_NAME,
     _metadata,
     sa.Column(CONTEXT_KEY, sa.String(255), primary_key=True),
     sa.Column(CONTEXT_VALUE, sa.String(255), primary_key=True),
-    sa.Column(RANK, sa.Integer, primary_key=True),
-    sa.Column(ITEM_ID, sa.String(255), nullable=False),
-    sa.Column(SCORE, sa.Float, nullable=False),
-    sa.Column(REASON, sa.String(500), nullable=False),
-    sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
-    sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
+    *_ranked_columns(),
 )
 
 

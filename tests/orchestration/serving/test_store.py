@@ -178,6 +178,30 @@ def test_trending_missing_column_is_a_clear_error_and_writes_nothing(serving_url
     store.dispose()
 
 
+def read_while_publishing(
+    reader: ServingStore, query: sa.TextClause, publish, publishes: int
+) -> list[tuple]:
+    """Rows of ``query`` read over and over by another thread while ``publish(version)`` runs
+    for versions v01, v02, ...; at least one read is guaranteed."""
+    seen: list[tuple] = []
+    done = threading.Event()
+
+    def poll() -> None:
+        with reader.engine.connect() as connection:
+            while not done.is_set():
+                seen.append(tuple(connection.execute(query).one()))
+                connection.rollback()
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    for version in range(1, publishes + 1):
+        publish(f"v{version:02d}")
+    done.set()
+    thread.join()
+    assert seen
+    return seen
+
+
 def test_reader_sees_lists_and_trending_from_the_same_publish(serving_url: str) -> None:
     writer = ServingStore(serving_url)
     reader = ServingStore(serving_url)
@@ -189,25 +213,14 @@ def test_reader_sees_lists_and_trending_from_the_same_publish(serving_url: str) 
         "(SELECT MIN(model_version) FROM trending_items), "
         "(SELECT MAX(model_version) FROM trending_items)"
     )
-    seen: list[tuple[str, ...]] = []
-    done = threading.Event()
-
-    def poll() -> None:
-        with reader.engine.connect() as connection:
-            while not done.is_set():
-                seen.append(tuple(connection.execute(both).one()))
-                connection.rollback()
-
-    thread = threading.Thread(target=poll)
-    thread.start()
-    for version in range(1, 101):
-        writer.publish(
-            make_lists(["u1", "u2"], 5, f"v{version:02d}"),
-            trending=make_trending(5, f"v{version:02d}"),
-        )
-    done.set()
-    thread.join()
-    assert seen
+    seen = read_while_publishing(
+        reader,
+        both,
+        lambda version: writer.publish(
+            make_lists(["u1", "u2"], 5, version), trending=make_trending(5, version)
+        ),
+        publishes=100,
+    )
     assert all(len(set(versions)) == 1 for versions in seen), [
         versions for versions in seen if len(set(versions)) != 1
     ][:3]
@@ -324,25 +337,15 @@ def test_reader_sees_lists_and_context_trending_from_the_same_publish(serving_ur
         "(SELECT MIN(model_version) FROM context_trending_items), "
         "(SELECT COUNT(*) FROM context_trending_items)"
     )
-    seen: list[tuple] = []
-    done = threading.Event()
-
-    def poll() -> None:
-        with reader.engine.connect() as connection:
-            while not done.is_set():
-                seen.append(tuple(connection.execute(both).one()))
-                connection.rollback()
-
-    thread = threading.Thread(target=poll)
-    thread.start()
-    for version in range(1, 61):
-        writer.publish(
-            make_lists(["u1"], 5, f"v{version:02d}"),
-            context_trending=make_context_trending(["9", "21"], 5, f"v{version:02d}"),
-        )
-    done.set()
-    thread.join()
-    assert seen
+    seen = read_while_publishing(
+        reader,
+        both,
+        lambda version: writer.publish(
+            make_lists(["u1"], 5, version),
+            context_trending=make_context_trending(["9", "21"], 5, version),
+        ),
+        publishes=60,
+    )
     broken = [row for row in seen if len(set(row[:3])) != 1 or row[3] != 10]
     assert not broken, broken[:3]
     writer.dispose()
