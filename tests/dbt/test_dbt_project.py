@@ -1,45 +1,17 @@
-"""The dbt project end to end: build a tiny warehouse, load a second batch, build again, re-run.
-
-dbt runs as a subprocess (the `dbt` beside this interpreter) against a DuckDB file in a temporary
-folder, with its target and log folders there too, so nothing is written into the repository.
-"""
+"""The dbt project end to end: build a tiny warehouse, load a second batch, build again, re-run."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-import duckdb
 import pytest
 
-from orchestration.settings import DBT_PROJECT_DIR
-
-DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
+from tests.dbt.warehouse_runs import BuildOutcome, create_warehouse, load_batch, run_dbt
 
 FIRST_LOAD_AT = datetime(2024, 1, 10)
 SECOND_LOAD_AT = datetime(2024, 1, 11)
-
-RAW_TABLES_DDL = """
-create schema if not exists raw;
-create table raw.events (
-    event_id varchar, user_id varchar, item_id varchar, event_type varchar,
-    occurred_at timestamp, value double, session_id varchar, context varchar,
-    attributes varchar, source_file varchar, source_row bigint, batch_id varchar,
-    loaded_at timestamp
-);
-create table raw.items (
-    item_id varchar, title varchar, description varchar, categories varchar,
-    created_at timestamp, available boolean, attributes varchar, source_file varchar,
-    source_row bigint, batch_id varchar, loaded_at timestamp
-);
-"""
 
 # (event_id, user_id, item_id, event_type, occurred_at, value)
 FIRST_EVENTS = [
@@ -72,108 +44,18 @@ FIRST_ITEMS = [
 SECOND_ITEMS = [("i1", "Item one, second edition", False)]
 
 
-@dataclass(frozen=True)
-class BuildOutcome:
-    """What one `dbt build` reported and what the marts held afterwards."""
-
-    statuses: dict[str, str]
-    marts: dict[str, list[dict[str, Any]]]
-
-
-def load_batch(
-    warehouse: Path,
-    events: list[tuple[Any, ...]],
-    items: list[tuple[Any, ...]],
-    batch_id: str,
-    loaded_at: datetime,
-) -> None:
-    """Append one load batch to the raw tables, the way the ingest assets do."""
-    lineage = (batch_id, loaded_at)
-    with duckdb.connect(str(warehouse)) as connection:
-        connection.executemany(
-            """
-            insert into raw.events (
-                event_id, user_id, item_id, event_type, occurred_at, value,
-                source_file, source_row, batch_id, loaded_at
-            )
-            values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                (*event, f"events_{batch_id}.csv", row, *lineage)
-                for row, event in enumerate(events, start=1)
-            ],
-        )
-        connection.executemany(
-            """
-            insert into raw.items (
-                item_id, title, available, source_file, source_row, batch_id, loaded_at
-            )
-            values (?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                (*item, f"items_{batch_id}.csv", row, *lineage)
-                for row, item in enumerate(items, start=1)
-            ],
-        )
-
-
-def read_marts(warehouse: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every mart as a list of row dicts, in a stable order."""
-    marts: dict[str, list[dict[str, Any]]] = {}
-    with duckdb.connect(str(warehouse), read_only=True) as connection:
-        names = connection.sql(
-            "select table_name from information_schema.tables where table_schema = 'marts'"
-        ).fetchall()
-        for (name,) in names:
-            relation = connection.sql(f"select * from marts.{name} order by all")
-            marts[name] = [
-                dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()
-            ]
-    return marts
-
-
-def run_dbt_build(work_dir: Path, warehouse: Path) -> BuildOutcome:
-    """Run `dbt build` on the project against `warehouse`; fail with dbt's output if it fails."""
-    target_path = work_dir / "target"
-    completed = subprocess.run(
-        [
-            str(DBT_EXECUTABLE),
-            "build",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--target-path",
-            str(target_path),
-            "--log-path",
-            str(work_dir / "logs"),
-        ],
-        cwd=work_dir,
-        env={**os.environ, "FRESHRANK_WAREHOUSE_PATH": str(warehouse)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert completed.returncode == 0, f"dbt build failed:\n{completed.stdout[-6000:]}"
-    run_results = json.loads((target_path / "run_results.json").read_text())
-    statuses = {result["unique_id"]: result["status"] for result in run_results["results"]}
-    return BuildOutcome(statuses=statuses, marts=read_marts(warehouse))
-
-
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildOutcome]:
     """Build after a first load, after a second load, and once more with nothing new."""
-    assert DBT_EXECUTABLE.exists(), f"no dbt beside {sys.executable}: install dbt-duckdb"
     work_dir = tmp_path_factory.mktemp("dbt_project")
     warehouse = work_dir / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse)) as connection:
-        connection.execute(RAW_TABLES_DDL)
+    create_warehouse(warehouse)
 
     load_batch(warehouse, FIRST_EVENTS, FIRST_ITEMS, "b1", FIRST_LOAD_AT)
-    first = run_dbt_build(work_dir, warehouse)
+    first = run_dbt(work_dir, warehouse)
     load_batch(warehouse, SECOND_EVENTS, SECOND_ITEMS, "b2", SECOND_LOAD_AT)
-    second = run_dbt_build(work_dir, warehouse)
-    rerun = run_dbt_build(work_dir, warehouse)
+    second = run_dbt(work_dir, warehouse)
+    rerun = run_dbt(work_dir, warehouse)
     return {"first": first, "second": second, "rerun": rerun}
 
 
