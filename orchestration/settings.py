@@ -13,10 +13,18 @@ from pathlib import Path
 
 from ml.constants import (
     DEFAULT_CONTEXT_KEY,
+    DEFAULT_COVISITATION_BACKWARD_WEIGHT,
+    DEFAULT_COVISITATION_WINDOW_EVENTS,
+    DEFAULT_COVISITATION_WINDOW_HOURS,
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_FUTURE_TOLERANCE_HOURS,
     DEFAULT_HISTORY_LENGTH,
     DEFAULT_TOP_K,
+    DEFAULT_TRENDING_HALF_LIFE_DAYS,
+    DEFAULT_TRENDING_LONG_WINDOW_DAYS,
+    DEFAULT_TRENDING_SHORT_WINDOW_DAYS,
+    DEFAULT_VALIDATION_FRACTION,
+    RATING_MAX,
 )
 from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig
 from ml.text import DEFAULT_TEXT_TEMPLATE
@@ -78,6 +86,17 @@ class Settings:
     mmr_lambda: float | None = None  # None: no diversity re-ranking
     new_item_slots: int = 1  # places per list kept for items nobody has touched yet
     context_key: str = DEFAULT_CONTEXT_KEY  # the context field new users' trending follows
+    # Passed to dbt as vars of the same names (orchestration/warehouse/dbt.py: dbt_vars).
+    # rating_max and trending_half_life_days have no variable of their own: ml/rules.py and the
+    # serving's context trending read the constants, and must not disagree with the marts.
+    rating_max: float = RATING_MAX
+    trending_half_life_days: float = DEFAULT_TRENDING_HALF_LIFE_DAYS
+    trending_short_window_days: float = DEFAULT_TRENDING_SHORT_WINDOW_DAYS
+    trending_long_window_days: float = DEFAULT_TRENDING_LONG_WINDOW_DAYS
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
+    covisitation_window_events: int = DEFAULT_COVISITATION_WINDOW_EVENTS
+    covisitation_window_hours: int = DEFAULT_COVISITATION_WINDOW_HOURS
+    covisitation_backward_weight: float = DEFAULT_COVISITATION_BACKWARD_WEIGHT
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -118,6 +137,26 @@ class Settings:
             else None,
             context_key=os.environ.get("FRESHRANK_CONTEXT_KEY", "").strip() or DEFAULT_CONTEXT_KEY,
             new_item_slots=int(_env_float("FRESHRANK_NEW_ITEM_SLOTS", 1)),
+            trending_short_window_days=_env_float(
+                "FRESHRANK_TRENDING_SHORT_WINDOW_DAYS", DEFAULT_TRENDING_SHORT_WINDOW_DAYS
+            ),
+            trending_long_window_days=_env_float(
+                "FRESHRANK_TRENDING_LONG_WINDOW_DAYS", DEFAULT_TRENDING_LONG_WINDOW_DAYS
+            ),
+            validation_fraction=_env_float(
+                "FRESHRANK_VALIDATION_FRACTION", DEFAULT_VALIDATION_FRACTION
+            ),
+            covisitation_window_events=int(
+                _env_float(
+                    "FRESHRANK_COVISITATION_WINDOW_EVENTS", DEFAULT_COVISITATION_WINDOW_EVENTS
+                )
+            ),
+            covisitation_window_hours=int(
+                _env_float("FRESHRANK_COVISITATION_WINDOW_HOURS", DEFAULT_COVISITATION_WINDOW_HOURS)
+            ),
+            covisitation_backward_weight=_env_float(
+                "FRESHRANK_COVISITATION_BACKWARD_WEIGHT", DEFAULT_COVISITATION_BACKWARD_WEIGHT
+            ),
         )
 
     @property

@@ -64,8 +64,19 @@ def dbt_resource() -> DbtCliResource:
 
 
 def dbt_vars(settings: Settings) -> dict[str, Any]:
-    """The dbt vars that follow freshrank's settings."""
-    return {"event_weights": settings.event_weights, "history_length": settings.history_length}
+    """Every var dbt_project.yml declares, from the settings: they override the file's defaults."""
+    return {
+        "event_weights": settings.event_weights,
+        "rating_max": settings.rating_max,
+        "trending_short_window_days": settings.trending_short_window_days,
+        "trending_long_window_days": settings.trending_long_window_days,
+        "trending_half_life_days": settings.trending_half_life_days,
+        "history_length": settings.history_length,
+        "validation_fraction": settings.validation_fraction,
+        "covisitation_window_events": settings.covisitation_window_events,
+        "covisitation_window_hours": settings.covisitation_window_hours,
+        "covisitation_backward_weight": settings.covisitation_backward_weight,
+    }
 
 
 class FreshrankDbtTranslator(DagsterDbtTranslator):

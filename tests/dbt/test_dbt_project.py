@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.dbt.warehouse_runs import BuildOutcome, create_warehouse, load_batch, run_dbt
+from tests.dbt.warehouse_runs import (
+    BuildOutcome,
+    create_warehouse,
+    load_batch,
+    orchestration_vars,
+    run_dbt,
+)
 
 FIRST_LOAD_AT = datetime(2024, 1, 10)
 SECOND_LOAD_AT = datetime(2024, 1, 11)
@@ -52,10 +58,10 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildOutcome]:
     create_warehouse(warehouse)
 
     load_batch(warehouse, FIRST_EVENTS, FIRST_ITEMS, "b1", FIRST_LOAD_AT)
-    first = run_dbt(work_dir, warehouse)
+    first = run_dbt(work_dir, warehouse, arguments=orchestration_vars())
     load_batch(warehouse, SECOND_EVENTS, SECOND_ITEMS, "b2", SECOND_LOAD_AT)
-    second = run_dbt(work_dir, warehouse)
-    rerun = run_dbt(work_dir, warehouse)
+    second = run_dbt(work_dir, warehouse, arguments=orchestration_vars())
+    rerun = run_dbt(work_dir, warehouse, arguments=orchestration_vars())
     return {"first": first, "second": second, "rerun": rerun}
 
 

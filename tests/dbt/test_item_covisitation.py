@@ -8,7 +8,6 @@ a re-delivery that turns an event into an impression (weight 0) and events on a 
 
 from __future__ import annotations
 
-import json
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from tests.dbt.warehouse_runs import create_warehouse, load_batch, run_dbt
+from tests.dbt.warehouse_runs import create_warehouse, load_batch, orchestration_vars, run_dbt
 
-WINDOW = json.dumps({"covisitation_window_events": 2})
 CONTRACT_COLUMNS = ("item_id", "related_item_id", "pair_date", "pair_weight")
 UNTOUCHED_DATE = date(2024, 1, 7)
 
@@ -80,7 +78,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str,
     work_dir = tmp_path_factory.mktemp("item_covisitation")
     warehouse = work_dir / "warehouse.duckdb"
     create_warehouse(warehouse)
-    build = ["--vars", WINDOW]
+    build = orchestration_vars(covisitation_window_events=2)
 
     load_batch(warehouse, FIRST_EVENTS, ITEMS, "b1", datetime(2024, 1, 10))
     run_dbt(work_dir, warehouse, arguments=build)

@@ -18,7 +18,8 @@ from typing import Any
 
 import duckdb
 
-from orchestration.settings import DBT_PROJECT_DIR
+from orchestration.settings import DBT_PROJECT_DIR, Settings
+from orchestration.warehouse.dbt import dbt_vars
 
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
 
@@ -44,6 +45,21 @@ class BuildOutcome:
 
     statuses: dict[str, str]
     marts: dict[str, list[dict[str, Any]]]
+
+
+def orchestration_vars(**overrides: Any) -> list[str]:
+    """The --vars orchestration passes with default settings (not the environment's), overridden."""
+    unused = Path("unused")
+    defaults = Settings(
+        home=unused,
+        landing_dir=unused,
+        warehouse_path=unused,
+        serving_url="",
+        mlflow_tracking_uri="",
+        mlflow_artifact_location="",
+        dagster_home=unused,
+    )
+    return ["--vars", json.dumps({**dbt_vars(defaults), **overrides})]
 
 
 def create_warehouse(warehouse: Path) -> None:
