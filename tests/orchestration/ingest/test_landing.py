@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -636,3 +637,94 @@ def test_a_hundred_thousand_row_csv_loads_quickly(settings: Settings, tmp_path: 
 
     assert (result.rows_loaded, result.rows_quarantined) == (rows - 100, 100)
     assert elapsed < 10, f"loading {rows} rows took {elapsed:.1f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# What DuckDB's readers needed help with
+
+
+def test_derived_event_ids_match_earlier_releases(settings: Settings, tmp_path: Path) -> None:
+    source = write(tmp_path / "e.csv", f"{EVENT_HEADER}\nu1,i1,rate,2024-05-01T10:00:00Z,4\n")
+
+    deliver(settings, "events", source)
+
+    # sha256 of user, item, type, ISO time with microseconds and repr(float(value)).
+    key = "\x1f".join(["u1", "i1", "rate", "2024-05-01T10:00:00.000000", "4.0"])
+    expected = hashlib.sha256(key.encode()).hexdigest()[:32]
+    assert table(settings, "SELECT event_id FROM raw.events")["event_id"].tolist() == [expected]
+
+
+def test_short_csv_lines_are_quarantined_even_beside_quoted_newlines(
+    settings: Settings, tmp_path: Path
+) -> None:
+    source = write(
+        tmp_path / "events.csv",
+        'user_id,item_id,event_type,timestamp,note\nu1,i1,view,2024-05-01,"two\nlines"\nu2,i2\n',
+    )
+
+    (result,) = deliver(settings, "events", source)
+
+    assert (result.status, result.rows_loaded, result.rows_quarantined) == ("loaded", 1, 1)
+    assert quarantine_rows(settings)["column_name"].tolist() == ["event_type"]
+    attributes = table(settings, "SELECT attributes FROM raw.events")["attributes"].iloc[0]
+    assert json.loads(attributes) == {"note": "two\nlines"}
+
+
+def test_file_names_with_glob_characters_load_their_own_content(
+    settings: Settings, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "events[1]*.csv", f"{EVENT_HEADER}\n{GOOD_EVENT}\n")
+
+    (result,) = deliver(settings, "events", source)
+
+    assert (result.status, result.rows_loaded) == ("loaded", 1)
+    assert not any(path.name.startswith(".") for path in source.parent.iterdir())
+
+
+def test_json_lines_that_are_all_malformed_are_all_quarantined(
+    settings: Settings, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "bad.jsonl", '"just a string"\n{"user_id": \n')
+
+    (result,) = deliver(settings, "events", source)
+
+    assert (result.status, result.rows_read, result.rows_quarantined) == ("loaded", 2, 2)
+    reasons = quarantine_rows(settings)["reason"].tolist()
+    assert reasons == [
+        "malformed JSON line 1: a string, not an object",
+        "malformed JSON line 2: not valid JSON",
+    ]
+
+
+def test_json_lines_that_are_not_utf8_are_rejected(settings: Settings, tmp_path: Path) -> None:
+    source = tmp_path / "latin.jsonl"
+    source.write_bytes('{"item_id": "i1", "title": "Caf\xe9"}\n'.encode("latin-1"))
+
+    (result,) = deliver(settings, "items", source)
+
+    assert result.status == "rejected"
+    assert "not UTF-8 text" in result.message
+
+
+def test_parquet_with_a_file_row_number_column_keeps_it(settings: Settings, tmp_path: Path) -> None:
+    items = pa.table({"item_id": ["b", "a"], "title": ["B", "A"], "file_row_number": [9, 8]})
+    pq.write_table(items, tmp_path / "items.parquet")
+
+    deliver(settings, "items", tmp_path / "items.parquet")
+
+    rows = table(settings, "SELECT item_id, source_row, attributes FROM raw.items ORDER BY 2")
+    assert rows[["item_id", "source_row"]].values.tolist() == [["b", 1], ["a", 2]]
+    assert json.loads(rows["attributes"].iloc[0]) == {"file_row_number": 9}
+
+
+def test_loading_leaves_the_warehouse_settings_as_they_were(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_raw_tables(settings.warehouse_path)
+    source = write(tmp_path / "events.csv", f"{EVENT_HEADER}\n{GOOD_EVENT}\n")
+    # Held open, so that the loader's connection shares this database instance.
+    with duckdb.connect(str(settings.warehouse_path)) as watcher:
+        deliver(settings, "events", source)
+        (disabled,) = watcher.execute("SELECT current_setting('disabled_optimizers')").fetchone()
+
+    assert disabled == ""

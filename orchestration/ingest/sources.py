@@ -1,0 +1,361 @@
+"""Landed files opened as DuckDB views by DuckDB's own readers, plus the little they cannot do.
+
+Every file becomes a temporary view with ``source_row`` (the 1-based record number: the data
+row after the header in CSV and Parquet, the line number in JSON Lines) and the file's columns,
+names stripped. Python only reads a CSV header (DuckDB's sniffer would skip ragged lines instead
+of failing), streams JSON Lines into DuckDB with their line numbers (its JSON reader drops a
+malformed line without saying where), and turns reader errors into messages a user can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from orchestration.ingest.rules import (
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    SOURCE_ROW,
+    identifier,
+    literal,
+)
+
+SUPPORTED_EXTENSIONS = (".csv", ".parquet", ".jsonl", ".ndjson")
+JSON_LINES_EXTENSIONS = (".jsonl", ".ndjson")
+# Strict CSV: explicit columns from the header, every line checked against them; short lines
+# are padded with NULL (their rows are quarantined by the rules), long ones reject the file.
+CSV_OPTIONS = (
+    "header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
+    "strict_mode = true, null_padding = true"
+)
+# DuckDB's parallel reader cannot pad short lines in a file whose quoted fields hold newlines;
+# such a file is read again by the single-threaded reader.
+_PARALLEL_PADDING_REFUSED = "does not support null_padding in conjunction with quoted new lines"
+READ_BLOCK_BYTES = 8 << 20
+LANDED_ROWS = "landed_rows"
+_GLOB_CHARACTERS = frozenset("*?[]{}")
+_JSON_TYPE_NAMES = (
+    "CASE json_type(line) WHEN 'ARRAY' THEN 'an array' WHEN 'VARCHAR' THEN 'a string' "
+    "WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'NULL' THEN 'null' ELSE 'a number' END"
+)
+# DuckDB errors that mean the file itself is unusable are recognised by their message.
+READ_ERRORS = (duckdb.Error,)
+_READER_ERROR = re.compile(r"CSV Error|unicode|utf-8|parquet|magic bytes|IO Error|file", re.I)
+
+
+class FileRejected(Exception):
+    """A whole file cannot be loaded (unreadable, wrong extension, missing required columns)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A landed file in a DuckDB connection: the view of its rows and the file's columns
+    (name -> DuckDB type); for JSON Lines also the malformed lines as quarantine rows (SQL
+    giving source_row, column_name, reason and record)."""
+
+    view: str
+    columns: dict[str, str]
+    malformed: str | None = None
+    single_threaded: str | None = None  # SQL that re-creates the view with a one-thread reader
+
+
+def count_rows(con: duckdb.DuckDBPyConnection, source: Source, name: str) -> int:
+    """Rows in the file (malformed lines included), reading it whole once, so that a file that
+    cannot be read is rejected before anything is written; FileRejected otherwise."""
+    try:
+        try:
+            (rows,) = con.execute(f"SELECT count(*) FROM {source.view}").fetchall()[0]
+        except duckdb.Error as error:
+            if source.single_threaded is None or _PARALLEL_PADDING_REFUSED not in str(error):
+                raise
+            con.execute(source.single_threaded)
+            (rows,) = con.execute(f"SELECT count(*) FROM {source.view}").fetchall()[0]
+        if source.malformed is not None:
+            rows += con.execute(f"SELECT count(*) FROM ({source.malformed})").fetchall()[0][0]
+    except READ_ERRORS as error:
+        raise unreadable(name, error) from error
+    return int(rows)
+
+
+def open_source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
+    """Open a landed file as the temporary view ``landed_rows``; FileRejected when it cannot
+    be read or lacks a required column."""
+    extension = path.suffix.lower()
+    if extension == ".csv":
+        source = _open_csv(con, path, name)
+    elif extension == ".parquet":
+        source = _open_parquet(con, path, name)
+    elif extension in JSON_LINES_EXTENSIONS:
+        source = _open_json_lines(con, path, name)
+    else:
+        raise FileRejected(
+            f"cannot read '{name}': unsupported extension '{path.suffix or '(none)'}'; "
+            f"deliver {kind} as {', '.join(SUPPORTED_EXTENSIONS)}"
+        )
+    missing = [column for column in REQUIRED_COLUMNS[kind] if column not in source.columns]
+    # A JSON Lines file whose every line is malformed has no columns, yet its lines are rows.
+    if missing and (source.columns or source.malformed is None):
+        raise FileRejected(
+            f"{kind} file '{name}' lacks required column(s): {', '.join(missing)}; "
+            f"a {kind} file needs {', '.join(REQUIRED_COLUMNS[kind])} "
+            f"(optional: {', '.join(OPTIONAL_COLUMNS[kind])})"
+        )
+    return source
+
+
+def open_frame(con: duckdb.DuckDBPyConnection, frame: object) -> Source:
+    """A DataFrame of a landed file's rows (with or without ``source_row``) as a source."""
+    con.register("landed_frame", frame)
+    described = con.execute("DESCRIBE SELECT * FROM landed_frame").fetchall()
+    columns = {str(row[0]): str(row[1]) for row in described if row[0] != SOURCE_ROW}
+    numbered = any(row[0] == SOURCE_ROW for row in described)
+    row = SOURCE_ROW if numbered else "row_number() OVER ()"
+    return _view(con, row, {name: identifier(name) for name in columns}, "landed_frame", columns)
+
+
+def unreadable(name: str, error: duckdb.Error) -> FileRejected:
+    """A reader error as a rejection that says what is wrong and where; any other error (a
+    mistake in freshrank's own SQL, say) is raised as it is, and the file stays pending."""
+    text = str(error)
+    if not _READER_ERROR.search(text):
+        raise error
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    where = f"line {line.group(1)}" if line else "a line"
+    if "unicode" in text.lower() or "utf-8" in text.lower():
+        return FileRejected(
+            f"cannot read '{name}': not UTF-8 text ({where}); save it as UTF-8 and deliver again"
+        )
+    fields = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
+    if fields:
+        expected, found = fields.groups()
+        return FileRejected(
+            f"cannot read '{name}': {where} has {found} fields where the header has {expected}; "
+            "check its quoting and that every line has as many fields as the header"
+        )
+    first_line = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    first_line = re.sub(r"^[A-Za-z ]*Error: ", "", first_line)
+    return FileRejected(f"cannot read '{name}': {first_line}")
+
+
+@contextlib.contextmanager
+def readable_path(path: Path) -> Iterator[Path]:
+    """The path DuckDB should read: DuckDB expands glob characters even in a literal file name,
+    so a name holding one is read through a hidden hard link (skipped by the landing scan)."""
+    if not _GLOB_CHARACTERS.intersection(str(path)):
+        yield path
+        return
+    alias = Path(path.parent, f".reading-{uuid.uuid4().hex}{path.suffix.lower()}")
+    try:
+        alias.hardlink_to(path)
+    except OSError:
+        alias = Path(path.parent, f".reading-{uuid.uuid4().hex}{path.suffix.lower()}")
+        alias.write_bytes(path.read_bytes())
+    try:
+        yield alias
+    finally:
+        alias.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The readers
+
+
+def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
+    header = _csv_header(path, name)
+    names = _column_names(header)
+    positions = {column: f"column{index}" for index, column in enumerate(names)}
+    read_columns = ", ".join(f"{literal(slot)}: 'VARCHAR'" for slot in positions.values())
+    reader = f"read_csv({literal(str(path))}, columns = {{{read_columns}}}, {CSV_OPTIONS}"
+    columns = dict.fromkeys(names, "VARCHAR")
+    row, aliases = "row_number() OVER ()", _aliases(positions)
+    source = _view(con, row, aliases, reader + ")", columns)
+    single = _view_sql(row, aliases, reader + ", parallel = false)")
+    return Source(source.view, source.columns, single_threaded=single)
+
+
+def _csv_header(path: Path, name: str) -> list[str]:
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except UnicodeDecodeError as error:
+        raise FileRejected(
+            f"cannot read '{name}': not UTF-8 text ({error}); save it as UTF-8 and deliver again"
+        ) from None
+    except (csv.Error, OSError) as error:
+        raise FileRejected(f"cannot read '{name}': {error}") from None
+    if not header:
+        raise FileRejected(f"cannot read '{name}': the file is empty (no header row)")
+    return header
+
+
+def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
+    reader = f"read_parquet({literal(str(path))})"
+    try:
+        described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
+    except duckdb.Error as error:
+        raise unreadable(name, error) from None
+    original = [str(row[0]) for row in described]
+    names = _column_names(original)
+    columns = {column: str(row[1]) for column, row in zip(names, described, strict=True)}
+    row = "row_number() OVER ()"
+    if "file_row_number" not in original:
+        reader = f"read_parquet({literal(str(path))}, file_row_number = true)"
+        row = "file_row_number + 1"
+    positions = dict(zip(names, original, strict=True))
+    return _view(con, row, _aliases(positions), reader, columns)
+
+
+def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
+    """Lines into a temporary table (with numbers and whether each is a JSON object), then one
+    JSON column per key seen in any object, in order of first appearance."""
+    failures: list[FileRejected] = []
+    batches = _kept_failure(_json_lines(path, name), failures)
+    first = next(batches, None)
+    if first is None:
+        raise (
+            failures[0]
+            if failures
+            else FileRejected(f"cannot read '{name}': the file is empty (no JSON lines)")
+        )
+    con.register(
+        "json_lines_in", pa.RecordBatchReader.from_batches(first.schema, _chain(first, batches))
+    )
+    try:
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE json_lines AS SELECT source_row, line, "
+            "CASE WHEN NOT json_valid(line) THEN 'not valid JSON' "
+            f"WHEN json_type(line) <> 'OBJECT' THEN {_JSON_TYPE_NAMES} || ', not an object' "
+            "END AS problem FROM json_lines_in"
+        )
+    except duckdb.Error:
+        # A rejection raised while DuckDB pulled the lines reaches us wrapped in its error.
+        if failures:
+            raise failures[0] from None
+        raise
+    finally:
+        con.unregister("json_lines_in")
+    keys = [
+        str(row[0])
+        for row in con.execute(
+            "SELECT key FROM (SELECT source_row, unnest(json_keys(line)) AS key, "
+            "generate_subscripts(json_keys(line), 1) AS position "
+            "FROM json_lines WHERE problem IS NULL) "
+            "GROUP BY key ORDER BY min(source_row * 1000000 + position)"
+        ).fetchall()
+    ]
+    names = _column_names(keys)
+    pointers = ", ".join(literal("/" + key.replace("~", "~0").replace("/", "~1")) for key in keys)
+    values = f"json_extract(line, [{pointers}])" if keys else "[]"
+    positions = {column: f"json_values[{index}]" for index, column in enumerate(names, 1)}
+    reader = f"(SELECT source_row, {values} AS json_values FROM json_lines WHERE problem IS NULL)"
+    columns = dict.fromkeys(names, "JSON")
+    source = _view(con, SOURCE_ROW, positions, reader, columns)
+    malformed = (
+        "SELECT source_row, NULL AS column_name, "
+        "'malformed JSON line ' || source_row || ': ' || problem AS reason, line AS record "
+        "FROM json_lines WHERE problem IS NOT NULL"
+    )
+    return Source(source.view, source.columns, malformed)
+
+
+def _json_lines(path: Path, name: str) -> Iterator[pa.RecordBatch]:
+    """(source_row, line) of the non-blank lines, in blocks; lines end at '\\n' only (JSON
+    strings may hold other line separators)."""
+    lines_before = 0
+    try:
+        with path.open("rb") as handle:
+            pending = b""
+            for block in iter(lambda: handle.read(READ_BLOCK_BYTES), b""):
+                pending += block
+                cut = pending.rfind(b"\n") + 1
+                if cut:
+                    text, pending = pending[:cut].decode("utf-8"), pending[cut:]
+                    yield _numbered_lines(text, lines_before)
+                    lines_before += text.count("\n")
+            if pending:
+                yield _numbered_lines(pending.decode("utf-8"), lines_before)
+    except UnicodeDecodeError as error:
+        raise FileRejected(
+            f"cannot read '{name}': not UTF-8 text ({error}); save it as UTF-8 and deliver again"
+        ) from None
+    except OSError as error:
+        raise FileRejected(f"cannot read '{name}': {error}") from None
+
+
+def _numbered_lines(text: str, lines_before: int) -> pa.RecordBatch:
+    if lines_before == 0:
+        text = text.removeprefix("\ufeff")
+    numbers, kept = [], []
+    for number, line in enumerate(text.removesuffix("\n").split("\n"), lines_before + 1):
+        if line.strip():
+            numbers.append(number)
+            kept.append(line.removesuffix("\r"))
+    return pa.record_batch(
+        [pa.array(numbers, pa.int64()), pa.array(kept, pa.string())], names=[SOURCE_ROW, "line"]
+    )
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _kept_failure(
+    batches: Iterator[pa.RecordBatch], failures: list[FileRejected]
+) -> Iterator[pa.RecordBatch]:
+    """The non-empty batches; a rejection is also kept in ``failures``."""
+    try:
+        for batch in batches:
+            if batch.num_rows:
+                yield batch
+    except FileRejected as rejection:
+        failures.append(rejection)
+        raise
+
+
+def _column_names(delivered: list[str]) -> list[str]:
+    """Names stripped and made unique ('a', 'a.1'); a user's own source_row column is kept
+    as source_row_in_file (it ends up in attributes)."""
+    names: list[str] = []
+    for raw in delivered:
+        name = raw.strip() or f"column {len(names) + 1}"
+        if name == SOURCE_ROW:
+            name = f"{SOURCE_ROW}_in_file"
+        candidate, counter = name, 1
+        while candidate in names:
+            candidate = f"{name}.{counter}"
+            counter += 1
+        names.append(candidate)
+    return names
+
+
+def _aliases(positions: dict[str, str]) -> dict[str, str]:
+    """Column name -> SQL reading it, for names of columns in the reader's output."""
+    return {column: identifier(original) for column, original in positions.items()}
+
+
+def _view(
+    con: duckdb.DuckDBPyConnection,
+    row: str,
+    selects: dict[str, str],
+    reader: str,
+    columns: dict[str, str],
+) -> Source:
+    con.execute(_view_sql(row, selects, reader))
+    return Source(LANDED_ROWS, columns)
+
+
+def _view_sql(row: str, selects: dict[str, str], reader: str) -> str:
+    projections = "".join(f", {sql} AS {identifier(column)}" for column, sql in selects.items())
+    return (
+        f"CREATE OR REPLACE TEMP VIEW {LANDED_ROWS} AS "
+        f"SELECT {row} AS {SOURCE_ROW}{projections} FROM {reader}"
+    )
