@@ -1,18 +1,36 @@
-"""Stand-ins for dbt's cross-database macros (`dbt.dateadd`, `dbt.type_string`, ...) for sqlfluff.
+"""What sqlfluff's jinja templater needs to render the models the way dbt does, without dbt.
 
-sqlfluff's jinja templater lints without dbt, so it knows no `dbt` namespace; these render what
-dbt-duckdb renders, which is all the linter needs. dbt itself never reads this folder.
+`var` returns dbt_project.yml's defaults (sqlfluff's own stand-in returns a placeholder string
+that jinja arithmetic fails on), and `dbt` holds stand-ins for the cross-database macros the
+models call, rendering what dbt-duckdb renders. dbt itself never reads this folder.
 """
 
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
+
+import yaml
+
+_PROJECT_VARS: dict[str, Any] = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "dbt_project.yml").read_text()
+)["vars"]
+
+
+def var(name: str, default: Any = None) -> Any:
+    return _PROJECT_VARS.get(name, default)
 
 
 def _dateadd(datepart: str, interval: object, from_date_or_timestamp: str) -> str:
     return f"({from_date_or_timestamp} + cast({interval} as bigint) * interval 1 {datepart})"
 
 
+def _generate_series(upper_bound: int) -> str:
+    return f"select generate_series as generated_number from generate_series(1, {upper_bound})"
+
+
 dbt = SimpleNamespace(
     dateadd=_dateadd,
+    generate_series=_generate_series,
     type_string=lambda: "varchar",
     type_timestamp=lambda: "timestamp",
     type_int=lambda: "integer",

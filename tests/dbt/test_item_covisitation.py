@@ -18,7 +18,9 @@ import pytest
 from tests.dbt.warehouse_runs import create_warehouse, load_batch, orchestration_vars, run_dbt
 
 CONTRACT_COLUMNS = ("item_id", "related_item_id", "pair_date", "pair_weight")
-UNTOUCHED_DATE = date(2024, 1, 7)
+UNTOUCHED_DATE = date(2024, 1, 12)
+FIRST_LOAD_AT = datetime(2024, 1, 20)
+SECOND_LOAD_AT = datetime(2024, 1, 21)
 
 # (event_id, user_id, item_id, event_type, occurred_at, value)
 FIRST_EVENTS = [
@@ -31,8 +33,8 @@ FIRST_EVENTS = [
     ("b3", "u2", "i3", "view", "2024-01-04 08:00", None),
     ("c1", "u3", "i5", "view", "2024-01-05 10:00", None),
     ("c2", "u3", "i6", "view", "2024-01-05 11:00", None),
-    ("d1", "u4", "i7", "view", "2024-01-07 10:00", None),
-    ("d2", "u4", "i8", "view", "2024-01-07 11:00", None),
+    ("d1", "u4", "i7", "view", "2024-01-12 10:00", None),
+    ("d2", "u4", "i8", "view", "2024-01-12 11:00", None),
 ]
 SECOND_EVENTS = [
     ("a5", "u1", "i5", "view", "2024-01-01 10:30", None),  # late: between a1 and a2
@@ -80,7 +82,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str,
     create_warehouse(warehouse)
     build = orchestration_vars(covisitation_window_events=2)
 
-    load_batch(warehouse, FIRST_EVENTS, ITEMS, "b1", datetime(2024, 1, 10))
+    load_batch(warehouse, FIRST_EVENTS, ITEMS, "b1", FIRST_LOAD_AT)
     run_dbt(work_dir, warehouse, arguments=build)
     first = covisitation(warehouse)
     with duckdb.connect(str(warehouse)) as connection:
@@ -89,7 +91,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str,
             [UNTOUCHED_DATE],
         )
 
-    load_batch(warehouse, SECOND_EVENTS, [], "b2", datetime(2024, 1, 11))
+    load_batch(warehouse, SECOND_EVENTS, [], "b2", SECOND_LOAD_AT)
     run_dbt(work_dir, warehouse, arguments=build)
     incremental = covisitation(warehouse)
     with duckdb.connect(str(warehouse)) as connection:
@@ -150,6 +152,6 @@ def test_rows_carry_the_newest_load_behind_them(tables: dict[str, list[dict[str,
         (row["item_id"], row["related_item_id"], row["pair_date"]): row["max_loaded_at"]
         for row in tables["restored"]
     }
-    assert loads["i1", "i2", date(2024, 1, 1)] == datetime(2024, 1, 10)
-    assert loads["i1", "i5", date(2024, 1, 1)] == datetime(2024, 1, 11)
-    assert loads["i7", "i8", UNTOUCHED_DATE] == datetime(2024, 1, 10)
+    assert loads["i1", "i2", date(2024, 1, 1)] == FIRST_LOAD_AT
+    assert loads["i1", "i5", date(2024, 1, 1)] == SECOND_LOAD_AT
+    assert loads["i7", "i8", UNTOUCHED_DATE] == FIRST_LOAD_AT

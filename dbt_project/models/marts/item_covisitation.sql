@@ -15,8 +15,8 @@
     later -> earlier weighs covisitation_backward_weight.
 
     Incremental on load time, replacing whole pair dates: every pair a changed event makes, breaks
-    or pushes out of the window ends within covisitation_window_hours after it, on a day one of
-    its user's events falls on. Those dates are recomputed from all interactions and replace their
+    or pushes out of the window ends within covisitation_window_hours after it, so it falls on the
+    event's day or one of the next few. Those dates are recomputed from all interactions and replace their
     old rows, so an incremental run and a --full-refresh give the same table. An affected date left
     without pairs still needs its old rows deleted: a marker row with a null item_id carries the
     date into delete+insert, and the post-hook removes it.
@@ -24,9 +24,15 @@
 
 -- depends_on: {{ ref('stg_raw__events') }}
 
-{%- set window_events = var('covisitation_window_events') -%}
-{%- set window_hours = var('covisitation_window_hours') -%}
-{%- set backward_weight = var('covisitation_backward_weight') %}
+{%- set window_events = var('covisitation_window_events') | int -%}
+{%- set window_hours = var('covisitation_window_hours') | int -%}
+{%- set backward_weight = var('covisitation_backward_weight') -%}
+{%- if window_events < 1 or window_hours < 0 -%}
+    {{ exceptions.raise_compiler_error(
+        'item_covisitation needs covisitation_window_events >= 1 and covisitation_window_hours'
+        ~ ' >= 0; got ' ~ window_events ~ ' and ' ~ window_hours
+    ) }}
+{%- endif %}
 
 with interactions as (
 
@@ -40,7 +46,6 @@ with interactions as (
 
         select
             event_id,
-            user_id,
             occurred_at
         from interactions
         where
@@ -53,36 +58,42 @@ with interactions as (
 
     changed_events as (
 
-        -- A re-delivery replaces its event's row in interactions: the user and time the event
-        -- had before (whose pairs are now stale) are only in staging, which keeps every delivery.
-        select
-            new_interactions.user_id,
-            new_interactions.occurred_at
+        -- A re-delivery replaces its event's row in interactions: the time the event had before
+        -- (whose pairs are now stale) is only in staging, which keeps every delivery.
+        select new_interactions.occurred_at
         from new_interactions
         union
-        select
-            deliveries.user_id,
-            deliveries.occurred_at
+        select deliveries.occurred_at
         from {{ ref('stg_raw__events') }} as deliveries
         inner join new_interactions
             on deliveries.event_id = new_interactions.event_id
 
     ),
 
+    day_steps as (
+
+        -- 0 up to the most days the window can reach past its first day.
+        select series.generated_number - 1 as day_offset
+        from ({{ dbt.generate_series(window_hours // 24 + 2) }}) as series
+
+    ),
+
     affected_dates as (
 
-        select cast(changed_events.occurred_at as date) as pair_date
+        -- Every day from the changed event's to the one window_hours after it.
+        select distinct
+            cast(
+                {{ dbt.dateadd(
+                    'day', 'day_steps.day_offset', 'cast(changed_events.occurred_at as date)'
+                ) }} as date
+            ) as pair_date
         from changed_events
-        union
-        select cast(later_events.occurred_at as date) as pair_date
-        from changed_events
-        inner join interactions as later_events
-            on
-                changed_events.user_id = later_events.user_id
-                and changed_events.occurred_at <= later_events.occurred_at
-                and later_events.occurred_at
-                <= {{ dbt.dateadd('hour', window_hours, 'changed_events.occurred_at') }}
-        where later_events.weight > 0
+        cross join day_steps
+        where
+            {{ dbt.dateadd(
+                'day', 'day_steps.day_offset', 'cast(changed_events.occurred_at as date)'
+            ) }}
+            <= {{ dbt.dateadd('hour', window_hours, 'changed_events.occurred_at') }}
 
     ),
 
@@ -146,6 +157,28 @@ events_in_order as (
 
 ),
 
+window_steps as (
+
+    select series.generated_number as position_step
+    from ({{ dbt.generate_series(window_events) }}) as series
+
+),
+
+pair_candidates as (
+
+    -- Each event with the positions of its next window_events events: an equi-join below, which
+    -- stays linear in a user's events where a range join on positions grows with their square.
+    select
+        events_in_order.user_id,
+        events_in_order.item_id,
+        events_in_order.occurred_at,
+        events_in_order.loaded_at,
+        events_in_order.event_position + window_steps.position_step as later_position
+    from events_in_order
+    cross join window_steps
+
+),
+
 event_pairs as (
 
     select
@@ -153,12 +186,11 @@ event_pairs as (
         later_events.item_id as later_item_id,
         cast(later_events.occurred_at as date) as pair_date,
         greatest(earlier_events.loaded_at, later_events.loaded_at) as loaded_at
-    from events_in_order as earlier_events
+    from pair_candidates as earlier_events
     inner join events_in_order as later_events
         on
             earlier_events.user_id = later_events.user_id
-            and earlier_events.event_position < later_events.event_position
-            and later_events.event_position <= earlier_events.event_position + {{ window_events }}
+            and earlier_events.later_position = later_events.event_position
             and later_events.occurred_at
             <= {{ dbt.dateadd('hour', window_hours, 'earlier_events.occurred_at') }}
             and earlier_events.item_id != later_events.item_id
