@@ -44,33 +44,18 @@ from ml.constants import (
 )
 from orchestration.ingest.rules import SOURCE_ROW, CheckedRows, checked_rows
 from orchestration.ingest.sources import (
-    READ_ERRORS,
     SUPPORTED_EXTENSIONS,
     FileRejected,
     Source,
     count_rows,
     open_frame,
-    open_source,
+    opened_source,
     readable_path,
     unreadable,
 )
 from orchestration.settings import Settings
 
 logger = logging.getLogger("freshrank.ingest")
-
-__all__ = [
-    "KINDS",
-    "FileRejected",
-    "FileResult",
-    "ensure_raw_tables",
-    "land_file",
-    "load_pending",
-    "original_name",
-    "pending_files",
-    "read_landed_file",
-    "validate_events",
-    "validate_items",
-]
 
 KINDS = ("events", "items")
 
@@ -311,13 +296,19 @@ def _load_rows(
     con: duckdb.DuckDBPyConnection, delivery: _Delivery, settings: Settings, now: datetime
 ) -> tuple[int, int, int]:
     """Read, check and write one file's rows and its ledger row in one transaction."""
-    with readable_path(delivery.landed) as path:
-        source = open_source(con, path, delivery.kind, delivery.name)
+    earlier = _earlier_load_in(con, delivery.kind, delivery.content_hash)
+    if earlier is not None:
+        raise _AlreadyLoaded(earlier)
+    with (
+        readable_path(delivery.landed) as path,
+        opened_source(con, path, delivery.kind, delivery.name) as source,
+    ):
+        # Read whole before the transaction: an unreadable file is rejected with nothing begun.
         rows_read = count_rows(con, source, delivery.name)
         checked = _checked(delivery.kind, source, settings, now)
         con.begin()
         try:
-            # Checked inside the transaction, so that two runs never both load the same bytes.
+            # Again inside the transaction, so that two runs never both load the same bytes.
             earlier = _earlier_load_in(con, delivery.kind, delivery.content_hash)
             if earlier is not None:
                 raise _AlreadyLoaded(earlier)
@@ -376,7 +367,7 @@ def _write_rows(
             f"FROM ({_quarantined(checked, source)}) ORDER BY {SOURCE_ROW}",
             {**stamps, "kind": delivery.kind},
         )
-    except READ_ERRORS as error:
+    except duckdb.Error as error:
         raise unreadable(delivery.name, error) from error
     counts = (int(rows_read), int(rows_loaded), int(rows_quarantined))
     if counts[0] != counts[1] + counts[2]:
@@ -503,14 +494,17 @@ def read_landed_file(path: Path, kind: str) -> tuple[pd.DataFrame, pd.DataFrame]
     file in memory: for inspection and small files; loading streams instead."""
     _check_kind(kind)
     name = original_name(path)
-    with _connect(None) as con, readable_path(path) as readable:
-        source = open_source(con, readable, kind, name)
+    with (
+        _connect(None) as con,
+        readable_path(path) as readable,
+        opened_source(con, readable, kind, name) as source,
+    ):
         count_rows(con, source, name)
         try:
             rows = con.execute(f"SELECT * FROM {source.view} ORDER BY {SOURCE_ROW}")
             frame = rows.to_arrow_table().to_pandas(types_mapper=pd.ArrowDtype)
             malformed = _quarantine_frame(con, kind, name, source.malformed or _NO_ROWS)
-        except READ_ERRORS as error:
+        except duckdb.Error as error:
             raise unreadable(name, error) from error
     return frame, malformed
 

@@ -57,6 +57,9 @@ _INTEGER_TYPES = frozenset(
 )
 _TIME_TYPES = frozenset(("TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATE"))
 _ZONED_TIME = "TIMESTAMP WITH TIME ZONE"
+# An ISO-8601 date and time in the basic or extended format, minutes and seconds optional.
+_ISO_PARTS = r"^(\d{4})-?(\d{2})-?(\d{2})[Tt ](\d{2})(?::?(\d{2}))?(?::?(\d{2}))?([.,]\d+)?(.*)$"
+_ISO_PART_NAMES = "['y', 'mo', 'd', 'h', 'mi', 's', 'f', 'z']"
 
 
 def identifier(name: str) -> str:
@@ -176,13 +179,25 @@ class Cell:
         return "CAST(NULL AS DOUBLE)"
 
     def zoned(self) -> str:
-        """A TIMESTAMPTZ from ISO-8601 text (no zone: the session's, UTC), else NULL."""
+        """A TIMESTAMPTZ from ISO-8601 text (no zone: the session's, UTC), else NULL. DuckDB
+        reads the extended format; text it cannot read that looks like the basic format or a
+        time without seconds (20240501T1000Z, 2024-05-01T10Z) is rewritten and read again."""
         if self.zoned_ref is not None:
             return self.zoned_ref
         if self.family not in ("text", "json"):
             return "CAST(NULL AS TIMESTAMPTZ)"
         text = self.text()
-        return f"CASE WHEN substr({text}, 5, 1) = '-' THEN TRY_CAST({text} AS TIMESTAMPTZ) END"
+        part = f"regexp_extract({text}, {literal(_ISO_PARTS)}, {_ISO_PART_NAMES})"
+        rewritten = (
+            f"{part}.y || '-' || {part}.mo || '-' || {part}.d || ' ' || {part}.h || ':' || "
+            f"coalesce(nullif({part}.mi, ''), '00') || ':' || coalesce(nullif({part}.s, ''), '00')"
+            f" || replace({part}.f, ',', '.') || {part}.z"
+        )
+        return (
+            f"coalesce(CASE WHEN substr({text}, 5, 1) = '-' THEN TRY_CAST({text} AS TIMESTAMPTZ) "
+            f"END, CASE WHEN regexp_matches({text}, {literal(_ISO_PARTS)}) "
+            f"THEN TRY_CAST({rewritten} AS TIMESTAMPTZ) END)"
+        )
 
     def number(self) -> str:
         """A finite DOUBLE, or NULL when missing or not a number."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -42,13 +43,18 @@ _PARALLEL_PADDING_REFUSED = "does not support null_padding in conjunction with q
 READ_BLOCK_BYTES = 8 << 20
 LANDED_ROWS = "landed_rows"
 _GLOB_CHARACTERS = frozenset("*?[]{}")
-_JSON_TYPE_NAMES = (
-    "CASE json_type(line) WHEN 'ARRAY' THEN 'an array' WHEN 'VARCHAR' THEN 'a string' "
-    "WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'NULL' THEN 'null' ELSE 'a number' END"
+# DuckDB's JSON parser also accepts a trailing comma ({"a": 1,}); lines that may hold one are
+# checked by Python's strict parser as they stream past.
+_TRAILING_COMMA = re.compile(r",\s*[\]}]")
+# Why a JSON line is not a record, NULL when it is one.
+_LINE_PROBLEM = (
+    "CASE WHEN trailing_comma OR NOT json_valid(line) THEN 'not valid JSON' "
+    "WHEN json_type(line) <> 'OBJECT' THEN CASE json_type(line) WHEN 'ARRAY' THEN 'an array' "
+    "WHEN 'VARCHAR' THEN 'a string' WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'NULL' THEN 'null' "
+    "ELSE 'a number' END || ', not an object' END"
 )
-# DuckDB errors that mean the file itself is unusable are recognised by their message.
-READ_ERRORS = (duckdb.Error,)
-_READER_ERROR = re.compile(r"CSV Error|unicode|utf-8|parquet|magic bytes|IO Error|file", re.I)
+# DuckDB errors that mean the file itself is unusable, recognised by their message.
+_READER_ERROR = re.compile(r"CSV Error|unicode|utf-8|parquet|magic bytes|IO Error|compress", re.I)
 
 
 class FileRejected(Exception):
@@ -80,14 +86,25 @@ def count_rows(con: duckdb.DuckDBPyConnection, source: Source, name: str) -> int
             (rows,) = con.execute(f"SELECT count(*) FROM {source.view}").fetchall()[0]
         if source.malformed is not None:
             rows += con.execute(f"SELECT count(*) FROM ({source.malformed})").fetchall()[0][0]
-    except READ_ERRORS as error:
+    except duckdb.Error as error:
         raise unreadable(name, error) from error
     return int(rows)
 
 
-def open_source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
-    """Open a landed file as the temporary view ``landed_rows``; FileRejected when it cannot
-    be read or lacks a required column."""
+@contextlib.contextmanager
+def opened_source(
+    con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str
+) -> Iterator[Source]:
+    """A landed file as the temporary view ``landed_rows`` (dropped afterwards, with any lines
+    held for it); FileRejected when it cannot be read or lacks a required column."""
+    try:
+        yield _open_source(con, path, kind, name)
+    finally:
+        con.execute(f"DROP VIEW IF EXISTS {LANDED_ROWS}")
+        con.execute("DROP TABLE IF EXISTS json_lines")
+
+
+def _open_source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
     extension = path.suffix.lower()
     if extension == ".csv":
         source = _open_csv(con, path, name)
@@ -118,7 +135,8 @@ def open_frame(con: duckdb.DuckDBPyConnection, frame: object) -> Source:
     columns = {str(row[0]): str(row[1]) for row in described if row[0] != SOURCE_ROW}
     numbered = any(row[0] == SOURCE_ROW for row in described)
     row = SOURCE_ROW if numbered else "row_number() OVER ()"
-    return _view(con, row, {name: identifier(name) for name in columns}, "landed_frame", columns)
+    con.execute(_view_sql(row, {name: identifier(name) for name in columns}, "landed_frame"))
+    return Source(LANDED_ROWS, columns)
 
 
 def unreadable(name: str, error: duckdb.Error) -> FileRejected:
@@ -169,16 +187,15 @@ def readable_path(path: Path) -> Iterator[Path]:
 
 
 def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
-    header = _csv_header(path, name)
-    names = _column_names(header)
-    positions = {column: f"column{index}" for index, column in enumerate(names)}
-    read_columns = ", ".join(f"{literal(slot)}: 'VARCHAR'" for slot in positions.values())
+    names = _column_names(_csv_header(path, name))
+    # DuckDB reads the columns as column0, column1...; the view gives them their names.
+    selects = {column: f"column{index}" for index, column in enumerate(names)}
+    read_columns = ", ".join(f"{literal(slot)}: 'VARCHAR'" for slot in selects.values())
     reader = f"read_csv({literal(str(path))}, columns = {{{read_columns}}}, {CSV_OPTIONS}"
-    columns = dict.fromkeys(names, "VARCHAR")
-    row, aliases = "row_number() OVER ()", _aliases(positions)
-    source = _view(con, row, aliases, reader + ")", columns)
-    single = _view_sql(row, aliases, reader + ", parallel = false)")
-    return Source(source.view, source.columns, single_threaded=single)
+    row = "row_number() OVER ()"
+    con.execute(_view_sql(row, selects, reader + ")"))
+    single_threaded = _view_sql(row, selects, reader + ", parallel = false)")
+    return Source(LANDED_ROWS, dict.fromkeys(names, "VARCHAR"), None, single_threaded)
 
 
 def _csv_header(path: Path, name: str) -> list[str]:
@@ -204,44 +221,33 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Sour
         raise unreadable(name, error) from None
     original = [str(row[0]) for row in described]
     names = _column_names(original)
-    columns = {column: str(row[1]) for column, row in zip(names, described, strict=True)}
     row = "row_number() OVER ()"
     if "file_row_number" not in original:
+        # The reader's own row numbers keep the scan parallel.
         reader = f"read_parquet({literal(str(path))}, file_row_number = true)"
         row = "file_row_number + 1"
-    positions = dict(zip(names, original, strict=True))
-    return _view(con, row, _aliases(positions), reader, columns)
+    selects = {column: identifier(source) for column, source in zip(names, original, strict=True)}
+    con.execute(_view_sql(row, selects, reader))
+    types = [str(row[1]) for row in described]
+    return Source(LANDED_ROWS, dict(zip(names, types, strict=True)))
 
 
 def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
-    """Lines into a temporary table (with numbers and whether each is a JSON object), then one
-    JSON column per key seen in any object, in order of first appearance."""
-    failures: list[FileRejected] = []
-    batches = _kept_failure(_json_lines(path, name), failures)
-    first = next(batches, None)
-    if first is None:
-        raise (
-            failures[0]
-            if failures
-            else FileRejected(f"cannot read '{name}': the file is empty (no JSON lines)")
-        )
-    con.register(
-        "json_lines_in", pa.RecordBatchReader.from_batches(first.schema, _chain(first, batches))
+    """The lines into a temporary table (numbered, each with its problem when it is not a JSON
+    object), then one JSON column per key seen in any object, in order of first appearance."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE json_lines (source_row BIGINT, line VARCHAR, problem VARCHAR)"
     )
-    try:
+    lines = 0
+    for batch in _json_lines(path, name):
+        con.register("json_batch", batch)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE json_lines AS SELECT source_row, line, "
-            "CASE WHEN NOT json_valid(line) THEN 'not valid JSON' "
-            f"WHEN json_type(line) <> 'OBJECT' THEN {_JSON_TYPE_NAMES} || ', not an object' "
-            "END AS problem FROM json_lines_in"
+            f"INSERT INTO json_lines SELECT source_row, line, {_LINE_PROBLEM} FROM json_batch"
         )
-    except duckdb.Error:
-        # A rejection raised while DuckDB pulled the lines reaches us wrapped in its error.
-        if failures:
-            raise failures[0] from None
-        raise
-    finally:
-        con.unregister("json_lines_in")
+        con.unregister("json_batch")
+        lines += batch.num_rows
+    if not lines:
+        raise FileRejected(f"cannot read '{name}': the file is empty (no JSON lines)")
     keys = [
         str(row[0])
         for row in con.execute(
@@ -251,19 +257,21 @@ def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> S
             "GROUP BY key ORDER BY min(source_row * 1000000 + position)"
         ).fetchall()
     ]
-    names = _column_names(keys)
+    # One parse per line: json_extract with a list of JSON pointers (any key text works).
     pointers = ", ".join(literal("/" + key.replace("~", "~0").replace("/", "~1")) for key in keys)
-    values = f"json_extract(line, [{pointers}])" if keys else "[]"
-    positions = {column: f"json_values[{index}]" for index, column in enumerate(names, 1)}
-    reader = f"(SELECT source_row, {values} AS json_values FROM json_lines WHERE problem IS NULL)"
-    columns = dict.fromkeys(names, "JSON")
-    source = _view(con, SOURCE_ROW, positions, reader, columns)
+    names = _column_names(keys)
+    selects = {column: f"json_values[{index}]" for index, column in enumerate(names, 1)}
+    reader = (
+        f"(SELECT source_row, {f'json_extract(line, [{pointers}])' if keys else '[]'} "
+        "AS json_values FROM json_lines WHERE problem IS NULL)"
+    )
+    con.execute(_view_sql(SOURCE_ROW, selects, reader))
     malformed = (
         "SELECT source_row, NULL AS column_name, "
         "'malformed JSON line ' || source_row || ': ' || problem AS reason, line AS record "
         "FROM json_lines WHERE problem IS NOT NULL"
     )
-    return Source(source.view, source.columns, malformed)
+    return Source(LANDED_ROWS, dict.fromkeys(names, "JSON"), malformed)
 
 
 def _json_lines(path: Path, name: str) -> Iterator[pa.RecordBatch]:
@@ -291,34 +299,27 @@ def _json_lines(path: Path, name: str) -> Iterator[pa.RecordBatch]:
 
 
 def _numbered_lines(text: str, lines_before: int) -> pa.RecordBatch:
+    """(source_row, line, trailing_comma) of the non-blank lines of a block of text."""
     if lines_before == 0:
         text = text.removeprefix("\ufeff")
-    numbers, kept = [], []
+    numbers, kept, trailing_commas = [], [], []
     for number, line in enumerate(text.removesuffix("\n").split("\n"), lines_before + 1):
         if line.strip():
             numbers.append(number)
             kept.append(line.removesuffix("\r"))
+            trailing_commas.append(bool(_TRAILING_COMMA.search(line)) and not _strict_json(line))
     return pa.record_batch(
-        [pa.array(numbers, pa.int64()), pa.array(kept, pa.string())], names=[SOURCE_ROW, "line"]
+        [pa.array(numbers, pa.int64()), pa.array(kept, pa.string()), pa.array(trailing_commas)],
+        names=[SOURCE_ROW, "line", "trailing_comma"],
     )
 
 
-def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    yield first
-    yield from rest
-
-
-def _kept_failure(
-    batches: Iterator[pa.RecordBatch], failures: list[FileRejected]
-) -> Iterator[pa.RecordBatch]:
-    """The non-empty batches; a rejection is also kept in ``failures``."""
+def _strict_json(line: str) -> bool:
     try:
-        for batch in batches:
-            if batch.num_rows:
-                yield batch
-    except FileRejected as rejection:
-        failures.append(rejection)
-        raise
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def _column_names(delivered: list[str]) -> list[str]:
@@ -335,22 +336,6 @@ def _column_names(delivered: list[str]) -> list[str]:
             counter += 1
         names.append(candidate)
     return names
-
-
-def _aliases(positions: dict[str, str]) -> dict[str, str]:
-    """Column name -> SQL reading it, for names of columns in the reader's output."""
-    return {column: identifier(original) for column, original in positions.items()}
-
-
-def _view(
-    con: duckdb.DuckDBPyConnection,
-    row: str,
-    selects: dict[str, str],
-    reader: str,
-    columns: dict[str, str],
-) -> Source:
-    con.execute(_view_sql(row, selects, reader))
-    return Source(LANDED_ROWS, columns)
 
 
 def _view_sql(row: str, selects: dict[str, str], reader: str) -> str:

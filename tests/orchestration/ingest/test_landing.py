@@ -248,6 +248,23 @@ def test_epoch_and_iso_timestamps_become_naive_utc(settings: Settings, tmp_path:
     assert loaded["occurred_at"].tolist() == [pd.Timestamp(stamp) for stamp in stamps.values()]
 
 
+def test_iso_basic_format_and_times_without_seconds(settings: Settings, tmp_path: Path) -> None:
+    stamps = {
+        "20240501T100000Z": datetime(2024, 5, 1, 10, 0),
+        "20240501T1000+0200": datetime(2024, 5, 1, 8, 0),
+        "2024-05-01T10Z": datetime(2024, 5, 1, 10, 0),
+        "2024-05-01T10:30Z": datetime(2024, 5, 1, 10, 30),
+    }
+    rows = "".join(f"u{i},i1,view,{stamp},\n" for i, stamp in enumerate(stamps))
+    source = write(tmp_path / "events.csv", f"{EVENT_HEADER}\n{rows}")
+
+    (result,) = deliver(settings, "events", source)
+
+    assert result.rows_loaded == len(stamps)
+    loaded = table(settings, "SELECT occurred_at FROM raw.events ORDER BY source_row")
+    assert loaded["occurred_at"].tolist() == [pd.Timestamp(stamp) for stamp in stamps.values()]
+
+
 def test_future_tolerance_comes_from_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
@@ -684,15 +701,18 @@ def test_file_names_with_glob_characters_load_their_own_content(
 def test_json_lines_that_are_all_malformed_are_all_quarantined(
     settings: Settings, tmp_path: Path
 ) -> None:
-    source = write(tmp_path / "bad.jsonl", '"just a string"\n{"user_id": \n')
+    source = write(
+        tmp_path / "bad.jsonl", '"just a string"\n{"user_id": \n{"user_id": "u1", "b": [1,],}\n'
+    )
 
     (result,) = deliver(settings, "events", source)
 
-    assert (result.status, result.rows_read, result.rows_quarantined) == ("loaded", 2, 2)
+    assert (result.status, result.rows_read, result.rows_quarantined) == ("loaded", 3, 3)
     reasons = quarantine_rows(settings)["reason"].tolist()
     assert reasons == [
         "malformed JSON line 1: a string, not an object",
         "malformed JSON line 2: not valid JSON",
+        "malformed JSON line 3: not valid JSON",  # trailing commas: DuckDB alone would accept
     ]
 
 
