@@ -1,4 +1,4 @@
-"""MLflow: log a training run, register it as `challenger`, gate and move the `champion` alias.
+"""MLflow: log a backtest run, register its winning pipeline as `challenger`, gate, move `champion`.
 
 Aliases on the registered model carry the review state: a new version is `challenger`; it becomes
 `champion` only through `promote` (by the gate or a person), which keeps the one it replaced as
@@ -7,8 +7,8 @@ Aliases on the registered model carry the review state: a new version is `challe
 
 from __future__ import annotations
 
-import json
 import logging
+import pickle
 import re
 import shutil
 import tempfile
@@ -19,19 +19,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ml.models.sequential import SequentialEnsemble, SequentialRecommender, model_from_state
-from ml.training import BASELINES, BLENDED_MODEL, TrainingConfig, TrainingResult
+from ml.pipeline.backtest import BacktestConfig, BacktestResult
+from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 
 logger = logging.getLogger("freshrank.tracking")
 
-REGISTERED_MODEL = "freshrank-sequential"
+REGISTERED_MODEL = "freshrank-ranking"
 EXPERIMENT = "freshrank"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
-GATE_METRIC = "ndcg_at_10"
-STATE_FILE = "state.pt"
-SERVING_FILE = "serving.json"
+GATE_METRIC = "backtest_ndcg_at_10"
+PIPELINE_TAG = "pipeline"
+PIPELINE_FILE = "pipeline.pkl"
 
 
 @dataclass(frozen=True)
@@ -63,135 +63,120 @@ def configure(tracking_uri: str, artifact_location: str) -> Any:
     return client
 
 
-def _metric_name(model: str, segment: str, column: str) -> str:
+def _metric_name(*parts: str) -> str:
     """MLflow accepts letters, digits, `_ - . / ` and spaces in metric names."""
-    name = f"{model}.{segment}.{column.replace('@', '_at_')}"
+    name = ".".join(part.replace("@", "_at_") for part in parts)
     return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
 
 
-def _learning_curve(result: TrainingResult):
+def _ndcg_by_cut_plot(result: BacktestResult):
+    """NDCG@k per cut, one line per pipeline (the winner drawn thick)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [int(record["epoch"]) for record in result.epochs]
-    figure, loss_axis = plt.subplots(figsize=(7, 4))
-    loss_axis.plot(epochs, [record["loss"] for record in result.epochs], "o-", color="tab:blue")
-    loss_axis.set_xlabel("epoch")
-    loss_axis.set_ylabel("training loss", color="tab:blue")
-    if any("validation" in record for record in result.epochs):
-        ndcg_axis = loss_axis.twinx()
-        ndcg_axis.plot(
-            epochs,
-            [record.get("validation", np.nan) for record in result.epochs],
-            "s-",
-            color="tab:orange",
+    column = f"ndcg@{result.k}"
+    overall = result.table[result.table["segment"] == "overall"]
+    figure, axis = plt.subplots(figsize=(9, 5))
+    for name, rows in overall.groupby("pipeline"):
+        axis.plot(
+            rows["cut"].str.slice(0, 10),
+            rows[column],
+            marker="o",
+            linewidth=3 if name == result.winner else 1,
+            label=name,
         )
-        ndcg_axis.set_ylabel("early-stopping NDCG@10", color="tab:orange")
-        ndcg_axis.axvline(result.best_epoch, color="grey", linestyle=":")
-    loss_axis.set_title("sequential recommender: learning curve")
+    axis.set_xlabel("cut (event time)")
+    axis.set_ylabel(column)
+    axis.set_title("rolling-origin backtests: every pipeline at every cut")
+    axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
     return figure
 
 
-def _metric_by_segment(result: TrainingResult, column: str):
+def _importance_plot(result: BacktestResult):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = result.evaluation.pivot(index="model", columns="segment", values=column)
-    figure, axis = plt.subplots(figsize=(9, 4.5))
-    table.plot.bar(ax=axis)
-    axis.set_ylabel(column)
-    axis.set_title(f"{column} by model and segment (temporal holdout)")
-    axis.tick_params(axis="x", rotation=30)
+    top = result.importance.head(20)[::-1]
+    figure, axis = plt.subplots(figsize=(7, 6))
+    axis.barh(top.index, top.to_numpy())
+    axis.set_xlabel("total gain")
+    axis.set_title("what the ranker leans on")
     figure.tight_layout()
     return figure
 
 
-def log_training_run(
-    result: TrainingResult,
-    config: TrainingConfig,
+def log_backtest_run(
+    result: BacktestResult,
+    pipeline_config: PipelineConfig,
+    backtest_config: BacktestConfig,
     data: dict[str, Any],
     tracking_uri: str,
     artifact_location: str,
 ) -> TrackedRun:
-    """Log params, per-epoch metrics, the evaluation table, plots and the model; register it."""
+    """Log params, per-cut tables, plots and the winning pipeline; register it as challenger."""
     import mlflow
-    import torch
 
     client = configure(tracking_uri, artifact_location)
-    with mlflow.start_run(run_name="sequential-training") as run:
-        params = {f"sequential.{name}": value for name, value in asdict(config.sequential).items()}
+    with mlflow.start_run(run_name=f"backtests-{result.winner}") as run:
+        params = {
+            f"pipeline.{name}": str(value)
+            for name, value in asdict(pipeline_config).items()
+            if name != "rules"
+        }
         params.update(
-            k=config.k,
-            reveal_fraction=config.reveal_fraction,
-            early_stopping_fraction=config.early_stopping_fraction,
-            trending_blend=result.trending_blend,
-            best_epoch=result.best_epoch,
+            {f"backtest.{name}": str(value) for name, value in asdict(backtest_config).items()}
         )
+        params["winner"] = result.winner
         mlflow.log_params(params)
         mlflow.set_tags({f"data.{name}": str(value) for name, value in data.items()})
-        for record in result.epochs:
-            step = int(record["epoch"])
-            mlflow.log_metric("train_loss", record["loss"], step=step)
-            if "validation" in record:
-                mlflow.log_metric("early_stopping_ndcg_at_10", record["validation"], step=step)
-        metric_columns = [c for c in result.evaluation.columns if c not in ("model", "segment")]
-        for row in result.evaluation.to_dict("records"):
-            for column in metric_columns:
-                value = row.get(column)
-                if value is not None and np.isfinite(value):
-                    mlflow.log_metric(_metric_name(row["model"], row["segment"], column), value)
-        mlflow.log_metric(GATE_METRIC, result.metric(BLENDED_MODEL))
-        mlflow.log_text(result.evaluation.to_csv(index=False), "evaluation/evaluation.csv")
+        for name in result.pipelines:
+            for segment in ("overall", "new_user", "returning_user", "new_item_targets"):
+                value = result.mean_ndcg(name, segment)
+                if np.isfinite(value):
+                    mlflow.log_metric(_metric_name(name, segment, f"ndcg@{result.k}"), value)
+        mlflow.log_metric(GATE_METRIC, result.mean_ndcg(result.winner))
+        mlflow.log_text(result.table.to_csv(index=False), "backtests/per_cut.csv")
+        mlflow.log_text(result.summary.round(4).to_markdown(), "backtests/summary.md")
         if not result.comparisons.empty:
             mlflow.log_text(
-                result.comparisons.to_markdown(index=False), "evaluation/versus_baselines.md"
+                result.comparisons.to_markdown(index=False), "backtests/winner_versus_others.md"
             )
-        mlflow.log_text(
-            result.evaluation.round(4).to_markdown(index=False), "evaluation/evaluation.md"
-        )
-        mlflow.log_figure(_learning_curve(result), "plots/learning_curve.png")
-        ndcg_column = next(c for c in result.evaluation.columns if c.startswith("ndcg@"))
-        mlflow.log_figure(_metric_by_segment(result, ndcg_column), "plots/ndcg_by_segment.png")
-
+        if result.notes:
+            mlflow.log_text("\n".join(result.notes), "backtests/notes.txt")
+        if not result.table.empty:
+            mlflow.log_figure(_ndcg_by_cut_plot(result), "plots/ndcg_by_cut.png")
+        if not result.importance.empty:
+            mlflow.log_text(result.importance.to_csv(), "ranker/feature_importance.csv")
+            mlflow.log_figure(_importance_plot(result), "plots/feature_importance.png")
         with tempfile.TemporaryDirectory() as folder:
-            state_path = Path(folder) / STATE_FILE
-            torch.save(result.model.state(), state_path)
-            serving_path = Path(folder) / SERVING_FILE
-            serving_path.write_text(json.dumps({"trending_blend": result.trending_blend}))
-            index_path = Path(folder) / "item_index.csv"
-            pd.Series(result.model.item_ids, name="item_id").to_csv(index_path, index=False)
+            pipeline_path = Path(folder) / PIPELINE_FILE
+            with pipeline_path.open("wb") as handle:
+                pickle.dump(result.pipeline, handle)
             mlflow.pyfunc.log_model(
                 name="model",
                 python_model=_pyfunc_model(),
-                artifacts={
-                    "state": str(state_path),
-                    "serving": str(serving_path),
-                    "item_index": str(index_path),
-                },
-                pip_requirements=[
-                    f"torch=={torch.__version__.split('+')[0]}",
-                    f"pandas=={pd.__version__}",
-                    f"numpy=={np.__version__}",
-                    f"mlflow=={mlflow.__version__}",
-                ],
+                artifacts={"pipeline": str(pipeline_path)},
+                pip_requirements=_requirements(),
             )
         run_id = run.info.run_id
     registered = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL)
     version = str(registered.version)
+    client.set_model_version_tag(REGISTERED_MODEL, version, PIPELINE_TAG, result.winner)
     client.set_model_version_tag(
-        REGISTERED_MODEL, version, GATE_METRIC, f"{result.metric(BLENDED_MODEL):.6f}"
+        REGISTERED_MODEL, version, GATE_METRIC, f"{result.mean_ndcg(result.winner):.6f}"
     )
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version)
     logger.info(
-        "logged run %s and registered %s version %s as %s",
+        "logged run %s and registered %s version %s (%s) as %s",
         run_id,
         REGISTERED_MODEL,
         version,
+        result.winner,
         CHALLENGER,
     )
     return TrackedRun(
@@ -199,28 +184,32 @@ def log_training_run(
     )
 
 
+def _requirements() -> list[str]:
+    import importlib.metadata
+
+    packages = ("pandas", "numpy", "scipy", "lightgbm", "faiss-cpu", "mlflow", "torch")
+    return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in packages]
+
+
 def _pyfunc_model() -> Any:
-    """An mlflow.pyfunc.PythonModel that scores histories into top-k lists.
+    """An mlflow.pyfunc.PythonModel: events in (the data contract's columns), top-k lists out.
 
     Built on call so that importing this module does not import MLflow (seconds of start-up).
+    It ranks with the same `RankingPipeline.recommend` that evaluation and serving call.
     """
     import mlflow.pyfunc
 
-    class SequentialPyfunc(mlflow.pyfunc.PythonModel):
+    class RankingPyfunc(mlflow.pyfunc.PythonModel):
         def load_context(self, context) -> None:
-            import torch
-
-            state = torch.load(context.artifacts["state"], weights_only=False)
-            self.model = model_from_state(state)
+            with open(context.artifacts["pipeline"], "rb") as handle:
+                self.pipeline = pickle.load(handle)
 
         def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            from ml.evaluation.protocol import recommend_from_scores
+            from ml.pipeline.snapshot import Behaviour
 
-            k = int((params or {}).get("k", 10))
-            users, scores = self.model.score(model_input)
-            return recommend_from_scores(scores, users, self.model.item_ids, model_input, k)
+            return self.pipeline.recommend(Behaviour(model_input))
 
-    return SequentialPyfunc()
+    return RankingPyfunc()
 
 
 def alias_version(client: Any, alias: str) -> str | None:
@@ -233,24 +222,25 @@ def alias_version(client: Any, alias: str) -> str | None:
         return None
 
 
-def load_version(
-    tracking_uri: str, version: str, cache_dir: Path | None = None
-) -> tuple[SequentialRecommender | SequentialEnsemble, float]:
-    """A registered version's model and the trending blend it was chosen with.
+def load_version(tracking_uri: str, version: str, cache_dir: Path | None = None) -> RankingPipeline:
+    """A registered version's fitted ranking pipeline.
 
     With ``cache_dir``, the version's files are downloaded once into it and reused: a registered
     version's artifacts never change, and a refresh should not copy the model every time.
     """
     import mlflow
-    import torch
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     folder = _version_files(version, cache_dir)
-    state_path = next(folder.rglob(STATE_FILE))
-    serving = json.loads(next(folder.rglob(SERVING_FILE)).read_text())
-    state = torch.load(state_path, weights_only=False)
-    return model_from_state(state), float(serving["trending_blend"])
+    with next(folder.rglob(PIPELINE_FILE)).open("rb") as handle:
+        return pickle.load(handle)
+
+
+def version_pipeline(client: Any, version: str) -> str | None:
+    """The pipeline name a registered version was tagged with (e.g. "ranker"), or None."""
+    tags = client.get_model_version(REGISTERED_MODEL, version).tags
+    return tags.get(PIPELINE_TAG)
 
 
 def _version_files(version: str, cache_dir: Path | None) -> Path:
@@ -271,30 +261,46 @@ def _version_files(version: str, cache_dir: Path | None) -> Path:
 
 
 def gate(
-    challenger: float,
-    baselines: dict[str, float],
-    champion: float | None,
+    challenger: str,
+    figures: dict[str, float],
+    champion: str | None,
     margin: float,
 ) -> GateDecision:
-    """Challenger NDCG@10 must beat every baseline and the champion (if any) by ``margin``."""
+    """May the challenger pipeline replace the champion, judged on the same backtests?
+
+    ``figures`` holds every pipeline's mean backtest NDCG@10 from one run. The challenger must
+    be the best of them (so serving is never worse than a baseline). Against a champion of
+    another kind it must also lead by ``margin``; a champion of the same kind is the approved
+    design retrained on newer data, which the challenger replaces when it still wins.
+    """
+    if not figures:
+        reason = "no backtest could be evaluated (too little behaviour)"
+        if champion is None:
+            return GateDecision(True, [f"{reason}; the fallback pipeline serves until one can"])
+        return GateDecision(False, [f"{reason}; the champion ({champion}) stays"])
+    if challenger not in figures or not np.isfinite(figures[challenger]):
+        return GateDecision(False, [f"no backtest figure for the challenger {challenger!r}"])
+    mine = figures[challenger]
     reasons, passed = [], True
-    if not np.isfinite(challenger):
-        return GateDecision(False, ["challenger NDCG@10 is not a number"])
-    for name, value in sorted(baselines.items()):
-        ok = challenger >= value + margin
+    for name, value in sorted(figures.items()):
+        if name == challenger or not np.isfinite(value):
+            continue
+        ok = mine >= value
         passed &= ok
-        reasons.append(
-            f"{'beats' if ok else 'does not beat'} {name}: {challenger:.4f} vs {value:.4f} "
-            f"+ margin {margin:.4f}"
-        )
+        reasons.append(f"{'beats' if ok else 'does not beat'} {name}: {mine:.4f} vs {value:.4f}")
     if champion is None:
-        reasons.append("no champion yet")
+        reasons.append("no champion yet: the best pipeline becomes champion")
+    elif champion == challenger:
+        reasons.append(f"champion is the same pipeline ({champion}), retrained on newer data")
+    elif champion not in figures:
+        reasons.append(f"champion pipeline {champion!r} was not in these backtests")
+        passed = False
     else:
-        ok = challenger >= champion + margin
+        ok = mine >= figures[champion] + margin
         passed &= ok
         reasons.append(
-            f"{'beats' if ok else 'does not beat'} champion: {challenger:.4f} vs {champion:.4f} "
-            f"+ margin {margin:.4f}"
+            f"{'beats' if ok else 'does not beat'} champion ({champion}) by the margin: "
+            f"{mine:.4f} vs {figures[champion]:.4f} + {margin:.4f}"
         )
     return GateDecision(bool(passed), reasons)
 
@@ -330,12 +336,8 @@ def rollback(client: Any) -> str:
     return previous
 
 
-def baseline_ndcgs(result: TrainingResult) -> dict[str, float]:
-    return {name: result.metric(name) for name in BASELINES if np.isfinite(result.metric(name))}
-
-
 def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
-    """The evaluation table (markdown) of the newest training run, or None."""
+    """The backtest summary (markdown) of the newest run, or None."""
     import mlflow
 
     client = configure(tracking_uri, artifact_location)
@@ -346,6 +348,6 @@ def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
     if not runs:
         return None
     path = mlflow.artifacts.download_artifacts(
-        run_id=runs[0].info.run_id, artifact_path="evaluation/evaluation.md"
+        run_id=runs[0].info.run_id, artifact_path="backtests/summary.md"
     )
     return Path(path).read_text()

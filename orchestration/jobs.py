@@ -35,12 +35,10 @@ publish_job = define_asset_job(
 
 retrain_job = define_asset_job(
     RETRAIN_JOB,
-    # The split is rebuilt first, so a retrain learns from everything loaded so far.
-    selection=AssetSelection.groups("features", "model")
-    | AssetSelection.assets(INTERACTION_SPLITS),
+    selection=AssetSelection.groups("features", "model"),
     executor_def=in_process_executor,
-    description="Rebuild the training split, embed changed items, train, evaluate and register a "
-    "challenger.",
+    description="Embed changed items, run the backtests on everything loaded so far and register "
+    "the winning pipeline as challenger.",
 )
 
 # A refresh must cost what its batch costs. The raw-batch checks and the blocking vector and list

@@ -44,9 +44,7 @@ def _deployment(home) -> Iterator[Settings]:
         "MLFLOW_TRACKING_URI",
         "FRESHRANK_MLFLOW_ARTIFACTS",
         "DAGSTER_HOME",
-        "FRESHRANK_TRAINING_ABLATIONS",
-        "FRESHRANK_TRAINING_MAX_EPOCHS",
-        "FRESHRANK_TRAINING_ENSEMBLE_SIZE",
+        "FRESHRANK_ABLATIONS",
         "FRESHRANK_PROMOTION_MARGIN",
     )
     saved = {name: os.environ.get(name) for name in names}
@@ -54,14 +52,10 @@ def _deployment(home) -> Iterator[Settings]:
         for name in names:
             os.environ.pop(name, None)
         os.environ["FRESHRANK_HOME"] = str(home)
-        # Both systems serve the same model: the replay measures freshness, not training, so a
-        # short training without ablations is enough.
-        os.environ["FRESHRANK_TRAINING_ABLATIONS"] = "0"
-        os.environ["FRESHRANK_TRAINING_ENSEMBLE_SIZE"] = "1"
-        # The replay serves the model it trains, whatever the gate would say of it: it measures
-        # what freshness buys the platform's model, not which model to trust.
+        # Both systems serve the same pipeline: the replay measures freshness, not selection.
+        os.environ["FRESHRANK_ABLATIONS"] = "0"
+        # The replay serves the pipeline its build chose, whatever the margin would say.
         os.environ["FRESHRANK_PROMOTION_MARGIN"] = "-1"
-        os.environ["FRESHRANK_TRAINING_MAX_EPOCHS"] = saved["FRESHRANK_TRAINING_MAX_EPOCHS"] or "8"
         settings = Settings.from_env()
         settings.ensure_dirs()
         yield settings

@@ -7,7 +7,6 @@ import time
 import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from ml.training import BLENDED_MODEL
 from orchestration.instance import run_job_in_process
 from orchestration.settings import Settings
 
@@ -87,22 +86,22 @@ def report_run(job_name: str, settings: Settings) -> bool:
     if "recommender_challenger" in metadata:
         model = metadata["recommender_challenger"]
         click.echo(
-            f"  model: registered version {model['version']} in MLflow "
-            f"(run {model['mlflow_run_id']}); served NDCG@10 {model['challenger_ndcg']:.4f}, "
-            f"trained {model['training_seconds']} s"
+            f"  model: registered version {model['version']} ({model['pipeline']}) in MLflow "
+            f"(run {model['mlflow_run_id']}); mean backtest NDCG@10 "
+            f"{model['challenger_ndcg']:.4f}; backtests took {model['backtest_seconds']} s"
         )
+        if model.get("notes", "none") != "none":
+            click.echo("  note: " + str(model["notes"]).replace("\n", "\n  note: "))
         click.echo(
-            "\n  NDCG@10 on the temporal holdout, every model on the same split (the full table, "
-            "with recall, MRR, coverage, novelty and diversity, is in MLflow and the Dagster UI):"
+            "\n  NDCG@10 of every pipeline, mean over the backtest cuts by segment and per cut "
+            "(full tables and plots in MLflow and the Dagster UI):"
         )
-        summary = model.get("ndcg_by_segment", model["evaluation"])
-        click.echo("  " + str(summary).replace("\n", "\n  "))
-        if "versus_baselines" in model:
-            click.echo(
-                f"\n  {BLENDED_MODEL} minus each baseline, NDCG@10 over the same users (95% "
-                "paired-bootstrap interval; the holdout is small, so read the interval):"
-            )
-            click.echo("  " + str(model["versus_baselines"]).replace("\n", "\n  "))
+        click.echo("  " + str(model["summary"]).replace("\n", "\n  "))
+        click.echo(
+            f"\n  {model['pipeline']} minus every other pipeline, NDCG@10 over the same (cut, "
+            "user) pairs (95% paired-bootstrap interval):"
+        )
+        click.echo("  " + str(model["winner_versus_others"]).replace("\n", "\n  "))
     if "recommender_champion" in metadata:
         champion = metadata["recommender_champion"]
         click.echo(f"  champion: version {champion['version']} (replaced {champion['replaced']})")

@@ -27,6 +27,8 @@ from ml.constants import (
     RATING_MAX,
 )
 from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig
+from ml.pipeline.pipeline import DEFAULT_SOURCES
+from ml.pipeline.sources import SOURCES
 from ml.text import DEFAULT_TEXT_TEMPLATE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,20 @@ def _env_event_weights() -> dict[str, float]:
         ) from error
 
 
+def _env_sources() -> tuple[str, ...]:
+    value = os.environ.get("FRESHRANK_CANDIDATE_SOURCES", "").strip()
+    if not value:
+        return DEFAULT_SOURCES
+    sources = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown or "popularity" not in sources:
+        raise ValueError(
+            f"FRESHRANK_CANDIDATE_SOURCES={value!r}: a comma-separated list of {sorted(SOURCES)} "
+            "that includes popularity" + (f"; unknown: {unknown}" if unknown else "")
+        )
+    return sources
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths, URLs and tunables of one freshrank deployment."""
@@ -80,9 +96,13 @@ class Settings:
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     text_template: str = DEFAULT_TEXT_TEMPLATE
     promotion_margin: float = 0.002
-    training_max_epochs: int = 10
-    training_ensemble_size: int = 2  # models refitted from different seeds, served as their mean
-    training_ablations: bool = True
+    # Retrieve and rank (ml/pipeline): the candidate sources and the rolling-origin backtests.
+    candidate_sources: tuple[str, ...] = DEFAULT_SOURCES
+    backtest_cuts: int = 3  # evaluated cut points
+    backtest_training_cuts: int = 5  # earlier cuts that only train the ranker
+    backtest_window_fraction: float = 0.06  # share of events in each cut's holdout window
+    ablations: bool = False  # also backtest the ranker without the text source
+    sequential_epochs: int = 3  # when "sequential" is among the candidate sources
     mmr_lambda: float | None = None  # None: no diversity re-ranking
     new_item_slots: int = 1  # places per list kept for items nobody has touched yet
     context_key: str = DEFAULT_CONTEXT_KEY  # the context field new users' trending follows
@@ -128,10 +148,13 @@ class Settings:
             ),
             text_template=os.environ.get("FRESHRANK_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE),
             promotion_margin=_env_float("FRESHRANK_PROMOTION_MARGIN", 0.002),
-            training_max_epochs=int(_env_float("FRESHRANK_TRAINING_MAX_EPOCHS", 10)),
-            training_ensemble_size=int(_env_float("FRESHRANK_TRAINING_ENSEMBLE_SIZE", 2)),
-            training_ablations=os.environ.get("FRESHRANK_TRAINING_ABLATIONS", "1").lower()
-            not in ("0", "false", "no"),
+            candidate_sources=_env_sources(),
+            backtest_cuts=int(_env_float("FRESHRANK_BACKTEST_CUTS", 3)),
+            backtest_training_cuts=int(_env_float("FRESHRANK_BACKTEST_TRAINING_CUTS", 5)),
+            backtest_window_fraction=_env_float("FRESHRANK_BACKTEST_WINDOW_FRACTION", 0.06),
+            ablations=os.environ.get("FRESHRANK_ABLATIONS", "0").lower()
+            not in ("0", "false", "no", ""),
+            sequential_epochs=int(_env_float("FRESHRANK_SEQUENTIAL_EPOCHS", 3)),
             mmr_lambda=_env_float("FRESHRANK_MMR_LAMBDA", -1.0)
             if os.environ.get("FRESHRANK_MMR_LAMBDA")
             else None,

@@ -10,7 +10,7 @@ them, a refreshing one knows their first events. Truth items nobody touched befo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,6 @@ from ml.constants import (
     ITEM_ID,
     NEW_USER,
     OCCURRED_AT,
-    RANK,
     RETURNING_USER,
     SEGMENT,
     USER_ID,
@@ -36,14 +35,11 @@ from ml.evaluation.metrics import (
     novelty,
     recall_at_k,
 )
-from ml.ranking import top_k_with_new_items
 
 OVERALL = "overall"
 NEW_ITEM_TARGETS = "new_item_targets"
 SEGMENTS = (OVERALL, NEW_USER, RETURNING_USER, NEW_ITEM_TARGETS)
 DEFAULT_REVEAL_FRACTION = 0.5
-
-Scorer = Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass
@@ -106,61 +102,6 @@ def build_task(
     )
 
 
-def rescale_rows(values: np.ndarray) -> np.ndarray:
-    """Each row mapped to [0, 1] by min-max over its finite entries (a constant row becomes 0)."""
-    finite = np.where(np.isfinite(values), values, np.nan)
-    low = np.nanmin(finite, axis=1, keepdims=True)
-    high = np.nanmax(finite, axis=1, keepdims=True)
-    span = np.where(high - low > 0, high - low, 1.0)
-    return np.nan_to_num((finite - low) / span, nan=0.0)
-
-
-def recommend_from_scores(
-    scores: np.ndarray,
-    user_ids: np.ndarray,
-    item_ids: np.ndarray,
-    histories: pd.DataFrame,
-    k: int,
-    *,
-    is_new: np.ndarray | None = None,
-    new_item_slots: int = 0,
-) -> pd.DataFrame:
-    """Top-k (user_id, item_id, rank) over the whole catalog, known items removed.
-
-    With ``new_item_slots``, each list keeps that many places for the best items flagged in
-    ``is_new`` (see ml.ranking.top_k_with_new_items), as the serving layer does.
-    """
-    values = np.array(scores, dtype=float, copy=True)
-    user_index = pd.Index(user_ids)
-    item_index = pd.Index(item_ids)
-    rows = user_index.get_indexer(histories[USER_ID])
-    columns = item_index.get_indexer(histories[ITEM_ID])
-    keep = (rows >= 0) & (columns >= 0)
-    values[rows[keep], columns[keep]] = -np.inf
-    top = top_k_with_new_items(values, k, is_new, new_item_slots)
-    listed = np.isfinite(np.take_along_axis(values, top, axis=1))
-    user_positions = np.broadcast_to(np.arange(len(user_index))[:, None], top.shape)[listed]
-    ranks = np.broadcast_to(np.arange(1, top.shape[1] + 1), top.shape)[listed]
-    return pd.DataFrame(
-        {
-            USER_ID: user_index.to_numpy()[user_positions],
-            ITEM_ID: item_index.to_numpy()[top[listed]],
-            RANK: ranks,
-        }
-    )
-
-
-def score_task(scorer: Scorer, task: EvaluationTask, item_ids: np.ndarray) -> np.ndarray:
-    """Scores of every evaluated user (rows in ``task.users`` order) over ``item_ids``."""
-    users = task.users
-    scored_users, scored = scorer(task.histories)
-    result = np.zeros((len(users), len(item_ids)))
-    rows = pd.Index(scored_users).get_indexer(users)
-    present = rows >= 0
-    result[present] = scored[rows[present]]
-    return result
-
-
 def segment_metrics(
     recommendations: pd.DataFrame,
     task: EvaluationTask,
@@ -199,37 +140,3 @@ def segment_metrics(
             row["diversity"] = intra_list_diversity(listed, truth, k, item_vectors=item_vectors)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def evaluate_scores(
-    name: str,
-    scores: np.ndarray,
-    task: EvaluationTask,
-    item_ids: np.ndarray,
-    k: int,
-    *,
-    item_popularity: pd.Series,
-    item_vectors: Mapping | pd.Series | None = None,
-    is_new: np.ndarray | None = None,
-    new_item_slots: int = 0,
-) -> pd.DataFrame:
-    """Rank from ``scores`` (rows in task.users order) and measure every segment."""
-    recommendations = recommend_from_scores(
-        scores,
-        task.users,
-        item_ids,
-        task.histories,
-        k,
-        is_new=is_new,
-        new_item_slots=new_item_slots,
-    )
-    table = segment_metrics(
-        recommendations,
-        task,
-        k,
-        catalog_size=len(item_ids),
-        item_popularity=item_popularity,
-        item_vectors=item_vectors,
-    )
-    table.insert(0, "model", name)
-    return table

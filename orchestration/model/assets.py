@@ -1,7 +1,6 @@
-"""Model: train the sequential recommender, evaluate it against the baselines, register it in
-MLflow as `challenger`, and promote it to `champion` only when the gate check passes."""
+"""Model: backtest every candidate pipeline (each baseline, the learned ranker), register the
+winner in MLflow as `challenger`, and promote it to `champion` only when the gate check passes."""
 
-import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -12,144 +11,140 @@ from dagster import (
 )
 from dagster_dbt import get_asset_key_for_model
 
-from ml.constants import ITEM_ID
-from ml.evaluation.protocol import NEW_ITEM_TARGETS, OVERALL, SEGMENTS
-from ml.models.sequential import SequentialConfig
-from ml.training import (
-    BLENDED_MODEL,
-    MAIN_MODEL,
-    SERVED_MODEL,
-    TrainingConfig,
-    train_and_evaluate,
-)
+from ml.pipeline.backtest import BacktestConfig, BacktestResult, run_backtests
+from ml.pipeline.pipeline import PipelineConfig
+from ml.pipeline.ranker import RankerConfig
+from ml.pipeline.sources import SequentialSourceConfig
+from ml.rules import RankingRules
 from orchestration.features.assets import item_embeddings
-from orchestration.features.embedding_store import load_vectors
 from orchestration.settings import Settings, get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
-from orchestration.warehouse.guard import open_warehouse
+from orchestration.warehouse.reads import load_snapshot
 
 MODEL_GROUP = "model"
 
 
-class TrainingRunConfig(Config):
-    """Hyperparameters for one training run; zero/empty values take the settings or defaults."""
+class BacktestRunConfig(Config):
+    """Overrides for one training run; zero values take the settings."""
 
-    max_epochs: int = 0
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 2
-    learning_rate: float = 2e-3
-    dropout: float = 0.2
+    cuts: int = 0
+    training_cuts: int = 0
+    ranker_trees: int = 300
+    ranker_leaves: int = 31
+    ranker_learning_rate: float = 0.05
     seed: int = 7
-    ablations: str = ""  # "yes" / "no"; empty: FRESHRANK_TRAINING_ABLATIONS
 
 
-def training_config(settings: Settings, run: TrainingRunConfig | None = None) -> TrainingConfig:
-    run = run or TrainingRunConfig()
-    sequential = SequentialConfig(
-        max_epochs=run.max_epochs or settings.training_max_epochs,
-        hidden_size=run.hidden_size,
-        layers=run.layers,
-        heads=run.heads,
-        learning_rate=run.learning_rate,
-        dropout=run.dropout,
-        seed=run.seed,
-    )
-    ablations = settings.training_ablations if not run.ablations else run.ablations == "yes"
-    return TrainingConfig(
-        sequential=sequential,
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    """The ranking pipeline this deployment runs (sources, list length, rules)."""
+    return PipelineConfig(
+        sources=settings.candidate_sources,
         k=settings.top_k,
-        ablations=ablations,
+        history_length=settings.history_length,
         new_item_slots=settings.new_item_slots,
-        ensemble_size=settings.training_ensemble_size,
+        rules=RankingRules(mmr_lambda=settings.mmr_lambda, new_item_slots=settings.new_item_slots),
+        context_key=settings.context_key,
+        sequential=SequentialSourceConfig(epochs=settings.sequential_epochs),
     )
 
 
-def read_training_inputs(settings: Settings):
-    """(splits, catalog item ids, text vectors) from the warehouse."""
-    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        splits = connection.sql(
-            "select user_id, item_id, weight, occurred_at, split from marts.interaction_splits"
-        ).df()
-        catalog = connection.sql(f"select {ITEM_ID} from marts.items").df()[ITEM_ID]
-        vectors = load_vectors(connection)
-    return splits, catalog, vectors
+def backtest_config(settings: Settings, run: BacktestRunConfig | None = None) -> BacktestConfig:
+    run = run or BacktestRunConfig()
+    return BacktestConfig(
+        cuts=run.cuts or settings.backtest_cuts,
+        training_cuts=run.training_cuts or settings.backtest_training_cuts,
+        window_fraction=settings.backtest_window_fraction,
+        ablations=settings.ablations,
+        ranker=RankerConfig(
+            n_estimators=run.ranker_trees,
+            num_leaves=run.ranker_leaves,
+            learning_rate=run.ranker_learning_rate,
+            seed=run.seed,
+        ),
+    )
+
+
+def backtest_figures(result: BacktestResult) -> dict[str, float]:
+    """Every competing pipeline's mean backtest NDCG@k (ablations are measurements only)."""
+    from ml.pipeline.backtest import NO_TEXT
+
+    return {name: round(result.mean_ndcg(name), 6) for name in result.pipelines if name != NO_TEXT}
 
 
 @asset(
     group_name=MODEL_GROUP,
     deps=[
-        get_asset_key_for_model([warehouse_dbt_models], "interaction_splits"),
+        get_asset_key_for_model([warehouse_dbt_models], "interactions"),
+        get_asset_key_for_model([warehouse_dbt_models], "item_covisitation"),
         get_asset_key_for_model([warehouse_dbt_models], "items"),
         item_embeddings,
     ],
 )
 def recommender_challenger(
-    context: AssetExecutionContext, config: TrainingRunConfig
+    context: AssetExecutionContext, config: BacktestRunConfig
 ) -> MaterializeResult:
-    """A newly trained sequential recommender, evaluated and registered in MLflow as challenger."""
+    """The best ranking pipeline of this build's backtests, registered in MLflow as challenger."""
     from ml import tracking
 
     settings = get_settings()
     settings.ensure_dirs()
-    splits, catalog, vectors = read_training_inputs(settings)
-    run_config = training_config(settings, config)
-    result = train_and_evaluate(splits, catalog, vectors if not vectors.empty else None, run_config)
-    tracked = tracking.log_training_run(
+    snapshot = load_snapshot(settings)
+    pipeline = pipeline_config(settings)
+    backtest = backtest_config(settings, config)
+    result = run_backtests(snapshot, pipeline, backtest)
+    data = {
+        "interactions": len(snapshot.interactions),
+        "users": int(snapshot.interactions["user_id"].nunique()),
+        "catalog_items": len(snapshot.item_ids),
+        "cuts": ", ".join(str(cut) for cut in result.cuts) or "none",
+        "dagster_run_id": context.run_id,
+    }
+    tracked = tracking.log_backtest_run(
         result,
-        run_config,
-        {**result.data_summary, "dagster_run_id": context.run_id},
+        pipeline,
+        backtest,
+        data,
         settings.mlflow_tracking_uri,
         settings.mlflow_artifact_location,
     )
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
     champion_version = tracking.alias_version(client, tracking.CHAMPION)
-    champion_ndcg = None
-    if champion_version is not None and champion_version != tracked.version:
-        champion, champion_blend = tracking.load_version(
-            settings.mlflow_tracking_uri, champion_version
-        )
-        champion_ndcg = result.served_ndcg(champion, champion_blend)
-    baselines = tracking.baseline_ndcgs(result)
-    context.log.info(
-        f"registered version {tracked.version}: NDCG@{run_config.k} "
-        f"{result.metric(BLENDED_MODEL):.4f} "
-        f"(baselines {baselines}; champion {champion_version}: {champion_ndcg})"
+    champion_pipeline = (
+        tracking.version_pipeline(client, champion_version) if champion_version else None
     )
-    table = result.evaluation.round(4)
+    for note in result.notes:
+        context.log.warning(note)
+    context.log.info(
+        f"registered version {tracked.version} ({result.winner}): mean backtest NDCG@"
+        f"{result.k} {result.mean_ndcg(result.winner):.4f}; champion {champion_version} "
+        f"({champion_pipeline})"
+    )
     return MaterializeResult(
         metadata={
             "version": tracked.version,
+            "pipeline": result.winner,
             "mlflow_run_id": tracked.run_id,
-            "challenger_ndcg": result.metric(BLENDED_MODEL),
-            "model_ndcg": result.metric(MAIN_MODEL),
-            "served_ndcg": result.metric(SERVED_MODEL),
-            "served_new_item_ndcg": result.metric(SERVED_MODEL, "new_item_targets"),
-            "baseline_ndcgs": MetadataValue.json(baselines),
+            "challenger_ndcg": result.mean_ndcg(result.winner),
+            "new_user_ndcg": result.mean_ndcg(result.winner, "new_user"),
+            "backtest_ndcgs": MetadataValue.json(backtest_figures(result)),
             "champion_version": champion_version or "none",
-            "champion_ndcg": champion_ndcg if champion_ndcg is not None else -1.0,
-            "trending_blend": result.trending_blend,
-            "best_epoch": result.best_epoch,
-            "training_seconds": round(result.seconds, 1),
-            "evaluation": MetadataValue.md(table.to_markdown(index=False)),
-            "ndcg_by_segment": MetadataValue.md(ndcg_by_segment(result).to_markdown()),
-            "versus_baselines": MetadataValue.md(result.comparisons.to_markdown(index=False)),
-            **{name: value for name, value in result.data_summary.items()},
+            "champion_pipeline": champion_pipeline or "none",
+            "backtest_seconds": round(result.seconds, 1),
+            "summary": MetadataValue.md(result.summary.round(4).to_markdown()),
+            "winner_versus_others": MetadataValue.md(
+                result.comparisons.to_markdown(index=False)
+                if not result.comparisons.empty
+                else "no comparison: nothing was evaluated"
+            ),
+            "ranker_importance": MetadataValue.md(
+                result.importance.head(15).round(1).to_markdown()
+                if not result.importance.empty
+                else "no ranker"
+            ),
+            "notes": "\n".join(result.notes) or "none",
+            **data,
         }
     )
-
-
-def ndcg_by_segment(result) -> pd.DataFrame:
-    """NDCG@k of every model (rows, best overall first) by segment (columns), plus the new-item
-    hit rate: the evaluation table at a glance."""
-    table = result.evaluation
-    ndcg = [column for column in table.columns if column.startswith("ndcg@")][0]
-    hit = ndcg.replace("ndcg", "hit_rate")
-    wide = table.pivot(index="model", columns="segment", values=ndcg)
-    wide = wide[[segment for segment in SEGMENTS if segment in wide.columns]]
-    new_items = table[table["segment"] == NEW_ITEM_TARGETS].set_index("model")[hit]
-    wide[f"new-item {hit}"] = new_items.reindex(wide.index)
-    return wide.sort_values(OVERALL, ascending=False).round(4)
 
 
 def latest_metadata(context, asset_key: AssetKey) -> dict:
@@ -173,6 +168,7 @@ def recommender_champion(context: AssetExecutionContext) -> MaterializeResult:
     return MaterializeResult(
         metadata={
             "version": str(challenger["version"]),
+            "pipeline": str(challenger.get("pipeline", "")),
             "replaced": replaced or "none",
             "ndcg": challenger["challenger_ndcg"],
         }

@@ -9,25 +9,27 @@ from orchestration.settings import get_settings
 @asset_check(
     asset=recommender_challenger,
     blocking=True,
-    description="The challenger beats the champion and every baseline on validation NDCG@10 by "
-    "the configured margin; otherwise it waits for review in the MLflow UI.",
+    description="The challenger is the best pipeline of its backtests and beats a champion of "
+    "another kind by the configured margin on the same backtests; otherwise it waits for "
+    "review in the MLflow UI.",
 )
 def check_challenger_beats_champion(context: AssetCheckExecutionContext) -> AssetCheckResult:
     from ml import tracking
 
     settings = get_settings()
     challenger = latest_metadata(context, recommender_challenger.key)
-    champion_ndcg = challenger.get("champion_ndcg", -1.0)
+    champion = challenger.get("champion_pipeline", "none")
     decision = tracking.gate(
-        float(challenger["challenger_ndcg"]),
-        dict(challenger["baseline_ndcgs"]),
-        None if champion_ndcg is None or champion_ndcg < 0 else float(champion_ndcg),
+        str(challenger["pipeline"]),
+        {name: float(value) for name, value in dict(challenger["backtest_ndcgs"]).items()},
+        None if champion in (None, "none") else str(champion),
         settings.promotion_margin,
     )
     return AssetCheckResult(
         passed=decision.passed,
         metadata={
             "version": str(challenger["version"]),
+            "pipeline": str(challenger["pipeline"]),
             "margin": settings.promotion_margin,
             "decision": "promote" if decision.passed else "wait for review",
             "reasons": "\n".join(decision.reasons),

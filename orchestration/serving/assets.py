@@ -6,6 +6,7 @@ from dagster_dbt import get_asset_key_for_model
 
 from ml.constants import CONTEXT_VALUE, USER_ID
 from orchestration.features.assets import item_embeddings
+from orchestration.model.assets import recommender_champion
 from orchestration.serving.scoring import ScoredLists, score_users
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings, get_settings
@@ -139,11 +140,9 @@ def lists_preview(lists: pd.DataFrame, settings: Settings) -> str:
     group_name=SERVING_GROUP,
     pool="warehouse",
     deps=[
-        *(
-            _mart(name)
-            for name in ("interactions", "user_recent_history", "item_trending", "items", "users")
-        ),
+        *(_mart(name) for name in ("interactions", "item_covisitation", "items", "users")),
         item_embeddings,
+        recommender_champion,
     ],
 )
 def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) -> MaterializeResult:

@@ -1,7 +1,7 @@
-"""Score users for publishing: the MLflow champion when there is one, the first ranking otherwise.
+"""Score users for publishing with the champion's ranking pipeline (popularity before one exists).
 
-Used by the full build (every user) and the refresh (only the users a batch touched), so both
-paths rank with the same model, rules and reasons.
+Used by the full build (every user) and the refresh (only the users a batch touched). Both call
+`RankingPipeline.recommend`, the same code the backtests evaluate, on the newest marts.
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from ml.constants import (
     ITEM_ID,
     MODEL_VERSION,
     NON_CONSUMING_EVENT_TYPES,
+    SCORE,
     USER_ID,
 )
-from ml.ranking import trending_lists
-from ml.recommend import FIRST_RANKING_VERSION, UserBehaviour, rank_users, unavailable_items
-from ml.rules import RankingRules, context_trending, context_trending_lists
-from orchestration.features.embedding_store import load_vectors
+from ml.pipeline.backtest import FALLBACK_PIPELINE
+from ml.pipeline.pipeline import RankingPipeline
+from ml.pipeline.snapshot import Snapshot
+from ml.rules import context_trending, context_trending_lists
+from orchestration.model.assets import pipeline_config
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
+from orchestration.warehouse.reads import read_behaviour, read_snapshot
 
 logger = logging.getLogger("freshrank.scoring")
 
@@ -86,18 +89,6 @@ def read_scoring_inputs(
     return inputs
 
 
-def read_trending_events(connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Every user's events that can make an item trend (positive weight), with time and context.
-
-    Events of weight <= 0 add nothing to trending; leaving them out can only move the newest
-    event time that decay runs from, which scales every score alike and so changes no list.
-    """
-    return connection.sql(
-        "select item_id, event_type, occurred_at, value, context "
-        "from marts.interactions where weight > 0"
-    ).df()
-
-
 def build_context_trending(
     settings: Settings,
     events: pd.DataFrame,
@@ -128,84 +119,49 @@ def build_context_trending(
     return lists
 
 
-def _champion(settings: Settings, catalog: pd.Series, vectors: pd.DataFrame):
-    """(model over today's catalog, its trending blend, version label), or None."""
+def champion_pipeline(settings: Settings, snapshot: Snapshot) -> tuple[RankingPipeline, str]:
+    """(the champion's pipeline refreshed on the snapshot, its version label).
+
+    Without a champion (nothing trained yet) popularity serves: the pipeline every build falls
+    back to when there is too little behaviour to evaluate anything else.
+    """
     from ml import tracking
 
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
     version = tracking.alias_version(client, tracking.CHAMPION)
     if version is None:
-        return None
+        config = pipeline_config(settings)
+        fallback = RankingPipeline(config, FALLBACK_PIPELINE).fit_sources(snapshot)
+        return fallback, f"{FALLBACK_PIPELINE} (no champion yet)"
     cache = settings.home / "cache" / "models"
     cache.mkdir(parents=True, exist_ok=True)
-    model, blend = tracking.load_version(settings.mlflow_tracking_uri, version, cache)
-    model = model.with_catalog(catalog, vectors if not vectors.empty else None)
-    return model, blend, f"{tracking.REGISTERED_MODEL}/{version}"
+    pipeline = tracking.load_version(settings.mlflow_tracking_uri, version, cache)
+    label = f"{tracking.REGISTERED_MODEL}/{version}:{pipeline.ordering}"
+    return pipeline.refreshed(snapshot), label
 
 
-def _first_ranking_model(inputs: dict[str, pd.DataFrame], connection_path) -> object:
-    from ml.models.baselines import ItemKNNRecommender
-
-    with open_warehouse(connection_path, read_only=True) as connection:
-        interactions = connection.sql(
-            "select user_id, item_id, weight, occurred_at from marts.interactions where weight > 0"
-        ).df()
-    return ItemKNNRecommender().fit(interactions, catalog_item_ids=inputs["items"][ITEM_ID])
-
-
-def score_users(
-    settings: Settings,
-    user_ids: list[str] | None = None,
-    rules: RankingRules | None = None,
-) -> ScoredLists:
-    """Rank ``user_ids`` (every known user when None) and the trending list."""
-    rules = rules or RankingRules(
-        mmr_lambda=settings.mmr_lambda, new_item_slots=settings.new_item_slots
-    )
+def score_users(settings: Settings, user_ids: list[str] | None = None) -> ScoredLists:
+    """Rank ``user_ids`` (every known user when None) and the cold-start lists."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        inputs = read_scoring_inputs(connection, user_ids)
-        vectors = load_vectors(connection)
-        # Every user's events even for a refresh: trending is the same list for everyone.
-        trending_events = read_trending_events(connection)
-    items = inputs["items"]
-    champion = _champion(settings, items[ITEM_ID], vectors)
-    similarity = None
-    if champion is not None:
-        scorer, blend, version = champion
-    else:
-        scorer = _first_ranking_model(inputs, settings.warehouse_path)
-        blend, version = rules.trending_blend, FIRST_RANKING_VERSION
-        similarity = scorer.similarity
-    trending = inputs["trending"].set_index(ITEM_ID)["decayed_score"]
-    behaviour = UserBehaviour(
-        histories=inputs["histories"], consumed=inputs["consumed"], events=inputs["events"]
-    )
-    users = inputs["users"][USER_ID].astype(str).tolist()
-    lists, fallback = rank_users(
-        scorer,
-        users,
-        behaviour,
-        trending,
-        items,
-        settings.top_k,
-        trending_blend=blend,
-        rules=rules,
-        item_vectors=vectors,
-        similarity=similarity,
-        new_item_ids=frozenset(items.loc[items["interaction_count"] == 0, ITEM_ID]),
-    )
+        snapshot = read_snapshot(connection)
+        items = connection.sql("select item_id, title, available from marts.items").df()
+    pipeline, version = champion_pipeline(settings, snapshot)
+    behaviour = read_behaviour(snapshot, user_ids)
+    lists = pipeline.recommend(behaviour)
     generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     lists[MODEL_VERSION] = version
     lists[GENERATED_AT] = generated_at
-    unavailable = unavailable_items(items).tolist()
-    popular = trending_lists(trending, ["*"], settings.top_k, exclude=unavailable)
-    popular = popular.drop(columns=[USER_ID])
-    popular[MODEL_VERSION] = "trending"
+    popular = pipeline.cold_start_list().drop(columns=[USER_ID])
+    popular[MODEL_VERSION] = version
     popular[GENERATED_AT] = generated_at
-    by_context = build_context_trending(settings, trending_events, items, trending, unavailable)
+    trending = popular.set_index(ITEM_ID)[SCORE]
+    unavailable = sorted(snapshot.unavailable)
+    positive = snapshot.positive
+    by_context = build_context_trending(settings, positive, items, trending, unavailable)
     by_context[MODEL_VERSION] = "trending"
     by_context[GENERATED_AT] = generated_at
-    logger.info("scored %d users with %s (%d on trending)", len(users), version, fallback)
+    fallback = int(len(behaviour.users) - lists[USER_ID].nunique())
+    logger.info("scored %d users with %s", len(behaviour.users), version)
     return ScoredLists(
         lists=lists,
         trending=popular,

@@ -1,0 +1,368 @@
+"""Rolling-origin backtests: every competing pipeline judged at several cuts of event time.
+
+For cut c with holdout window [c, next cut): sources fit on everything before c; for each user
+active in the window, the first part of their window events is revealed (what a refreshing
+system has seen when it ranks them) and the rest is the truth (ml.evaluation.protocol). The
+learned ranker at cut c trains only on labelled candidates of earlier cuts, so nothing it learns
+comes from at or after c. Baselines (one source's score each), the ranker and any ablation go
+through the same `RankingPipeline.rank`, so the table compares what would have been served.
+
+The winner is the pipeline with the best NDCG@k averaged over the evaluated cuts; the final
+pipeline refits its sources on everything and, when the ranker wins, trains the ranker on the
+labelled candidates of every cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+
+from ml.constants import DEFAULT_TOP_K, ITEM_ID, NEW_USER, OCCURRED_AT, SEGMENT, USER_ID, WEIGHT
+from ml.evaluation.metrics import ndcg_per_user
+from ml.evaluation.protocol import (
+    DEFAULT_REVEAL_FRACTION,
+    NEW_ITEM_TARGETS,
+    OVERALL,
+    EvaluationTask,
+    build_task,
+    segment_metrics,
+)
+from ml.evaluation.significance import paired_bootstrap
+from ml.pipeline.pipeline import RANKER, PipelineConfig, RankingPipeline
+from ml.pipeline.ranker import LABEL, Ranker, RankerConfig
+from ml.pipeline.snapshot import Behaviour, Snapshot
+
+logger = logging.getLogger("freshrank.backtest")
+
+FALLBACK_PIPELINE = "popularity_all"
+NO_TEXT = "ranker_without_text"
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """How many cuts, how wide each holdout window is, and what counts as enough data."""
+
+    cuts: int = 3  # evaluated cut points
+    training_cuts: int = 2  # earlier cuts whose labelled candidates only train the ranker
+    window_fraction: float = 0.08  # share of all events in each cut's holdout window
+    reveal_fraction: float = DEFAULT_REVEAL_FRACTION
+    min_users: int = 10  # a cut with fewer evaluated users is skipped
+    min_ranker_users: int = 20  # labelled users (with a hit among candidates) to train a ranker
+    ablations: bool = False  # also run the ranker without the text source and features
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+
+
+@dataclass
+class CutData:
+    """One cut: its task, the ranked users' behaviour, and labelled candidate features."""
+
+    cut: pd.Timestamp
+    end: pd.Timestamp
+    task: EvaluationTask
+    behaviour: Behaviour
+    pipeline: RankingPipeline
+    frame: pd.DataFrame
+    evaluated: bool
+
+
+@dataclass
+class BacktestResult:
+    """Every pipeline's figures by cut and segment, the winner, and the final fitted pipeline."""
+
+    table: pd.DataFrame  # pipeline, cut, segment, users, metrics...
+    summary: pd.DataFrame  # pipeline x (mean and per-cut NDCG@k by segment), best first
+    comparisons: pd.DataFrame  # the winner against every other pipeline, paired bootstrap
+    winner: str
+    pipeline: RankingPipeline
+    cuts: list[pd.Timestamp]
+    notes: list[str]
+    importance: pd.Series
+    seconds: float
+    k: int = DEFAULT_TOP_K
+
+    def mean_ndcg(self, pipeline: str, segment: str = OVERALL) -> float:
+        rows = self.table[(self.table["pipeline"] == pipeline) & (self.table["segment"] == segment)]
+        column = f"ndcg@{self.k}"
+        return float(rows[column].mean()) if len(rows) and column in rows else float("nan")
+
+    @property
+    def pipelines(self) -> list[str]:
+        return list(pd.unique(self.table["pipeline"])) if not self.table.empty else []
+
+
+def cut_points(interactions: pd.DataFrame, count: int, window_fraction: float) -> list:
+    """`count` cut times, oldest first, each `window_fraction` of the events before the next
+    (the newest cut leaves the last window); only distinct times strictly inside the log."""
+    times = interactions[OCCURRED_AT].sort_values().reset_index(drop=True)
+    if times.empty:
+        return []
+    cuts = []
+    for back in range(count, 0, -1):
+        position = int(np.floor(len(times) * (1.0 - back * window_fraction)))
+        if 0 < position < len(times):
+            cuts.append(times.iloc[position])
+    distinct = sorted(set(cuts))
+    return [cut for cut in distinct if cut > times.iloc[0]]
+
+
+def prepare_cut(
+    snapshot: Snapshot,
+    cut: pd.Timestamp,
+    end: pd.Timestamp,
+    config: PipelineConfig,
+    reveal_fraction: float,
+) -> CutData:
+    """Fit sources before `cut`, build the task for [cut, end), and label the candidates."""
+    before = snapshot.before(cut)
+    events = snapshot.interactions
+    window = events[(events[OCCURRED_AT] >= cut) & (events[OCCURRED_AT] < end)]
+    positive_train = before.positive
+    task = build_task(positive_train, window[window[WEIGHT] > 0], reveal_fraction)
+    users = task.users
+    revealed = task.histories[task.histories[OCCURRED_AT] >= cut]
+    known = pd.concat(
+        [
+            before.interactions[before.interactions[USER_ID].isin(users)],
+            window.merge(
+                revealed[[USER_ID, ITEM_ID, OCCURRED_AT]], on=[USER_ID, ITEM_ID, OCCURRED_AT]
+            ),
+        ],
+        ignore_index=True,
+    )
+    behaviour = Behaviour(known, users=users)
+    pipeline = RankingPipeline(config).fit_sources(before)
+    frame = pipeline.candidate_features(behaviour)
+    truth = task.truth.assign(**{LABEL: 1})
+    frame = frame.merge(truth, on=[USER_ID, ITEM_ID], how="left")
+    frame[LABEL] = frame[LABEL].fillna(0).astype(int)
+    return CutData(cut, end, task, behaviour, pipeline, frame, evaluated=True)
+
+
+def _orderings(pipeline: RankingPipeline) -> list[str]:
+    """Every single-source pipeline this configuration can compete with."""
+    return list(pipeline.score_columns)
+
+
+def _train_ranker(frames: list[pd.DataFrame], pipeline: RankingPipeline, config: BacktestConfig):
+    """A ranker on the labelled frames, or None when too few users had a hit."""
+    if not frames:
+        return None
+    data = pd.concat(frames, ignore_index=True)
+    hits = data.groupby(USER_ID)[LABEL].max().sum()
+    if hits < config.min_ranker_users:
+        return None
+    return Ranker(config.ranker).fit(data, pipeline.training_columns(data))
+
+
+def _prefixed(frame: pd.DataFrame, position: int) -> pd.DataFrame:
+    """Make user ids unique per cut, so a user labelled at two cuts forms two groups."""
+    return frame.assign(**{USER_ID: f"{position}:" + frame[USER_ID].astype(str)})
+
+
+def _measure(
+    name: str,
+    lists: pd.DataFrame,
+    data: CutData,
+    k: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    snapshot = data.pipeline.snapshot
+    popularity = snapshot.positive.groupby(ITEM_ID)[WEIGHT].sum()
+    vectors = None
+    if snapshot.vectors is not None:
+        vectors = dict(zip(snapshot.vectors.index, snapshot.vectors.to_numpy(), strict=True))
+    table = segment_metrics(
+        lists,
+        data.task,
+        k,
+        catalog_size=len(snapshot.item_ids),
+        item_popularity=popularity,
+        item_vectors=vectors,
+    )
+    table.insert(0, "cut", str(data.cut))
+    table.insert(0, "pipeline", name)
+    per_user = ndcg_per_user(lists, data.task.truth, k).rename("ndcg").reset_index()
+    per_user = per_user.merge(data.task.segments, on=USER_ID, how="left")
+    per_user.insert(0, "cut", str(data.cut))
+    per_user.insert(0, "pipeline", name)
+    return table, per_user
+
+
+def run_backtests(
+    snapshot: Snapshot,
+    config: PipelineConfig | None = None,
+    backtest: BacktestConfig | None = None,
+) -> BacktestResult:
+    """Judge every pipeline at the cuts, pick the winner, fit it on everything."""
+    started = time.perf_counter()
+    config = config or PipelineConfig()
+    backtest = backtest or BacktestConfig()
+    k = config.k
+    notes: list[str] = []
+    total = backtest.cuts + backtest.training_cuts
+    cuts = cut_points(snapshot.interactions, total, backtest.window_fraction)
+    ends = [*cuts[1:], snapshot.as_of]
+    prepared: list[CutData] = []
+    for position, (cut, end) in enumerate(zip(cuts, ends, strict=True)):
+        data = prepare_cut(snapshot, cut, end, config, backtest.reveal_fraction)
+        data.evaluated = position >= len(cuts) - backtest.cuts
+        users = len(data.task.users)
+        logger.info(
+            "cut %d of %d at %s: %d users (%d new), %d candidates, %d truth hits among them",
+            position + 1,
+            len(cuts),
+            cut,
+            users,
+            int((data.task.segments[SEGMENT] == NEW_USER).sum()),
+            len(data.frame),
+            int(data.frame[LABEL].sum()),
+        )
+        if data.evaluated and users < backtest.min_users:
+            notes.append(
+                f"cut at {cut} skipped: {users} users active after it (< {backtest.min_users})"
+            )
+            data.evaluated = False
+        prepared.append(data)
+
+    no_text = None
+    if backtest.ablations and "text" in config.sources:
+        no_text = replace(config, sources=tuple(s for s in config.sources if s != "text"))
+
+    tables, per_users, training_frames, ablation_frames = [], [], [], []
+    for position, data in enumerate(prepared):
+        if data.evaluated:
+            ranker = _train_ranker(training_frames, data.pipeline, backtest)
+            orderings = _orderings(data.pipeline) + ([RANKER] if ranker is not None else [])
+            for ordering in orderings:
+                pipeline = data.pipeline.with_ordering(ordering, ranker)
+                lists = pipeline.rank(data.frame, data.behaviour)
+                name = "ranker" if ordering == RANKER else ordering
+                table, per_user = _measure(name, lists, data, k)
+                tables.append(table)
+                per_users.append(per_user)
+            if no_text is not None:
+                _ablation(no_text, data, ablation_frames, backtest, tables, per_users, k)
+        elif no_text is not None:
+            _ablation(
+                no_text, data, ablation_frames, backtest, tables, per_users, k, train_only=True
+            )
+        training_frames.append(_prefixed(data.frame, position))
+
+    evaluated = [data for data in prepared if data.evaluated]
+    if not evaluated:
+        notes.append(
+            "no cut had enough users to evaluate: the model was skipped and popularity lists "
+            "are published"
+        )
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    per_user = pd.concat(per_users, ignore_index=True) if per_users else pd.DataFrame()
+    summary = summarise(table, k)
+    winner = _choose(summary, notes)
+
+    final = RankingPipeline(config, winner if winner != "ranker" else RANKER).fit_sources(snapshot)
+    importance = pd.Series(dtype=float)
+    if winner == "ranker":
+        ranker = _train_ranker(training_frames, final, backtest)
+        final.ranker = ranker
+        importance = ranker.importance()
+    comparisons = compare(per_user, winner) if not per_user.empty else pd.DataFrame()
+    seconds = time.perf_counter() - started
+    logger.info("backtests done in %.1f s; winner %s", seconds, winner)
+    return BacktestResult(
+        table=table,
+        summary=summary,
+        comparisons=comparisons,
+        winner=winner,
+        pipeline=final,
+        cuts=[data.cut for data in evaluated],
+        notes=notes,
+        importance=importance,
+        seconds=seconds,
+        k=k,
+    )
+
+
+def _ablation(
+    config: PipelineConfig,
+    data: CutData,
+    frames: list[pd.DataFrame],
+    backtest: BacktestConfig,
+    tables: list,
+    per_users: list,
+    k: int,
+    train_only: bool = False,
+) -> None:
+    """The ranker without the text source and text features, trained and judged the same way."""
+    pipeline = RankingPipeline(config).fit_sources(data.pipeline.snapshot)
+    frame = pipeline.candidate_features(data.behaviour)
+    frame = frame.merge(data.task.truth.assign(**{LABEL: 1}), on=[USER_ID, ITEM_ID], how="left")
+    frame[LABEL] = frame[LABEL].fillna(0).astype(int)
+    if not train_only:
+        ranker = _train_ranker(frames, pipeline, backtest)
+        if ranker is not None:
+            lists = pipeline.with_ordering(RANKER, ranker).rank(frame, data.behaviour)
+            table, per_user = _measure(NO_TEXT, lists, data, k)
+            tables.append(table)
+            per_users.append(per_user)
+    frames.append(_prefixed(frame, len(frames)))
+
+
+def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Pipelines (best overall first) x mean NDCG@k by segment, plus each cut's overall figure."""
+    column = f"ndcg@{k}"
+    if table.empty:
+        return pd.DataFrame()
+    means = table.pivot_table(index="pipeline", columns="segment", values=column, aggfunc="mean")
+    ordered = [s for s in (OVERALL, NEW_USER, "returning_user", NEW_ITEM_TARGETS) if s in means]
+    summary = means[ordered].add_prefix("mean ")
+    overall = table[table["segment"] == OVERALL]
+    per_cut = overall.pivot_table(index="pipeline", columns="cut", values=column, aggfunc="mean")
+    summary = summary.join(per_cut.add_prefix("cut "))
+    hit = f"hit_rate@{k}"
+    new_items = table[table["segment"] == NEW_ITEM_TARGETS]
+    if hit in new_items:
+        summary[f"mean new-item {hit}"] = new_items.groupby("pipeline")[hit].mean()
+    return summary.sort_values(f"mean {OVERALL}", ascending=False)
+
+
+def _choose(summary: pd.DataFrame, notes: list[str]) -> str:
+    if summary.empty:
+        return FALLBACK_PIPELINE
+    best = str(summary.index[0])
+    if best == NO_TEXT:  # an ablation is a measurement, not a candidate for serving
+        best = str(summary.drop(index=NO_TEXT).index[0])
+    return best
+
+
+def compare(per_user: pd.DataFrame, winner: str) -> pd.DataFrame:
+    """The winner's NDCG minus every other pipeline's on the same (cut, user) pairs: mean, 95%
+    paired-bootstrap interval and P(winner ahead), overall and for new users."""
+    rows = []
+    mine = per_user[per_user["pipeline"] == winner].set_index(["cut", USER_ID])
+    for other in pd.unique(per_user["pipeline"]):
+        if other == winner:
+            continue
+        theirs = per_user[per_user["pipeline"] == other].set_index(["cut", USER_ID])
+        for segment in (OVERALL, NEW_USER):
+            first, second = mine["ndcg"], theirs["ndcg"]
+            if segment == NEW_USER:
+                first = first[mine[SEGMENT] == NEW_USER]
+                second = second[theirs[SEGMENT] == NEW_USER]
+            first, second = first.align(second, join="inner")
+            if first.empty:
+                continue
+            difference = paired_bootstrap(pd.Series(first.to_numpy()), pd.Series(second.to_numpy()))
+            rows.append(
+                {
+                    "against": other,
+                    "segment": segment,
+                    "users": difference.users,
+                    "ndcg difference": round(difference.mean, 4),
+                    "95% interval": f"[{difference.low:+.4f}, {difference.high:+.4f}]",
+                    "P(winner ahead)": round(difference.share_ahead, 3),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,130 @@
+"""Features of (user, candidate item) pairs: what every source thinks, the item, the user, context.
+
+One frame per block of users, one row per candidate: each source's score and its rank among the
+user's candidates, item popularity per window and its trend, item age, cosine similarity of the
+item's text vector to the user's recent items (query, mean and max), the user's activity and
+time since their last event, and how popular the item is in the user's current context.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ml.constants import CONTEXT, ITEM_ID, OCCURRED_AT, USER_ID, WEIGHT
+from ml.pipeline.snapshot import Behaviour, Snapshot
+
+RANKED_SOURCE_COLUMNS = (
+    "covisitation",
+    "covisitation_all",
+    "text",
+    "item_knn",
+    "ease",
+    "sequential",
+)
+IDENTITY_COLUMNS = (USER_ID, ITEM_ID)
+
+
+def add_source_ranks(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """`<column>_rank`: 1 for the user's best candidate by that column; NaN without a score."""
+    for column in columns:
+        if column not in frame:
+            continue
+        has_score = frame[column] > 0
+        ranks = (
+            frame[column]
+            .where(has_score)
+            .groupby(frame[USER_ID])
+            .rank(method="first", ascending=False)
+        )
+        frame[f"{column}_rank"] = ranks
+    return frame
+
+
+def item_features(snapshot: Snapshot, items: pd.Series) -> pd.DataFrame:
+    """Age in days since an item's first positive event (or created_at), and whether it is new."""
+    positive = snapshot.positive
+    first_seen = positive.groupby(ITEM_ID)[OCCURRED_AT].min()
+    first = first_seen.reindex(items.to_numpy())
+    if "created_at" in snapshot.items:
+        created = pd.to_datetime(
+            snapshot.items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)["created_at"],
+            errors="coerce",
+            utc=True,
+        ).dt.tz_localize(None)
+        first = first.fillna(created.reindex(items.to_numpy()))
+    age_days = (snapshot.as_of - first) / pd.Timedelta(days=1)
+    return pd.DataFrame(
+        {
+            "item_age_days": age_days.to_numpy(dtype=float),
+            "item_is_new": (~items.isin(first_seen.index)).to_numpy(dtype=float),
+        }
+    )
+
+
+def user_features(behaviour: Behaviour, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Per user: events, distinct items, days since the last event (0 when newer than as_of)."""
+    events = behaviour.events
+    grouped = events.groupby(USER_ID)
+    last = grouped[OCCURRED_AT].max()
+    frame = pd.DataFrame(
+        {
+            "user_events": grouped.size(),
+            "user_items": grouped[ITEM_ID].nunique(),
+            "user_mean_weight": grouped[WEIGHT].mean(),
+            "user_days_since_last": ((as_of - last) / pd.Timedelta(days=1)).clip(lower=0.0),
+        }
+    )
+    return frame.reindex(behaviour.users)
+
+
+def user_contexts(behaviour: Behaviour, context_key: str) -> pd.Series:
+    """Each user's current context value (their latest event's), None when it has none."""
+    from ml.rules import context_value
+
+    events = behaviour.events
+    if events.empty:
+        return pd.Series(dtype=object)
+    latest = events.sort_values(OCCURRED_AT, kind="stable").drop_duplicates(USER_ID, keep="last")
+    values = [
+        context_value(context, occurred_at, context_key)
+        for context, occurred_at in zip(latest[CONTEXT], latest[OCCURRED_AT], strict=True)
+    ]
+    return pd.Series(values, index=latest[USER_ID].to_numpy(), dtype=object)
+
+
+def context_popularity(
+    pairs: pd.DataFrame, contexts: pd.Series, by_context: dict[str, pd.Series]
+) -> np.ndarray:
+    """The item's share of its context's popularity in the user's current context (0 if none)."""
+    values = np.zeros(len(pairs))
+    if not by_context or contexts.empty:
+        return values
+    user_context = contexts.reindex(pairs[USER_ID].to_numpy()).to_numpy()
+    for value, scores in by_context.items():
+        mine = user_context == value
+        if mine.any():
+            values[mine] = scores.reindex(pairs[ITEM_ID].to_numpy()[mine]).fillna(0.0).to_numpy()
+    return values
+
+
+def trend_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """Whether an item is rising: recent popularity against its longer-run rate."""
+    if {"popularity_7d", "popularity_30d"} <= set(frame.columns):
+        frame["trend_7d_vs_30d"] = (frame["popularity_7d"] + 1.0) / (
+            frame["popularity_30d"] * 7.0 / 30.0 + 1.0
+        )
+    if {"popularity_30d", "popularity_365d"} <= set(frame.columns):
+        frame["trend_30d_vs_365d"] = (frame["popularity_30d"] + 1.0) / (
+            frame["popularity_365d"] * 30.0 / 365.0 + 1.0
+        )
+    return frame
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """Every numeric column but the ids: what the ranker learns from."""
+    return [
+        column
+        for column in frame.columns
+        if column not in IDENTITY_COLUMNS and pd.api.types.is_numeric_dtype(frame[column])
+    ]

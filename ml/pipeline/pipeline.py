@@ -1,0 +1,455 @@
+"""The one ranking pipeline: candidates -> features -> ranker -> rules -> new-item slots -> MMR ->
+reason. Evaluation, the MLflow model and the published lists all call `RankingPipeline.recommend`.
+
+A pipeline is fitted in two steps: its sources on a snapshot (cheap, and redone whenever the
+snapshot moves: serving refits them on the newest marts), and, when it orders by the learned
+ranker, the ranker on labelled candidate frames from earlier cuts (see ml.pipeline.backtest).
+A pipeline may instead order by one source's score (`ordering="item_knn"`, say): that is how each
+baseline competes through exactly the same rules, slots and reasons as the ranker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml.constants import (
+    DEFAULT_CONTEXT_KEY,
+    DEFAULT_HISTORY_LENGTH,
+    DEFAULT_TOP_K,
+    ITEM_ID,
+    RANK,
+    REASON,
+    SCORE,
+    USER_ID,
+)
+from ml.pipeline.features import (
+    RANKED_SOURCE_COLUMNS,
+    add_source_ranks,
+    context_popularity,
+    feature_columns,
+    item_features,
+    trend_features,
+    user_contexts,
+    user_features,
+)
+from ml.pipeline.ranker import Ranker
+from ml.pipeline.snapshot import Behaviour, Snapshot
+from ml.pipeline.sources import (
+    SOURCES,
+    CandidateSource,
+    CoVisitationSource,
+    PopularitySource,
+    SequentialSourceConfig,
+    TextNeighbourSource,
+    top_per_user,
+)
+from ml.rules import (
+    RankingRules,
+    context_trending,
+    excluded_mask,
+    feedback_multipliers,
+    mmr_rerank,
+    negative_feedback_penalty,
+)
+
+logger = logging.getLogger("freshrank.pipeline")
+
+RANKER = "ranker"
+DEFAULT_SOURCES = ("popularity", "covisitation", "text", "item_knn", "ease")
+TIEBREAK = "popularity_all"
+LIST_COLUMNS = (USER_ID, RANK, ITEM_ID, SCORE, REASON)
+REASON_BECAUSE = "because you viewed {title}"
+REASON_SIMILAR = "similar to {title}"
+REASON_NEW = "new: similar to {title}"
+REASON_POPULAR = "popular now"
+SIMILAR_REASON_MIN_COSINE = 0.5
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Which sources run, how many candidates each gives, and the list rules."""
+
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    k: int = DEFAULT_TOP_K
+    candidates_per_source: int = 50
+    history_length: int = DEFAULT_HISTORY_LENGTH
+    new_item_slots: int = 1
+    rules: RankingRules = field(default_factory=RankingRules)
+    context_key: str = DEFAULT_CONTEXT_KEY
+    users_per_block: int = 1_000
+    sequential: SequentialSourceConfig = field(default_factory=SequentialSourceConfig)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.sources) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown candidate sources {unknown}; known: {sorted(SOURCES)}")
+        if "popularity" not in self.sources:
+            raise ValueError("the popularity source is required: it is every user's fallback")
+
+
+def empty_lists() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            USER_ID: pd.Series(dtype=object),
+            RANK: pd.Series(dtype="int64"),
+            ITEM_ID: pd.Series(dtype=object),
+            SCORE: pd.Series(dtype=float),
+            REASON: pd.Series(dtype=object),
+        }
+    )
+
+
+class RankingPipeline:
+    """Fitted sources (and optionally a ranker) that turn users' behaviour into top-k lists."""
+
+    def __init__(self, config: PipelineConfig | None = None, ordering: str = RANKER) -> None:
+        self.config = config or PipelineConfig()
+        self.ordering = ordering
+        self.sources: dict[str, CandidateSource] = {}
+        self.ranker: Ranker | None = None
+        self.as_of: pd.Timestamp | None = None
+        self._snapshot: Snapshot | None = None
+        self._context_scores: dict[str, pd.Series] = {}
+
+    # --- fitting -------------------------------------------------------------------------
+    def _new_source(self, name: str) -> CandidateSource:
+        if name == "sequential":
+            return SOURCES[name](self.config.sequential)
+        if name == "text":
+            return TextNeighbourSource(per_user=4 * self.config.candidates_per_source)
+        return SOURCES[name]()
+
+    def fit_sources(
+        self, snapshot: Snapshot, keep: dict[str, CandidateSource] | None = None
+    ) -> RankingPipeline:
+        """Fit every source on the snapshot (the ranker, if any, is kept; so are `keep`'s)."""
+        self.sources = {}
+        for name in self.config.sources:
+            if keep and name in keep:
+                self.sources[name] = keep[name]
+            else:
+                self.sources[name] = self._new_source(name).fit(snapshot)
+        self._snapshot = snapshot
+        self.as_of = snapshot.as_of
+        item_ids = snapshot.item_ids
+        by_context = context_trending(
+            snapshot.positive, item_ids, self.config.context_key, min_events=1
+        )
+        self._context_scores = {
+            value: pd.Series(scores / scores.max(), index=item_ids)
+            for value, scores in by_context.items()
+            if scores.max() > 0
+        }
+        return self
+
+    def refreshed(self, snapshot: Snapshot) -> RankingPipeline:
+        """This pipeline on a newer snapshot: counting sources refit, trained parts kept.
+
+        Serving calls this with the newest marts, so item statistics, co-visitation and the
+        vector index follow behaviour loaded since the build without retraining the ranker.
+        """
+        other = RankingPipeline(self.config, self.ordering)
+        other.ranker = self.ranker
+        trained = {
+            name: source.learn_catalog(snapshot)
+            for name, source in self.sources.items()
+            if not source.refit_when_serving and hasattr(source, "learn_catalog")
+        }
+        other.fit_sources(snapshot, keep=trained)
+        return other
+
+    def with_ordering(self, ordering: str, ranker: Ranker | None = None) -> RankingPipeline:
+        """The same fitted sources, ordered by another column (or another ranker)."""
+        other = RankingPipeline(self.config, ordering)
+        other.sources, other._snapshot, other.as_of = self.sources, self._snapshot, self.as_of
+        other._context_scores = self._context_scores
+        other.ranker = ranker if ranker is not None else self.ranker
+        return other
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            raise RuntimeError("fit_sources(snapshot) has not run")
+        return self._snapshot
+
+    @property
+    def score_columns(self) -> tuple[str, ...]:
+        return tuple(column for source in self.sources.values() for column in source.columns)
+
+    # --- candidates and features ----------------------------------------------------------
+    def candidate_features(self, behaviour: Behaviour) -> pd.DataFrame:
+        """One row per (user, candidate) with every feature; consumed and unavailable items
+        never become candidates."""
+        parts = []
+        users = behaviour.users
+        for start in range(0, len(users), self.config.users_per_block):
+            block = behaviour.for_users(users[start : start + self.config.users_per_block])
+            parts.append(self._block_features(block))
+        if not parts:
+            return pd.DataFrame(columns=[USER_ID, ITEM_ID])
+        return pd.concat(parts, ignore_index=True)
+
+    def _block_features(self, block: Behaviour) -> pd.DataFrame:
+        snapshot = self.snapshot
+        recent = block.recent_items(self.config.history_length)
+        merged = None
+        for source in self.sources.values():
+            scores = source.scores(block, recent)
+            if merged is None:
+                merged = scores
+            else:
+                merged = merged.merge(scores, on=[USER_ID, ITEM_ID], how="outer")
+        columns = self.score_columns
+        merged[list(columns)] = merged[list(columns)].fillna(0.0)
+        frame = top_per_user(merged, columns, self.config.candidates_per_source)
+        frame = self._drop_excluded(frame, block)
+        popularity: PopularitySource = self.sources["popularity"]
+        frame[list(popularity.columns)] = popularity.item_features(frame[ITEM_ID]).to_numpy()
+        frame = add_source_ranks(frame, tuple(c for c in RANKED_SOURCE_COLUMNS if c in columns))
+        text = self.sources.get("text")
+        if isinstance(text, TextNeighbourSource):
+            similarity = text.pair_similarity(frame, recent)
+            frame["text"] = similarity["text"].fillna(0.0).to_numpy()
+            frame["text_mean"] = similarity["text_mean"].to_numpy()
+            frame["text_max"] = similarity["text_max"].to_numpy()
+        frame[["item_age_days", "item_is_new"]] = item_features(snapshot, frame[ITEM_ID]).to_numpy()
+        users = user_features(block, snapshot.as_of)
+        frame = frame.join(users, on=USER_ID)
+        frame["context_popularity"] = context_popularity(
+            frame, user_contexts(block, self.config.context_key), self._context_scores
+        )
+        return trend_features(frame).reset_index(drop=True)
+
+    def _drop_excluded(self, frame: pd.DataFrame, block: Behaviour) -> pd.DataFrame:
+        """Remove consumed, purchased and unavailable items as the rules say."""
+        if frame.empty:
+            return frame
+        users = pd.Index(block.users)
+        items = pd.Index(pd.unique(frame[ITEM_ID]))
+        excluded = excluded_mask(
+            block.events, users, items, self.config.rules, self.snapshot.unavailable
+        )
+        rows = users.get_indexer(frame[USER_ID])
+        columns = items.get_indexer(frame[ITEM_ID])
+        return frame[~excluded[rows, columns]].reset_index(drop=True)
+
+    # --- ranking --------------------------------------------------------------------------
+    def order_scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """Each candidate's score in [0, 1] per user under this pipeline's ordering."""
+        if frame.empty:
+            return np.zeros(0)
+        if self.ordering == RANKER:
+            if self.ranker is None or not self.ranker.fitted:
+                raise RuntimeError("this pipeline orders by the ranker, which is not trained")
+            raw = self.ranker.predict(frame)
+        else:
+            if self.ordering not in frame:
+                raise ValueError(f"no score column {self.ordering!r} among the candidates")
+            # Popularity breaks ties (and orders users the source knows nothing about).
+            tiebreak = frame[TIEBREAK].to_numpy(dtype=float)
+            tiebreak = tiebreak / (tiebreak.max() + 1.0)
+            raw = frame[self.ordering].to_numpy(dtype=float) * 2.0 + tiebreak * 1e-3
+            raw = np.where(frame[self.ordering].to_numpy() > 0, raw + 1.0, tiebreak * 1e-3)
+        grouped = pd.Series(raw).groupby(frame[USER_ID].to_numpy())
+        low, high = grouped.transform("min").to_numpy(), grouped.transform("max").to_numpy()
+        span = np.where(high > low, high - low, 1.0)
+        # Lowest candidate at 0.1, not 0, so that a demotion can still move it.
+        return 0.1 + 0.9 * (raw - low) / span
+
+    def rank(self, frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
+        """Top-k lists from a candidate frame: order, feedback rules, new-item slots, MMR,
+        reasons. Users without candidates get no rows."""
+        if frame.empty:
+            return empty_lists()
+        config = self.config
+        scored = frame[[USER_ID, ITEM_ID, "item_is_new"]].copy()
+        scored[SCORE] = self.order_scores(frame) * self._multipliers(frame, behaviour)
+        scored = scored.sort_values([USER_ID, SCORE, ITEM_ID], ascending=[True, False, True])
+        diversify = config.rules.mmr_lambda is not None and "text" in self.sources
+        width = max(5 * config.k, 50) if diversify else config.k
+        lists = _top_with_new_items(scored, width, config.new_item_slots)
+        if diversify:
+            lists = self._diversify(lists, config.k, config.rules.mmr_lambda)
+        lists = lists.copy()
+        lists[RANK] = lists.groupby(USER_ID, sort=False).cumcount() + 1
+        lists[REASON] = self._reasons(lists, behaviour)
+        return lists[list(LIST_COLUMNS)].reset_index(drop=True)
+
+    def recommend(self, behaviour: Behaviour) -> pd.DataFrame:
+        """Top-k lists for every user of `behaviour`: the one path evaluation and serving take."""
+        return self.rank(self.candidate_features(behaviour), behaviour)
+
+    def cold_start_list(self) -> pd.DataFrame:
+        """The list for someone with no behaviour at all (user_id "*")."""
+        nobody = Behaviour(_no_events(), users=np.array(["*"], dtype=object))
+        return self.recommend(nobody)
+
+    def _multipliers(self, frame: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
+        """Feedback demotions (ignored impressions, clicks without conversion, dislikes)."""
+        rules = self.config.rules
+        multipliers = np.ones(len(frame))
+        events = behaviour.events[behaviour.events[USER_ID].isin(pd.unique(frame[USER_ID]))]
+        if events.empty:
+            return multipliers
+        users = pd.Index(pd.unique(frame[USER_ID]))
+        items = pd.Index(pd.unique(frame[ITEM_ID]))
+        rows, columns = users.get_indexer(frame[USER_ID]), items.get_indexer(frame[ITEM_ID])
+        for start in range(0, len(users), self.config.users_per_block):
+            block_users = users[start : start + self.config.users_per_block]
+            mine = (rows >= start) & (rows < start + len(block_users))
+            block_events = events[events[USER_ID].isin(block_users)]
+            matrix = feedback_multipliers(block_events, block_users, items, rules)
+            text = self.sources.get("text")
+            if isinstance(text, TextNeighbourSource) and text.index is not None:
+                vectors = _aligned_vectors(text, items)
+                matrix = matrix * negative_feedback_penalty(
+                    block_events, block_users, items, vectors, rules
+                )
+            multipliers[mine] = matrix[rows[mine] - start, columns[mine]]
+        return multipliers
+
+    def _diversify(self, lists: pd.DataFrame, k: int, mmr_lambda: float) -> pd.DataFrame:
+        text: TextNeighbourSource = self.sources["text"]
+        users = pd.Index(pd.unique(lists[USER_ID]))
+        items = pd.Index(pd.unique(lists[ITEM_ID]))
+        values = np.full((len(users), len(items)), -np.inf)
+        values[users.get_indexer(lists[USER_ID]), items.get_indexer(lists[ITEM_ID])] = lists[SCORE]
+        picks = mmr_rerank(values, _aligned_vectors(text, items), k, mmr_lambda)
+        rows = []
+        for row, user in enumerate(users):
+            picked = [column for column in picks[row] if column >= 0]
+            scores = np.minimum.accumulate(values[row, picked]) if picked else []
+            for column, score in zip(picked, scores, strict=True):
+                rows.append((user, items[column], float(score)))
+        return pd.DataFrame(rows, columns=[USER_ID, ITEM_ID, SCORE])
+
+    def _reasons(self, lists: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
+        """Why each listed item is there, naming one of the user's recent items when possible."""
+        reasons = np.full(len(lists), REASON_POPULAR, dtype=object)
+        if lists.empty:
+            return reasons
+        titles = self.snapshot.titles
+        recent = behaviour.for_users(pd.unique(lists[USER_ID])).recent_items(
+            self.config.history_length
+        )
+        pairs = lists[[USER_ID, ITEM_ID]].reset_index(drop=True)
+        new_items = ~pairs[ITEM_ID].isin(set(self.snapshot.positive[ITEM_ID]))
+        because = pd.Series([None] * len(pairs), dtype=object)
+        covisitation = self.sources.get("covisitation")
+        if isinstance(covisitation, CoVisitationSource) and not recent.empty:
+            contributions = covisitation.contributions(recent)
+            best = contributions.sort_values("covisitation_all", ascending=False, kind="stable")
+            best = best.drop_duplicates([USER_ID, ITEM_ID]).set_index([USER_ID, ITEM_ID])
+            because = pd.Series(
+                best["source_item_id"].reindex(pd.MultiIndex.from_frame(pairs)).to_numpy(),
+                dtype=object,
+            )
+        similar, cosine = _most_similar_recent(self.sources.get("text"), pairs, recent)
+        for row in range(len(pairs)):
+            if new_items.iloc[row] and similar[row] is not None:
+                reasons[row] = REASON_NEW.format(title=_title(similar[row], titles))
+            elif isinstance(because.iloc[row], str):
+                reasons[row] = REASON_BECAUSE.format(title=_title(because.iloc[row], titles))
+            elif similar[row] is not None and cosine[row] >= SIMILAR_REASON_MIN_COSINE:
+                reasons[row] = REASON_SIMILAR.format(title=_title(similar[row], titles))
+        return reasons
+
+    # --- training data ---------------------------------------------------------------------
+    def training_columns(self, frame: pd.DataFrame) -> list[str]:
+        return feature_columns(frame.drop(columns=["label"], errors="ignore"))
+
+
+def _top_with_new_items(scored: pd.DataFrame, k: int, slots: int) -> pd.DataFrame:
+    """Each user's k best rows (scored is sorted best first per user), with up to `slots` of
+    the last places kept for the user's best new items when the top k holds fewer."""
+    place = scored.groupby(USER_ID, sort=False).cumcount()
+    top = scored[place < k]
+    if not slots:
+        return top[[USER_ID, ITEM_ID, SCORE]]
+    new = scored["item_is_new"].to_numpy() > 0
+    new_place = scored[new].groupby(USER_ID, sort=False).cumcount()
+    best_new = scored[new][new_place < slots]
+    listed_new = top[top["item_is_new"] > 0].groupby(USER_ID).size()
+    needed = (slots - listed_new.reindex(pd.unique(top[USER_ID])).fillna(0)).clip(lower=0)
+    if needed.sum() == 0 or best_new.empty:
+        return top[[USER_ID, ITEM_ID, SCORE]]
+    extra = best_new[
+        ~best_new.set_index([USER_ID, ITEM_ID]).index.isin(top.set_index([USER_ID, ITEM_ID]).index)
+    ]
+    extra = extra[
+        extra.groupby(USER_ID, sort=False).cumcount() < extra[USER_ID].map(needed).fillna(0)
+    ]
+    counts = extra.groupby(USER_ID).size()
+    # Drop as many of each user's lowest established rows as new rows come in.
+    established = top[top["item_is_new"] <= 0]
+    from_bottom = established.iloc[::-1].groupby(USER_ID, sort=False).cumcount()
+    drop = from_bottom < established[USER_ID].map(counts).fillna(0).to_numpy()
+    kept = top.drop(index=established.index[drop.to_numpy()])
+    combined = pd.concat([kept, extra])
+    # The new items keep the places after the established ones, in their own order.
+    combined["_new_last"] = combined.index.isin(extra.index)
+    combined = combined.sort_values(
+        [USER_ID, "_new_last", SCORE], ascending=[True, True, False], kind="stable"
+    )
+    return combined[[USER_ID, ITEM_ID, SCORE]]
+
+
+def _aligned_vectors(text: TextNeighbourSource, items: pd.Index) -> np.ndarray:
+    rows = text._positions.get_indexer(items)
+    vectors = np.zeros((len(items), text.vectors.shape[1]), dtype=np.float32)
+    vectors[rows >= 0] = text.vectors[rows[rows >= 0]]
+    return vectors
+
+
+def _most_similar_recent(
+    text: CandidateSource | None, pairs: pd.DataFrame, recent: pd.DataFrame
+) -> tuple[list, np.ndarray]:
+    """For each (user, item): the user's recent item most similar by text, and the cosine."""
+    found: list = [None] * len(pairs)
+    cosine = np.full(len(pairs), -1.0)
+    if not isinstance(text, TextNeighbourSource) or text.index is None or recent.empty:
+        return found, cosine
+    history = recent.assign(row=text._positions.get_indexer(recent[ITEM_ID]))
+    history = history[history["row"] >= 0]
+    item_rows = text._positions.get_indexer(pairs[ITEM_ID])
+    joined = (
+        pairs.assign(pair=np.arange(len(pairs)), item_row=item_rows)
+        .loc[item_rows >= 0]
+        .merge(history[[USER_ID, ITEM_ID, "row"]].rename(columns={ITEM_ID: "recent"}), on=USER_ID)
+    )
+    joined = joined[joined["recent"] != joined[ITEM_ID]]
+    if joined.empty:
+        return found, cosine
+    joined["cosine"] = np.einsum(
+        "pd,pd->p",
+        text.vectors[joined["item_row"].to_numpy()],
+        text.vectors[joined["row"].to_numpy()],
+    )
+    best = joined.sort_values("cosine", ascending=False, kind="stable").drop_duplicates("pair")
+    for pair, item, value in zip(best["pair"], best["recent"], best["cosine"], strict=True):
+        found[pair] = item
+        cosine[pair] = value
+    return found, cosine
+
+
+def _title(item: str, titles: pd.Series) -> str:
+    title = titles.get(item)
+    if title is None or (not isinstance(title, str) and pd.isna(title)) or not str(title).strip():
+        return str(item)
+    return str(title)
+
+
+def _no_events() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            USER_ID: pd.Series(dtype=str),
+            ITEM_ID: pd.Series(dtype=str),
+            "event_type": pd.Series(dtype=str),
+            "weight": pd.Series(dtype=float),
+            "occurred_at": pd.Series(dtype="datetime64[ns]"),
+        }
+    )

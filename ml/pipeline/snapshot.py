@@ -1,0 +1,151 @@
+"""What the platform knows at one moment of event time, and what it knows of the users it ranks.
+
+A `Snapshot` is every event before a moment (`as_of`), the co-visitation pairs whose events all
+happened before it, the catalog and the item text vectors. Candidate sources fit on a snapshot;
+a backtest cuts one snapshot out of the full log per cut point, and serving uses the newest.
+`Behaviour` is the events of the users being ranked, which may be newer than the snapshot (a
+refreshing system knows a user's latest clicks before it retrains anything).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml.constants import (
+    AVAILABLE,
+    CONTEXT,
+    EVENT_TYPE,
+    ITEM_ID,
+    NON_CONSUMING_EVENT_TYPES,
+    OCCURRED_AT,
+    TITLE,
+    USER_ID,
+    VALUE,
+    WEIGHT,
+)
+from ml.frames import require_columns
+
+EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, WEIGHT, OCCURRED_AT)
+PAIR_COLUMNS = ("item_id", "related_item_id", "pair_date", "pair_weight")
+
+
+def _events(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Events with the columns ranking reads, ids as text, optional columns filled with NA."""
+    require_columns(frame, EVENT_COLUMNS, name=name)
+    events = frame.copy()
+    events[USER_ID] = events[USER_ID].astype(str)
+    events[ITEM_ID] = events[ITEM_ID].astype(str)
+    events[WEIGHT] = events[WEIGHT].astype(float)
+    events[OCCURRED_AT] = pd.to_datetime(events[OCCURRED_AT])
+    for column in (VALUE, CONTEXT):
+        if column not in events:
+            events[column] = None
+    return events.reset_index(drop=True)
+
+
+@dataclass
+class Snapshot:
+    """Every event before `as_of`, with the catalog and item vectors of that moment."""
+
+    interactions: (
+        pd.DataFrame
+    )  # user_id, item_id, event_type, weight, occurred_at[, value, context]
+    items: pd.DataFrame  # item_id, title[, available, created_at]
+    vectors: pd.DataFrame | None = None  # item text vectors indexed by item_id
+    covisitation: pd.DataFrame | None = None  # item_id, related_item_id, pair_date, pair_weight
+    as_of: pd.Timestamp | None = None  # defaults to just after the newest event
+
+    def __post_init__(self) -> None:
+        self.interactions = _events(self.interactions, "interactions")
+        require_columns(self.items, (ITEM_ID,), name="items")
+        self.items = self.items.copy()
+        self.items[ITEM_ID] = self.items[ITEM_ID].astype(str)
+        if TITLE not in self.items:
+            self.items[TITLE] = self.items[ITEM_ID]
+        if self.covisitation is None:
+            self.covisitation = pd.DataFrame({column: [] for column in PAIR_COLUMNS})
+        require_columns(self.covisitation, PAIR_COLUMNS, name="covisitation")
+        if self.vectors is not None:
+            self.vectors = self.vectors.copy()
+            self.vectors.index = self.vectors.index.astype(str)
+            if self.vectors.empty:
+                self.vectors = None
+        if self.as_of is None:
+            newest = self.interactions[OCCURRED_AT].max()
+            self.as_of = (
+                pd.Timestamp(newest) + pd.Timedelta(microseconds=1)
+                if pd.notna(newest)
+                else pd.Timestamp("1970-01-01")
+            )
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """Every known item, catalog or interacted, in sorted order."""
+        catalog = set(self.items[ITEM_ID]) | set(self.interactions[ITEM_ID])
+        return np.array(sorted(catalog), dtype=object)
+
+    @property
+    def positive(self) -> pd.DataFrame:
+        """The events that count as evidence of interest (positive weight)."""
+        return self.interactions[self.interactions[WEIGHT] > 0]
+
+    @property
+    def unavailable(self) -> frozenset[str]:
+        """Catalog items marked unavailable (a missing flag means available)."""
+        if AVAILABLE not in self.items:
+            return frozenset()
+        flags = self.items[AVAILABLE].astype("boolean").fillna(True).to_numpy(dtype=bool)
+        return frozenset(self.items.loc[~flags, ITEM_ID])
+
+    @property
+    def titles(self) -> pd.Series:
+        return self.items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)[TITLE]
+
+    def before(self, cut: pd.Timestamp) -> Snapshot:
+        """The snapshot as it stood at ``cut``: events before it, pairs from before its date."""
+        cut = pd.Timestamp(cut)
+        pairs = self.covisitation
+        pair_dates = pd.to_datetime(pairs["pair_date"])
+        return Snapshot(
+            interactions=self.interactions[self.interactions[OCCURRED_AT] < cut],
+            items=self.items,
+            vectors=self.vectors,
+            covisitation=pairs[(pair_dates < cut.normalize()).to_numpy()],
+            as_of=cut,
+        )
+
+
+@dataclass
+class Behaviour:
+    """The events of the users being ranked (any age; newer than the snapshot is fine)."""
+
+    events: pd.DataFrame
+    users: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+
+    def __post_init__(self) -> None:
+        self.events = _events(self.events, "events")
+        listed = np.asarray(self.users, dtype=object).astype(str)
+        self.users = np.array(sorted(set(listed) | set(self.events[USER_ID])), dtype=object)
+
+    def recent_items(self, length: int) -> pd.DataFrame:
+        """(user_id, item_id, recency, occurred_at): each user's `length` latest distinct items
+        of positive weight, recency 0 for the newest."""
+        positive = self.events[self.events[WEIGHT] > 0]
+        ordered = positive.sort_values([OCCURRED_AT, ITEM_ID], ascending=False, kind="stable")
+        ordered = ordered.drop_duplicates([USER_ID, ITEM_ID])
+        ordered = ordered.groupby(USER_ID, sort=False).head(length)
+        recent = ordered[[USER_ID, ITEM_ID, OCCURRED_AT]].copy()
+        recent["recency"] = recent.groupby(USER_ID, sort=False).cumcount()
+        return recent.reset_index(drop=True)
+
+    def consumed(self) -> pd.DataFrame:
+        """(user_id, item_id) pairs the user consumed (any event but an impression)."""
+        consuming = ~self.events[EVENT_TYPE].isin(NON_CONSUMING_EVENT_TYPES)
+        return self.events.loc[consuming, [USER_ID, ITEM_ID]].drop_duplicates()
+
+    def for_users(self, users: np.ndarray) -> Behaviour:
+        chosen = self.events[self.events[USER_ID].isin(users)]
+        return Behaviour(chosen, users=np.asarray(users, dtype=object))

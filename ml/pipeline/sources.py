@@ -1,0 +1,582 @@
+"""Candidate sources: each nominates items for many users at once and scores any (user, item).
+
+Every source fits on a `Snapshot` and then, for a block of users (`Behaviour` plus their recent
+items), returns its best `n` items per user with its score(s), or its score(s) for pairs another
+source nominated (the ranker sees every source's opinion of every candidate). No source holds a
+users x catalog matrix for more than one block of users; the ones that need a dense item x item
+model (EASE) restrict it to the most popular items and say so.
+
+Score columns are named after the source; the popularity source has one column per window.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ml.constants import ITEM_ID, OCCURRED_AT, USER_ID, WEIGHT
+from ml.pipeline.snapshot import Behaviour, Snapshot
+
+logger = logging.getLogger("freshrank.sources")
+
+RECENCY = "recency"
+POPULARITY_DAY_WINDOWS = (1, 7, 30, 365)
+POPULARITY_EVENT_WINDOWS = (1_000, 10_000)
+TRENDING_HALF_LIFE_DAYS = 7.0
+COVISITATION_HALF_LIFE_DAYS = 60.0
+COVISITATION_RELATED_PER_ITEM = 100
+EASE_MAX_ITEMS = 3_000
+KNN_NEIGHBOURS = 100
+KNN_BLOCK_ITEMS = 1_024
+EXACT_INDEX_MAX_ITEMS = 50_000  # above this, an HNSW graph instead of exhaustive search
+
+
+def recency_weight(recency: np.ndarray | pd.Series) -> np.ndarray:
+    """How much a user's item counts by how recent it is: 1 for the newest, then 1/2, 1/3..."""
+    return 1.0 / (1.0 + np.asarray(recency, dtype=float))
+
+
+class CandidateSource(ABC):
+    """Fit on a snapshot; nominate and score items for blocks of users."""
+
+    name: ClassVar[str]
+    # Refit on every newer snapshot at serving time (cheap counting); a trained source (the
+    # sequential model) keeps its weights and only learns the new catalog.
+    refit_when_serving: ClassVar[bool] = True
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The score columns this source adds to a candidate frame."""
+        return (self.name,)
+
+    @abstractmethod
+    def fit(self, snapshot: Snapshot) -> CandidateSource:
+        """Learn what the source needs from everything known at the snapshot."""
+
+    @abstractmethod
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        """(user_id, item_id, *columns) for every pair the source has an opinion on.
+
+        Sparse: only pairs with evidence, bounded per user (a source that could score every
+        item keeps its best few hundred)."""
+
+    def candidates(self, behaviour: Behaviour, recent: pd.DataFrame, n: int) -> pd.DataFrame:
+        """Each user's `n` best items by each of the source's columns."""
+        return top_per_user(self.scores(behaviour, recent), self.columns, n)
+
+
+def top_per_user(frame: pd.DataFrame, columns: tuple[str, ...], n: int) -> pd.DataFrame:
+    """Rows that are among a user's `n` highest for at least one column (ties to the lower id)."""
+    if frame.empty:
+        return frame
+    keep = np.zeros(len(frame), dtype=bool)
+    ordered = frame.sort_values([USER_ID, ITEM_ID], kind="stable")
+    for column in columns:
+        place = ordered.groupby(USER_ID, sort=False)[column].rank(method="first", ascending=False)
+        keep |= ((place <= n) & (ordered[column] > 0)).to_numpy()
+    return ordered[keep].reset_index(drop=True)
+
+
+def _sparse_rows_to_frame(
+    matrix: sp.csr_array, users: np.ndarray, items: np.ndarray, column: str, per_row: int
+) -> pd.DataFrame:
+    """(user_id, item_id, column) of each row's `per_row` largest positive entries."""
+    matrix = sp.csr_array(matrix)
+    matrix.eliminate_zeros()
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    keep = matrix.data > 0
+    rows, columns, values = rows[keep], matrix.indices[keep], matrix.data[keep]
+    order = np.lexsort((columns, -values, rows))
+    rows, columns, values = rows[order], columns[order], values[order]
+    starts = np.searchsorted(rows, rows, side="left")
+    place = np.arange(len(rows)) - starts
+    kept = place < per_row
+    return pd.DataFrame(
+        {USER_ID: users[rows[kept]], ITEM_ID: items[columns[kept]], column: values[kept]}
+    )
+
+
+def _dense_rows_to_frame(
+    values: np.ndarray, users: np.ndarray, items: np.ndarray, column: str, per_row: int
+) -> pd.DataFrame:
+    """(user_id, item_id, column) of each row's `per_row` largest positive entries."""
+    from ml.ranking import top_k_indices
+
+    if values.size == 0:
+        return pd.DataFrame({USER_ID: [], ITEM_ID: [], column: []})
+    top = top_k_indices(values, per_row)
+    picked = np.take_along_axis(values, top, axis=1)
+    rows, places = np.nonzero(picked > 0)
+    return pd.DataFrame(
+        {
+            USER_ID: users[rows],
+            ITEM_ID: items[top[rows, places]],
+            column: picked[rows, places],
+        }
+    )
+
+
+def _history_matrix(recent: pd.DataFrame, users: np.ndarray, item_index: pd.Index) -> sp.csr_array:
+    """Users x items matrix of the recent items, weighted by recency."""
+    rows = pd.Index(users).get_indexer(recent[USER_ID])
+    columns = item_index.get_indexer(recent[ITEM_ID])
+    known = (rows >= 0) & (columns >= 0)
+    weights = recency_weight(recent[RECENCY].to_numpy())[known]
+    return sp.csr_array(
+        (weights, (rows[known], columns[known])), shape=(len(users), len(item_index))
+    )
+
+
+class PopularitySource(CandidateSource):
+    """Item popularity over windows of event time (days back from the newest event) and of the
+    last N events, decayed trending, and all time: the same for every user."""
+
+    name = "popularity"
+
+    def __init__(
+        self,
+        day_windows: tuple[int, ...] = POPULARITY_DAY_WINDOWS,
+        event_windows: tuple[int, ...] = POPULARITY_EVENT_WINDOWS,
+        trending_half_life_days: float = TRENDING_HALF_LIFE_DAYS,
+        per_user: int = 200,
+    ) -> None:
+        self.day_windows = day_windows
+        self.event_windows = event_windows
+        self.trending_half_life_days = trending_half_life_days
+        self.per_user = per_user
+        self.item_scores = pd.DataFrame()
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (
+            *(f"popularity_{days}d" for days in self.day_windows),
+            *(f"popularity_last_{count}" for count in self.event_windows),
+            "popularity_all",
+            "trending",
+        )
+
+    def fit(self, snapshot: Snapshot) -> PopularitySource:
+        events = snapshot.positive.sort_values(OCCURRED_AT, kind="stable")
+        age_days = ((snapshot.as_of - events[OCCURRED_AT]) / pd.Timedelta(days=1)).to_numpy()
+        weights = events[WEIGHT].to_numpy(dtype=float)
+        item_index = pd.Index(snapshot.item_ids)
+        codes = item_index.get_indexer(events[ITEM_ID])
+        scores = {}
+        for days in self.day_windows:
+            inside = age_days <= days
+            scores[f"popularity_{days}d"] = np.bincount(
+                codes[inside], weights[inside], len(item_index)
+            )
+        for count in self.event_windows:
+            scores[f"popularity_last_{count}"] = np.bincount(
+                codes[-count:], weights[-count:], len(item_index)
+            )
+        scores["popularity_all"] = np.bincount(codes, weights, len(item_index))
+        decay = np.exp2(-age_days / self.trending_half_life_days)
+        scores["trending"] = np.bincount(codes, weights * decay, len(item_index))
+        self.item_scores = pd.DataFrame(scores, index=item_index)
+        return self
+
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        # Enough of each window's best items that consumed ones can be dropped downstream.
+        best = set()
+        for column in self.columns:
+            column_scores = self.item_scores[column]
+            best.update(column_scores[column_scores > 0].nlargest(self.per_user).index)
+        items = np.array(sorted(best), dtype=object)
+        users = behaviour.users
+        frame = pd.DataFrame(
+            {USER_ID: np.repeat(users, len(items)), ITEM_ID: np.tile(items, len(users))}
+        )
+        return frame.join(self.item_scores.loc[items], on=ITEM_ID)
+
+    def item_features(self, items: pd.Series) -> pd.DataFrame:
+        """Every window's popularity of the given items (0 for unknown ones), aligned to them."""
+        return self.item_scores.reindex(items.to_numpy()).fillna(0.0).reset_index(drop=True)
+
+
+class CoVisitationSource(CandidateSource):
+    """Items that followed or accompanied the user's recent items in other users' sessions.
+
+    Reads the `item_covisitation` mart (pairs per day), decays each day's pairs by its age
+    before the snapshot, keeps each item's strongest related items, and scores a user's
+    candidate by the recency-weighted sum over their recent items.
+    """
+
+    name = "covisitation"
+
+    def __init__(
+        self,
+        half_life_days: float = COVISITATION_HALF_LIFE_DAYS,
+        related_per_item: int = COVISITATION_RELATED_PER_ITEM,
+        per_user: int = 200,
+    ) -> None:
+        self.half_life_days = half_life_days
+        self.related_per_item = related_per_item
+        self.per_user = per_user
+        self.related = pd.DataFrame(columns=[ITEM_ID, "related_item_id", "covisitation"])
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return ("covisitation", "covisitation_all", "covisitation_last")
+
+    def fit(self, snapshot: Snapshot) -> CoVisitationSource:
+        pairs = snapshot.covisitation
+        if pairs.empty:
+            self.related = pd.DataFrame(
+                {ITEM_ID: [], "related_item_id": [], "covisitation": [], "covisitation_all": []}
+            )
+            return self
+        age_days = (snapshot.as_of - pd.to_datetime(pairs["pair_date"])) / pd.Timedelta(days=1)
+        weights = pairs["pair_weight"].to_numpy(dtype=float)
+        frame = pd.DataFrame(
+            {
+                ITEM_ID: pairs[ITEM_ID].astype(str).to_numpy(),
+                "related_item_id": pairs["related_item_id"].astype(str).to_numpy(),
+                "covisitation": weights * np.exp2(-age_days.to_numpy() / self.half_life_days),
+                "covisitation_all": weights,
+            }
+        )
+        related = frame.groupby([ITEM_ID, "related_item_id"], as_index=False, sort=False).sum()
+        related = related.sort_values(
+            [ITEM_ID, "covisitation", "related_item_id"], ascending=[True, False, True]
+        )
+        self.related = related.groupby(ITEM_ID, sort=False).head(self.related_per_item)
+        return self
+
+    def contributions(self, recent: pd.DataFrame) -> pd.DataFrame:
+        """(user_id, source item, item_id, covisitation, covisitation_all) per recent item."""
+        joined = recent[[USER_ID, ITEM_ID, RECENCY]].merge(self.related, on=ITEM_ID)
+        weight = recency_weight(joined[RECENCY])
+        return pd.DataFrame(
+            {
+                USER_ID: joined[USER_ID].to_numpy(),
+                "source_item_id": joined[ITEM_ID].to_numpy(),
+                ITEM_ID: joined["related_item_id"].to_numpy(),
+                "covisitation": joined["covisitation"].to_numpy() * weight,
+                "covisitation_all": joined["covisitation_all"].to_numpy() * weight,
+                # What followed the newest item alone: the strongest next-item signal.
+                "covisitation_last": np.where(
+                    joined[RECENCY].to_numpy() == 0, joined["covisitation_all"].to_numpy(), 0.0
+                ),
+            }
+        )
+
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        contributions = self.contributions(recent)
+        summed = contributions.groupby([USER_ID, ITEM_ID], as_index=False, sort=False)[
+            list(self.columns)
+        ].sum()
+        return top_per_user(summed, self.columns, self.per_user)
+
+
+class TextNeighbourSource(CandidateSource):
+    """Items whose text vectors lie nearest to the user's recent items, through a FAISS index.
+
+    The query is the recency-weighted mean of the user's recent item vectors. Every catalog item
+    with a vector is in the index, touched or not, so this is how brand-new items are reached.
+    """
+
+    name = "text"
+
+    def __init__(self, per_user: int = 100, query_length: int = 10) -> None:
+        self.per_user = per_user
+        self.query_length = query_length
+        self.index = None
+        self.vectors: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        self.item_ids: np.ndarray = np.array([], dtype=object)
+        self._positions: pd.Index = pd.Index([])
+
+    def fit(self, snapshot: Snapshot) -> TextNeighbourSource:
+        self.index = None
+        if snapshot.vectors is None:
+            return self
+        vectors = snapshot.vectors.to_numpy(dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        self.vectors = np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0))
+        self.item_ids = snapshot.vectors.index.to_numpy(dtype=object)
+        self._positions = pd.Index(self.item_ids)
+        self._build_index()
+        return self
+
+    def _build_index(self) -> None:
+        import faiss
+
+        dimension = self.vectors.shape[1]
+        if len(self.item_ids) <= EXACT_INDEX_MAX_ITEMS:
+            index = faiss.IndexFlatIP(dimension)
+        else:
+            index = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efSearch = 128
+        index.add(self.vectors)
+        self.index = index
+
+    def __getstate__(self) -> dict:
+        # A FAISS index is not picklable; it is rebuilt from the vectors on load.
+        state = self.__dict__.copy()
+        state["index"] = None
+        state["_had_index"] = self.index is not None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        had_index = state.pop("_had_index", False)
+        self.__dict__.update(state)
+        if had_index:
+            self._build_index()
+
+    def queries(self, recent: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(users, unit query vectors) for users with at least one recent item that has text."""
+        recent = recent[recent[RECENCY] < self.query_length]
+        positions = self._positions.get_indexer(recent[ITEM_ID])
+        known = positions >= 0
+        if self.index is None or not known.any():
+            return np.array([], dtype=object), np.zeros((0, self.vectors.shape[1]), np.float32)
+        users, rows = np.unique(recent[USER_ID].to_numpy()[known], return_inverse=True)
+        weights = recency_weight(recent[RECENCY].to_numpy()[known])
+        mix = sp.csr_array(
+            (weights, (rows, positions[known])), shape=(len(users), len(self.item_ids))
+        )
+        query = np.asarray(mix @ self.vectors, dtype=np.float32)
+        norms = np.linalg.norm(query, axis=1, keepdims=True)
+        return users, np.ascontiguousarray(query / np.where(norms > 0, norms, 1.0))
+
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        users, query = self.queries(recent)
+        if len(users) == 0:
+            return pd.DataFrame({USER_ID: [], ITEM_ID: [], self.name: []})
+        width = min(self.per_user + self.query_length, len(self.item_ids))
+        similarity, neighbours = self.index.search(query, width)
+        found = neighbours >= 0
+        rows = np.broadcast_to(np.arange(len(users))[:, None], neighbours.shape)[found]
+        return pd.DataFrame(
+            {
+                USER_ID: users[rows],
+                ITEM_ID: self.item_ids[neighbours[found]],
+                self.name: similarity[found].astype(float),
+            }
+        )
+
+    def pair_similarity(self, pairs: pd.DataFrame, recent: pd.DataFrame) -> pd.DataFrame:
+        """Cosine of each (user, item)'s item vector with the user's recent items: the query
+        (recency-weighted mean), the mean and the max over the recent items (NaN: no text)."""
+        result = pd.DataFrame(
+            np.nan, index=pairs.index, columns=["text", "text_mean", "text_max"], dtype=float
+        )
+        if self.index is None or pairs.empty:
+            return result
+        users, query = self.queries(recent)
+        item_rows = self._positions.get_indexer(pairs[ITEM_ID])
+        user_rows = pd.Index(users).get_indexer(pairs[USER_ID])
+        known = (item_rows >= 0) & (user_rows >= 0)
+        result.loc[known, "text"] = np.einsum(
+            "pd,pd->p", query[user_rows[known]], self.vectors[item_rows[known]]
+        )
+        history = recent[recent[RECENCY] < self.query_length]
+        history = history.assign(row=self._positions.get_indexer(history[ITEM_ID]))
+        history = history[history["row"] >= 0]
+        joined = (
+            pairs[[USER_ID]]
+            .assign(pair=np.arange(len(pairs)), item_row=item_rows)
+            .loc[item_rows >= 0]
+            .merge(history[[USER_ID, "row"]], on=USER_ID)
+        )
+        if joined.empty:
+            return result
+        cosine = np.einsum(
+            "pd,pd->p",
+            self.vectors[joined["item_row"].to_numpy()],
+            self.vectors[joined["row"].to_numpy()],
+        )
+        grouped = pd.Series(cosine).groupby(joined["pair"].to_numpy())
+        result.iloc[grouped.mean().index, 1] = grouped.mean().to_numpy()
+        result.iloc[grouped.max().index, 2] = grouped.max().to_numpy()
+        return result
+
+
+class ItemKNNSource(CandidateSource):
+    """Item-item cosine similarity over users; a user scores the recency-weighted sum."""
+
+    name = "item_knn"
+
+    def __init__(self, neighbours: int = KNN_NEIGHBOURS, per_user: int = 200) -> None:
+        self.neighbours = neighbours
+        self.per_user = per_user
+        self.similarity: sp.csr_array | None = None
+        self.item_index = pd.Index([])
+
+    def fit(self, snapshot: Snapshot) -> ItemKNNSource:
+        self.item_index = pd.Index(snapshot.item_ids)
+        n_items = len(self.item_index)
+        positive = snapshot.positive
+        users, user_codes = np.unique(positive[USER_ID].to_numpy(), return_inverse=True)
+        matrix = sp.csr_array(
+            (
+                positive[WEIGHT].to_numpy(dtype=float),
+                (user_codes, self.item_index.get_indexer(positive[ITEM_ID])),
+            ),
+            shape=(len(users), n_items),
+        )
+        matrix.sum_duplicates()
+        norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=0)).ravel())
+        matrix = sp.csr_array(
+            matrix
+            @ sp.diags_array(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0))
+        )
+        by_item = sp.csr_array(matrix.T)
+        rows, columns, values = [], [], []
+        # Blocks of items at a time: only one block's similarities are ever dense.
+        for start in range(0, n_items, KNN_BLOCK_ITEMS):
+            stop = min(start + KNN_BLOCK_ITEMS, n_items)
+            block = (by_item[start:stop] @ matrix).toarray()
+            block[np.arange(stop - start), np.arange(start, stop)] = 0.0
+            width = min(self.neighbours, n_items)
+            top = np.argpartition(-block, width - 1, axis=1)[:, :width]
+            picked = np.take_along_axis(block, top, axis=1)
+            keep = picked > 0
+            rows.append(np.broadcast_to(np.arange(start, stop)[:, None], top.shape)[keep])
+            columns.append(top[keep])
+            values.append(picked[keep])
+        self.similarity = sp.csr_array(
+            (
+                np.concatenate(values or [np.zeros(0)]),
+                (
+                    np.concatenate(rows or [np.zeros(0, int)]),
+                    np.concatenate(columns or [np.zeros(0, int)]),
+                ),
+            ),
+            shape=(n_items, n_items),
+        )
+        return self
+
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        users = behaviour.users
+        history = _history_matrix(recent, users, self.item_index)
+        product = sp.csr_array(history @ self.similarity)
+        return _sparse_rows_to_frame(
+            product, users, self.item_index.to_numpy(), self.name, self.per_user
+        )
+
+
+class EASESource(CandidateSource):
+    """EASE (a closed-form item-item model) over the `max_items` most popular items.
+
+    Its dense item x item solve costs max_items^3, so a larger catalog is restricted to its most
+    popular items (logged) rather than skipped.
+    """
+
+    name = "ease"
+
+    def __init__(self, max_items: int = EASE_MAX_ITEMS, per_user: int = 200) -> None:
+        self.max_items = max_items
+        self.per_user = per_user
+        self.weights: np.ndarray | None = None
+        self.item_index = pd.Index([])
+
+    def fit(self, snapshot: Snapshot) -> EASESource:
+        from ml.models.baselines import EASERecommender
+
+        positive = snapshot.positive
+        popularity = positive.groupby(ITEM_ID)[WEIGHT].sum().sort_values(ascending=False)
+        if len(popularity) > self.max_items:
+            logger.info(
+                "EASE restricted to the %d most popular of %d interacted items",
+                self.max_items,
+                len(popularity),
+            )
+        kept = pd.Index(sorted(popularity.index[: self.max_items]))
+        self.item_index = kept
+        if kept.empty:
+            self.weights = np.zeros((0, 0))
+            return self
+        model = EASERecommender(max_items=max(self.max_items, 1)).fit(
+            positive[positive[ITEM_ID].isin(kept)], catalog_item_ids=kept
+        )
+        self.weights = model.similarity
+        return self
+
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        users = behaviour.users
+        history = _history_matrix(recent, users, self.item_index)
+        values = np.asarray(history @ self.weights) if len(self.item_index) else np.zeros((0, 0))
+        return _dense_rows_to_frame(
+            values, users, self.item_index.to_numpy(), self.name, self.per_user
+        )
+
+
+@dataclass(frozen=True)
+class SequentialSourceConfig:
+    epochs: int = 3
+    hidden_size: int = 64
+    seed: int = 7
+
+
+class SequentialSource(CandidateSource):
+    """The sequential model (SASRec family, item = ID + text) as one source among the others."""
+
+    name = "sequential"
+    refit_when_serving = False
+
+    def __init__(self, config: SequentialSourceConfig | None = None, per_user: int = 100) -> None:
+        self.config = config or SequentialSourceConfig()
+        self.per_user = per_user
+        self.model = None
+
+    def fit(self, snapshot: Snapshot) -> SequentialSource:
+        from ml.models.sequential import SequentialConfig, SequentialRecommender
+
+        self.model = None
+        positive = snapshot.positive
+        if positive[USER_ID].nunique() < 2:
+            return self
+        base = SequentialConfig()
+        config = replace(
+            base,
+            max_epochs=self.config.epochs,
+            min_epochs=self.config.epochs,
+            hidden_size=self.config.hidden_size,
+            seed=self.config.seed,
+        )
+        model = SequentialRecommender(config)
+        model.fit(
+            positive, catalog_item_ids=pd.Index(snapshot.item_ids), text_vectors=snapshot.vectors
+        )
+        self.model = model
+        return self
+
+    def learn_catalog(self, snapshot: Snapshot) -> SequentialSource:
+        """The trained model over the snapshot's catalog: new items enter through their text."""
+        if self.model is not None:
+            self.model = self.model.with_catalog(pd.Series(snapshot.item_ids), snapshot.vectors)
+        return self
+
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        if self.model is None or recent.empty:
+            return pd.DataFrame({USER_ID: [], ITEM_ID: [], self.name: []})
+        histories = recent.rename(columns={RECENCY: "_recency"}).assign(**{WEIGHT: 1.0})
+        users, values = self.model.score(histories[[USER_ID, ITEM_ID, WEIGHT, OCCURRED_AT]])
+        # Softmax scores over the catalog, so the source's opinion is a probability-like number.
+        values = values - values.max(axis=1, keepdims=True)
+        values = np.exp(values)
+        values /= values.sum(axis=1, keepdims=True)
+        return _dense_rows_to_frame(
+            values, np.asarray(users, dtype=object), self.model.item_ids, self.name, self.per_user
+        )
+
+
+SOURCES: dict[str, type[CandidateSource]] = {
+    source.name: source
+    for source in (
+        PopularitySource,
+        CoVisitationSource,
+        TextNeighbourSource,
+        ItemKNNSource,
+        EASESource,
+        SequentialSource,
+    )
+}

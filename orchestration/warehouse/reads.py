@@ -1,0 +1,59 @@
+"""What ranking reads from the warehouse: a snapshot of everything known, and users' behaviour.
+
+One read path for training (the backtests) and serving, so both see the marts the same way.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from ml.constants import USER_ID
+from ml.pipeline.snapshot import Behaviour, Snapshot
+from orchestration.features.embedding_store import load_vectors
+from orchestration.settings import Settings
+from orchestration.warehouse.guard import open_warehouse
+
+EVENT_COLUMNS = "user_id, item_id, event_type, weight, occurred_at, value, context"
+
+
+def _has_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    (count,) = connection.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, table],
+    ).fetchall()[0]
+    return bool(count)
+
+
+def read_snapshot(connection: duckdb.DuckDBPyConnection) -> Snapshot:
+    """Every interaction, the catalog, the item vectors and the co-visitation pairs."""
+    interactions = connection.sql(
+        f"select {EVENT_COLUMNS} from marts.interactions order by occurred_at, event_id"
+    ).df()
+    items = connection.sql("select item_id, title, available from marts.items").df()
+    covisitation = None
+    if _has_table(connection, "marts", "item_covisitation"):
+        covisitation = connection.sql(
+            "select item_id, related_item_id, pair_date, pair_weight from marts.item_covisitation"
+        ).df()
+    return Snapshot(
+        interactions=interactions,
+        items=items,
+        vectors=load_vectors(connection),
+        covisitation=covisitation,
+    )
+
+
+def read_behaviour(snapshot: Snapshot, user_ids: list[str] | None = None) -> Behaviour:
+    """The events of ``user_ids`` (every user with an event when None) from a snapshot."""
+    events = snapshot.interactions
+    if user_ids is None:
+        return Behaviour(events)
+    chosen = pd.Series(user_ids, dtype=str)
+    return Behaviour(events[events[USER_ID].isin(chosen)], users=chosen.to_numpy(dtype=object))
+
+
+def load_snapshot(settings: Settings) -> Snapshot:
+    """read_snapshot over a short-lived read-only connection."""
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        return read_snapshot(connection)
