@@ -42,7 +42,7 @@ from ml.constants import (
     USER_ID,
     VALUE,
 )
-from orchestration.ingest.rules import SOURCE_ROW, CheckedRows, checked_rows
+from orchestration.ingest.rules import SOURCE_ROW, CheckedRows, checked_rows, literal
 from orchestration.ingest.sources import (
     SUPPORTED_EXTENSIONS,
     FileRejected,
@@ -68,6 +68,11 @@ BATCH_ID = "batch_id"
 LOADED_AT = "loaded_at"
 
 _LANDED_PREFIX = re.compile(r"^[0-9a-f]{8}__")
+# Quarantine rows of a file without malformed lines.
+_NO_ROWS = (
+    f"SELECT NULL::BIGINT AS {SOURCE_ROW}, NULL::VARCHAR AS column_name, "
+    "NULL::VARCHAR AS reason, NULL::VARCHAR AS record LIMIT 0"
+)
 
 # Table layouts: the one place that names the raw columns and their types.
 EVENT_TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -532,12 +537,6 @@ def validate_items(
     return _validate_frame("items", frame, source_file, None, now)
 
 
-_NO_ROWS = (
-    f"SELECT NULL::BIGINT AS {SOURCE_ROW}, NULL::VARCHAR AS column_name, "
-    "NULL::VARCHAR AS reason, NULL::VARCHAR AS record LIMIT 0"
-)
-
-
 def _validate_frame(
     kind: str, frame: pd.DataFrame, source_file: str, settings: Settings | None, now: datetime
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -581,11 +580,12 @@ def _connect(warehouse_path: Path | None) -> Iterator[duckdb.DuckDBPyConnection]
         # a filter below the layers that compute it, parsing and checking every row twice. The
         # setting is global to the database, so it is put back before the connection closes.
         (disabled,) = _one(con, "SELECT current_setting('disabled_optimizers')")
-        con.execute("SET disabled_optimizers = 'filter_pushdown'")
+        also = ",".join(filter(None, [disabled, "filter_pushdown"]))
+        con.execute(f"SET disabled_optimizers = {literal(also)}")
         try:
             yield con
         finally:
-            con.execute(f"SET disabled_optimizers = '{disabled}'")
+            con.execute(f"SET disabled_optimizers = {literal(disabled)}")
     finally:
         con.close()
 
