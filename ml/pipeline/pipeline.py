@@ -386,7 +386,8 @@ def _top_with_new_items(scored: pd.DataFrame, k: int, slots: int) -> pd.DataFram
     counts = extra.groupby(USER_ID).size()
     # Drop as many of each user's lowest established rows as new rows come in.
     established = top[top["item_is_new"] <= 0]
-    from_bottom = established.iloc[::-1].groupby(USER_ID, sort=False).cumcount()
+    # Counted from the bottom, then back in top-first order to line up with the counts.
+    from_bottom = established.iloc[::-1].groupby(USER_ID, sort=False).cumcount().iloc[::-1]
     drop = from_bottom < established[USER_ID].map(counts).fillna(0).to_numpy()
     kept = top.drop(index=established.index[drop.to_numpy()])
     combined = pd.concat([kept, extra])

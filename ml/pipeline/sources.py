@@ -229,8 +229,15 @@ class CoVisitationSource(CandidateSource):
     def fit(self, snapshot: Snapshot) -> CoVisitationSource:
         pairs = snapshot.covisitation
         if pairs.empty:
+            # Text ids even when empty: a float key cannot merge with users' recent items.
+            ids, scores = pd.Series(dtype=object), pd.Series(dtype=float)
             self.related = pd.DataFrame(
-                {ITEM_ID: [], "related_item_id": [], "covisitation": [], "covisitation_all": []}
+                {
+                    ITEM_ID: ids,
+                    "related_item_id": ids,
+                    "covisitation": scores,
+                    "covisitation_all": scores,
+                }
             )
             return self
         age_days = (snapshot.as_of - pd.to_datetime(pairs["pair_date"])) / pd.Timedelta(days=1)

@@ -1,0 +1,151 @@
+"""Rolling-origin backtests: cut points, the table and winner, the fallback, and that an
+evaluated list is exactly the list that would have been published."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.constants import ITEM_ID, OCCURRED_AT, RANK, REASON, SCORE, USER_ID
+from ml.evaluation.protocol import OVERALL
+from ml.pipeline.backtest import (
+    FALLBACK_PIPELINE,
+    BacktestConfig,
+    BacktestResult,
+    cut_points,
+    prepare_cut,
+    run_backtests,
+)
+from ml.pipeline.pipeline import RANKER, PipelineConfig
+from ml.pipeline.ranker import LABEL, Ranker, RankerConfig
+from ml.pipeline.snapshot import Behaviour, Snapshot
+from tests.ml.pipeline.tiny import session_snapshot
+
+SMALL_RANKER = RankerConfig(n_estimators=20, min_child_samples=5, bagged_models=1, threads=1)
+BACKTEST = BacktestConfig(
+    cuts=2,
+    training_cuts=1,
+    window_fraction=0.15,
+    min_users=3,
+    min_ranker_users=5,
+    ranker=SMALL_RANKER,
+)
+# Text is left out here for speed; the published-list test below runs every default source.
+CONFIG = PipelineConfig(sources=("popularity", "covisitation", "item_knn"), k=5)
+START = pd.Timestamp("2024-01-01")
+
+
+def times(hours: list[int]) -> pd.DataFrame:
+    return pd.DataFrame({OCCURRED_AT: [START + pd.Timedelta(hours=h) for h in hours]})
+
+
+def at(*hours: int) -> list[pd.Timestamp]:
+    return [START + pd.Timedelta(hours=h) for h in hours]
+
+
+@pytest.mark.parametrize(
+    ("hours", "count", "expected"),
+    [
+        # 8 events, windows of a quarter: positions 2, 4 and 6.
+        ([0, 1, 2, 3, 4, 5, 6, 7], 3, at(2, 4, 6)),
+        # The order of the rows does not matter.
+        ([7, 6, 5, 4, 3, 2, 1, 0], 3, at(2, 4, 6)),
+        # A fourth cut would fall on position 0: no events before it, so none.
+        ([0, 1, 2, 3, 4, 5, 6, 7], 4, at(2, 4, 6)),
+        # Two positions on the same time make one cut.
+        ([0, 1, 2, 2, 2, 2, 6, 7], 3, at(2, 6)),
+        # A cut at the very first time would leave nothing before it.
+        ([0, 0, 0, 0, 4, 5, 6, 7], 3, at(4, 6)),
+        ([], 3, []),
+    ],
+)
+def test_cut_points(hours: list[int], count: int, expected: list[pd.Timestamp]) -> None:
+    assert cut_points(times(hours), count, 0.25) == expected
+
+
+@pytest.fixture(scope="module")
+def sessions() -> Snapshot:
+    return session_snapshot()
+
+
+@pytest.fixture(scope="module")
+def backtest(sessions: Snapshot) -> BacktestResult:
+    return run_backtests(sessions, CONFIG, BACKTEST)
+
+
+@pytest.mark.slow
+def test_every_pipeline_is_judged_at_every_evaluated_cut(backtest: BacktestResult) -> None:
+    assert len(backtest.cuts) == BACKTEST.cuts and not backtest.notes
+    expected = {"popularity_all", "trending", "covisitation", "covisitation_last", "item_knn"}
+    assert expected | {"ranker"} <= set(backtest.pipelines)
+    cuts = {str(cut) for cut in backtest.cuts}
+    overall = backtest.table[backtest.table["segment"] == OVERALL]
+    for name in backtest.pipelines:
+        assert set(overall.loc[overall["pipeline"] == name, "cut"]) == cuts, name
+    assert (overall["users"] >= BACKTEST.min_users).all()
+    assert overall[f"ndcg@{CONFIG.k}"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_sessions_in_a_fixed_order_make_co_visitation_beat_popularity(
+    backtest: BacktestResult,
+) -> None:
+    popularity = backtest.mean_ndcg("popularity_all")
+    learned = max(backtest.mean_ndcg("ranker"), backtest.mean_ndcg("covisitation"))
+    assert learned > popularity + 0.3
+    assert not backtest.winner.startswith("popularity") and backtest.winner != "trending"
+    assert backtest.summary.index[0] == backtest.winner
+    best = backtest.mean_ndcg(backtest.winner)
+    assert all(best >= backtest.mean_ndcg(name) for name in backtest.pipelines)
+    assert set(backtest.comparisons["against"]) == set(backtest.pipelines) - {backtest.winner}
+
+
+@pytest.mark.slow
+def test_the_winners_final_pipeline_is_fitted_on_everything(
+    backtest: BacktestResult, sessions: Snapshot
+) -> None:
+    final = backtest.pipeline
+    assert final.as_of == sessions.as_of
+    assert final.ordering == (RANKER if backtest.winner == "ranker" else backtest.winner)
+    if backtest.winner == "ranker":
+        assert final.ranker is not None and final.ranker.fitted
+    events = sessions.interactions
+    # u00 (group 0) has seen its group's first three items: the next ones come first.
+    seen = events[(events[USER_ID] == "u00") & events[ITEM_ID].isin(["g0_0", "g0_1", "g0_2"])]
+    lists = final.recommend(Behaviour(seen))
+    assert lists[ITEM_ID].tolist()[:2] == ["g0_3", "g0_4"]
+    assert len(lists) == CONFIG.k
+
+
+def test_an_evaluated_list_is_the_list_that_would_be_published(sessions: Snapshot) -> None:
+    config = PipelineConfig(k=5)  # every default source, text included
+    cuts = cut_points(sessions.interactions, 2, 0.15)
+    ends = [*cuts[1:], sessions.as_of]
+    training = prepare_cut(sessions, cuts[0], ends[0], config, BACKTEST.reveal_fraction)
+    ranker = Ranker(SMALL_RANKER).fit(
+        training.frame, training.pipeline.training_columns(training.frame)
+    )
+    data = prepare_cut(sessions, cuts[1], ends[1], config, BACKTEST.reveal_fraction)
+    assert data.frame[LABEL].sum() > 0 and len(data.task.users) >= 3
+    for ordering in (RANKER, "covisitation", "text", "popularity_all"):
+        pipeline = data.pipeline.with_ordering(ordering, ranker)
+        evaluated = pipeline.rank(data.frame, data.behaviour)
+        published = pipeline.recommend(data.behaviour)
+        assert not evaluated.empty
+        columns = [USER_ID, RANK, ITEM_ID, REASON]
+        pd.testing.assert_frame_equal(evaluated[columns], published[columns])
+        np.testing.assert_allclose(evaluated[SCORE], published[SCORE], rtol=0, atol=1e-12)
+
+
+def test_a_handful_of_events_falls_back_to_popularity_with_a_note(sessions: Snapshot) -> None:
+    first = sessions.interactions.sort_values(OCCURRED_AT).iloc[:14]
+    tiny = Snapshot(first, sessions.items)
+    result = run_backtests(tiny, PipelineConfig(k=3))
+    assert result.winner == FALLBACK_PIPELINE
+    assert result.table.empty and result.cuts == []
+    assert any("no cut had enough users" in note for note in result.notes)
+    cold = result.pipeline.cold_start_list()
+    popularity = first.groupby(ITEM_ID)["weight"].sum()
+    expected = popularity.sort_values(ascending=False, kind="stable").index[:3].tolist()
+    assert cold[ITEM_ID].tolist() == expected

@@ -1,0 +1,127 @@
+"""Candidate features: source ranks, item age and novelty, user activity, trend and context."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.constants import ITEM_ID, USER_ID
+from ml.pipeline.features import (
+    add_source_ranks,
+    context_popularity,
+    feature_columns,
+    item_features,
+    trend_features,
+    user_contexts,
+    user_features,
+)
+from ml.pipeline.snapshot import Behaviour, Snapshot
+from tests.ml.pipeline.tiny import events
+
+AS_OF = pd.Timestamp("2024-01-31")
+
+
+def test_source_ranks_count_from_the_best_and_skip_missing_scores() -> None:
+    frame = pd.DataFrame(
+        {
+            USER_ID: ["u", "u", "u", "u", "v"],
+            ITEM_ID: ["a", "b", "c", "d", "a"],
+            "covisitation": [0.5, 0.9, 0.0, 0.9, 0.2],
+        }
+    )
+    ranked = add_source_ranks(frame, ("covisitation", "ease"))
+    # Ties keep frame order; no score, no rank; each user counts from 1.
+    np.testing.assert_array_equal(ranked["covisitation_rank"], [3.0, 1.0, np.nan, 2.0, 1.0])
+    assert "ease_rank" not in ranked
+
+
+def test_item_age_counts_from_the_first_positive_event_else_created_at() -> None:
+    snapshot = Snapshot(
+        events(
+            [
+                ("u", "old", "view", "2024-01-01"),
+                ("v", "old", "purchase", "2024-01-21"),
+                ("u", "shown", "impression", "2024-01-11"),  # no weight: not a first sighting
+            ]
+        ),
+        pd.DataFrame(
+            {
+                ITEM_ID: ["old", "shown", "fresh", "bare"],
+                "created_at": pd.to_datetime(
+                    ["2023-12-01 00:00", "2024-01-29 12:00", "2024-01-30 00:00", None], utc=True
+                ),
+            }
+        ),
+        as_of=AS_OF,
+    )
+    features = item_features(snapshot, pd.Series(["old", "shown", "fresh", "bare", "old"]))
+    np.testing.assert_allclose(
+        features["item_age_days"], [30.0, 1.5, 1.0, np.nan, 30.0], equal_nan=True
+    )
+    assert features["item_is_new"].tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_item_age_without_created_at() -> None:
+    snapshot = Snapshot(
+        events([("u", "a", "view", "2024-01-21")]), pd.DataFrame({ITEM_ID: ["a", "b"]}), as_of=AS_OF
+    )
+    features = item_features(snapshot, pd.Series(["b", "a"]))
+    np.testing.assert_allclose(features["item_age_days"], [np.nan, 10.0], equal_nan=True)
+    assert features["item_is_new"].tolist() == [1.0, 0.0]
+
+
+def test_user_features_count_events_items_weight_and_days_since_the_last() -> None:
+    behaviour = Behaviour(
+        events(
+            [
+                ("u", "a", "view", "2024-01-20"),
+                ("u", "a", "purchase", "2024-01-29"),
+                ("u", "b", "impression", "2024-01-30"),
+                ("late", "a", "view", "2024-02-02"),  # newer than the snapshot
+            ]
+        ),
+        users=np.array(["quiet"], dtype=object),
+    )
+    features = user_features(behaviour, AS_OF)
+    assert features.index.tolist() == ["late", "quiet", "u"]
+    mine = features.loc["u"]
+    assert mine["user_events"] == 3 and mine["user_items"] == 2
+    assert mine["user_mean_weight"] == pytest.approx((1.0 + 5.0 + 0.0) / 3)
+    assert mine["user_days_since_last"] == 1.0
+    assert features.loc["late", "user_days_since_last"] == 0.0
+    assert features.loc["quiet"].isna().all()
+
+
+def test_trend_features_compare_recent_popularity_with_the_longer_run_rate() -> None:
+    frame = pd.DataFrame(
+        {"popularity_7d": [7.0], "popularity_30d": [30.0], "popularity_365d": [0.0]}
+    )
+    trend_features(frame)
+    assert frame["trend_7d_vs_30d"].iloc[0] == pytest.approx(8.0 / 8.0)
+    assert frame["trend_30d_vs_365d"].iloc[0] == pytest.approx(31.0)
+    assert "trend_7d_vs_30d" not in trend_features(pd.DataFrame({"popularity_7d": [1.0]}))
+
+
+def test_context_popularity_reads_the_users_latest_hour() -> None:
+    behaviour = Behaviour(
+        events(
+            [
+                ("u", "a", "view", "2024-01-30 21:15"),
+                ("u", "b", "view", "2024-01-30 09:15"),
+                ("v", "a", "view", "2024-01-30 13:00"),
+            ]
+        )
+    )
+    contexts = user_contexts(behaviour, "hour")
+    assert contexts.to_dict() == {"u": "21", "v": "13"}
+    pairs = pd.DataFrame({USER_ID: ["u", "u", "v"], ITEM_ID: ["a", "c", "a"]})
+    by_context = {"21": pd.Series({"a": 0.5, "b": 1.0})}
+    np.testing.assert_allclose(context_popularity(pairs, contexts, by_context), [0.5, 0.0, 0.0])
+
+
+def test_feature_columns_are_the_numeric_columns_but_the_ids() -> None:
+    frame = pd.DataFrame(
+        {USER_ID: ["u"], ITEM_ID: ["a"], "text": [0.5], "reason": ["x"], "item_is_new": [1.0]}
+    )
+    assert feature_columns(frame) == ["text", "item_is_new"]

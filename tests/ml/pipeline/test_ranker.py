@@ -1,0 +1,57 @@
+"""The LambdaRank ranker learns a trivially learnable label and ranks those items first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.constants import ITEM_ID, USER_ID
+from ml.pipeline.ranker import LABEL, Ranker, RankerConfig
+
+SMALL = RankerConfig(n_estimators=30, min_child_samples=5, bagged_models=2, threads=1)
+
+
+def candidates(users: int, seed: int) -> pd.DataFrame:
+    """10 candidates per user; the label is 1 exactly where `signal` exceeds 0.7."""
+    random = np.random.default_rng(seed)
+    count = users * 10
+    frame = pd.DataFrame(
+        {
+            USER_ID: np.repeat([f"u{n}" for n in range(users)], 10),
+            ITEM_ID: np.tile([f"i{n}" for n in range(10)], users),
+            "signal": random.uniform(size=count),
+            "noise": random.uniform(size=count),
+        }
+    )
+    frame[LABEL] = (frame["signal"] > 0.7).astype(int)
+    return frame
+
+
+def test_the_ranker_puts_the_labelled_items_first_on_unseen_users() -> None:
+    ranker = Ranker(SMALL).fit(candidates(60, seed=1), ["signal", "noise"])
+    assert ranker.fitted and len(ranker.models) == 2
+    fresh = candidates(30, seed=2)
+    fresh["predicted"] = ranker.predict(fresh)
+    for user, mine in fresh.groupby(USER_ID):
+        ordered = mine.sort_values("predicted", ascending=False)
+        positives = int(mine[LABEL].sum())
+        assert ordered[LABEL].iloc[:positives].all(), user
+    assert ranker.importance().index[0] == "signal"
+    assert ranker.params()["n_estimators"] == 30
+
+
+def test_predict_reads_the_features_by_name() -> None:
+    ranker = Ranker(SMALL).fit(candidates(60, seed=1), ["signal", "noise"])
+    fresh = candidates(5, seed=3)
+    shuffled = fresh[[LABEL, "noise", ITEM_ID, "signal", USER_ID]]
+    np.testing.assert_array_equal(ranker.predict(shuffled), ranker.predict(fresh))
+
+
+def test_a_ranker_needs_a_positive_and_a_fit() -> None:
+    nothing = candidates(5, seed=1).assign(**{LABEL: 0})
+    with pytest.raises(ValueError, match="nothing to learn"):
+        Ranker(SMALL).fit(nothing, ["signal"])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Ranker(SMALL).predict(nothing)
+    assert Ranker(SMALL).importance().empty

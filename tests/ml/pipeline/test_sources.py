@@ -1,0 +1,300 @@
+"""Candidate sources on hand-built snapshots, against hand-computed scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml.constants import ITEM_ID, USER_ID
+from ml.pipeline.snapshot import Behaviour, Snapshot
+from ml.pipeline.sources import (
+    CoVisitationSource,
+    EASESource,
+    ItemKNNSource,
+    PopularitySource,
+    TextNeighbourSource,
+    recency_weight,
+    top_per_user,
+)
+from tests.ml.pipeline.tiny import events, pairs, vectors
+
+AS_OF = pd.Timestamp("2024-01-31")
+# Ages in days before AS_OF: 0.5, 0.25, 2, 6.9, 7.1, 244 and 426; the impression and the
+# dislike carry no positive weight.
+EVENTS = events(
+    [
+        ("u1", "i1", "view", "2024-01-30 12:00"),
+        ("u3", "i2", "purchase", "2024-01-30 18:00"),
+        ("u1", "i2", "view", "2024-01-29 00:00"),
+        ("u2", "i1", "view", "2024-01-24 02:24"),
+        ("u2", "i3", "view", "2024-01-23 21:36"),
+        ("u3", "i1", "view", "2023-06-01"),
+        ("u3", "i4", "view", "2022-12-01"),
+        ("u3", "i5", "impression", "2024-01-30 20:00"),
+        ("u2", "i2", "dislike", "2024-01-30 06:00"),
+    ]
+)
+ITEMS = pd.DataFrame({ITEM_ID: ["i1", "i2", "i3", "i4", "i5", "i9"]})
+# i9 has a vector and no events; i5 has no vector.
+VECTORS = vectors(
+    {
+        "i1": [1.0, 0.0, 0.0],
+        "i2": [0.8, 0.6, 0.0],
+        "i3": [0.0, 1.0, 0.0],
+        "i4": [0.0, 0.0, 1.0],
+        "i9": [0.6, 0.8, 0.0],
+    }
+)
+# Half-life 10 days: pairs dated 21 January weigh 1/2, those of 11 January 1/4.
+PAIRS = pairs(
+    [
+        ("i1", "i2", "2024-01-21", 2.0),
+        ("i1", "i2", "2024-01-11", 4.0),
+        ("i1", "i3", "2024-01-21", 1.0),
+        ("i2", "i3", "2024-01-21", 4.0),
+        ("i2", "i4", "2024-01-11", 8.0),
+    ]
+)
+
+
+def snapshot(**changes) -> Snapshot:
+    parts = {"interactions": EVENTS, "items": ITEMS, "as_of": AS_OF}
+    parts.update(changes)
+    return Snapshot(**parts)
+
+
+def viewer(*items: str, user: str = "x") -> Behaviour:
+    """A user who viewed `items` in this order (the last is the newest)."""
+    return Behaviour(
+        events(
+            [(user, item, "view", AS_OF + pd.Timedelta(hours=n)) for n, item in enumerate(items)]
+        )
+    )
+
+
+def by_item(frame: pd.DataFrame, column: str, user: str = "x") -> dict[str, float]:
+    mine = frame[frame[USER_ID] == user]
+    return dict(zip(mine[ITEM_ID], mine[column].astype(float), strict=True))
+
+
+def test_recency_weight_is_one_over_one_plus_recency() -> None:
+    np.testing.assert_allclose(recency_weight(np.array([0, 1, 3])), [1.0, 0.5, 0.25])
+
+
+# --- popularity ------------------------------------------------------------------------------
+def test_popularity_windows_count_the_positive_events_inside_each_window() -> None:
+    source = PopularitySource(event_windows=(2, 3)).fit(snapshot())
+    scores = source.item_scores
+    expected = {
+        # i1: 0.5, 6.9 and 244 days old; i2: a purchase (5) 0.25 days and a view 2 days old;
+        # i3: 7.1 days; i4: 426 days.
+        "popularity_1d": {"i1": 1, "i2": 5, "i3": 0, "i4": 0},
+        "popularity_7d": {"i1": 2, "i2": 6, "i3": 0, "i4": 0},
+        "popularity_30d": {"i1": 2, "i2": 6, "i3": 1, "i4": 0},
+        "popularity_365d": {"i1": 3, "i2": 6, "i3": 1, "i4": 0},
+        "popularity_all": {"i1": 3, "i2": 6, "i3": 1, "i4": 1},
+        # The newest positive events are i2 (purchase), then i1, then i2 (view).
+        "popularity_last_2": {"i1": 1, "i2": 5, "i3": 0, "i4": 0},
+        "popularity_last_3": {"i1": 1, "i2": 6, "i3": 0, "i4": 0},
+    }
+    for column, values in expected.items():
+        for item, value in values.items():
+            assert scores.loc[item, column] == value, (column, item)
+    # The impression-only item, the catalog-only item: nothing anywhere.
+    assert (scores.loc[["i5", "i9"]] == 0).all().all()
+    trending = {
+        "i1": 2 ** (-0.5 / 7) + 2 ** (-6.9 / 7) + 2 ** (-244 / 7),
+        "i2": 5 * 2 ** (-0.25 / 7) + 2 ** (-2 / 7),
+        "i3": 2 ** (-7.1 / 7),
+    }
+    for item, value in trending.items():
+        assert scores.loc[item, "trending"] == pytest.approx(value)
+
+
+def test_popularity_nominates_the_same_scored_items_for_every_user() -> None:
+    source = PopularitySource(event_windows=(2,)).fit(snapshot())
+    behaviour = Behaviour(EVENTS.iloc[:0], users=np.array(["a", "b"], dtype=object))
+    scores = source.scores(behaviour, behaviour.recent_items(5))
+    assert sorted(scores.loc[scores[USER_ID] == "a", ITEM_ID]) == ["i1", "i2", "i3", "i4"]
+    mine, theirs = (
+        scores[scores[USER_ID] == user].drop(columns=USER_ID).reset_index(drop=True)
+        for user in ("a", "b")
+    )
+    pd.testing.assert_frame_equal(mine, theirs)
+    features = source.item_features(pd.Series(["i2", "unknown", "i2"]))
+    assert features["popularity_all"].tolist() == [6.0, 0.0, 6.0]
+
+
+def test_popularity_keeps_each_windows_best_items() -> None:
+    source = PopularitySource(day_windows=(1,), event_windows=(), per_user=1).fit(snapshot())
+    behaviour = Behaviour(EVENTS.iloc[:0], users=np.array(["a"], dtype=object))
+    scores = source.scores(behaviour, behaviour.recent_items(5))
+    # The best by the 1-day window, by all time and by trending is i2 every time.
+    assert scores[ITEM_ID].tolist() == ["i2"]
+
+
+# --- co-visitation ---------------------------------------------------------------------------
+def test_covisitation_scores_are_recency_weighted_sums_of_decayed_pairs() -> None:
+    source = CoVisitationSource(half_life_days=10.0).fit(snapshot(covisitation=PAIRS))
+    behaviour = viewer("i1", "i2")  # i2 is the newest (weight 1), i1 before it (weight 1/2)
+    scores = source.scores(behaviour, behaviour.recent_items(10))
+    # i1 -> i2: 2 x 1/2 + 4 x 1/4 = 2 decayed (6 in all), through i1 at weight 1/2.
+    # i3: i2 -> i3 4 x 1/2 = 2 (4) at 1; i1 -> i3 1 x 1/2 (1) at 1/2.
+    # i4: i2 -> i4 8 x 1/4 = 2 (8) at 1.
+    assert by_item(scores, "covisitation") == pytest.approx({"i2": 1.0, "i3": 2.25, "i4": 2.0})
+    assert by_item(scores, "covisitation_all") == pytest.approx({"i2": 3.0, "i3": 4.5, "i4": 8.0})
+    # What followed the newest item (i2) alone: i2 itself is related only to i1.
+    assert by_item(scores, "covisitation_last") == pytest.approx({"i2": 0.0, "i3": 4.0, "i4": 8.0})
+
+
+def test_covisitation_contributions_name_the_recent_item_behind_each_candidate() -> None:
+    source = CoVisitationSource(half_life_days=10.0).fit(snapshot(covisitation=PAIRS))
+    behaviour = viewer("i1", "i2")
+    contributions = source.contributions(behaviour.recent_items(10))
+    rows = {
+        (source_item, item): value
+        for source_item, item, value in zip(
+            contributions["source_item_id"],
+            contributions[ITEM_ID],
+            contributions["covisitation_all"],
+            strict=True,
+        )
+    }
+    assert rows == pytest.approx(
+        {("i1", "i2"): 3.0, ("i1", "i3"): 0.5, ("i2", "i3"): 4.0, ("i2", "i4"): 8.0}
+    )
+
+
+def test_covisitation_keeps_each_items_strongest_related_items() -> None:
+    source = CoVisitationSource(half_life_days=10.0, related_per_item=1)
+    source.fit(snapshot(covisitation=PAIRS))
+    # i1 keeps i2 (2 against 1/2); i2's i3 and i4 tie at 2 and the lower id stays.
+    related = source.related[[ITEM_ID, "related_item_id"]].to_numpy().tolist()
+    assert sorted(related) == [["i1", "i2"], ["i2", "i3"]]
+    behaviour = viewer("i1", "i2")
+    scores = source.scores(behaviour, behaviour.recent_items(10))
+    assert by_item(scores, "covisitation") == pytest.approx({"i2": 1.0, "i3": 2.0})
+
+
+def test_covisitation_without_pairs_nominates_nothing() -> None:
+    source = CoVisitationSource().fit(snapshot())
+    behaviour = viewer("i1")
+    assert source.scores(behaviour, behaviour.recent_items(10)).empty
+    # Nor for someone with no history at all (the cold-start list).
+    nobody = Behaviour(EVENTS.iloc[:0], users=np.array(["nobody"], dtype=object))
+    assert source.scores(nobody, nobody.recent_items(10)).empty
+
+
+# --- text neighbours -------------------------------------------------------------------------
+def test_text_neighbours_are_the_nearest_vectors_even_untouched_items() -> None:
+    source = TextNeighbourSource(per_user=1, query_length=2).fit(snapshot(vectors=VECTORS))
+    behaviour = viewer("i1")
+    scores = source.scores(behaviour, behaviour.recent_items(10))
+    # The query is i1 itself; the search width is per_user + query_length = 3.
+    assert by_item(scores, "text") == pytest.approx({"i1": 1.0, "i2": 0.8, "i9": 0.6})
+    candidates = source.candidates(behaviour, behaviour.recent_items(10), 2)
+    assert candidates[ITEM_ID].tolist() == ["i1", "i2"]
+
+
+def test_pair_similarity_gives_the_query_mean_and_max_cosines() -> None:
+    source = TextNeighbourSource().fit(snapshot(vectors=VECTORS))
+    recent = viewer("i1", "i2").recent_items(10)  # i2 newest (weight 1), then i1 (1/2)
+    asked = pd.DataFrame(
+        {USER_ID: ["x", "x", "x", "x", "nobody"], ITEM_ID: ["i3", "i9", "i4", "i5", "i3"]}
+    )
+    similarity = source.pair_similarity(asked, recent)
+    # Query: (i2 + i1 / 2) / |.| = (1.3, 0.6, 0) / sqrt(2.05).
+    norm = np.sqrt(2.05)
+    expected = [
+        [0.6 / norm, (0.6 + 0.0) / 2, 0.6],  # i3: cosine 0.6 to i2, 0 to i1
+        [(1.3 * 0.6 + 0.6 * 0.8) / norm, (0.96 + 0.6) / 2, 0.96],  # i9: 0.96 to i2, 0.6 to i1
+        [0.0, 0.0, 0.0],  # i4: orthogonal to both
+    ]
+    np.testing.assert_allclose(similarity.iloc[:3].to_numpy(), expected, atol=1e-6)
+    assert similarity.iloc[3:].isna().all().all()  # i5 has no text; "nobody" has no history
+
+
+def test_pair_similarity_query_uses_only_the_latest_query_length_items() -> None:
+    source = TextNeighbourSource(query_length=1).fit(snapshot(vectors=VECTORS))
+    recent = viewer("i1", "i2").recent_items(10)
+    asked = pd.DataFrame({USER_ID: ["x"], ITEM_ID: ["i3"]})
+    similarity = source.pair_similarity(asked, recent)
+    np.testing.assert_allclose(similarity.to_numpy(), [[0.6, 0.6, 0.6]], atol=1e-6)
+
+
+def test_text_without_vectors_nominates_nothing() -> None:
+    source = TextNeighbourSource().fit(snapshot())
+    behaviour = viewer("i1")
+    recent = behaviour.recent_items(10)
+    assert source.index is None
+    assert source.scores(behaviour, recent).empty
+    asked = pd.DataFrame({USER_ID: ["x"], ITEM_ID: ["i2"]})
+    assert source.pair_similarity(asked, recent).isna().all().all()
+
+
+# --- item-kNN and EASE -----------------------------------------------------------------------
+# a and b viewed i1 and i2, c viewed i3 and i4, d viewed i1 and i3.
+KNN_EVENTS = events(
+    [
+        (user, item, "view", f"2024-01-0{day}")
+        for user, first, second in (
+            ("a", "i1", "i2"),
+            ("b", "i1", "i2"),
+            ("c", "i3", "i4"),
+            ("d", "i1", "i3"),
+        )
+        for day, item in ((1, first), (2, second))
+    ]
+)
+
+
+def test_item_knn_scores_by_cosine_over_users() -> None:
+    source = ItemKNNSource().fit(snapshot(interactions=KNN_EVENTS))
+    behaviour = viewer("i1")
+    scores = source.scores(behaviour, behaviour.recent_items(10))
+    # i1 and i2 share 2 of i1's 3 users and both of i2's: 2 / sqrt(3 x 2); i1 and i3 share 1.
+    assert by_item(scores, "item_knn") == pytest.approx(
+        {"i2": 2 / np.sqrt(6), "i3": 1 / np.sqrt(6)}
+    )
+    assert scores[ITEM_ID].iloc[0] == "i2"
+
+
+def test_item_knn_keeps_each_items_nearest_neighbours_only() -> None:
+    source = ItemKNNSource(neighbours=1).fit(snapshot(interactions=KNN_EVENTS))
+    behaviour = viewer("i1", "i3")  # i3 newest, i1 at weight 1/2
+    scores = source.scores(behaviour, behaviour.recent_items(10))
+    # i3's one neighbour is i4 (1 / sqrt(2)); i1's is i2.
+    assert by_item(scores, "item_knn") == pytest.approx(
+        {"i4": 1 / np.sqrt(2), "i2": 0.5 * 2 / np.sqrt(6)}
+    )
+
+
+def test_ease_ranks_the_co_consumed_item_first_within_its_most_popular_items() -> None:
+    more = events([("e", "i1", "view", "2024-01-03"), ("e", "i2", "view", "2024-01-04")])
+    interactions = pd.concat([KNN_EVENTS, more], ignore_index=True)  # i1 4, i2 3, i3 2, i4 1
+    source = EASESource().fit(snapshot(interactions=interactions))
+    behaviour = viewer("i1")
+    scores = source.scores(behaviour, behaviour.recent_items(10))
+    assert scores[ITEM_ID].iloc[0] == "i2"
+    restricted = EASESource(max_items=2).fit(snapshot(interactions=interactions))
+    assert restricted.item_index.tolist() == ["i1", "i2"]
+    assert restricted.scores(behaviour, behaviour.recent_items(10))[ITEM_ID].tolist() == ["i2"]
+
+
+# --- top_per_user ----------------------------------------------------------------------------
+def test_top_per_user_keeps_ties_to_the_lower_id_and_never_zero_scores() -> None:
+    frame = pd.DataFrame(
+        {
+            USER_ID: ["u", "u", "u", "u", "v", "v"],
+            ITEM_ID: ["c", "b", "a", "d", "a", "b"],
+            "first": [1.0, 1.0, 1.0, 5.0, 0.0, 0.0],
+            "second": [0.0, 0.0, 0.0, 0.0, 0.0, 2.0],
+        }
+    )
+    kept = top_per_user(frame, ("first",), 2)
+    assert kept[[USER_ID, ITEM_ID]].to_numpy().tolist() == [["u", "a"], ["u", "d"]]
+    # A row stays when it is among the best by any column.
+    both = top_per_user(frame, ("first", "second"), 1)
+    assert both[[USER_ID, ITEM_ID]].to_numpy().tolist() == [["u", "d"], ["v", "b"]]
+    assert top_per_user(frame.iloc[:0], ("first",), 2).empty
