@@ -139,7 +139,8 @@ def log_backtest_run(
                 value = result.mean_ndcg(name, segment)
                 if np.isfinite(value):
                     mlflow.log_metric(_metric_name(name, segment, f"ndcg@{result.k}"), value)
-        mlflow.log_metric(GATE_METRIC, result.mean_ndcg(result.winner))
+        if np.isfinite(result.mean_ndcg(result.winner)):
+            mlflow.log_metric(GATE_METRIC, result.mean_ndcg(result.winner))
         mlflow.log_text(result.table.to_csv(index=False), "backtests/per_cut.csv")
         mlflow.log_text(result.summary.round(4).to_markdown(), "backtests/summary.md")
         if not result.comparisons.empty:

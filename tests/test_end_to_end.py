@@ -25,7 +25,7 @@ from orchestration.settings import Settings
 
 pytestmark = pytest.mark.slow
 
-USERS = 12
+USERS = 60
 K = 5
 BAD_EVENTS = [
     {"user_id": "", "item_id": "1", "event_type": "view", "timestamp": "2016-01-01T00:00:00"},
@@ -61,8 +61,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FRESHRANK_HOME", str(root / "home"))
         patch.setenv("FRESHRANK_TOP_K", str(K))
-        patch.setenv("FRESHRANK_TRAINING_MAX_EPOCHS", "2")
-        patch.setenv("FRESHRANK_TRAINING_ABLATIONS", "0")
+        # Small backtests that still train and judge the ranker on a few thousand events.
+        patch.setenv("FRESHRANK_BACKTEST_CUTS", "2")
+        patch.setenv("FRESHRANK_BACKTEST_TRAINING_CUTS", "2")
+        patch.setenv("FRESHRANK_BACKTEST_WINDOW_FRACTION", "0.15")
+        patch.setenv("FRESHRANK_BACKTEST_MIN_USERS", "3")
         for variable in (
             "FRESHRANK_SERVING_URL",
             "FRESHRANK_WAREHOUSE_PATH",
@@ -201,14 +204,45 @@ def test_the_champion_serves_every_user_from_a_cached_copy(world: dict) -> None:
         assert promoted.exit_code == 0, promoted.output
     assert run_job_in_process(PUBLISH_JOB, settings).success
     lists = ServingStore(settings.serving_url).all_lists()
-    assert set(lists["model_version"]) == {f"{tracking.REGISTERED_MODEL}/1"}
+    pipeline = tracking.version_pipeline(client, "1")
+    assert set(lists["model_version"]) == {f"{tracking.REGISTERED_MODEL}/1:{pipeline}"}
     assert set(lists["user_id"]) == set(world["sample"]["user_id"])
     cached = settings.home / "cache" / "models" / f"{tracking.REGISTERED_MODEL}-1"
-    assert list(cached.rglob(tracking.STATE_FILE))
+    assert list(cached.rglob(tracking.PIPELINE_FILE))
     # A second publish reuses the cached files instead of downloading the version again.
-    stamp = next(cached.rglob(tracking.STATE_FILE)).stat().st_mtime_ns
+    stamp = next(cached.rglob(tracking.PIPELINE_FILE)).stat().st_mtime_ns
     assert run_job_in_process(PUBLISH_JOB, settings).success
-    assert next(cached.rglob(tracking.STATE_FILE)).stat().st_mtime_ns == stamp
+    assert next(cached.rglob(tracking.PIPELINE_FILE)).stat().st_mtime_ns == stamp
+
+
+def test_the_build_judged_the_ranker_and_published_what_it_evaluates(world: dict) -> None:
+    """The backtests ran the ranker against every baseline, and the lists in the serving store
+    are exactly what the registered pipeline's `recommend` gives for the warehouse's state."""
+    from ml import tracking
+    from ml.pipeline.snapshot import Behaviour
+    from orchestration.warehouse.reads import load_snapshot
+
+    settings = world["settings"]
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    version = tracking.alias_version(client, tracking.CHAMPION)
+    run_id = client.get_model_version(tracking.REGISTERED_MODEL, version).run_id
+    run = client.get_run(run_id)
+    assert "ranker.overall.ndcg_at_10" in run.data.metrics
+    assert "popularity_all.overall.ndcg_at_10" in run.data.metrics
+    assert run.data.params["winner"] == tracking.version_pipeline(client, version)
+
+    snapshot = load_snapshot(settings)
+    pipeline = tracking.load_version(settings.mlflow_tracking_uri, version).refreshed(snapshot)
+    expected = pipeline.recommend(Behaviour(snapshot.interactions))
+    published = ServingStore(settings.serving_url).all_lists()
+    columns = ["user_id", "rank", "item_id", "reason"]
+    order = ["user_id", "rank"]
+    expected = expected.sort_values(order).reset_index(drop=True)
+    published = published.sort_values(order).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        expected[columns], published[columns].astype({"rank": expected["rank"].dtype})
+    )
+    assert (expected["score"] - published["score"]).abs().max() < 1e-9
 
 
 def test_failing_blocking_check_keeps_the_previous_lists(

@@ -85,6 +85,9 @@ class BacktestResult:
     k: int = DEFAULT_TOP_K
 
     def mean_ndcg(self, pipeline: str, segment: str = OVERALL) -> float:
+        """The pipeline's NDCG@k averaged over the evaluated cuts (NaN: never evaluated)."""
+        if self.table.empty:
+            return float("nan")
         rows = self.table[(self.table["pipeline"] == pipeline) & (self.table["segment"] == segment)]
         column = f"ndcg@{self.k}"
         return float(rows[column].mean()) if len(rows) and column in rows else float("nan")

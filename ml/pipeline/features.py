@@ -17,6 +17,7 @@ from ml.pipeline.snapshot import Behaviour, Snapshot
 RANKED_SOURCE_COLUMNS = (
     "covisitation",
     "covisitation_all",
+    "covisitation_last",
     "text",
     "item_knn",
     "ease",
@@ -63,16 +64,19 @@ def item_features(snapshot: Snapshot, items: pd.Series) -> pd.DataFrame:
 
 
 def user_features(behaviour: Behaviour, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Per user: events, distinct items, days since the last event (0 when newer than as_of)."""
+    """Per user: events, distinct items, mean weight, days since the last event (0 when newer
+    than as_of) and the days their history spans (short for someone new)."""
     events = behaviour.events
     grouped = events.groupby(USER_ID)
     last = grouped[OCCURRED_AT].max()
+    first = grouped[OCCURRED_AT].min()
     frame = pd.DataFrame(
         {
             "user_events": grouped.size(),
             "user_items": grouped[ITEM_ID].nunique(),
             "user_mean_weight": grouped[WEIGHT].mean(),
             "user_days_since_last": ((as_of - last) / pd.Timedelta(days=1)).clip(lower=0.0),
+            "user_span_days": (last - first) / pd.Timedelta(days=1),
         }
     )
     return frame.reindex(behaviour.users)

@@ -17,6 +17,7 @@ import pandas as pd
 from ml.constants import (
     AVAILABLE,
     CONTEXT,
+    CREATED_AT,
     EVENT_TYPE,
     ITEM_ID,
     NON_CONSUMING_EVENT_TYPES,
@@ -105,14 +106,23 @@ class Snapshot:
         return self.items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)[TITLE]
 
     def before(self, cut: pd.Timestamp) -> Snapshot:
-        """The snapshot as it stood at ``cut``: events before it, pairs from before its date."""
+        """The snapshot as it stood at ``cut``: events before it, pairs from before its date,
+        the items created before it (or with no creation time)."""
         cut = pd.Timestamp(cut)
         pairs = self.covisitation
         pair_dates = pd.to_datetime(pairs["pair_date"])
+        items, vectors = self.items, self.vectors
+        if CREATED_AT in items:
+            # Items created after the cut did not exist yet: a backtest must not offer them.
+            created = pd.to_datetime(items[CREATED_AT], errors="coerce", utc=True)
+            created = created.dt.tz_localize(None)
+            items = items[~(created >= cut).to_numpy()]
+            if vectors is not None:
+                vectors = vectors[vectors.index.isin(items[ITEM_ID])]
         return Snapshot(
             interactions=self.interactions[self.interactions[OCCURRED_AT] < cut],
-            items=self.items,
-            vectors=self.vectors,
+            items=items,
+            vectors=vectors,
             covisitation=pairs[(pair_dates < cut.normalize()).to_numpy()],
             as_of=cut,
         )

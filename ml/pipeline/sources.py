@@ -29,9 +29,10 @@ RECENCY = "recency"
 POPULARITY_DAY_WINDOWS = (1, 7, 30, 365)
 POPULARITY_EVENT_WINDOWS = (1_000, 10_000)
 TRENDING_HALF_LIFE_DAYS = 7.0
+DEBUT_EVENTS = 20  # a user's opening events, for the debut popularity
 COVISITATION_HALF_LIFE_DAYS = 60.0
 COVISITATION_RELATED_PER_ITEM = 100
-EASE_MAX_ITEMS = 3_000
+EASE_MAX_ITEMS = 2_000
 KNN_NEIGHBOURS = 100
 KNN_BLOCK_ITEMS = 1_024
 EXACT_INDEX_MAX_ITEMS = 50_000  # above this, an HNSW graph instead of exhaustive search
@@ -159,6 +160,7 @@ class PopularitySource(CandidateSource):
             *(f"popularity_last_{count}" for count in self.event_windows),
             "popularity_all",
             "trending",
+            "popularity_debut",
         )
 
     def fit(self, snapshot: Snapshot) -> PopularitySource:
@@ -180,6 +182,11 @@ class PopularitySource(CandidateSource):
         scores["popularity_all"] = np.bincount(codes, weights, len(item_index))
         decay = np.exp2(-age_days / self.trending_half_life_days)
         scores["trending"] = np.bincount(codes, weights * decay, len(item_index))
+        # What users pick first: the items of each user's opening events, where a new user
+        # starts (onboarding screens, landing pages), over the longest day window.
+        opening = events.groupby(USER_ID, sort=False).cumcount().to_numpy() < DEBUT_EVENTS
+        opening &= age_days <= max(self.day_windows, default=365)
+        scores["popularity_debut"] = np.bincount(codes[opening], weights[opening], len(item_index))
         self.item_scores = pd.DataFrame(scores, index=item_index)
         return self
 
@@ -395,14 +402,16 @@ class TextNeighbourSource(CandidateSource):
         )
         if joined.empty:
             return result
-        cosine = np.einsum(
-            "pd,pd->p",
-            self.vectors[joined["item_row"].to_numpy()],
-            self.vectors[joined["row"].to_numpy()],
-        )
+        # One product between the distinct candidate and history items, then look-ups: far
+        # cheaper than gathering a vector per (candidate, history item) pair.
+        candidates, candidate_codes = np.unique(joined["item_row"].to_numpy(), return_inverse=True)
+        histories, history_codes = np.unique(joined["row"].to_numpy(), return_inverse=True)
+        products = self.vectors[candidates] @ self.vectors[histories].T
+        cosine = products[candidate_codes, history_codes]
         grouped = pd.Series(cosine).groupby(joined["pair"].to_numpy())
-        result.iloc[grouped.mean().index, 1] = grouped.mean().to_numpy()
-        result.iloc[grouped.max().index, 2] = grouped.max().to_numpy()
+        means, maxima = grouped.mean(), grouped.max()
+        result.iloc[means.index, 1] = means.to_numpy()
+        result.iloc[maxima.index, 2] = maxima.to_numpy()
         return result
 
 

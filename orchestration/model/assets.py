@@ -29,8 +29,8 @@ class BacktestRunConfig(Config):
 
     cuts: int = 0
     training_cuts: int = 0
-    ranker_trees: int = 300
-    ranker_leaves: int = 31
+    ranker_trees: int = 150
+    ranker_leaves: int = 7
     ranker_learning_rate: float = 0.05
     seed: int = 7
 
@@ -54,6 +54,8 @@ def backtest_config(settings: Settings, run: BacktestRunConfig | None = None) ->
         cuts=run.cuts or settings.backtest_cuts,
         training_cuts=run.training_cuts or settings.backtest_training_cuts,
         window_fraction=settings.backtest_window_fraction,
+        min_users=settings.backtest_min_users,
+        min_ranker_users=2 * settings.backtest_min_users,
         ablations=settings.ablations,
         ranker=RankerConfig(
             n_estimators=run.ranker_trees,

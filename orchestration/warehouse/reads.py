@@ -30,7 +30,7 @@ def read_snapshot(connection: duckdb.DuckDBPyConnection) -> Snapshot:
     interactions = connection.sql(
         f"select {EVENT_COLUMNS} from marts.interactions order by occurred_at, event_id"
     ).df()
-    items = connection.sql("select item_id, title, available from marts.items").df()
+    items = connection.sql("select item_id, title, available, created_at from marts.items").df()
     covisitation = None
     if _has_table(connection, "marts", "item_covisitation"):
         covisitation = connection.sql(

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
-from ml.evaluation.protocol import build_task, evaluate_scores, recommend_from_scores
+from ml.evaluation.protocol import build_task, segment_metrics
 
 
 def frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
@@ -44,20 +43,29 @@ def test_first_half_of_each_holdout_user_is_revealed() -> None:
     assert task.new_items == frozenset({"d", "e", "f", "g"})
 
 
-def test_known_items_are_never_recommended_and_metrics_by_segment() -> None:
+def test_metrics_by_segment_known_answer() -> None:
     task = build_task(TRAIN, HOLDOUT, reveal_fraction=0.5)
-    item_ids = np.array(list("abcdefg"))
-    users = task.users  # new, old, solo
-    scores = np.tile(np.arange(7, 0, -1, dtype=float), (len(users), 1))  # a best ... g worst
-    recommendations = recommend_from_scores(scores, users, item_ids, task.histories, k=2)
-    listed = recommendations.groupby("user_id")["item_id"].apply(list).to_dict()
-    assert listed == {"new": ["b", "c"], "old": ["d", "e"], "solo": ["a", "b"]}
-    table = evaluate_scores(
-        "fixed", scores, task, item_ids, 2, item_popularity=pd.Series({"a": 2, "b": 1, "c": 1})
+    recommendations = pd.DataFrame(
+        {
+            "user_id": ["new", "new", "old", "old", "solo", "solo"],
+            "item_id": ["b", "f", "d", "e", "a", "c"],
+            "rank": [1, 2, 1, 2, 1, 2],
+        }
+    )
+    table = segment_metrics(
+        recommendations,
+        task,
+        2,
+        catalog_size=7,
+        item_popularity=pd.Series({"a": 2, "b": 1, "c": 1}),
     ).set_index("segment")
     assert table.loc["returning_user", "hit_rate@2"] == 1.0  # old: d at rank 1
+    assert table.loc["returning_user", "ndcg@2"] == 1.0
+    # new: f at rank 2 of truth {f, g}: DCG 1/log2(3), ideal 1 + 1/log2(3); solo: miss.
+    new_user = (1 / 1.5849625007211562) / (1 + 1 / 1.5849625007211562) / 2
+    assert abs(table.loc["new_user", "ndcg@2"] - new_user) < 1e-12
     assert table.loc["new_item_targets", "users"] == 2  # old (d) and new (f, g)
-    assert 0.0 <= table.loc["overall", "ndcg@2"] <= 1.0
+    assert table.loc["new_item_targets", "hit_rate@2"] == 1.0
 
 
 def test_simultaneous_events_split_the_same_whatever_the_row_order() -> None:

@@ -14,11 +14,7 @@ from ml.constants import GENERATED_AT, MODEL_VERSION
 from ml.ranking import TRENDING_NOW
 from ml.rules import REASON_TRENDING_CONTEXT
 from orchestration.serving.assets import publish_staged, stage_lists
-from orchestration.serving.scoring import (
-    ScoredLists,
-    build_context_trending,
-    read_trending_events,
-)
+from orchestration.serving.scoring import ScoredLists, build_context_trending
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 
@@ -77,7 +73,11 @@ def write_interactions(settings: Settings, rows: list) -> None:
 def context_lists(settings: Settings) -> pd.DataFrame:
     """build_context_trending over the warehouse's interactions, as score_users calls it."""
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-        events = read_trending_events(connection)
+        # score_users passes the snapshot's positive events: only those can make an item trend.
+        events = connection.sql(
+            "select item_id, event_type, occurred_at, value, context from marts.interactions "
+            "where weight > 0"
+        ).df()
     unavailable = ITEMS.loc[~ITEMS["available"], "item_id"].tolist()
     return build_context_trending(settings, events, ITEMS, GLOBAL_TRENDING, unavailable)
 
@@ -113,14 +113,6 @@ def test_the_context_key_follows_the_settings(three_item_settings: Settings) -> 
     # Only the hour-9 events say their device; the other events have no device context.
     assert lists["context_value"].unique().tolist() == ["tv"]
     assert lists.sort_values("rank")["item_id"].tolist() == ["coffee", "news", "film"]
-
-
-def test_read_trending_events_leaves_out_what_cannot_trend(settings: Settings) -> None:
-    write_interactions(settings, morning_and_evening_events())
-    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
-        events = read_trending_events(connection)
-    assert len(events) == 25 + 20 + 30 + 25 + 5  # the 40 impressions weigh nothing
-    assert list(events.columns) == ["item_id", "event_type", "occurred_at", "value", "context"]
 
 
 def one_user_list(user_id: str, item_id: str, version: str) -> pd.DataFrame:
