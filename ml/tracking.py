@@ -29,7 +29,7 @@ EXPERIMENT = "freshrank"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
-GATE_METRIC = "backtest_ndcg_at_10"
+GATE_METRIC = "backtest_ndcg"  # the winner's mean NDCG@k over the cuts
 PIPELINE_TAG = "pipeline"
 PIPELINE_FILE = "pipeline.pkl"
 

@@ -205,7 +205,7 @@ def rollback() -> None:
 
 @main.command()
 def evaluate() -> None:
-    """Print the evaluation table of the newest training run (model against baselines)."""
+    """Print the newest backtest summary: every pipeline by segment and cut."""
     from ml import tracking
 
     settings = get_settings()
@@ -213,7 +213,7 @@ def evaluate() -> None:
         settings.mlflow_tracking_uri, settings.mlflow_artifact_location
     )
     if table is None:
-        raise click.ClickException("no training run yet: run `freshrank build` first")
+        raise click.ClickException("no backtest run yet: run `freshrank build` first")
     click.echo(table)
 
 

@@ -25,12 +25,14 @@ from ml.constants import ITEM_ID, RANK, TIMESTAMP, USER_ID
 from ml.datasets import movielens_sample
 from ml.evaluation.metrics import ndcg_at_k, recall_at_k
 from ml.evaluation.protocol import DEFAULT_REVEAL_FRACTION
+from orchestration.features.embedding_store import TABLE as EMBEDDINGS_TABLE
 from orchestration.ingest.commands import ingest_files
 from orchestration.instance import run_job_in_process
 from orchestration.jobs import REFRESH_JOB
 from orchestration.reporting import build_and_publish
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
+from orchestration.warehouse.guard import open_warehouse, warehouse_writer
 
 
 @contextmanager
@@ -46,6 +48,7 @@ def _deployment(home) -> Iterator[Settings]:
         "DAGSTER_HOME",
         "FRESHRANK_ABLATIONS",
         "FRESHRANK_PROMOTION_MARGIN",
+        "FRESHRANK_BACKTEST_CUTS",
     )
     saved = {name: os.environ.get(name) for name in names}
     try:
@@ -56,6 +59,8 @@ def _deployment(home) -> Iterator[Settings]:
         os.environ["FRESHRANK_ABLATIONS"] = "0"
         # The replay serves the pipeline its build chose, whatever the margin would say.
         os.environ["FRESHRANK_PROMOTION_MARGIN"] = "-1"
+        # It measures freshness, not selection: one evaluated cut is enough to choose by.
+        os.environ["FRESHRANK_BACKTEST_CUTS"] = "1"
         settings = Settings.from_env()
         settings.ensure_dirs()
         yield settings
@@ -65,6 +70,37 @@ def _deployment(home) -> Iterator[Settings]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def reuse_item_embeddings(source: Settings, target: Settings) -> int:
+    """Copy the source deployment's item vectors into the target's warehouse; how many.
+
+    The replay's catalog is the demo's, so its items need no second pass through the
+    transformer: the embedding asset skips every item whose text and model hash are unchanged.
+    """
+    if not source.warehouse_path.exists() or source.warehouse_path == target.warehouse_path:
+        return 0
+    with (
+        warehouse_writer(source.warehouse_path),
+        open_warehouse(target.warehouse_path) as target_db,
+    ):
+        target_db.execute(f"attach '{source.warehouse_path}' as source_warehouse (read_only)")
+        try:
+            (found,) = target_db.execute(
+                "select count(*) from information_schema.tables where table_catalog = "
+                "'source_warehouse' and table_schema = 'ml' and table_name = 'item_embeddings'"
+            ).fetchall()[0]
+            if not found:
+                return 0
+            target_db.execute("create schema if not exists ml")
+            target_db.execute(
+                f"create or replace table {EMBEDDINGS_TABLE} as "
+                "select * from source_warehouse.ml.item_embeddings"
+            )
+            (copied,) = target_db.execute(f"select count(*) from {EMBEDDINGS_TABLE}").fetchall()[0]
+        finally:
+            target_db.execute("detach source_warehouse")
+    return int(copied)
 
 
 def _served(lists: pd.DataFrame, trending: pd.DataFrame, users: list[str], k: int) -> pd.DataFrame:
@@ -137,6 +173,9 @@ def run_replay(settings: Settings, batches: int = 5, holdout_fraction: float = 0
             f"{batches} steps (deployment in {home})"
         )
         ingest_files(replay, {"items": [inputs / "items.csv"], "events": [inputs / "history.csv"]})
+        reused = reuse_item_embeddings(settings, replay)
+        if reused:
+            click.echo(f"  reusing {reused} item vectors of {settings.warehouse_path}")
         if not build_and_publish(replay):
             raise click.ClickException("the replay's initial build failed")
         store = ServingStore(replay.serving_url)

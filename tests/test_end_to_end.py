@@ -227,8 +227,8 @@ def test_the_build_judged_the_ranker_and_published_what_it_evaluates(world: dict
     version = tracking.alias_version(client, tracking.CHAMPION)
     run_id = client.get_model_version(tracking.REGISTERED_MODEL, version).run_id
     run = client.get_run(run_id)
-    assert "ranker.overall.ndcg_at_10" in run.data.metrics
-    assert "popularity_all.overall.ndcg_at_10" in run.data.metrics
+    assert f"ranker.overall.ndcg_at_{K}" in run.data.metrics
+    assert f"popularity_all.overall.ndcg_at_{K}" in run.data.metrics
     assert run.data.params["winner"] == tracking.version_pipeline(client, version)
 
     snapshot = load_snapshot(settings)

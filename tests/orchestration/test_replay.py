@@ -85,3 +85,29 @@ def test_session_steps_refuses_zero_batches() -> None:
 
     with pytest.raises(ValueError, match="batches"):
         session_steps(_events([("u1", "a", 1)]), batches=0)
+
+
+def test_the_replay_reuses_the_demo_item_vectors(settings, tmp_path) -> None:
+    import dataclasses
+
+    import duckdb
+
+    from orchestration.replay import reuse_item_embeddings
+
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute("create schema ml")
+        connection.execute(
+            "create table ml.item_embeddings as select * from (values "
+            "('a', [1.0, 0.0, 0.0]::float[3], 'h1'), ('b', [0.0, 1.0, 0.0]::float[3], 'h2')) "
+            "as rows(item_id, vector, content_hash)"
+        )
+    target = dataclasses.replace(settings, warehouse_path=tmp_path / "replay" / "warehouse.duckdb")
+    target.warehouse_path.parent.mkdir(parents=True)
+    assert reuse_item_embeddings(settings, target) == 2
+    with duckdb.connect(str(target.warehouse_path), read_only=True) as connection:
+        copied = connection.sql("select item_id, vector from ml.item_embeddings order by 1")
+        assert copied.types[1] == "FLOAT[3]"
+        assert copied.fetchall()[1][0] == "b"
+    # Nothing to reuse: a deployment without vectors, or the same warehouse.
+    assert reuse_item_embeddings(settings, settings) == 0
