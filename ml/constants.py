@@ -86,7 +86,6 @@ DEFAULT_CONTEXT_MIN_EVENTS = 20  # fewer counted events: fall back to global tre
 # Warehouse models: defaults of the dbt vars of the same name (the settings pass them to dbt).
 DEFAULT_TRENDING_SHORT_WINDOW_DAYS = 1.0  # item_trending: recent-event windows before as_of
 DEFAULT_TRENDING_LONG_WINDOW_DAYS = 7.0
-DEFAULT_VALIDATION_FRACTION = 0.1  # interaction_splits: newest share of interactions held out
 # item_covisitation: each positive event pairs with the user's next this-many events that fall
 # within this many hours after it; the later -> earlier pair weighs the backward weight.
 DEFAULT_COVISITATION_WINDOW_EVENTS = 5

@@ -4,17 +4,14 @@ than parallelism here, and warehouse writers must not overlap anyway."""
 from __future__ import annotations
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
-from dagster_dbt import get_asset_key_for_model
 
 from orchestration.ingest.job import ingest_job
-from orchestration.warehouse.dbt import warehouse_dbt_models
 
 FULL_BUILD_JOB = "full_build_job"
 PUBLISH_JOB = "publish_job"
 RETRAIN_JOB = "retrain_job"
 REFRESH_JOB = "refresh_job"
 
-INTERACTION_SPLITS = get_asset_key_for_model([warehouse_dbt_models], "interaction_splits")
 
 SERVING = AssetSelection.groups("serving")
 
@@ -45,9 +42,7 @@ retrain_job = define_asset_job(
 # checks run on every refresh; the dbt tests and Great Expectations suites over the whole marts
 # run with every full build (the nightly schedule runs one).
 # Staging and intermediate models are views: they see new raw rows without being rebuilt.
-REFRESH_WAREHOUSE = (
-    AssetSelection.key_prefixes("marts") - AssetSelection.assets(INTERACTION_SPLITS)
-).without_checks()
+REFRESH_WAREHOUSE = AssetSelection.key_prefixes("marts").without_checks()
 
 refresh_job = define_asset_job(
     REFRESH_JOB,

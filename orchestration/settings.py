@@ -23,7 +23,6 @@ from ml.constants import (
     DEFAULT_TRENDING_HALF_LIFE_DAYS,
     DEFAULT_TRENDING_LONG_WINDOW_DAYS,
     DEFAULT_TRENDING_SHORT_WINDOW_DAYS,
-    DEFAULT_VALIDATION_FRACTION,
     RATING_MAX,
 )
 from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig
@@ -114,7 +113,6 @@ class Settings:
     trending_half_life_days: float = DEFAULT_TRENDING_HALF_LIFE_DAYS
     trending_short_window_days: float = DEFAULT_TRENDING_SHORT_WINDOW_DAYS
     trending_long_window_days: float = DEFAULT_TRENDING_LONG_WINDOW_DAYS
-    validation_fraction: float = DEFAULT_VALIDATION_FRACTION
     covisitation_window_events: int = DEFAULT_COVISITATION_WINDOW_EVENTS
     covisitation_window_hours: int = DEFAULT_COVISITATION_WINDOW_HOURS
     covisitation_backward_weight: float = DEFAULT_COVISITATION_BACKWARD_WEIGHT
@@ -167,9 +165,6 @@ class Settings:
             ),
             trending_long_window_days=_env_float(
                 "FRESHRANK_TRENDING_LONG_WINDOW_DAYS", DEFAULT_TRENDING_LONG_WINDOW_DAYS
-            ),
-            validation_fraction=_env_float(
-                "FRESHRANK_VALIDATION_FRACTION", DEFAULT_VALIDATION_FRACTION
             ),
             covisitation_window_events=int(
                 _env_float(

@@ -1,4 +1,4 @@
-"""Offline evaluation: top-K ranking metrics and temporal splits."""
+"""Offline evaluation: top-K ranking metrics, the temporal protocol and paired significance."""
 
 from ml.evaluation.metrics import (
     catalog_coverage,
@@ -9,7 +9,6 @@ from ml.evaluation.metrics import (
     novelty,
     recall_at_k,
 )
-from ml.evaluation.split import new_item_targets, segment_users, temporal_split
 
 __all__ = [
     "catalog_coverage",
@@ -17,9 +16,6 @@ __all__ = [
     "intra_list_diversity",
     "mrr",
     "ndcg_at_k",
-    "new_item_targets",
     "novelty",
     "recall_at_k",
-    "segment_users",
-    "temporal_split",
 ]

@@ -53,6 +53,7 @@ class BacktestConfig:
     min_users: int = 10  # a cut with fewer evaluated users is skipped
     min_ranker_users: int = 20  # labelled users (with a hit among candidates) to train a ranker
     ablations: bool = False  # also run the ranker without the text source and features
+    ranker_half_life_cuts: float = 2.0  # a cut's labelled users weigh half every this many cuts
     ranker: RankerConfig = field(default_factory=RankerConfig)
 
 
@@ -158,7 +159,12 @@ def _train_ranker(frames: list[pd.DataFrame], pipeline: RankingPipeline, config:
     hits = data.groupby(USER_ID)[LABEL].max().sum()
     if hits < config.min_ranker_users:
         return None
-    return Ranker(config.ranker).fit(data, pipeline.training_columns(data))
+    # Newer cuts teach more: behaviour drifts, and the next cut looks most like the last one.
+    ages = np.concatenate(
+        [np.full(len(frame), len(frames) - 1 - position) for position, frame in enumerate(frames)]
+    )
+    weights = 0.5 ** (ages / config.ranker_half_life_cuts)
+    return Ranker(config.ranker).fit(data, pipeline.training_columns(data), weights)
 
 
 def _prefixed(frame: pd.DataFrame, position: int) -> pd.DataFrame:

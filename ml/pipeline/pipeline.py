@@ -425,11 +425,11 @@ def _most_similar_recent(
     joined = joined[joined["recent"] != joined[ITEM_ID]]
     if joined.empty:
         return found, cosine
-    joined["cosine"] = np.einsum(
-        "pd,pd->p",
-        text.vectors[joined["item_row"].to_numpy()],
-        text.vectors[joined["row"].to_numpy()],
-    )
+    # One product between the distinct listed and recent items, then look-ups.
+    listed, listed_codes = np.unique(joined["item_row"].to_numpy(), return_inverse=True)
+    recent_rows, recent_codes = np.unique(joined["row"].to_numpy(), return_inverse=True)
+    products = text.vectors[listed] @ text.vectors[recent_rows].T
+    joined = joined.assign(cosine=products[listed_codes, recent_codes])
     best = joined.sort_values("cosine", ascending=False, kind="stable").drop_duplicates("pair")
     for pair, item, value in zip(best["pair"], best["recent"], best["cosine"], strict=True):
         found[pair] = item

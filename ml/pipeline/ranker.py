@@ -9,6 +9,8 @@ import pandas as pd
 
 from ml.constants import USER_ID
 
+WEIGHT = "_training_weight"
+
 LABEL = "label"
 
 
@@ -42,11 +44,15 @@ class Ranker:
     def fitted(self) -> bool:
         return bool(self.models)
 
-    def fit(self, frame: pd.DataFrame, features: list[str]) -> Ranker:
-        """Learn from candidate rows with a 0/1 `label`; users without a positive are dropped
-        (a group with nothing to find teaches LambdaRank nothing)."""
+    def fit(
+        self, frame: pd.DataFrame, features: list[str], weights: np.ndarray | None = None
+    ) -> Ranker:
+        """Learn from candidate rows with a 0/1 `label`, optionally weighted per row (the same
+        weight within a user); users without a positive are dropped (a group with nothing to
+        find teaches LambdaRank nothing)."""
         import lightgbm
 
+        frame = frame.assign(**{WEIGHT: 1.0 if weights is None else np.asarray(weights)})
         useful = frame.groupby(USER_ID)[LABEL].transform("max") > 0
         frame = frame[useful].sort_values(USER_ID, kind="stable")
         if frame.empty:
@@ -70,7 +76,12 @@ class Ranker:
                 force_row_wise=True,
                 verbose=-1,
             )
-            model.fit(frame[features].to_numpy(dtype=np.float32), frame[LABEL], group=groups)
+            model.fit(
+                frame[features].to_numpy(dtype=np.float32),
+                frame[LABEL],
+                group=groups,
+                sample_weight=frame[WEIGHT].to_numpy(),
+            )
             self.models.append(model)
         self.features = list(features)
         return self

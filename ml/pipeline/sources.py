@@ -76,11 +76,18 @@ def top_per_user(frame: pd.DataFrame, columns: tuple[str, ...], n: int) -> pd.Da
     """Rows that are among a user's `n` highest for at least one column (ties to the lower id)."""
     if frame.empty:
         return frame
-    keep = np.zeros(len(frame), dtype=bool)
-    ordered = frame.sort_values([USER_ID, ITEM_ID], kind="stable")
+    ordered = frame.sort_values([USER_ID, ITEM_ID], kind="stable").reset_index(drop=True)
+    users = pd.factorize(ordered[USER_ID])[0]  # ascending, users in contiguous runs
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    run_start = np.repeat(starts, np.diff(np.r_[starts, len(users)]))
+    keep = np.zeros(len(ordered), dtype=bool)
     for column in columns:
-        place = ordered.groupby(USER_ID, sort=False)[column].rank(method="first", ascending=False)
-        keep |= ((place <= n) & (ordered[column] > 0)).to_numpy()
+        values = ordered[column].to_numpy(dtype=float)
+        # Stable: within a user, best value first and equal values in item order.
+        order = np.lexsort((-values, users))
+        place = np.empty(len(order), dtype=np.int64)
+        place[order] = np.arange(len(order)) - run_start[order]
+        keep |= (place < n) & (values > 0)
     return ordered[keep].reset_index(drop=True)
 
 
@@ -388,9 +395,10 @@ class TextNeighbourSource(CandidateSource):
         item_rows = self._positions.get_indexer(pairs[ITEM_ID])
         user_rows = pd.Index(users).get_indexer(pairs[USER_ID])
         known = (item_rows >= 0) & (user_rows >= 0)
-        result.loc[known, "text"] = np.einsum(
-            "pd,pd->p", query[user_rows[known]], self.vectors[item_rows[known]]
-        )
+        if known.any():
+            items, item_codes = np.unique(item_rows[known], return_inverse=True)
+            products = query @ self.vectors[items].T  # users x distinct candidate items
+            result.loc[known, "text"] = products[user_rows[known], item_codes]
         history = recent[recent[RECENCY] < self.query_length]
         history = history.assign(row=self._positions.get_indexer(history[ITEM_ID]))
         history = history[history["row"] >= 0]

@@ -72,7 +72,6 @@ def dbt_vars(settings: Settings) -> dict[str, Any]:
         "trending_long_window_days": settings.trending_long_window_days,
         "trending_half_life_days": settings.trending_half_life_days,
         "history_length": settings.history_length,
-        "validation_fraction": settings.validation_fraction,
         "covisitation_window_events": settings.covisitation_window_events,
         "covisitation_window_hours": settings.covisitation_window_hours,
         "covisitation_backward_weight": settings.covisitation_backward_weight,

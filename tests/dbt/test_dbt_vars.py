@@ -46,7 +46,6 @@ def test_the_environment_reaches_the_dbt_vars(
         "FRESHRANK_COVISITATION_WINDOW_EVENTS": ("covisitation_window_events", "3", 3),
         "FRESHRANK_COVISITATION_WINDOW_HOURS": ("covisitation_window_hours", "12", 12),
         "FRESHRANK_COVISITATION_BACKWARD_WEIGHT": ("covisitation_backward_weight", "0.25", 0.25),
-        "FRESHRANK_VALIDATION_FRACTION": ("validation_fraction", "0.2", 0.2),
         "FRESHRANK_TRENDING_SHORT_WINDOW_DAYS": ("trending_short_window_days", "2", 2.0),
         "FRESHRANK_TRENDING_LONG_WINDOW_DAYS": ("trending_long_window_days", "14", 14.0),
         "FRESHRANK_HISTORY_LENGTH": ("history_length", "20", 20),

@@ -11,7 +11,7 @@ def test_definitions_load_with_every_domain() -> None:
     assert {"ingest", "warehouse", "serving"} <= groups
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"raw_events", "raw_items", "recommendation_lists", "published_recommendations"} <= keys
-    assert {"marts/interactions", "marts/item_trending", "marts/interaction_splits"} <= keys
+    assert {"marts/interactions", "marts/item_trending", "marts/item_covisitation"} <= keys
 
 
 def test_dbt_sources_are_the_ingest_assets() -> None:
