@@ -573,6 +573,19 @@ class SequentialSource(CandidateSource):
         self.model = model
         return self
 
+    def __getstate__(self) -> dict:
+        # The network class is built inside a function, so the model travels as its state.
+        state = self.__dict__.copy()
+        state["model"] = None if self.model is None else self.model.state()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        from ml.models.sequential import model_from_state
+
+        self.__dict__.update(state)
+        if self.model is not None:
+            self.model = model_from_state(self.model)
+
     def learn_catalog(self, snapshot: Snapshot) -> SequentialSource:
         """The trained model over the snapshot's catalog: new items enter through their text."""
         if self.model is not None:

@@ -298,3 +298,35 @@ def test_top_per_user_keeps_ties_to_the_lower_id_and_never_zero_scores() -> None
     both = top_per_user(frame, ("first", "second"), 1)
     assert both[[USER_ID, ITEM_ID]].to_numpy().tolist() == [["u", "d"], ["v", "b"]]
     assert top_per_user(frame.iloc[:0], ("first",), 2).empty
+
+
+@pytest.mark.slow
+def test_the_sequential_source_learns_the_session_order_and_survives_pickling() -> None:
+    """Trained on sessions that follow a fixed order, the sequential source's best items for a
+    user who viewed a group's first three items are that group's items, and a pickled copy
+    that learns a new catalog (a new item with text only) still scores."""
+    import pickle
+
+    from ml.pipeline.sources import SequentialSource, SequentialSourceConfig
+    from tests.ml.pipeline.tiny import session_snapshot
+
+    snapshot = session_snapshot(users=60)
+    source = SequentialSource(SequentialSourceConfig(epochs=8, hidden_size=16), per_user=5)
+    source.fit(snapshot)
+    viewer = Behaviour(
+        events([("v", f"g1_{place}", "view", f"2024-04-01 0{place}:00") for place in range(3)])
+    )
+    recent = viewer.recent_items(50)
+    scores = source.scores(viewer, recent)
+    assert set(scores["item_id"]) <= {f"g1_{place}" for place in range(8)} | set(snapshot.item_ids)
+    best = scores.sort_values("sequential", ascending=False)["item_id"].head(3)
+    assert all(item.startswith("g1_") for item in best)
+    assert (scores["sequential"] > 0).all() and (scores["sequential"] <= 1).all()
+
+    copy = pickle.loads(pickle.dumps(source))
+    grown = session_snapshot(users=60)
+    grown.vectors.loc["brand_new"] = [0.0, 1.0, 0.0, 0.9]
+    grown.items = pd.concat([grown.items, pd.DataFrame({"item_id": ["brand_new"], "title": ["n"]})])
+    copy.learn_catalog(grown)
+    assert "brand_new" in set(copy.model.item_ids)
+    assert not copy.scores(viewer, recent).empty
