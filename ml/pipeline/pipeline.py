@@ -67,6 +67,12 @@ REASON_SIMILAR = "similar to {title}"
 REASON_NEW = "new: similar to {title}"
 REASON_POPULAR = "popular now"
 SIMILAR_REASON_MIN_COSINE = 0.5
+RELATED_ITEM_ID = "related_item_id"
+RELATED_COLUMNS = (ITEM_ID, RANK, RELATED_ITEM_ID, SCORE, REASON)
+REASON_VIEWED_TOGETHER = "often viewed together"
+REASON_SIMILAR_TEXT = "similar text"
+RELATED_QUERY_BLOCK = 4_096  # items whose own vectors are searched at once
+RELATED_MAX_SKIPPED = 1_000  # unavailable neighbours a text search reaches past, at most
 
 
 @dataclass(frozen=True)
@@ -358,6 +364,36 @@ class RankingPipeline:
                 reasons[row] = REASON_SIMILAR.format(title=_title(similar[row], titles))
         return reasons
 
+    # --- related items ---------------------------------------------------------------------
+    def related_items(self, k: int) -> pd.DataFrame:
+        """Each item's k best related items (item_id, rank, related_item_id, score, reason).
+
+        Co-visited items come first, scored 0.5 + 0.5 * weight / the item's strongest weight
+        (all-time weights, `covisitation_all`), so in (0.5, 1]; text neighbours of the item's
+        own vector follow, scored 0.5 * cosine, so in (0, 0.5] (neighbours with cosine <= 0 are
+        not related). An item both co-visited and a neighbour keeps its co-visitation row. Text
+        neighbours are what reach brand-new items. Unavailable items and the item itself are
+        never listed; ties go to the smaller item id.
+        """
+        if k < 1:
+            raise ValueError(f"k must be at least 1; got {k}")
+        unavailable = self.snapshot.unavailable
+        parts = [_empty_related()]
+        covisitation = self.sources.get("covisitation")
+        if isinstance(covisitation, CoVisitationSource) and not covisitation.related.empty:
+            parts.append(_covisited_related(covisitation.related, unavailable))
+        text = self.sources.get("text")
+        if isinstance(text, TextNeighbourSource) and text.index is not None:
+            parts.append(_text_related(text, k, unavailable))
+        related = pd.concat(parts, ignore_index=True)
+        related = related.sort_values(
+            [ITEM_ID, SCORE, RELATED_ITEM_ID], ascending=[True, False, True], kind="stable"
+        )
+        related = related.drop_duplicates([ITEM_ID, RELATED_ITEM_ID])
+        related = related.groupby(ITEM_ID, sort=False).head(k).copy()
+        related[RANK] = related.groupby(ITEM_ID, sort=False).cumcount() + 1
+        return related[list(RELATED_COLUMNS)].reset_index(drop=True)
+
     # --- training data ---------------------------------------------------------------------
     def training_columns(self, frame: pd.DataFrame) -> list[str]:
         return feature_columns(frame.drop(columns=["label"], errors="ignore"))
@@ -397,6 +433,73 @@ def _top_with_new_items(scored: pd.DataFrame, k: int, slots: int) -> pd.DataFram
         [USER_ID, "_new_last", SCORE], ascending=[True, True, False], kind="stable"
     )
     return combined[[USER_ID, ITEM_ID, SCORE]]
+
+
+def _empty_related() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            ITEM_ID: pd.Series(dtype=object),
+            RELATED_ITEM_ID: pd.Series(dtype=object),
+            SCORE: pd.Series(dtype=float),
+            REASON: pd.Series(dtype=object),
+        }
+    )
+
+
+def _covisited_related(related: pd.DataFrame, unavailable: frozenset[str]) -> pd.DataFrame:
+    """Co-visited items scored 0.5 + 0.5 * weight / the item's strongest weight."""
+    pairs = related[[ITEM_ID, RELATED_ITEM_ID, "covisitation_all"]]
+    pairs = pairs[
+        (pairs[ITEM_ID] != pairs[RELATED_ITEM_ID])
+        & ~pairs[RELATED_ITEM_ID].isin(unavailable)
+        & (pairs["covisitation_all"] > 0)
+    ]
+    weights = pairs["covisitation_all"].to_numpy(dtype=float)
+    strongest = pairs.groupby(ITEM_ID)["covisitation_all"].transform("max").to_numpy(dtype=float)
+    return pd.DataFrame(
+        {
+            ITEM_ID: pairs[ITEM_ID].astype(str).to_numpy(dtype=object),
+            RELATED_ITEM_ID: pairs[RELATED_ITEM_ID].astype(str).to_numpy(dtype=object),
+            SCORE: 0.5 + 0.5 * weights / strongest,
+            REASON: REASON_VIEWED_TOGETHER,
+        }
+    )
+
+
+def _text_related(text: TextNeighbourSource, k: int, unavailable: frozenset[str]) -> pd.DataFrame:
+    """Every item's nearest available neighbours by its own vector, scored 0.5 * cosine."""
+    count = len(text.item_ids)
+    blocked = np.asarray(text._positions.isin(list(unavailable)), dtype=bool)
+    # Searched one wider for the item itself, and wider still past unavailable neighbours.
+    width = min(count, k + 1 + min(int(blocked.sum()), RELATED_MAX_SKIPPED))
+    parts = [_empty_related()]
+    for start in range(0, count, RELATED_QUERY_BLOCK):
+        query = text.vectors[start : start + RELATED_QUERY_BLOCK]
+        similarity, neighbours = text.index.search(query, width)
+        own = np.arange(start, start + len(query))[:, None]
+        found = neighbours >= 0
+        keep = (
+            found
+            & (neighbours != own)
+            & (similarity > 0)
+            & ~blocked[np.where(found, neighbours, 0)]
+        )
+        # Only each item's k nearest kept neighbours can make its list.
+        keep &= np.cumsum(keep, axis=1) <= k
+        rows = np.broadcast_to(own, neighbours.shape)[keep]
+        parts.append(
+            pd.DataFrame(
+                {
+                    ITEM_ID: text.item_ids[rows].astype(str),
+                    RELATED_ITEM_ID: text.item_ids[neighbours[keep]].astype(str),
+                    SCORE: 0.5 * np.minimum(similarity[keep].astype(float), 1.0),
+                    REASON: REASON_SIMILAR_TEXT,
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    # A duplicate vector may hold the item's own place under another row: drop self-pairs too.
+    return frame[frame[ITEM_ID] != frame[RELATED_ITEM_ID]]
 
 
 def _aligned_vectors(text: TextNeighbourSource, items: pd.Index) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The small HTTP API: read a user's list, post events into the landing zone, check health.
+"""The small HTTP API: read a user's list or an item's related items, post events into the
+landing zone, check health.
 
 It reads only the serving store (never the DuckDB warehouse, whose single writer it must not
 contend with) and writes only new files into the events landing folder, where the landing
@@ -37,7 +38,7 @@ from ml.constants import (
     SCORE,
 )
 from ml.rules import context_value
-from orchestration.serving.store import ServingStore
+from orchestration.serving.store import RELATED_ITEM_ID, ServingStore
 from orchestration.settings import Settings, get_settings
 
 logger = logging.getLogger("freshrank.api")
@@ -100,6 +101,13 @@ class RecommendationList(BaseModel):
     generated_at: str
 
 
+class SimilarItems(BaseModel):
+    item_id: str
+    items: list[RecommendedItem]
+    model_version: str
+    generated_at: str
+
+
 class EventsAccepted(BaseModel):
     accepted: int
     file: str
@@ -144,7 +152,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
 
     app = FastAPI(
         title="freshrank",
-        summary="Published recommendation lists, event intake and health.",
+        summary="Published recommendation lists and related items, event intake and health.",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -185,6 +193,40 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
                 detail = _NOTHING_PUBLISHED
             raise HTTPException(404, detail)
         return _list_response(user_id, lists)
+
+    @app.get("/items/{item_id}/similar", response_model=SimilarItems)
+    def similar_items(
+        item_id: Annotated[str, PathParameter(description="The item, as text: '007' is not '7'.")],
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
+    ) -> SimilarItems:
+        """An item's related items, best first, as the last full build published them.
+
+        Items often viewed together with it come first (reason "often viewed together"), then
+        items whose text is nearest to its own ("similar text"), which is how a brand-new item
+        gets related items before anyone has touched it. Unavailable items are never listed. A
+        refresh does not recompute them; every full build does. At most FRESHRANK_TOP_K items
+        are published per item, so a larger `k` returns fewer.
+        """
+        related = store.related(item_id, k)
+        if related.empty:
+            raise HTTPException(
+                404,
+                f"no published related items for item {item_id!r}: it is not in the catalog, "
+                "has no text vector and no co-visitation, or no full build has published "
+                "related items since it arrived (run `freshrank build`)",
+            )
+        first = related.iloc[0]
+        return SimilarItems(
+            item_id=item_id,
+            items=[
+                RecommendedItem(item_id=related_id, score=score, reason=reason)
+                for related_id, score, reason in related[
+                    [RELATED_ITEM_ID, SCORE, REASON]
+                ].itertuples(index=False, name=None)
+            ],
+            model_version=first[MODEL_VERSION],
+            generated_at=_iso_utc(first[GENERATED_AT]),
+        )
 
     @app.post(
         "/events",

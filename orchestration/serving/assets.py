@@ -1,10 +1,12 @@
 """Ranked top-K lists: computed in the warehouse, checked, then published to the serving store."""
 
+from dataclasses import dataclass
+
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from dagster_dbt import get_asset_key_for_model
 
-from ml.constants import CONTEXT_VALUE, USER_ID
+from ml.constants import CONTEXT_VALUE, ITEM_ID, USER_ID
 from orchestration.features.assets import item_embeddings
 from orchestration.model.assets import recommender_champion
 from orchestration.serving.scoring import ScoredLists, score_users
@@ -17,6 +19,7 @@ SERVING_GROUP = "serving"
 LISTS_TABLE = "ml.recommendation_lists"
 TRENDING_TABLE = "ml.trending_list"
 CONTEXT_TRENDING_TABLE = "ml.context_trending_list"
+RELATED_TABLE = "ml.related_items"
 SCOPE_TABLE = "ml.recommendation_scope"
 SCOPE_FLAG_TABLE = "ml.recommendation_scope_everyone"
 WATERMARK_TABLE = "ml.publish_watermark"
@@ -46,14 +49,19 @@ def stage_lists(
             f"create or replace table {TRENDING_TABLE} as select * from scored_trending"
         )
         connection.execute(f"create or replace table {SCOPE_TABLE} as select * from scored_scope")
-        if scored.context_trending is None:
-            connection.execute(f"drop table if exists {CONTEXT_TRENDING_TABLE}")
-        else:
-            connection.register("scored_context_trending", scored.context_trending)
-            connection.execute(
-                f"create or replace table {CONTEXT_TRENDING_TABLE} as "
-                "select * from scored_context_trending"
-            )
+        # A table left out means "not computed": the publish keeps the served rows.
+        for table, frame in (
+            (CONTEXT_TRENDING_TABLE, scored.context_trending),
+            (RELATED_TABLE, scored.related),
+        ):
+            if frame is None:
+                connection.execute(f"drop table if exists {table}")
+            else:
+                connection.register("scored_optional", frame)
+                connection.execute(
+                    f"create or replace table {table} as select * from scored_optional"
+                )
+                connection.unregister("scored_optional")
         connection.execute(
             f"create or replace table {SCOPE_FLAG_TABLE} as "
             f"select {scope is None} as everyone, ?::timestamp as through",
@@ -61,30 +69,42 @@ def stage_lists(
         )
 
 
-def staged_lists(
-    settings: Settings,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, list[str] | None, object]:
-    """(lists, trending list, context trending lists or None when none were staged, users in
-    scope or None for everyone, loads covered) as staged, read in one connection."""
-    schema, table = CONTEXT_TRENDING_TABLE.split(".")
+@dataclass
+class StagedLists:
+    """What stage_lists left in the warehouse, read back for the publish."""
+
+    lists: pd.DataFrame
+    trending: pd.DataFrame
+    context_trending: pd.DataFrame | None  # None: none staged, the served ones stay
+    related: pd.DataFrame | None  # None: none staged, the served ones stay
+    scope: list[str] | None  # the users rescored; None: everyone
+    through: object  # the newest load time the lists cover
+
+
+def staged_lists(settings: Settings) -> StagedLists:
+    """The staged lists and what travels with them, read in one connection."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         everyone, through = connection.execute(
             f"select everyone, through from {SCOPE_FLAG_TABLE}"
         ).fetchall()[0]
         scope = connection.sql(f"select {USER_ID} from {SCOPE_TABLE}").df()[USER_ID].tolist()
-        (context_staged,) = connection.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = ? and table_name = ?",
-            [schema, table],
-        ).fetchall()[0]
-        return (
-            connection.sql(f"select * from {LISTS_TABLE}").df(),
-            connection.sql(f"select * from {TRENDING_TABLE}").df(),
-            connection.sql(f"select * from {CONTEXT_TRENDING_TABLE}").df()
-            if context_staged
-            else None,
-            None if everyone else scope,
-            through,
+
+        def optional(name: str) -> pd.DataFrame | None:
+            schema, table = name.split(".")
+            (staged,) = connection.execute(
+                "select count(*) from information_schema.tables "
+                "where table_schema = ? and table_name = ?",
+                [schema, table],
+            ).fetchall()[0]
+            return connection.sql(f"select * from {name}").df() if staged else None
+
+        return StagedLists(
+            lists=connection.sql(f"select * from {LISTS_TABLE}").df(),
+            trending=connection.sql(f"select * from {TRENDING_TABLE}").df(),
+            context_trending=optional(CONTEXT_TRENDING_TABLE),
+            related=optional(RELATED_TABLE),
+            scope=None if everyone else scope,
+            through=through,
         )
 
 
@@ -169,6 +189,9 @@ def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) ->
             "context_trending_lists": 0
             if scored.context_trending is None
             else int(scored.context_trending[CONTEXT_VALUE].nunique()),
+            "items_with_related_items": "kept"
+            if scored.related is None
+            else int(scored.related[ITEM_ID].nunique()),
             "model_version": scored.model_version,
             "preview": MetadataValue.md(lists_preview(scored.lists, settings)),
         }
@@ -176,19 +199,25 @@ def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) ->
 
 
 def publish_staged(settings: Settings) -> dict[str, object]:
-    """Publish the staged lists (every user's, or the scope's) and the trending lists at once."""
-    lists, trending, context_trending, scope, through = staged_lists(settings)
+    """Publish the staged lists (every user's, or the scope's), the trending lists and, after a
+    full rescore, the related items at once."""
+    staged = staged_lists(settings)
     store = ServingStore(settings.serving_url)
     try:
         written = store.publish(
-            lists, users=scope, trending=trending, context_trending=context_trending
+            staged.lists,
+            users=staged.scope,
+            trending=staged.trending,
+            context_trending=staged.context_trending,
+            related=staged.related,
         )
         summary = store.summary()
     finally:
         store.dispose()
-    _advance_watermark(settings, through)
+    _advance_watermark(settings, staged.through)
     return {
-        "users_replaced": len(scope) if scope is not None else "all",
+        "users_replaced": len(staged.scope) if staged.scope is not None else "all",
+        "related_items_replaced": staged.related is not None,
         "rows_published": written,
         "users": int(summary["users"]),
         "serving_store": store.engine.url.render_as_string(hide_password=True),

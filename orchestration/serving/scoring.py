@@ -1,7 +1,9 @@
 """Score users for publishing with the champion's ranking pipeline (popularity before one exists).
 
 Used by the full build (every user) and the refresh (only the users a batch touched). Both call
-`RankingPipeline.recommend`, the same code the backtests evaluate, on the newest marts.
+`RankingPipeline.recommend`, the same code the backtests evaluate, on the newest marts. The full
+build also computes every item's related items (`RankingPipeline.related_items`); a refresh
+leaves the published ones in place.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class ScoredLists:
     fallback_users: int
     # context_key, context_value, then trending's columns; None: not computed (served ones stay)
     context_trending: pd.DataFrame | None = None
+    # item_id, rank, related_item_id, score, reason, model_version, generated_at; None: not
+    # computed (a refresh of some users), the served ones stay
+    related: pd.DataFrame | None = None
 
 
 def _in_users(column: str, user_ids: list[str] | None) -> str:
@@ -160,6 +165,11 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
     by_context = build_context_trending(settings, positive, items, trending, unavailable)
     by_context[MODEL_VERSION] = "trending"
     by_context[GENERATED_AT] = generated_at
+    related = None
+    if user_ids is None:
+        related = pipeline.related_items(settings.top_k)
+        related[MODEL_VERSION] = version
+        related[GENERATED_AT] = generated_at
     fallback = int(len(behaviour.users) - lists[USER_ID].nunique())
     logger.info("scored %d users with %s", len(behaviour.users), version)
     return ScoredLists(
@@ -168,4 +178,5 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
         model_version=version,
         fallback_users=fallback,
         context_trending=by_context,
+        related=related,
     )

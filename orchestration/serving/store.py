@@ -2,7 +2,8 @@
 
 ``recommendations`` holds one ranked list per known user; ``trending_items`` holds the one list
 served to users without their own, and ``context_trending_items`` one such list per value of a
-context field (e.g. per hour), served first when the request's context has one. SQLite in WAL
+context field (e.g. per hour), served first when the request's context has one;
+``related_items`` holds each item's related items (co-visited, then text neighbours). SQLite in WAL
 mode by default (readers never block on a publish and never see half a list), any SQLAlchemy URL
 (PostgreSQL in production). Every publish is one transaction. Times are stored as naive UTC.
 """
@@ -34,6 +35,9 @@ TRENDING_TABLE_NAME = "trending_items"
 TRENDING_COLUMNS = (RANK, ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
 CONTEXT_TRENDING_TABLE_NAME = "context_trending_items"
 CONTEXT_TRENDING_COLUMNS = (CONTEXT_KEY, CONTEXT_VALUE, *TRENDING_COLUMNS)
+RELATED_TABLE_NAME = "related_items"
+RELATED_ITEM_ID = "related_item_id"  # as ml.pipeline.pipeline names it (not imported: it is heavy)
+RELATED_COLUMNS = (ITEM_ID, RANK, RELATED_ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
 _DELETE_CHUNK = 500
 
 _metadata = sa.MetaData()
@@ -66,6 +70,18 @@ context_trending_table = sa.Table(
     *_ranked_columns(),
 )
 
+related_table = sa.Table(
+    RELATED_TABLE_NAME,
+    _metadata,
+    sa.Column(ITEM_ID, sa.String(255), primary_key=True),
+    sa.Column(RANK, sa.Integer, primary_key=True),
+    sa.Column(RELATED_ITEM_ID, sa.String(255), nullable=False),
+    sa.Column(SCORE, sa.Float, nullable=False),
+    sa.Column(REASON, sa.String(500), nullable=False),
+    sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
+    sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
+)
+
 
 def _enable_sqlite_wal(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
@@ -95,20 +111,24 @@ class ServingStore:
         users: Iterable[str] | None = None,
         trending: pd.DataFrame | None = None,
         context_trending: pd.DataFrame | None = None,
+        related: pd.DataFrame | None = None,
     ) -> int:
         """Replace lists in one transaction: all of them, or only those of ``users``.
 
         With ``users`` given, every listed user's old rows are removed, also when the new lists
         hold nothing for them. With ``trending`` given, the trending list is replaced whole in
         the same transaction, so readers see both old or both new; likewise every context
-        trending list with ``context_trending``. Returns the number of list rows written
-        (trending rows not counted).
+        trending list with ``context_trending``, and every item's related items with
+        ``related`` (None keeps the published ones: a refresh of some users does not recompute
+        them). Returns the number of list rows written (trending and related rows not counted).
         """
         _require_columns(lists, SERVING_COLUMNS, "lists")
         if trending is not None:
             _require_columns(trending, TRENDING_COLUMNS, "trending rows")
         if context_trending is not None:
             _require_columns(context_trending, CONTEXT_TRENDING_COLUMNS, "context trending rows")
+        if related is not None:
+            _require_columns(related, RELATED_COLUMNS, "related items")
         rows = _to_records(lists, SERVING_COLUMNS)
         trending_rows = None if trending is None else _to_records(trending, TRENDING_COLUMNS)
         context_rows = (
@@ -116,6 +136,7 @@ class ServingStore:
             if context_trending is None
             else _to_records(context_trending, CONTEXT_TRENDING_COLUMNS)
         )
+        related_rows = None if related is None else _to_records(related, RELATED_COLUMNS)
         with self.engine.begin() as connection:
             if users is None:
                 connection.execute(recommendations_table.delete())
@@ -138,6 +159,10 @@ class ServingStore:
                 connection.execute(context_trending_table.delete())
                 if context_rows:
                     connection.execute(context_trending_table.insert(), context_rows)
+            if related_rows is not None:
+                connection.execute(related_table.delete())
+                if related_rows:
+                    connection.execute(related_table.insert(), related_rows)
         return len(rows)
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
@@ -184,6 +209,18 @@ class ServingStore:
                 connection.execute(query).mappings().all(), columns=CONTEXT_TRENDING_COLUMNS
             )
 
+    def related(self, item_id: str, k: int | None = None) -> pd.DataFrame:
+        """One item's published related items, best first (empty when it has none)."""
+        query = (
+            sa.select(related_table)
+            .where(related_table.c[ITEM_ID] == str(item_id))
+            .order_by(related_table.c[RANK])
+        )
+        if k is not None:
+            query = query.limit(k)
+        with self.engine.connect() as connection:
+            return pd.DataFrame(connection.execute(query).mappings().all(), columns=RELATED_COLUMNS)
+
     def all_lists(self) -> pd.DataFrame:
         """Every published row, ordered by user and rank."""
         query = sa.select(recommendations_table).order_by(
@@ -222,6 +259,7 @@ def _to_records(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str,
         CONTEXT_KEY: str,
         CONTEXT_VALUE: str,
         USER_ID: str,
+        RELATED_ITEM_ID: str,
         RANK: int,
         ITEM_ID: str,
         SCORE: float,

@@ -309,6 +309,82 @@ def test_k_out_of_range_is_422(client: TestClient, k: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# GET /items/{item_id}/similar
+
+
+def make_related(items: list[str], k: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "item_id": item,
+                "rank": rank,
+                "related_item_id": f"{item}-related-{rank}",
+                "score": 1.0 - rank / 10,
+                "reason": "often viewed together" if rank == 1 else "similar text",
+                "model_version": "v1",
+                "generated_at": GENERATED,
+            }
+            for item in items
+            for rank in range(1, k + 1)
+        ]
+    )
+
+
+@pytest.fixture
+def related_client(store_settings: Settings) -> Iterator[TestClient]:
+    store = ServingStore(store_settings.serving_url)
+    try:
+        store.publish(make_lists(["u1"], 5), related=make_related(["i1", "007"], 12))
+    finally:
+        store.dispose()
+    with TestClient(create_app(store_settings, ApiLimits())) as test_client:
+        yield test_client
+
+
+def test_similar_items_best_first(related_client: TestClient) -> None:
+    response = related_client.get("/items/i1/similar")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["item_id"] == "i1"
+    assert body["model_version"] == "v1"
+    assert body["generated_at"] == "2026-01-01T12:00:00Z"
+    # The default k is the configured top-k (10).
+    assert [item["item_id"] for item in body["items"]] == [f"i1-related-{n}" for n in range(1, 11)]
+    assert body["items"][0] == {
+        "item_id": "i1-related-1",
+        "score": pytest.approx(0.9),
+        "reason": "often viewed together",
+    }
+    assert body["items"][1]["reason"] == "similar text"
+
+
+def test_similar_items_k_and_text_ids(related_client: TestClient) -> None:
+    items = related_client.get("/items/007/similar", params={"k": 3}).json()["items"]
+    assert [item["item_id"] for item in items] == [
+        "007-related-1",
+        "007-related-2",
+        "007-related-3",
+    ]
+    assert related_client.get("/items/7/similar").status_code == 404
+
+
+def test_similar_items_of_an_unknown_item_is_404(related_client: TestClient) -> None:
+    response = related_client.get("/items/nope/similar")
+    assert response.status_code == 404
+    assert "no published related items for item 'nope'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("k", ["0", "101", "-1", "ten"])
+def test_similar_items_k_out_of_range_is_422(related_client: TestClient, k: str) -> None:
+    assert related_client.get("/items/i1/similar", params={"k": k}).status_code == 422
+
+
+def test_similar_items_are_in_the_openapi_description(related_client: TestClient) -> None:
+    operation = related_client.get("/openapi.json").json()["paths"]["/items/{item_id}/similar"]
+    assert "often viewed together" in operation["get"]["description"]
+
+
+# ---------------------------------------------------------------------------------------------
 # POST /events
 
 

@@ -129,7 +129,9 @@ def one_user_list(user_id: str, item_id: str, version: str) -> pd.DataFrame:
     )
 
 
-def scored(settings: Settings, lists: pd.DataFrame) -> ScoredLists:
+def scored(
+    settings: Settings, lists: pd.DataFrame, related: pd.DataFrame | None = None
+) -> ScoredLists:
     trending = pd.DataFrame(
         {
             "rank": [1],
@@ -149,6 +151,7 @@ def scored(settings: Settings, lists: pd.DataFrame) -> ScoredLists:
         model_version=lists[MODEL_VERSION].iloc[0],
         fallback_users=0,
         context_trending=by_context,
+        related=related,
     )
 
 
@@ -182,5 +185,45 @@ def test_full_and_refresh_publishes_replace_the_context_lists(
         assert set(morning["reason"].iloc[:2]) == {REASON_TRENDING_CONTEXT}
         assert store.recommendations("u1")["item_id"].tolist() == ["steady"]
         assert store.recommendations("u2")["item_id"].tolist() == ["film"]  # not in scope
+    finally:
+        store.dispose()
+
+
+def related_rows(item_id: str, related_item_id: str, version: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": [item_id],
+            "rank": [1],
+            "related_item_id": [related_item_id],
+            "score": [1.0],
+            "reason": ["often viewed together"],
+            MODEL_VERSION: [version],
+            GENERATED_AT: [GENERATED],
+        }
+    )
+
+
+def test_a_refresh_keeps_the_published_related_items(three_item_settings: Settings) -> None:
+    settings = three_item_settings
+    write_interactions(settings, morning_and_evening_events())
+    everyone = pd.concat([one_user_list("u1", "news", "v1"), one_user_list("u2", "film", "v1")])
+    related = related_rows("news", "coffee", "v1")
+    stage_lists(settings, scored(settings, everyone, related), None, GENERATED)
+    figures = publish_staged(settings)
+    assert figures["related_items_replaced"] is True
+    store = ServingStore(settings.serving_url)
+    try:
+        assert store.related("news")["related_item_id"].tolist() == ["coffee"]
+        # A refresh stages no related items: the published ones stay.
+        stage_lists(settings, scored(settings, one_user_list("u1", "steady", "v2")), ["u1"], DAY)
+        assert publish_staged(settings)["related_items_replaced"] is False
+        assert store.related("news")["model_version"].tolist() == ["v1"]
+        assert store.recommendations("u1")["item_id"].tolist() == ["steady"]
+        # The next full build replaces them.
+        related = related_rows("film", "news", "v3")
+        stage_lists(settings, scored(settings, everyone, related), None, GENERATED)
+        publish_staged(settings)
+        assert store.related("news").empty
+        assert store.related("film")["related_item_id"].tolist() == ["news"]
     finally:
         store.dispose()

@@ -350,3 +350,68 @@ def test_reader_sees_lists_and_context_trending_from_the_same_publish(serving_ur
     assert not broken, broken[:3]
     writer.dispose()
     reader.dispose()
+
+
+def make_related(items: list[str], k: int, version: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "item_id": item,
+                "rank": rank,
+                "related_item_id": f"{version}-{item}-{rank}",
+                "score": 1.0 - rank / 10,
+                "reason": "often viewed together" if rank == 1 else "similar text",
+                "model_version": version,
+                "generated_at": datetime(2026, 1, 1, 12, 0, 0),
+            }
+            for item in items
+            for rank in range(1, k + 1)
+        ]
+    )
+
+
+def test_related_items_round_trip(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    assert store.related("i1").empty
+    store.publish(make_lists(["u1"], 1, "v1"), related=make_related(["i1", "007"], 3, "v1"))
+    related = store.related("i1")
+    assert related["related_item_id"].tolist() == ["v1-i1-1", "v1-i1-2", "v1-i1-3"]
+    assert related["rank"].tolist() == [1, 2, 3]
+    assert related["reason"].tolist() == ["often viewed together", "similar text", "similar text"]
+    assert related["score"].tolist() == pytest.approx([0.9, 0.8, 0.7])
+    assert related["model_version"].iloc[0] == "v1"
+    assert related["generated_at"].iloc[0] == pd.Timestamp("2026-01-01 12:00:00")
+    assert store.related("i1", k=2)["related_item_id"].tolist() == ["v1-i1-1", "v1-i1-2"]
+    assert store.related("007")["item_id"].tolist() == ["007"] * 3
+    assert store.related("7").empty
+    store.dispose()
+
+
+def test_a_refresh_keeps_the_related_items_and_a_full_publish_replaces_them(
+    serving_url: str,
+) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1", "u2"], 2, "v1"), related=make_related(["i1", "i2"], 2, "v1"))
+    store.publish(make_lists(["u1"], 2, "v2"), users=["u1"], related=None)
+    assert store.related("i1")["model_version"].tolist() == ["v1", "v1"]
+    assert store.recommendations("u1")["model_version"].iloc[0] == "v2"
+    store.publish(make_lists(["u1", "u2"], 2, "v3"), related=make_related(["i2"], 1, "v3"))
+    assert store.related("i1").empty
+    assert store.related("i2")["related_item_id"].tolist() == ["v3-i2-1"]
+    store.publish(make_lists(["u1", "u2"], 2, "v4"), related=make_related(["i9"], 1, "v4").iloc[:0])
+    assert store.related("i2").empty
+    store.dispose()
+
+
+def test_related_items_without_a_column_are_refused(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1"], 1, "v1"), related=make_related(["i1"], 1, "v1"))
+    with pytest.raises(ValueError, match="related items to publish lack column"):
+        store.publish(
+            make_lists(["u1"], 1, "v2"),
+            related=make_related(["i1"], 1, "v2").drop(columns=["related_item_id"]),
+        )
+    # Nothing changed: the refused publish wrote neither lists nor related items.
+    assert store.related("i1")["model_version"].tolist() == ["v1"]
+    assert store.recommendations("u1")["model_version"].tolist() == ["v1"]
+    store.dispose()
