@@ -16,6 +16,7 @@ from ml.pipeline.snapshot import Behaviour, Snapshot
 
 RANKED_SOURCE_COLUMNS = (
     "covisitation",
+    "covisitation_365d",
     "covisitation_all",
     "covisitation_last",
     "text",

@@ -238,7 +238,7 @@ class CoVisitationSource(CandidateSource):
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return ("covisitation", "covisitation_all", "covisitation_last")
+        return ("covisitation", "covisitation_365d", "covisitation_all", "covisitation_last")
 
     def fit(self, snapshot: Snapshot) -> CoVisitationSource:
         pairs = snapshot.covisitation
@@ -250,6 +250,7 @@ class CoVisitationSource(CandidateSource):
                     ITEM_ID: ids,
                     "related_item_id": ids,
                     "covisitation": scores,
+                    "covisitation_365d": scores,
                     "covisitation_all": scores,
                 }
             )
@@ -261,18 +262,25 @@ class CoVisitationSource(CandidateSource):
                 ITEM_ID: pairs[ITEM_ID].astype(str).to_numpy(),
                 "related_item_id": pairs["related_item_id"].astype(str).to_numpy(),
                 "covisitation": weights * np.exp2(-age_days.to_numpy() / self.half_life_days),
+                # The last year alone: what sessions do now, when habits drift.
+                "covisitation_365d": np.where(age_days.to_numpy() <= 365, weights, 0.0),
                 "covisitation_all": weights,
             }
         )
         related = frame.groupby([ITEM_ID, "related_item_id"], as_index=False, sort=False).sum()
-        related = related.sort_values(
-            [ITEM_ID, "covisitation", "related_item_id"], ascending=[True, False, True]
-        )
-        self.related = related.groupby(ITEM_ID, sort=False).head(self.related_per_item)
+        related = related.sort_values([ITEM_ID, "related_item_id"], kind="stable")
+        # Each item keeps its strongest related items by any of the three measures.
+        keep = np.zeros(len(related), dtype=bool)
+        for column in ("covisitation", "covisitation_365d", "covisitation_all"):
+            place = related.groupby(ITEM_ID, sort=False)[column].rank(
+                method="first", ascending=False
+            )
+            keep |= (place <= self.related_per_item).to_numpy() & (related[column] > 0).to_numpy()
+        self.related = related[keep].reset_index(drop=True)
         return self
 
     def contributions(self, recent: pd.DataFrame) -> pd.DataFrame:
-        """(user_id, source item, item_id, covisitation, covisitation_all) per recent item."""
+        """(user_id, source item, item_id, and each measure) per recent item and related item."""
         joined = recent[[USER_ID, ITEM_ID, RECENCY]].merge(self.related, on=ITEM_ID)
         weight = recency_weight(joined[RECENCY])
         return pd.DataFrame(
@@ -281,6 +289,7 @@ class CoVisitationSource(CandidateSource):
                 "source_item_id": joined[ITEM_ID].to_numpy(),
                 ITEM_ID: joined["related_item_id"].to_numpy(),
                 "covisitation": joined["covisitation"].to_numpy() * weight,
+                "covisitation_365d": joined["covisitation_365d"].to_numpy() * weight,
                 "covisitation_all": joined["covisitation_all"].to_numpy() * weight,
                 # What followed the newest item alone: the strongest next-item signal.
                 "covisitation_last": np.where(

@@ -182,5 +182,3 @@ def test_user_recent_history_lists_positive_events_newest_first(
     assert [row["event_id"] for row in history] == ["e10", "e7", "e2", "e1"]
     assert [row["recency_rank"] for row in history] == [1, 2, 3, 4]
     assert all(row["weight"] > 0 for row in builds["second"].marts["user_recent_history"])
-
-

@@ -169,12 +169,15 @@ def test_covisitation_contributions_name_the_recent_item_behind_each_candidate()
 def test_covisitation_keeps_each_items_strongest_related_items() -> None:
     source = CoVisitationSource(half_life_days=10.0, related_per_item=1)
     source.fit(snapshot(covisitation=PAIRS))
-    # i1 keeps i2 (2 against 1/2); i2's i3 and i4 tie at 2 and the lower id stays.
+    # i1 keeps i2 (2 against 1/2 decayed, 6 against 1 in all). i2's i3 and i4 tie at 2
+    # decayed, where the lower id (i3) stays, but i4 leads in the last year and in all (8
+    # against 4): an item keeps its best related item by each measure.
     related = source.related[[ITEM_ID, "related_item_id"]].to_numpy().tolist()
-    assert sorted(related) == [["i1", "i2"], ["i2", "i3"]]
+    assert sorted(related) == [["i1", "i2"], ["i2", "i3"], ["i2", "i4"]]
     behaviour = viewer("i1", "i2")
     scores = source.scores(behaviour, behaviour.recent_items(10))
-    assert by_item(scores, "covisitation") == pytest.approx({"i2": 1.0, "i3": 2.0})
+    assert by_item(scores, "covisitation") == pytest.approx({"i2": 1.0, "i3": 2.0, "i4": 2.0})
+    assert by_item(scores, "covisitation_365d") == pytest.approx({"i2": 3.0, "i3": 4.0, "i4": 8.0})
 
 
 def test_covisitation_without_pairs_nominates_nothing() -> None:
