@@ -49,6 +49,7 @@ def _deployment(home) -> Iterator[Settings]:
         "FRESHRANK_ABLATIONS",
         "FRESHRANK_PROMOTION_MARGIN",
         "FRESHRANK_BACKTEST_CUTS",
+        "FRESHRANK_BACKTEST_TRAINING_CUTS",
     )
     saved = {name: os.environ.get(name) for name in names}
     try:
@@ -59,8 +60,10 @@ def _deployment(home) -> Iterator[Settings]:
         os.environ["FRESHRANK_ABLATIONS"] = "0"
         # The replay serves the pipeline its build chose, whatever the margin would say.
         os.environ["FRESHRANK_PROMOTION_MARGIN"] = "-1"
-        # It measures freshness, not selection: one evaluated cut is enough to choose by.
+        # It measures freshness, not selection: one evaluated cut, trained on two earlier ones,
+        # is enough to choose by.
         os.environ["FRESHRANK_BACKTEST_CUTS"] = "1"
+        os.environ["FRESHRANK_BACKTEST_TRAINING_CUTS"] = "2"
         settings = Settings.from_env()
         settings.ensure_dirs()
         yield settings

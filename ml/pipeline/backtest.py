@@ -68,6 +68,19 @@ class CutData:
     pipeline: RankingPipeline
     frame: pd.DataFrame
     evaluated: bool
+    _measures: tuple | None = None
+
+    def measures(self) -> tuple[pd.Series, dict | None]:
+        """(item popularity, item vectors by id) for the beyond-accuracy metrics, once per cut."""
+        if self._measures is None:
+            snapshot = self.pipeline.snapshot
+            vectors = None
+            if snapshot.vectors is not None:
+                vectors = dict(
+                    zip(snapshot.vectors.index, snapshot.vectors.to_numpy(), strict=True)
+                )
+            self._measures = (snapshot.positive.groupby(ITEM_ID)[WEIGHT].sum(), vectors)
+        return self._measures
 
 
 @dataclass
@@ -179,10 +192,7 @@ def _measure(
     k: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     snapshot = data.pipeline.snapshot
-    popularity = snapshot.positive.groupby(ITEM_ID)[WEIGHT].sum()
-    vectors = None
-    if snapshot.vectors is not None:
-        vectors = dict(zip(snapshot.vectors.index, snapshot.vectors.to_numpy(), strict=True))
+    popularity, vectors = data.measures()
     table = segment_metrics(
         lists,
         data.task,

@@ -158,6 +158,8 @@ class RankingPipeline:
         Serving calls this with the newest marts, so item statistics, co-visitation and the
         vector index follow behaviour loaded since the build without retraining the ranker.
         """
+        if self._snapshot is not None and _same_state(self._snapshot, snapshot):
+            return self  # nothing new since the sources were fitted (a publish right after a build)
         other = RankingPipeline(self.config, self.ordering)
         other.ranker = self.ranker
         trained = {
@@ -397,6 +399,19 @@ class RankingPipeline:
     # --- training data ---------------------------------------------------------------------
     def training_columns(self, frame: pd.DataFrame) -> list[str]:
         return feature_columns(frame.drop(columns=["label"], errors="ignore"))
+
+
+def _same_state(fitted: Snapshot, newest: Snapshot) -> bool:
+    """Whether two snapshots hold the same behaviour, catalog and pairs (cheap comparisons)."""
+    return (
+        fitted.as_of == newest.as_of
+        and len(fitted.interactions) == len(newest.interactions)
+        and len(fitted.covisitation) == len(newest.covisitation)
+        and fitted.items[ITEM_ID].equals(newest.items[ITEM_ID])
+        and fitted.unavailable == newest.unavailable
+        and (fitted.vectors is None) == (newest.vectors is None)
+        and (fitted.vectors is None or fitted.vectors.equals(newest.vectors))
+    )
 
 
 def _top_with_new_items(scored: pd.DataFrame, k: int, slots: int) -> pd.DataFrame:

@@ -241,3 +241,13 @@ def test_mmr_lets_a_dissimilar_item_pass_one_like_an_item_already_listed() -> No
         assert (np.diff(mine[SCORE].to_numpy()) <= 0).all()
     relevance_only = pipeline("popularity_all", rules=RankingRules(mmr_lambda=1.0))
     pd.testing.assert_frame_equal(relevance_only.recommend(shoppers()), plain)
+
+
+def test_refreshing_on_the_same_state_reuses_the_fitted_sources() -> None:
+    from tests.ml.pipeline.tiny import shop_snapshot
+
+    pipeline = RankingPipeline(PipelineConfig(k=3)).fit_sources(shop_snapshot())
+    assert pipeline.refreshed(shop_snapshot()) is pipeline
+    newer = shop_snapshot()
+    newer.vectors.iloc[0, 0] += 0.5  # an item's text changed: its vector must be re-indexed
+    assert pipeline.refreshed(newer) is not pipeline
