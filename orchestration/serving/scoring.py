@@ -52,46 +52,20 @@ class ScoredLists:
     related: pd.DataFrame | None = None
 
 
-def _in_users(column: str, user_ids: list[str] | None) -> str:
-    if user_ids is None:
-        return "true"
-    return f"{column} in (select user_id from scoring_users)"
-
-
-def read_scoring_inputs(
-    connection: duckdb.DuckDBPyConnection, user_ids: list[str] | None = None
-) -> dict[str, pd.DataFrame]:
-    """The marts ranking needs, restricted to ``user_ids`` where they are per user."""
-    if user_ids is not None:
-        connection.register(
-            "scoring_users", pd.DataFrame({USER_ID: pd.Series(user_ids, dtype=str)})
-        )
+def read_check_inputs(
+    connection: duckdb.DuckDBPyConnection, user_ids: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(what ``user_ids`` consumed, the catalog's item_id and available): what the list check
+    compares the staged lists with."""
+    connection.register("checked_users", pd.DataFrame({USER_ID: pd.Series(user_ids, dtype=str)}))
     consuming = ", ".join(f"'{event_type}'" for event_type in NON_CONSUMING_EVENT_TYPES)
-    inputs = {
-        "events": connection.sql(
-            "select user_id, item_id, event_type, occurred_at, value, context "
-            f"from marts.interactions where {_in_users('user_id', user_ids)}"
-        ).df(),
-        "consumed": connection.sql(
-            "select distinct user_id, item_id from marts.interactions "
-            f"where event_type not in ({consuming}) and {_in_users('user_id', user_ids)}"
-        ).df(),
-        "histories": connection.sql(
-            "select user_id, item_id, weight, occurred_at from marts.user_recent_history "
-            f"where {_in_users('user_id', user_ids)}"
-        ).df(),
-        "trending": connection.sql(
-            "select item_id, decayed_score from marts.item_trending order by trending_rank"
-        ).df(),
-        "items": connection.sql(
-            "select item_id, title, available, interaction_count from marts.items"
-        ).df(),
-        "users": connection.sql(
-            f"select user_id from marts.users where {_in_users('user_id', user_ids)} "
-            "order by user_id"
-        ).df(),
-    }
-    return inputs
+    consumed = connection.sql(
+        "select distinct user_id, item_id from marts.interactions "
+        f"where event_type not in ({consuming}) "
+        "and user_id in (select user_id from checked_users)"
+    ).df()
+    items = connection.sql("select item_id, available from marts.items").df()
+    return consumed, items
 
 
 def build_context_trending(
@@ -149,27 +123,22 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
     """Rank ``user_ids`` (every known user when None) and the cold-start lists."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         snapshot = read_snapshot(connection)
-        items = connection.sql("select item_id, title, available from marts.items").df()
     pipeline, version = champion_pipeline(settings, snapshot)
     behaviour = read_behaviour(snapshot, user_ids)
-    lists = pipeline.recommend(behaviour)
     generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    lists[MODEL_VERSION] = version
-    lists[GENERATED_AT] = generated_at
-    popular = pipeline.cold_start_list().drop(columns=[USER_ID])
-    popular[MODEL_VERSION] = version
-    popular[GENERATED_AT] = generated_at
-    trending = popular.set_index(ITEM_ID)[SCORE]
-    unavailable = sorted(snapshot.unavailable)
-    positive = snapshot.positive
-    by_context = build_context_trending(settings, positive, items, trending, unavailable)
-    by_context[MODEL_VERSION] = "trending"
-    by_context[GENERATED_AT] = generated_at
+    lists = _stamped(pipeline.recommend(behaviour), version, generated_at)
+    popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
+    by_context = build_context_trending(
+        settings,
+        snapshot.positive,
+        snapshot.items,
+        popular.set_index(ITEM_ID)[SCORE],
+        sorted(snapshot.unavailable),
+    )
+    by_context = _stamped(by_context, "trending", generated_at)
     related = None
     if user_ids is None:
-        related = pipeline.related_items(settings.top_k)
-        related[MODEL_VERSION] = version
-        related[GENERATED_AT] = generated_at
+        related = _stamped(pipeline.related_items(settings.top_k), version, generated_at)
     fallback = int(len(behaviour.users) - lists[USER_ID].nunique())
     logger.info("scored %d users with %s", len(behaviour.users), version)
     return ScoredLists(
@@ -180,3 +149,8 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
         context_trending=by_context,
         related=related,
     )
+
+
+def _stamped(frame: pd.DataFrame, version: str, generated_at: datetime) -> pd.DataFrame:
+    """The frame with the model version and publish time every served row carries."""
+    return frame.assign(**{MODEL_VERSION: version, GENERATED_AT: generated_at})

@@ -167,25 +167,12 @@ class ServingStore:
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
         """One user's published list, best first (empty when the user has none)."""
-        query = (
-            sa.select(recommendations_table)
-            .where(recommendations_table.c[USER_ID] == str(user_id))
-            .order_by(recommendations_table.c[RANK])
-        )
-        if k is not None:
-            query = query.limit(k)
-        with self.engine.connect() as connection:
-            return pd.DataFrame(connection.execute(query).mappings().all(), columns=SERVING_COLUMNS)
+        table = recommendations_table
+        return self._ranked(table, SERVING_COLUMNS, k, table.c[USER_ID] == str(user_id))
 
     def trending(self, k: int | None = None) -> pd.DataFrame:
         """The trending list served to users without their own, best first (empty if none)."""
-        query = sa.select(trending_table).order_by(trending_table.c[RANK])
-        if k is not None:
-            query = query.limit(k)
-        with self.engine.connect() as connection:
-            return pd.DataFrame(
-                connection.execute(query).mappings().all(), columns=TRENDING_COLUMNS
-            )
+        return self._ranked(trending_table, TRENDING_COLUMNS, k)
 
     def context_trending(
         self, context_key: str, context_value: str, k: int | None = None
@@ -196,30 +183,28 @@ class ServingStore:
         "09"): the store compares text.
         """
         table = context_trending_table
-        query = (
-            sa.select(table)
-            .where(table.c[CONTEXT_KEY] == str(context_key))
-            .where(table.c[CONTEXT_VALUE] == str(context_value))
-            .order_by(table.c[RANK])
+        return self._ranked(
+            table,
+            CONTEXT_TRENDING_COLUMNS,
+            k,
+            table.c[CONTEXT_KEY] == str(context_key),
+            table.c[CONTEXT_VALUE] == str(context_value),
         )
-        if k is not None:
-            query = query.limit(k)
-        with self.engine.connect() as connection:
-            return pd.DataFrame(
-                connection.execute(query).mappings().all(), columns=CONTEXT_TRENDING_COLUMNS
-            )
 
     def related(self, item_id: str, k: int | None = None) -> pd.DataFrame:
         """One item's published related items, best first (empty when it has none)."""
-        query = (
-            sa.select(related_table)
-            .where(related_table.c[ITEM_ID] == str(item_id))
-            .order_by(related_table.c[RANK])
-        )
+        table = related_table
+        return self._ranked(table, RELATED_COLUMNS, k, table.c[ITEM_ID] == str(item_id))
+
+    def _ranked(
+        self, table: sa.Table, columns: tuple[str, ...], k: int | None, *conditions
+    ) -> pd.DataFrame:
+        """A published ranked list's rows that meet ``conditions``, best first, at most k."""
+        query = sa.select(table).where(*conditions).order_by(table.c[RANK])
         if k is not None:
             query = query.limit(k)
         with self.engine.connect() as connection:
-            return pd.DataFrame(connection.execute(query).mappings().all(), columns=RELATED_COLUMNS)
+            return pd.DataFrame(connection.execute(query).mappings().all(), columns=columns)
 
     def all_lists(self) -> pd.DataFrame:
         """Every published row, ordered by user and rank."""
