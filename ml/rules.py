@@ -513,7 +513,7 @@ def new_item_reasons(
     explained, first = np.unique(pair_rows[best_first], return_index=True)
     title_of = dict(titles.items()) if titles is not None else {}
     names = [
-        REASON_NEW_ITEM.format(title=_display_title(item, title_of))
+        REASON_NEW_ITEM.format(title=display_title(item, title_of))
         for item in history_items[pair_history[best_first[first]]]
     ]
     reasons[new_rows[explained]] = names
@@ -927,7 +927,7 @@ def _pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray) -
     return similarity
 
 
-def _display_title(item: Hashable, titles: Mapping[Hashable, str]) -> str:
+def display_title(item: Hashable, titles: Mapping[Hashable, str] | pd.Series) -> str:
     """The item's title, or its id when it has no usable title."""
     title = titles.get(item)
     if title is None or (not isinstance(title, str) and pd.isna(title)) or not str(title).strip():

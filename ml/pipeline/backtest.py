@@ -126,6 +126,13 @@ def cut_points(interactions: pd.DataFrame, count: int, window_fraction: float) -
     return [cut for cut in distinct if cut > times.iloc[0]]
 
 
+def labelled(frame: pd.DataFrame, task: EvaluationTask) -> pd.DataFrame:
+    """Candidates with `label` 1 where the user went on to choose the item, else 0."""
+    frame = frame.merge(task.truth.assign(**{LABEL: 1}), on=[USER_ID, ITEM_ID], how="left")
+    frame[LABEL] = frame[LABEL].fillna(0).astype(int)
+    return frame
+
+
 def prepare_cut(
     snapshot: Snapshot,
     cut: pd.Timestamp,
@@ -152,10 +159,7 @@ def prepare_cut(
     )
     behaviour = Behaviour(known, users=users)
     pipeline = RankingPipeline(config).fit_sources(before)
-    frame = pipeline.candidate_features(behaviour)
-    truth = task.truth.assign(**{LABEL: 1})
-    frame = frame.merge(truth, on=[USER_ID, ITEM_ID], how="left")
-    frame[LABEL] = frame[LABEL].fillna(0).astype(int)
+    frame = labelled(pipeline.candidate_features(behaviour), task)
     return CutData(cut, end, task, behaviour, pipeline, frame, evaluated=True)
 
 
@@ -316,9 +320,7 @@ def _ablation(
 ) -> None:
     """The ranker without the text source and text features, trained and judged the same way."""
     pipeline = RankingPipeline(config).fit_sources(data.pipeline.snapshot)
-    frame = pipeline.candidate_features(data.behaviour)
-    frame = frame.merge(data.task.truth.assign(**{LABEL: 1}), on=[USER_ID, ITEM_ID], how="left")
-    frame[LABEL] = frame[LABEL].fillna(0).astype(int)
+    frame = labelled(pipeline.candidate_features(data.behaviour), data.task)
     if not train_only:
         ranker = _train_ranker(frames, pipeline, backtest)
         if ranker is not None:

@@ -50,6 +50,7 @@ from ml.pipeline.sources import (
 from ml.rules import (
     RankingRules,
     context_trending,
+    display_title,
     excluded_mask,
     feedback_multipliers,
     mmr_rerank,
@@ -359,11 +360,11 @@ class RankingPipeline:
         similar, cosine = _most_similar_recent(self.sources.get("text"), pairs, recent)
         for row in range(len(pairs)):
             if new_items.iloc[row] and similar[row] is not None:
-                reasons[row] = REASON_NEW.format(title=_title(similar[row], titles))
+                reasons[row] = REASON_NEW.format(title=display_title(similar[row], titles))
             elif isinstance(because.iloc[row], str):
-                reasons[row] = REASON_BECAUSE.format(title=_title(because.iloc[row], titles))
+                reasons[row] = REASON_BECAUSE.format(title=display_title(because.iloc[row], titles))
             elif similar[row] is not None and cosine[row] >= SIMILAR_REASON_MIN_COSINE:
-                reasons[row] = REASON_SIMILAR.format(title=_title(similar[row], titles))
+                reasons[row] = REASON_SIMILAR.format(title=display_title(similar[row], titles))
         return reasons
 
     # --- related items ---------------------------------------------------------------------
@@ -553,13 +554,6 @@ def _most_similar_recent(
         found[pair] = item
         cosine[pair] = value
     return found, cosine
-
-
-def _title(item: str, titles: pd.Series) -> str:
-    title = titles.get(item)
-    if title is None or (not isinstance(title, str) and pd.isna(title)) or not str(title).strip():
-        return str(item)
-    return str(title)
 
 
 def _no_events() -> pd.DataFrame:
