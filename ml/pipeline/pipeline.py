@@ -314,7 +314,7 @@ class RankingPipeline:
             matrix = feedback_multipliers(block_events, block_users, items, rules)
             text = self.sources.get("text")
             if isinstance(text, TextNeighbourSource) and text.index is not None:
-                vectors = _aligned_vectors(text, items)
+                vectors = text.vectors_of(items)
                 matrix = matrix * negative_feedback_penalty(
                     block_events, block_users, items, vectors, rules
                 )
@@ -327,7 +327,7 @@ class RankingPipeline:
         items = pd.Index(pd.unique(lists[ITEM_ID]))
         values = np.full((len(users), len(items)), -np.inf)
         values[users.get_indexer(lists[USER_ID]), items.get_indexer(lists[ITEM_ID])] = lists[SCORE]
-        picks = mmr_rerank(values, _aligned_vectors(text, items), k, mmr_lambda)
+        picks = mmr_rerank(values, text.vectors_of(items), k, mmr_lambda)
         rows = []
         for row, user in enumerate(users):
             picked = [column for column in picks[row] if column >= 0]
@@ -485,7 +485,7 @@ def _covisited_related(related: pd.DataFrame, unavailable: frozenset[str]) -> pd
 def _text_related(text: TextNeighbourSource, k: int, unavailable: frozenset[str]) -> pd.DataFrame:
     """Every item's nearest available neighbours by its own vector, scored 0.5 * cosine."""
     count = len(text.item_ids)
-    blocked = np.asarray(text._positions.isin(list(unavailable)), dtype=bool)
+    blocked = np.asarray(pd.Index(text.item_ids).isin(list(unavailable)), dtype=bool)
     # Searched one wider for the item itself, and wider still past unavailable neighbours.
     width = min(count, k + 1 + min(int(blocked.sum()), RELATED_MAX_SKIPPED))
     parts = [_empty_related()]
@@ -518,13 +518,6 @@ def _text_related(text: TextNeighbourSource, k: int, unavailable: frozenset[str]
     return frame[frame[ITEM_ID] != frame[RELATED_ITEM_ID]]
 
 
-def _aligned_vectors(text: TextNeighbourSource, items: pd.Index) -> np.ndarray:
-    rows = text._positions.get_indexer(items)
-    vectors = np.zeros((len(items), text.vectors.shape[1]), dtype=np.float32)
-    vectors[rows >= 0] = text.vectors[rows[rows >= 0]]
-    return vectors
-
-
 def _most_similar_recent(
     text: CandidateSource | None, pairs: pd.DataFrame, recent: pd.DataFrame
 ) -> tuple[list, np.ndarray]:
@@ -533,24 +526,9 @@ def _most_similar_recent(
     cosine = np.full(len(pairs), -1.0)
     if not isinstance(text, TextNeighbourSource) or text.index is None or recent.empty:
         return found, cosine
-    history = recent.assign(row=text._positions.get_indexer(recent[ITEM_ID]))
-    history = history[history["row"] >= 0]
-    item_rows = text._positions.get_indexer(pairs[ITEM_ID])
-    joined = (
-        pairs.assign(pair=np.arange(len(pairs)), item_row=item_rows)
-        .loc[item_rows >= 0]
-        .merge(history[[USER_ID, ITEM_ID, "row"]].rename(columns={ITEM_ID: "recent"}), on=USER_ID)
-    )
-    joined = joined[joined["recent"] != joined[ITEM_ID]]
-    if joined.empty:
-        return found, cosine
-    # One product between the distinct listed and recent items, then look-ups.
-    listed, listed_codes = np.unique(joined["item_row"].to_numpy(), return_inverse=True)
-    recent_rows, recent_codes = np.unique(joined["row"].to_numpy(), return_inverse=True)
-    products = text.vectors[listed] @ text.vectors[recent_rows].T
-    joined = joined.assign(cosine=products[listed_codes, recent_codes])
+    joined = text.recent_cosines(pairs, recent, exclude_self=True)
     best = joined.sort_values("cosine", ascending=False, kind="stable").drop_duplicates("pair")
-    for pair, item, value in zip(best["pair"], best["recent"], best["cosine"], strict=True):
+    for pair, item, value in zip(best["pair"], best["recent_item_id"], best["cosine"], strict=True):
         found[pair] = item
         cosine[pair] = value
     return found, cosine

@@ -401,7 +401,7 @@ class TextNeighbourSource(CandidateSource):
         if self.index is None or pairs.empty:
             return result
         users, query = self.queries(recent)
-        item_rows = self._positions.get_indexer(pairs[ITEM_ID])
+        item_rows = self.rows(pairs[ITEM_ID])
         user_rows = pd.Index(users).get_indexer(pairs[USER_ID])
         known = (item_rows >= 0) & (user_rows >= 0)
         if known.any():
@@ -409,27 +409,60 @@ class TextNeighbourSource(CandidateSource):
             products = query @ self.vectors[items].T  # users x distinct candidate items
             result.loc[known, "text"] = products[user_rows[known], item_codes]
         history = recent[recent[RECENCY] < self.query_length]
-        history = history.assign(row=self._positions.get_indexer(history[ITEM_ID]))
-        history = history[history["row"] >= 0]
-        joined = (
-            pairs[[USER_ID]]
-            .assign(pair=np.arange(len(pairs)), item_row=item_rows)
-            .loc[item_rows >= 0]
-            .merge(history[[USER_ID, "row"]], on=USER_ID)
-        )
-        if joined.empty:
+        cosines = self.recent_cosines(pairs, history)
+        if cosines.empty:
             return result
-        # One product between the distinct candidate and history items, then look-ups: far
-        # cheaper than gathering a vector per (candidate, history item) pair.
-        candidates, candidate_codes = np.unique(joined["item_row"].to_numpy(), return_inverse=True)
-        histories, history_codes = np.unique(joined["row"].to_numpy(), return_inverse=True)
-        products = self.vectors[candidates] @ self.vectors[histories].T
-        cosine = products[candidate_codes, history_codes]
-        grouped = pd.Series(cosine).groupby(joined["pair"].to_numpy())
+        grouped = cosines.groupby("pair")["cosine"]
         means, maxima = grouped.mean(), grouped.max()
         result.iloc[means.index, 1] = means.to_numpy()
         result.iloc[maxima.index, 2] = maxima.to_numpy()
         return result
+
+    def rows(self, item_ids: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
+        """Each item's row in `vectors` (-1: the item has no text vector)."""
+        return self._positions.get_indexer(pd.Index(item_ids))
+
+    def vectors_of(self, item_ids: pd.Index) -> np.ndarray:
+        """The items' unit vectors in their order, zeros where an item has none."""
+        rows = self.rows(item_ids)
+        vectors = np.zeros((len(item_ids), self.vectors.shape[1]), dtype=np.float32)
+        vectors[rows >= 0] = self.vectors[rows[rows >= 0]]
+        return vectors
+
+    def recent_cosines(
+        self, pairs: pd.DataFrame, recent: pd.DataFrame, exclude_self: bool = False
+    ) -> pd.DataFrame:
+        """(pair, recent_item_id, cosine): each (user, item) row of `pairs` (by position)
+        against each of that user's `recent` items with a vector.
+
+        One product between the distinct items on each side, then look-ups: far cheaper than
+        gathering a vector per (pair, recent item)."""
+        history = recent.assign(row=self.rows(recent[ITEM_ID]))
+        history = history[history["row"] >= 0]
+        item_rows = self.rows(pairs[ITEM_ID])
+        joined = (
+            pairs[[USER_ID, ITEM_ID]]
+            .assign(pair=np.arange(len(pairs)), item_row=item_rows)
+            .loc[item_rows >= 0]
+            .merge(
+                history[[USER_ID, ITEM_ID, "row"]].rename(columns={ITEM_ID: "recent_item_id"}),
+                on=USER_ID,
+            )
+        )
+        if exclude_self:
+            joined = joined[joined["recent_item_id"] != joined[ITEM_ID]]
+        if joined.empty:
+            return pd.DataFrame({"pair": [], "recent_item_id": [], "cosine": []})
+        left, left_codes = np.unique(joined["item_row"].to_numpy(), return_inverse=True)
+        right, right_codes = np.unique(joined["row"].to_numpy(), return_inverse=True)
+        products = self.vectors[left] @ self.vectors[right].T
+        return pd.DataFrame(
+            {
+                "pair": joined["pair"].to_numpy(),
+                "recent_item_id": joined["recent_item_id"].to_numpy(),
+                "cosine": products[left_codes, right_codes],
+            }
+        )
 
 
 class ItemKNNSource(CandidateSource):
