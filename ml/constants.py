@@ -91,3 +91,8 @@ DEFAULT_TRENDING_LONG_WINDOW_DAYS = 7.0
 DEFAULT_COVISITATION_WINDOW_EVENTS = 5
 DEFAULT_COVISITATION_WINDOW_HOURS = 24
 DEFAULT_COVISITATION_BACKWARD_WEIGHT = 0.5
+
+# Candidate sources of the ranking pipeline (ml/pipeline/sources.py), by name; the default set
+# leaves out the sequential model, which costs a training per backtest cut.
+CANDIDATE_SOURCE_NAMES = ("popularity", "covisitation", "text", "item_knn", "ease", "sequential")
+DEFAULT_CANDIDATE_SOURCES = ("popularity", "covisitation", "text", "item_knn", "ease")

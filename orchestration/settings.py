@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml.constants import (
+    CANDIDATE_SOURCE_NAMES,
+    DEFAULT_CANDIDATE_SOURCES,
     DEFAULT_CONTEXT_KEY,
     DEFAULT_COVISITATION_BACKWARD_WEIGHT,
     DEFAULT_COVISITATION_WINDOW_EVENTS,
@@ -26,8 +28,6 @@ from ml.constants import (
     RATING_MAX,
 )
 from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig
-from ml.pipeline.pipeline import DEFAULT_SOURCES
-from ml.pipeline.sources import SOURCES
 from ml.text import DEFAULT_TEXT_TEMPLATE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -66,13 +66,14 @@ def _env_event_weights() -> dict[str, float]:
 def _env_sources() -> tuple[str, ...]:
     value = os.environ.get("FRESHRANK_CANDIDATE_SOURCES", "").strip()
     if not value:
-        return DEFAULT_SOURCES
+        return DEFAULT_CANDIDATE_SOURCES
     sources = tuple(name.strip() for name in value.split(",") if name.strip())
-    unknown = sorted(set(sources) - set(SOURCES))
+    unknown = sorted(set(sources) - set(CANDIDATE_SOURCE_NAMES))
     if unknown or "popularity" not in sources:
         raise ValueError(
-            f"FRESHRANK_CANDIDATE_SOURCES={value!r}: a comma-separated list of {sorted(SOURCES)} "
-            "that includes popularity" + (f"; unknown: {unknown}" if unknown else "")
+            f"FRESHRANK_CANDIDATE_SOURCES={value!r}: a comma-separated list of "
+            f"{sorted(CANDIDATE_SOURCE_NAMES)} that includes popularity"
+            + (f"; unknown: {unknown}" if unknown else "")
         )
     return sources
 
@@ -96,7 +97,7 @@ class Settings:
     text_template: str = DEFAULT_TEXT_TEMPLATE
     promotion_margin: float = 0.002
     # Retrieve and rank (ml/pipeline): the candidate sources and the rolling-origin backtests.
-    candidate_sources: tuple[str, ...] = DEFAULT_SOURCES
+    candidate_sources: tuple[str, ...] = DEFAULT_CANDIDATE_SOURCES
     backtest_cuts: int = 3  # evaluated cut points
     backtest_training_cuts: int = 5  # earlier cuts that only train the ranker
     backtest_window_fraction: float = 0.06  # share of events in each cut's holdout window

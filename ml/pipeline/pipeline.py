@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ml.constants import (
+    DEFAULT_CANDIDATE_SOURCES,
     DEFAULT_CONTEXT_KEY,
     DEFAULT_HISTORY_LENGTH,
     DEFAULT_TOP_K,
@@ -60,7 +61,7 @@ from ml.rules import (
 logger = logging.getLogger("freshrank.pipeline")
 
 RANKER = "ranker"
-DEFAULT_SOURCES = ("popularity", "covisitation", "text", "item_knn", "ease")
+DEFAULT_SOURCES = DEFAULT_CANDIDATE_SOURCES
 TIEBREAK = "popularity_all"
 LIST_COLUMNS = (USER_ID, RANK, ITEM_ID, SCORE, REASON)
 REASON_BECAUSE = "because you viewed {title}"

@@ -333,3 +333,11 @@ def test_the_sequential_source_learns_the_session_order_and_survives_pickling() 
     copy.learn_catalog(grown)
     assert "brand_new" in set(copy.model.item_ids)
     assert not copy.scores(viewer, recent).empty
+
+
+def test_every_named_source_has_a_class_and_the_other_way_round() -> None:
+    from ml.constants import CANDIDATE_SOURCE_NAMES, DEFAULT_CANDIDATE_SOURCES
+    from ml.pipeline.sources import SOURCES
+
+    assert set(SOURCES) == set(CANDIDATE_SOURCE_NAMES)
+    assert set(DEFAULT_CANDIDATE_SOURCES) <= set(CANDIDATE_SOURCE_NAMES)
