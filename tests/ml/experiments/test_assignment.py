@@ -86,7 +86,6 @@ def test_experiments_are_independent() -> None:
     # Half of each variant of the first lands in each variant of the second.
     in_first_a = table[("A", "A")] + table[("A", "B")]
     assert table[("A", "B")] / in_first_a == pytest.approx(0.5, abs=0.03)
-    )
 
 
 def test_variant_specs_parse_with_and_without_a_model() -> None:
