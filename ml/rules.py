@@ -520,6 +520,64 @@ def new_item_reasons(
     return pd.Series(reasons, index=lists.index, dtype=object)
 
 
+def one_user_excluded(events: Iterable[Mapping[str, object]], rules: RankingRules) -> set:
+    """excluded_mask for one user's few events as plain mappings (no unavailable items).
+
+    The request path's form of the rule: building frames for a handful of events costs more
+    than the whole read. tests/ml/test_rules.py checks that both forms agree.
+    """
+    excluded = set()
+    for event in events:
+        kind = event[EVENT_TYPE]
+        if (rules.exclude_consumed and kind not in NON_CONSUMING_EVENT_TYPES) or (
+            rules.exclude_purchased and kind == PURCHASE
+        ):
+            excluded.add(event[ITEM_ID])
+    return excluded - rules.rebuyable_item_ids
+
+
+def one_user_feedback(events: Iterable[Mapping[str, object]], rules: RankingRules) -> dict:
+    """feedback_multipliers for one user's few events as plain mappings: item -> multiplier,
+    for the items whose multiplier is not 1. Events without an occurred_at are left out."""
+    timed = [event for event in events if event.get(OCCURRED_AT) is not None]
+    multipliers: dict = {}
+    if rules.impression_demotion < 1:
+        unclicked: dict = {}
+        for event in timed:
+            if event[EVENT_TYPE] != IMPRESSION:
+                continue
+            engaged = _latest_of(timed, event[ITEM_ID], ENGAGEMENT_EVENT_TYPES)
+            if engaged is None or event[OCCURRED_AT] > engaged:
+                unclicked[event[ITEM_ID]] = unclicked.get(event[ITEM_ID], 0) + 1
+        for item, count in unclicked.items():
+            extra = max(count - rules.free_impressions, 0)
+            factor = max(rules.impression_demotion**extra, rules.min_impression_factor)
+            multipliers[item] = multipliers.get(item, 1.0) * factor
+    if rules.click_without_conversion_factor < 1:
+        unconverted = set()
+        for event in timed:
+            if event[EVENT_TYPE] not in CLICK_EVENT_TYPES:
+                continue
+            converted = _latest_of(timed, event[ITEM_ID], CONVERSION_EVENT_TYPES)
+            if converted is None or event[OCCURRED_AT] > converted:
+                unconverted.add(event[ITEM_ID])
+        for item in unconverted:
+            multipliers[item] = multipliers.get(item, 1.0) * rules.click_without_conversion_factor
+    return {item: factor for item, factor in multipliers.items() if factor != 1.0}
+
+
+def _latest_of(
+    events: Sequence[Mapping[str, object]], item: object, event_types: Sequence[str]
+) -> object | None:
+    """The latest occurred_at among the events on ``item`` of ``event_types``, else None."""
+    times = [
+        event[OCCURRED_AT]
+        for event in events
+        if event[ITEM_ID] == item and event[EVENT_TYPE] in event_types
+    ]
+    return max(times) if times else None
+
+
 def _unique_index(ids: Ids, name: str) -> pd.Index:
     """Ids as an Index; a duplicate would make two rows or columns mean the same id."""
     index = pd.Index(ids)

@@ -20,6 +20,8 @@ from ml.rules import (
     mmr_rerank,
     negative_feedback_penalty,
     new_item_reasons,
+    one_user_excluded,
+    one_user_feedback,
     trending_for_context,
 )
 
@@ -506,3 +508,56 @@ def test_new_item_slots_must_be_a_non_negative_integer() -> None:
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="new_item_slots"):
             RankingRules(new_item_slots=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# The one-user forms the request path uses agree with the matrix forms
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        RankingRules(),
+        RankingRules(exclude_consumed=False),
+        RankingRules(exclude_consumed=False, exclude_purchased=False, free_impressions=0),
+        RankingRules(exclude_consumed=False, rebuyable_item_ids=frozenset({"a"})),
+    ],
+    ids=["defaults", "keep-consumed", "keep-all", "rebuyable"],
+)
+def test_one_user_rules_agree_with_the_matrix_rules(rules: RankingRules) -> None:
+    rng = np.random.default_rng(7)
+    kinds = ["impression", "view", "click", "add_to_cart", "purchase", "rate", "like", "dislike"]
+    for _ in range(200):
+        count = int(rng.integers(1, 12))
+        rows = [
+            ("u1", str(rng.choice(ITEMS)), str(rng.choice(kinds)), int(rng.integers(0, 6)), 3.0)
+            for _ in range(count)
+        ]
+        events = events_frame(rows)
+        if rng.random() < 0.2:  # some events without a time
+            events.loc[events.index[0], OCCURRED_AT] = pd.NaT
+        records = [
+            {**row, OCCURRED_AT: None if pd.isna(row[OCCURRED_AT]) else row[OCCURRED_AT]}
+            for row in events.to_dict("records")
+        ]
+        excluded = excluded_mask(events, ["u1"], ITEMS, rules)[0]
+        assert one_user_excluded(records, rules) == {
+            item for item, out in zip(ITEMS, excluded, strict=True) if out
+        }
+        multipliers = feedback_multipliers(events, ["u1"], ITEMS, rules)[0]
+        found = one_user_feedback(records, rules)
+        assert [found.get(item, 1.0) for item in ITEMS] == pytest.approx(list(multipliers))
+
+
+def test_one_user_rules_known_answers() -> None:
+    rules = RankingRules(exclude_consumed=False)
+    events = [
+        {ITEM_ID: "a", EVENT_TYPE: "click", OCCURRED_AT: START},
+        {ITEM_ID: "b", EVENT_TYPE: "click", OCCURRED_AT: START},
+        {ITEM_ID: "b", EVENT_TYPE: "purchase", OCCURRED_AT: START + pd.Timedelta(hours=1)},
+        *({ITEM_ID: "c", EVENT_TYPE: "impression", OCCURRED_AT: START} for _ in range(4)),
+    ]
+    assert one_user_excluded(events, rules) == {"b"}  # purchased; clicks are kept
+    # a: a click without conversion; c: 4 unclicked impressions, 2 free -> 0.85 ** 2.
+    assert one_user_feedback(events, rules) == pytest.approx({"a": 0.9, "c": 0.85**2})
+    assert one_user_excluded(events, RankingRules()) == {"a", "b"}  # a click is consumption
