@@ -29,6 +29,7 @@ from ml.constants import (
 )
 from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig
 from ml.text import DEFAULT_TEXT_TEMPLATE
+from orchestration.privacy.pseudonyms import Pseudonymiser
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -78,6 +79,32 @@ def _env_sources() -> tuple[str, ...]:
     return sources
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "0").strip().lower() not in ("0", "false", "no", "")
+
+
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    value = os.environ.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} must be one of: {', '.join(choices)}")
+    return value
+
+
+def _env_positive(name: str, default: float) -> float:
+    value = _env_float(name, default)
+    if not value > 0:
+        raise ValueError(f"{name}={value!r} must be a number above 0")
+    return value
+
+
+def _env_retention_days() -> float | None:
+    """FRESHRANK_RETENTION_DAYS: None (keep everything) when unset or empty."""
+    if not os.environ.get("FRESHRANK_RETENTION_DAYS", "").strip():
+        return None
+    return _env_positive("FRESHRANK_RETENTION_DAYS", 0.0)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths, URLs and tunables of one freshrank deployment."""
@@ -117,6 +144,13 @@ class Settings:
     covisitation_window_events: int = DEFAULT_COVISITATION_WINDOW_EVENTS
     covisitation_window_hours: int = DEFAULT_COVISITATION_WINDOW_HOURS
     covisitation_backward_weight: float = DEFAULT_COVISITATION_BACKWARD_WEIGHT
+    # Privacy and access (orchestration/privacy, orchestration/serving/access.py).
+    pseudonymise_key: str | None = field(default=None, repr=False)  # None: ids stored as given
+    retention_days: float | None = None  # None: events are kept forever
+    api_require_keys: str = "auto"  # auto: writes need a key once one exists; always
+    api_keys_for_reads: bool = False  # reads need a key (any scope) too
+    api_events_per_second: float = 5.0  # per-key rate of POST /events (token bucket refill)
+    api_events_burst: int = 20  # per-key bucket size
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -178,7 +212,18 @@ class Settings:
             covisitation_backward_weight=_env_float(
                 "FRESHRANK_COVISITATION_BACKWARD_WEIGHT", DEFAULT_COVISITATION_BACKWARD_WEIGHT
             ),
+            pseudonymise_key=os.environ.get("FRESHRANK_PSEUDONYMISE_KEY") or None,
+            retention_days=_env_retention_days(),
+            api_require_keys=_env_choice("FRESHRANK_API_REQUIRE_KEYS", ("auto", "always")),
+            api_keys_for_reads=_env_flag("FRESHRANK_API_KEYS_FOR_READS"),
+            api_events_per_second=_env_positive("FRESHRANK_API_EVENTS_PER_SECOND", 5.0),
+            api_events_burst=int(_env_positive("FRESHRANK_API_EVENTS_BURST", 20)),
         )
+
+    @property
+    def pseudonymiser(self) -> Pseudonymiser | None:
+        """The keyed hash that replaces user ids, or None when pseudonymisation is off."""
+        return Pseudonymiser.from_secret(self.pseudonymise_key)
 
     @property
     def event_types(self) -> tuple[str, ...]:

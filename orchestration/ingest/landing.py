@@ -53,6 +53,7 @@ from orchestration.ingest.sources import (
     readable_path,
     unreadable,
 )
+from orchestration.privacy.landed_files import rewrite_events_file
 from orchestration.settings import Settings
 
 logger = logging.getLogger("freshrank.ingest")
@@ -67,6 +68,7 @@ SOURCE_FILE = "source_file"
 BATCH_ID = "batch_id"
 LOADED_AT = "loaded_at"
 
+WITHHELD_RECORD = "(withheld: user ids are pseudonymised and this line could not be parsed)"
 _LANDED_PREFIX = re.compile(r"^[0-9a-f]{8}__")
 # Quarantine rows of a file without malformed lines.
 _NO_ROWS = (
@@ -293,7 +295,7 @@ def _load_one(
         *counts,
         delivery.batch_id,
     )
-    _move(delivery.landed, settings.landing_dir / "archive" / delivery.kind, delivery.batch_id)
+    _archive(delivery, settings)
     return delivery.result(LOADED, counts, _loaded_message(counts))
 
 
@@ -335,6 +337,7 @@ def _checked(kind: str, source: Source, settings: Settings | None, now: datetime
         f" is more than {settings.future_tolerance_hours:g} h after the load time "
         f"{load_time.isoformat(timespec='seconds')} UTC"
     )
+    pseudonymiser = settings.pseudonymiser
     return checked_rows(
         kind,
         source.view,
@@ -342,6 +345,7 @@ def _checked(kind: str, source: Source, settings: Settings | None, now: datetime
         allowed=tuple(settings.event_weights),
         latest=_latest_allowed(load_time, settings),
         too_late=too_late,
+        pseudonym=None if pseudonymiser is None else pseudonymiser.sql,
     )
 
 
@@ -390,7 +394,15 @@ def _quarantined(checked: CheckedRows, source: Source) -> str:
         f"SELECT {SOURCE_ROW}, {checked.column_name} AS column_name, {checked.reason} AS reason, "
         f"{checked.record} AS record FROM ({checked.select}) WHERE broken_rule IS NOT NULL"
     )
-    return broken if source.malformed is None else f"{broken} UNION ALL {source.malformed}"
+    if source.malformed is None:
+        return broken
+    if checked.pseudonymised:
+        # A line that is not JSON cannot have its user id replaced: keep why, not the line.
+        return (
+            f"{broken} UNION ALL SELECT {SOURCE_ROW}, column_name, reason, "
+            f"{literal(WITHHELD_RECORD)} AS record FROM ({source.malformed})"
+        )
+    return f"{broken} UNION ALL {source.malformed}"
 
 
 def _loaded_message(counts: tuple[int, int, int]) -> str:
@@ -410,7 +422,7 @@ def _finish_duplicate(
     )
     _insert_ledger(con, delivery, DUPLICATE, (0, 0, 0), message)
     logger.info("%s (batch %s)", message, delivery.batch_id)
-    _move(delivery.landed, settings.landing_dir / "archive" / delivery.kind, delivery.batch_id)
+    _archive(delivery, settings)
     return delivery.result(DUPLICATE, (0, 0, 0), message)
 
 
@@ -459,6 +471,19 @@ def _insert_ledger(
             delivery.batch_id,
             delivery.stamp,
         ],
+    )
+
+
+def _archive(delivery: _Delivery, settings: Settings) -> Path:
+    """Move a processed file to the archive. With pseudonymisation on, an events file is first
+    rewritten with its user ids pseudonymised, so the archive never keeps the ids replaced. (A
+    crash between the two leaves the rewritten file to be loaded again: its events keep their
+    ids, and the marts deduplicate them.)"""
+    pseudonymiser = settings.pseudonymiser
+    if pseudonymiser is not None and delivery.kind == "events":
+        rewrite_events_file(delivery.landed, pseudonym=pseudonymiser.sql)
+    return _move(
+        delivery.landed, settings.landing_dir / "archive" / delivery.kind, delivery.batch_id
     )
 
 

@@ -11,6 +11,7 @@ here runs a query: the functions return SQL text, so the checks run inside DuckD
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -352,13 +353,15 @@ class CheckedRows:
     """One file's rows, checked. ``select`` gives ``source_row``, the file's columns, the typed
     contract values and ``broken_rule`` (the first rule broken, 1-based; NULL when all pass).
     Over it, ``clean`` gives the raw table's columns (name -> SQL), ``reason`` and
-    ``column_name`` say why a row is quarantined, and ``record`` is the row as delivered."""
+    ``column_name`` say why a row is quarantined, and ``record`` is the row as delivered (its
+    user id pseudonymised when ``pseudonymised``)."""
 
     select: str
     clean: dict[str, str]
     reason: str
     column_name: str
     record: str
+    pseudonymised: bool = False
 
 
 def checked_rows(
@@ -368,9 +371,12 @@ def checked_rows(
     allowed: tuple[str, ...] = (),
     latest: datetime | None = None,
     too_late: str = "",
+    pseudonym: Callable[[str], str] | None = None,
 ) -> CheckedRows:
     """Check the rows of ``view`` (``source_row`` and the file's ``columns``: name -> DuckDB
-    type). ``latest`` bounds event times (None: no bound); ``too_late`` ends that reason."""
+    type). ``latest`` bounds event times (None: no bound); ``too_late`` ends that reason.
+    ``pseudonym`` (SQL of a text expression -> SQL of its pseudonym) replaces user ids, in the
+    clean rows and in the quarantined records alike."""
     first_layer: dict[str, str] = {}
     second_layer: dict[str, str] = {}
     cells: dict[str, Cell] = {}
@@ -384,6 +390,8 @@ def checked_rows(
         second_layer.update(second)
     if kind == "events":
         rules, values = _event_rules(cells, allowed, latest, too_late)
+        if pseudonym is not None:
+            values[USER_ID] = pseudonym(values[USER_ID])
         clean = {
             EVENT_ID: f"coalesce({typed(EVENT_ID)}, {_derived_event_id()})",
             USER_ID: typed(USER_ID),
@@ -419,7 +427,12 @@ def checked_rows(
     reason = " ".join(f"WHEN {number} THEN {rule.reason}" for number, rule in numbered)
     column = " ".join(f"WHEN {number} THEN {literal(rule.column)}" for number, rule in numbered)
     pairs = ", ".join(
-        f"{literal(name)}, {Cell.of(name, sql_type).json_value()}"
+        f"{literal(name)}, "
+        + (
+            f"to_json({typed(USER_ID)})"
+            if pseudonym is not None and name == USER_ID and kind == "events"
+            else Cell.of(name, sql_type).json_value()
+        )
         for name, sql_type in columns.items()
     )
     return CheckedRows(
@@ -428,6 +441,7 @@ def checked_rows(
         reason=f"CASE broken_rule {reason} END",
         column_name=f"CASE broken_rule {column} END",
         record=f"CAST(json_object({pairs}) AS VARCHAR)" if pairs else "'{}'",
+        pseudonymised=pseudonym is not None,
     )
 
 
