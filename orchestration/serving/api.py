@@ -38,6 +38,7 @@ from ml.constants import (
     SCORE,
 )
 from ml.rules import context_value
+from orchestration.experiments.store import Assignment, ExperimentStore
 from orchestration.serving.store import RELATED_ITEM_ID, ServingStore
 from orchestration.settings import Settings, get_settings
 
@@ -99,6 +100,8 @@ class RecommendationList(BaseModel):
     items: list[RecommendedItem]
     model_version: str
     generated_at: str
+    experiment: str | None = None  # the running experiment the user is enrolled in, if any
+    variant: str | None = None  # and the variant whose list this is
 
 
 class SimilarItems(BaseModel):
@@ -138,6 +141,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     settings = settings if settings is not None else get_settings()
     limits = limits if limits is not None else ApiLimits.from_env()
     store = ServingStore(settings.serving_url)
+    experiments = ExperimentStore(store.engine)
     events_folder = settings.landing_folder("events")
     event_types = frozenset(settings.event_weights)
     default_k = min(settings.top_k, MAX_K)
@@ -178,9 +182,15 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         `context` is the value of the configured context field (FRESHRANK_CONTEXT_KEY, default
         hour), e.g. `?context=9`; without it, a time field (hour, weekday) is read off the
         request time in UTC. The context's trending list is served when one was published,
-        else the global trending list.
+        else the global trending list. While an experiment runs, an enrolled user gets their
+        variant's list, the response names the `experiment` and `variant`, and the served list
+        is logged as an exposure.
         """
-        lists = store.recommendations(user_id, k)
+        assigned = experiments.assigned(user_id)
+        if assigned is None:
+            lists = store.recommendations(user_id, k)
+        else:
+            lists = experiments.recommendations(assigned, user_id, k)
         if lists.empty:
             lists = _new_user_list(store, context_key, context, k)
         if lists.empty:
@@ -192,7 +202,9 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
             else:
                 detail = _NOTHING_PUBLISHED
             raise HTTPException(404, detail)
-        return _list_response(user_id, lists)
+        if assigned is not None:
+            experiments.log_exposure(assigned, user_id, lists)
+        return _list_response(user_id, lists, assigned)
 
     @app.get("/items/{item_id}/similar", response_model=SimilarItems)
     def similar_items(
@@ -286,7 +298,9 @@ def _new_user_list(
     return store.trending(k)
 
 
-def _list_response(user_id: str, lists: pd.DataFrame) -> RecommendationList:
+def _list_response(
+    user_id: str, lists: pd.DataFrame, assigned: Assignment | None = None
+) -> RecommendationList:
     first = lists.iloc[0]
     return RecommendationList(
         user_id=user_id,
@@ -298,6 +312,8 @@ def _list_response(user_id: str, lists: pd.DataFrame) -> RecommendationList:
         ],
         model_version=first[MODEL_VERSION],
         generated_at=_iso_utc(first[GENERATED_AT]),
+        experiment=None if assigned is None else assigned.experiment,
+        variant=None if assigned is None else assigned.variant.name,
     )
 
 
