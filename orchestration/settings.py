@@ -144,6 +144,10 @@ class Settings:
     covisitation_window_events: int = DEFAULT_COVISITATION_WINDOW_EVENTS
     covisitation_window_hours: int = DEFAULT_COVISITATION_WINDOW_HOURS
     covisitation_backward_weight: float = DEFAULT_COVISITATION_BACKWARD_WEIGHT
+    # Request-time personalisation (orchestration/serving/personalise.py) and the API server.
+    serving_candidates: int = 50  # best-scored candidates published per user (more than top_k)
+    recent_events_per_user: int = 20  # newest unpublished events kept per user
+    api_workers: int = 1  # uvicorn worker processes of `freshrank serve`
     # Privacy and access (orchestration/privacy, orchestration/serving/access.py).
     pseudonymise_key: str | None = field(default=None, repr=False)  # None: ids stored as given
     retention_days: float | None = None  # None: events are kept forever
@@ -212,6 +216,9 @@ class Settings:
             covisitation_backward_weight=_env_float(
                 "FRESHRANK_COVISITATION_BACKWARD_WEIGHT", DEFAULT_COVISITATION_BACKWARD_WEIGHT
             ),
+            serving_candidates=int(_env_float("FRESHRANK_SERVING_CANDIDATES", 50)),
+            recent_events_per_user=int(_env_positive("FRESHRANK_RECENT_EVENTS_PER_USER", 20)),
+            api_workers=int(_env_positive("FRESHRANK_API_WORKERS", 1)),
             pseudonymise_key=os.environ.get("FRESHRANK_PSEUDONYMISE_KEY") or None,
             retention_days=_env_retention_days(),
             api_require_keys=_env_choice("FRESHRANK_API_REQUIRE_KEYS", ("auto", "always")),

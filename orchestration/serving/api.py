@@ -37,8 +37,9 @@ from ml.constants import (
     REQUIRED_EVENT_COLUMNS,
     SCORE,
 )
-from ml.rules import context_value
+from ml.rules import RankingRules, context_value
 from orchestration.experiments.store import Assignment, ExperimentStore
+from orchestration.serving.personalise import RequestPersonaliser, ServedList
 from orchestration.serving.store import RELATED_ITEM_ID, ServingStore
 from orchestration.settings import Settings, get_settings
 
@@ -102,6 +103,8 @@ class RecommendationList(BaseModel):
     generated_at: str
     experiment: str | None = None  # the running experiment the user is enrolled in, if any
     variant: str | None = None  # and the variant whose list this is
+    personalised: bool = False  # re-ranked at request time for events newer than the list
+    fresh_events: int = 0  # how many of the user's recent events were applied
 
 
 class SimilarItems(BaseModel):
@@ -142,6 +145,11 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     limits = limits if limits is not None else ApiLimits.from_env()
     store = ServingStore(settings.serving_url)
     experiments = ExperimentStore(store.engine)
+    # The pipeline's exclusion and feedback rules are RankingRules' defaults (pipeline_config
+    # sets only MMR and new-item slots, which request time does not apply).
+    personaliser = RequestPersonaliser(
+        store, settings.event_weights, RankingRules(), settings.recent_events_per_user
+    )
     events_folder = settings.landing_folder("events")
     event_types = frozenset(settings.event_weights)
     default_k = min(settings.top_k, MAX_K)
@@ -188,12 +196,13 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         """
         assigned = experiments.assigned(user_id)
         if assigned is None:
-            lists = store.recommendations(user_id, k)
+            published = store.list_rows(user_id)
         else:
-            lists = experiments.recommendations(assigned, user_id, k)
-        if lists.empty:
-            lists = _new_user_list(store, context_key, context, k)
-        if lists.empty:
+            published = experiments.recommendations(assigned, user_id, k).to_dict("records")
+        served = personaliser.serve(
+            user_id, published, k, lambda: _new_user_rows(store, context_key, context, k)
+        )
+        if served is None:
             if store.summary()["rows"]:
                 detail = (
                     f"no published list for user {user_id!r} and no trending list to fall back "
@@ -203,8 +212,9 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
                 detail = _NOTHING_PUBLISHED
             raise HTTPException(404, detail)
         if assigned is not None:
-            experiments.log_exposure(assigned, user_id, lists)
-        return _list_response(user_id, lists, assigned)
+            exposed = pd.DataFrame(served.items).assign(model_version=served.model_version)
+            experiments.log_exposure(assigned, user_id, exposed)
+        return _list_response(user_id, served, assigned)
 
     @app.get("/items/{item_id}/similar", response_model=SimilarItems)
     def similar_items(
@@ -219,22 +229,20 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         refresh does not recompute them; every full build does. At most FRESHRANK_TOP_K items
         are published per item, so a larger `k` returns fewer.
         """
-        related = store.related(item_id, k)
-        if related.empty:
+        related = store.related_rows(item_id, k)
+        if not related:
             raise HTTPException(
                 404,
                 f"no published related items for item {item_id!r}: it is not in the catalog, "
                 "has no text vector and no co-visitation, or no full build has published "
                 "related items since it arrived (run `freshrank build`)",
             )
-        first = related.iloc[0]
+        first = related[0]
         return SimilarItems(
             item_id=item_id,
             items=[
-                RecommendedItem(item_id=related_id, score=score, reason=reason)
-                for related_id, score, reason in related[
-                    [RELATED_ITEM_ID, SCORE, REASON]
-                ].itertuples(index=False, name=None)
+                RecommendedItem(item_id=row[RELATED_ITEM_ID], score=row[SCORE], reason=row[REASON])
+                for row in related
             ],
             model_version=first[MODEL_VERSION],
             generated_at=_iso_utc(first[GENERATED_AT]),
@@ -247,16 +255,23 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         openapi_extra={"requestBody": _EVENTS_BODY_SCHEMA},
     )
     async def post_events(request: Request) -> EventsAccepted:
-        """Land a JSON array of events as one JSON Lines file for the next ingest.
+        """Land a JSON array of events as one JSON Lines file for the next ingest, and keep
+        them as the users' recent events, which the next GET /recommendations applies.
 
         Checked here: valid JSON, an array of objects, the required fields present and not
         empty, a configured event_type, and the size limits. Timestamps, values and ids are not
         checked deeply: ingestion quarantines rows that break the contract, with the reason.
+        A refused batch (4xx) writes nothing anywhere. An accepted event whose timestamp is not
+        ISO-8601 text or epoch seconds/milliseconds, or a rating without a numeric value, is
+        landed but not applied at request time.
         """
         body = await _read_body(request, limits.max_body_bytes)
         events = _parse_events(body, limits.max_events, event_types)
         name = await run_in_threadpool(_write_landing_file, events_folder, events)
-        logger.info("accepted %d event(s) as %s", len(events), name)
+        kept = await run_in_threadpool(personaliser.record, events, name)
+        logger.info(
+            "accepted %d event(s) as %s (%d kept as recent events)", len(events), name, kept
+        )
         return EventsAccepted(accepted=len(events), file=name)
 
     @app.get("/health")
@@ -285,45 +300,43 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     return app
 
 
-def _new_user_list(
+def _new_user_rows(
     store: ServingStore, context_key: str, context: str | None, k: int
-) -> pd.DataFrame:
+) -> list[dict[str, Any]]:
     """The trending list for the request's context value if one was published, else the global."""
     given = None if context is None else {context_key: context}
     value = context_value(given, datetime.now(UTC), context_key)
     if value is not None:
-        lists = store.context_trending(context_key, value, k)
-        if not lists.empty:
-            return lists
-    return store.trending(k)
+        rows = store.context_trending_rows(context_key, value, k)
+        if rows:
+            return rows
+    return store.trending_rows(k)
 
 
 def _list_response(
-    user_id: str, lists: pd.DataFrame, assigned: Assignment | None = None
+    user_id: str, served: ServedList, assigned: Assignment | None = None
 ) -> RecommendationList:
-    first = lists.iloc[0]
     return RecommendationList(
         user_id=user_id,
         items=[
-            RecommendedItem(item_id=item_id, score=score, reason=reason)
-            for item_id, score, reason in lists[[ITEM_ID, SCORE, REASON]].itertuples(
-                index=False, name=None
-            )
+            RecommendedItem(item_id=row[ITEM_ID], score=row[SCORE], reason=row[REASON])
+            for row in served.items
         ],
-        model_version=first[MODEL_VERSION],
-        generated_at=_iso_utc(first[GENERATED_AT]),
+        model_version=served.model_version,
+        generated_at=_iso_utc(served.generated_at),
         experiment=None if assigned is None else assigned.experiment,
         variant=None if assigned is None else assigned.variant.name,
+        personalised=served.fresh_events > 0,
+        fresh_events=served.fresh_events,
     )
 
 
-def _iso_utc(moment: object) -> str | None:
+def _iso_utc(moment: datetime | None) -> str | None:
     """ISO-8601 text with an explicit UTC zone (the store keeps naive UTC); None stays None."""
-    if moment is None or moment is pd.NaT:
+    if moment is None:
         return None
-    stamp = pd.Timestamp(moment)
-    stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
-    return stamp.isoformat().replace("+00:00", "Z")
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:

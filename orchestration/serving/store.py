@@ -3,9 +3,13 @@
 ``recommendations`` holds one ranked list per known user; ``trending_items`` holds the one list
 served to users without their own, and ``context_trending_items`` one such list per value of a
 context field (e.g. per hour), served first when the request's context has one;
-``related_items`` holds each item's related items (co-visited, then text neighbours). SQLite in WAL
-mode by default (readers never block on a publish and never see half a list), any SQLAlchemy URL
-(PostgreSQL in production). Every publish is one transaction. Times are stored as naive UTC.
+``related_items`` holds each item's related items (co-visited, then text neighbours). What
+request-time personalisation reads sits beside them: ``candidates`` (each user's best-scored
+candidates, more than the list holds), ``item_titles`` (for reasons that name an item) and
+``recent_events`` (events received since they were last published; see append_recent_events).
+SQLite in WAL mode by default (readers never block on a publish and never see half a list),
+any SQLAlchemy URL (PostgreSQL in production). Every publish is one transaction. Times are
+stored as naive UTC.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -20,14 +25,18 @@ import sqlalchemy as sa
 from ml.constants import (
     CONTEXT_KEY,
     CONTEXT_VALUE,
+    EVENT_TYPE,
     GENERATED_AT,
     ITEM_ID,
     MODEL_VERSION,
+    OCCURRED_AT,
     RANK,
     REASON,
     SCORE,
     SERVING_COLUMNS,
+    TITLE,
     USER_ID,
+    VALUE,
 )
 
 TABLE_NAME = "recommendations"
@@ -38,6 +47,14 @@ CONTEXT_TRENDING_COLUMNS = (CONTEXT_KEY, CONTEXT_VALUE, *TRENDING_COLUMNS)
 RELATED_TABLE_NAME = "related_items"
 RELATED_ITEM_ID = "related_item_id"  # as ml.pipeline.pipeline names it (not imported: it is heavy)
 RELATED_COLUMNS = (ITEM_ID, RANK, RELATED_ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
+CANDIDATES_TABLE_NAME = "candidates"
+TITLES_TABLE_NAME = "item_titles"
+TITLE_COLUMNS = (ITEM_ID, TITLE)
+RECENT_EVENTS_TABLE_NAME = "recent_events"
+RECEIVED_AT = "received_at"
+SOURCE_FILE = "source_file"
+LOADED_AT = "loaded_at"
+RECENT_EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, OCCURRED_AT, RECEIVED_AT, SOURCE_FILE)
 _DELETE_CHUNK = 500
 
 _metadata = sa.MetaData()
@@ -83,6 +100,34 @@ related_table = sa.Table(
 )
 
 
+candidates_table = sa.Table(
+    CANDIDATES_TABLE_NAME,
+    _metadata,
+    sa.Column(USER_ID, sa.String(255), primary_key=True),
+    *_ranked_columns(),
+)
+titles_table = sa.Table(
+    TITLES_TABLE_NAME,
+    _metadata,
+    sa.Column(ITEM_ID, sa.String(255), primary_key=True),
+    sa.Column(TITLE, sa.String(1000), nullable=False),
+)
+# Appended by POST /events and by ingestion, read per user, trimmed by every publish.
+recent_events_table = sa.Table(
+    RECENT_EVENTS_TABLE_NAME,
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(USER_ID, sa.String(255), nullable=False, index=True),
+    sa.Column(ITEM_ID, sa.String(255), nullable=False),
+    sa.Column(EVENT_TYPE, sa.String(255), nullable=False),
+    sa.Column(VALUE, sa.Float, nullable=True),
+    sa.Column(OCCURRED_AT, sa.DateTime, nullable=True),  # event time, naive UTC
+    sa.Column(RECEIVED_AT, sa.DateTime, nullable=False),  # wall clock, naive UTC
+    sa.Column(SOURCE_FILE, sa.String(255), nullable=True, index=True),  # the landing file
+    sa.Column(LOADED_AT, sa.DateTime, nullable=True),  # when ingestion loaded it; None: not yet
+)
+
+
 def _enable_sqlite_wal(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -112,6 +157,9 @@ class ServingStore:
         trending: pd.DataFrame | None = None,
         context_trending: pd.DataFrame | None = None,
         related: pd.DataFrame | None = None,
+        candidates: pd.DataFrame | None = None,
+        titles: pd.DataFrame | None = None,
+        events_loaded_through: datetime | None = None,
     ) -> int:
         """Replace lists in one transaction: all of them, or only those of ``users``.
 
@@ -121,8 +169,17 @@ class ServingStore:
         trending list with ``context_trending``, and every item's related items with
         ``related`` (None keeps the published ones: a refresh of some users does not recompute
         them). Returns the number of list rows written (trending and related rows not counted).
+
+        A replaced user's candidates are replaced with their rows in ``candidates`` (none when
+        it is None); ``titles`` replaces every item title (None keeps them). With
+        ``events_loaded_through``, the replaced users' recent events that ingestion loaded at
+        or before it are deleted: the new lists already reflect them.
         """
         _require_columns(lists, SERVING_COLUMNS, "lists")
+        if candidates is not None:
+            _require_columns(candidates, SERVING_COLUMNS, "candidates")
+        if titles is not None:
+            _require_columns(titles, TITLE_COLUMNS, "item titles")
         if trending is not None:
             _require_columns(trending, TRENDING_COLUMNS, "trending rows")
         if context_trending is not None:
@@ -137,20 +194,41 @@ class ServingStore:
             else _to_records(context_trending, CONTEXT_TRENDING_COLUMNS)
         )
         related_rows = None if related is None else _to_records(related, RELATED_COLUMNS)
+        candidate_rows = [] if candidates is None else _to_records(candidates, SERVING_COLUMNS)
+        title_rows = None if titles is None else _to_records(titles, TITLE_COLUMNS)
+        covered = (
+            None
+            if events_loaded_through is None
+            else recent_events_table.c[LOADED_AT] <= _naive_utc(events_loaded_through)
+        )
         with self.engine.begin() as connection:
             if users is None:
                 connection.execute(recommendations_table.delete())
+                connection.execute(candidates_table.delete())
+                if covered is not None:
+                    connection.execute(recent_events_table.delete().where(covered))
             else:
                 affected = sorted(set(map(str, users)) | set(lists[USER_ID].astype(str)))
+                if candidates is not None:
+                    affected = sorted(set(affected) | set(candidates[USER_ID].astype(str)))
                 for start in range(0, len(affected), _DELETE_CHUNK):
                     chunk = affected[start : start + _DELETE_CHUNK]
-                    connection.execute(
-                        recommendations_table.delete().where(
-                            recommendations_table.c[USER_ID].in_(chunk)
+                    for table in (recommendations_table, candidates_table):
+                        connection.execute(table.delete().where(table.c[USER_ID].in_(chunk)))
+                    if covered is not None:
+                        connection.execute(
+                            recent_events_table.delete().where(
+                                recent_events_table.c[USER_ID].in_(chunk), covered
+                            )
                         )
-                    )
             if rows:
                 connection.execute(recommendations_table.insert(), rows)
+            if candidate_rows:
+                connection.execute(candidates_table.insert(), candidate_rows)
+            if title_rows is not None:
+                connection.execute(titles_table.delete())
+                if title_rows:
+                    connection.execute(titles_table.insert(), title_rows)
             if trending_rows is not None:
                 connection.execute(trending_table.delete())
                 if trending_rows:
@@ -200,11 +278,135 @@ class ServingStore:
         self, table: sa.Table, columns: tuple[str, ...], k: int | None, *conditions
     ) -> pd.DataFrame:
         """A published ranked list's rows that meet ``conditions``, best first, at most k."""
+        return pd.DataFrame(self._ranked_rows(table, k, *conditions), columns=columns)
+
+    def _ranked_rows(self, table: sa.Table, k: int | None, *conditions) -> list[dict[str, Any]]:
+        """_ranked as plain dicts: what the API reads per request (no DataFrame to build)."""
         query = sa.select(table).where(*conditions).order_by(table.c[RANK])
         if k is not None:
             query = query.limit(k)
         with self.engine.connect() as connection:
-            return pd.DataFrame(connection.execute(query).mappings().all(), columns=columns)
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def list_rows(self, user_id: str, k: int | None = None) -> list[dict[str, Any]]:
+        """recommendations() as plain dicts."""
+        table = recommendations_table
+        return self._ranked_rows(table, k, table.c[USER_ID] == str(user_id))
+
+    def trending_rows(self, k: int | None = None) -> list[dict[str, Any]]:
+        """trending() as plain dicts."""
+        return self._ranked_rows(trending_table, k)
+
+    def context_trending_rows(
+        self, context_key: str, context_value: str, k: int | None = None
+    ) -> list[dict[str, Any]]:
+        """context_trending() as plain dicts."""
+        table = context_trending_table
+        return self._ranked_rows(
+            table,
+            k,
+            table.c[CONTEXT_KEY] == str(context_key),
+            table.c[CONTEXT_VALUE] == str(context_value),
+        )
+
+    def related_rows(self, item_id: str, k: int | None = None) -> list[dict[str, Any]]:
+        """related() as plain dicts."""
+        table = related_table
+        return self._ranked_rows(table, k, table.c[ITEM_ID] == str(item_id))
+
+    def candidate_rows(self, user_id: str) -> list[dict[str, Any]]:
+        """One user's published candidates, best first (empty when the user has none)."""
+        table = candidates_table
+        return self._ranked_rows(table, None, table.c[USER_ID] == str(user_id))
+
+    def personalisation_inputs(
+        self, user_id: str, item_ids: list[str], related_per_item: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
+        """(the user's candidates, the related items of ``item_ids``, their titles), read in
+        one connection: what re-ranking a user's list for their recent events needs."""
+        candidates = candidates_table
+        related = related_table
+        titles = titles_table
+        wanted = sorted(set(map(str, item_ids)))
+        with self.engine.connect() as connection:
+            candidate_rows = [
+                dict(row)
+                for row in connection.execute(
+                    sa.select(candidates)
+                    .where(candidates.c[USER_ID] == str(user_id))
+                    .order_by(candidates.c[RANK])
+                ).mappings()
+            ]
+            related_rows = [
+                dict(row)
+                for row in connection.execute(
+                    sa.select(related)
+                    .where(related.c[ITEM_ID].in_(wanted), related.c[RANK] <= related_per_item)
+                    .order_by(related.c[ITEM_ID], related.c[RANK])
+                ).mappings()
+            ]
+            found = connection.execute(
+                sa.select(titles.c[ITEM_ID], titles.c[TITLE]).where(titles.c[ITEM_ID].in_(wanted))
+            ).all()
+        return candidate_rows, related_rows, dict(found)
+
+    def recent_events(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's recent events not yet reflected by a publish, in the order received."""
+        table = recent_events_table
+        query = (
+            sa.select(*(table.c[column] for column in RECENT_EVENT_COLUMNS))
+            .where(table.c[USER_ID] == str(user_id))
+            .order_by(table.c["id"])
+        )
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query).mappings()]
+
+    def append_recent_events(self, events: list[dict[str, Any]], per_user: int) -> int:
+        """Append events (RECENT_EVENT_COLUMNS; times naive UTC) and keep each of their users'
+        ``per_user`` newest received; returns the number appended.
+
+        Only the newest few matter: a request re-ranks a list of candidates with them, and a
+        publish that reflects them deletes them, so the table stays small.
+        """
+        if per_user < 1:
+            raise ValueError(f"per_user must be at least 1; got {per_user}")
+        if not events:
+            return 0
+        missing = sorted(set(RECENT_EVENT_COLUMNS) - set(events[0]))
+        if missing:
+            raise ValueError(f"recent events lack column(s): {', '.join(missing)}")
+        table = recent_events_table
+        users = sorted({str(event[USER_ID]) for event in events})
+        with self.engine.begin() as connection:
+            connection.execute(table.insert(), events)
+            for start in range(0, len(users), _DELETE_CHUNK):
+                chunk = users[start : start + _DELETE_CHUNK]
+                place = (
+                    sa.func.row_number()
+                    .over(partition_by=table.c[USER_ID], order_by=table.c["id"].desc())
+                    .label("place")
+                )
+                placed = (
+                    sa.select(table.c["id"], place).where(table.c[USER_ID].in_(chunk)).subquery()
+                )
+                beyond = sa.select(placed.c["id"]).where(placed.c["place"] > per_user)
+                connection.execute(table.delete().where(table.c["id"].in_(beyond)))
+        return len(events)
+
+    def mark_loaded(self, loaded_at_by_file: dict[str, datetime]) -> int:
+        """Record when ingestion loaded the recent events that came in each landing file;
+        returns the number of events marked (0 for files that did not come through the API)."""
+        table = recent_events_table
+        marked = 0
+        with self.engine.begin() as connection:
+            for source_file, loaded_at in loaded_at_by_file.items():
+                result = connection.execute(
+                    table.update()
+                    .where(table.c[SOURCE_FILE] == source_file)
+                    .values({LOADED_AT: _naive_utc(loaded_at)})
+                )
+                marked += result.rowcount
+        return marked
 
     def all_lists(self) -> pd.DataFrame:
         """Every published row, ordered by user and rank."""
@@ -249,6 +451,7 @@ def _to_records(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str,
         ITEM_ID: str,
         SCORE: float,
         REASON: str,
+        TITLE: str,
         MODEL_VERSION: str,
         GENERATED_AT: _naive_utc,
     }

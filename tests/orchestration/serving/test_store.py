@@ -415,3 +415,86 @@ def test_related_items_without_a_column_are_refused(serving_url: str) -> None:
     assert store.related("i1")["model_version"].tolist() == ["v1"]
     assert store.recommendations("u1")["model_version"].tolist() == ["v1"]
     store.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# What request-time personalisation reads: candidates, titles, recent events
+
+
+def recent(user: str, item: str, minute: int, source_file: str = "api-1.jsonl") -> dict:
+    return {
+        "user_id": user,
+        "item_id": item,
+        "event_type": "click",
+        "value": None,
+        "occurred_at": datetime(2026, 1, 2, 9, minute),
+        "received_at": datetime(2026, 1, 2, 9, minute, 30),
+        "source_file": source_file,
+    }
+
+
+def test_recent_events_keep_each_users_newest(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.append_recent_events([recent("u1", f"i{n}", n) for n in range(3)], per_user=3)
+    store.append_recent_events([recent("u1", "i3", 3), recent("u2", "j", 0)], per_user=3)
+    assert [event["item_id"] for event in store.recent_events("u1")] == ["i1", "i2", "i3"]
+    assert [event["item_id"] for event in store.recent_events("u2")] == ["j"]
+    assert store.recent_events("u1")[0]["occurred_at"] == datetime(2026, 1, 2, 9, 1)
+    with pytest.raises(ValueError, match="per_user"):
+        store.append_recent_events([recent("u1", "x", 0)], per_user=0)
+    store.dispose()
+
+
+def test_candidates_follow_their_users_lists(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1", "u2"], 2, "v1"), candidates=make_lists(["u1", "u2"], 4, "v1"))
+    store.publish(make_lists(["u1"], 2, "v2"), users=["u1"], candidates=make_lists(["u1"], 3, "v2"))
+    assert [row["item_id"] for row in store.candidate_rows("u1")] == ["v2-1", "v2-2", "v2-3"]
+    assert len(store.candidate_rows("u2")) == 4
+    store.publish(make_lists(["u3"], 1, "v3"))  # a full publish without candidates clears them
+    assert store.candidate_rows("u2") == []
+    store.dispose()
+
+
+def test_a_publish_deletes_the_loaded_events_it_reflects(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.append_recent_events(
+        [recent("u1", "a", 0, "f1"), recent("u1", "b", 1, "f2"), recent("u2", "c", 2, "f1")],
+        per_user=10,
+    )
+    assert store.mark_loaded({"f1": datetime(2026, 1, 3), "f2": datetime(2026, 1, 5)}) == 3
+    store.publish(
+        make_lists(["u1"], 1, "v1"), users=["u1"], events_loaded_through=datetime(2026, 1, 4)
+    )
+    assert [event["item_id"] for event in store.recent_events("u1")] == ["b"]  # loaded later
+    assert [event["item_id"] for event in store.recent_events("u2")] == ["c"]  # not replaced
+    store.dispose()
+
+
+def test_titles_and_related_items_are_read_together(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    titles = pd.DataFrame({"item_id": ["a", "b"], "title": ["Alpha", "Beta"]})
+    related = pd.DataFrame(
+        {
+            "item_id": ["a", "a", "b"],
+            "rank": [1, 2, 1],
+            "related_item_id": ["b", "c", "a"],
+            "score": [0.9, 0.4, 0.8],
+            "reason": ["often viewed together", "similar text", "often viewed together"],
+            "model_version": "v1",
+            "generated_at": datetime(2026, 1, 1),
+        }
+    )
+    store.publish(
+        make_lists(["u1"], 2, "v1"),
+        related=related,
+        titles=titles,
+        candidates=make_lists(["u1"], 3, "v1"),
+    )
+    candidates, rows, found = store.personalisation_inputs("u1", ["a", "z"], related_per_item=1)
+    assert [row["item_id"] for row in candidates] == ["v1-1", "v1-2", "v1-3"]
+    assert [(row["item_id"], row["related_item_id"]) for row in rows] == [("a", "b")]
+    assert found == {"a": "Alpha"}
+    with pytest.raises(ValueError, match="title"):
+        store.publish(make_lists(["u1"], 1, "v1"), titles=titles.drop(columns=["title"]))
+    store.dispose()
