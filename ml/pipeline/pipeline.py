@@ -275,10 +275,39 @@ class RankingPipeline:
         reasons. Users without candidates get no rows."""
         if frame.empty:
             return empty_lists()
-        config = self.config
+        return self._lists(self._scored(frame, behaviour), behaviour)
+
+    def recommend_with_candidates(
+        self, behaviour: Behaviour, candidates: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(recommend's lists, each user's `candidates` best-scored candidates with a rank,
+        score and reason): the pool request-time personalisation re-ranks when the user's
+        newest events remove or promote items. A listed candidate keeps its list's reason."""
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1; got {candidates}")
+        frame = self.candidate_features(behaviour)
+        if frame.empty:
+            return empty_lists(), empty_lists()
+        scored = self._scored(frame, behaviour)
+        lists = self._lists(scored, behaviour)
+        pool = scored.groupby(USER_ID, sort=False).head(candidates)[[USER_ID, ITEM_ID, SCORE]]
+        pool = pool.merge(lists[[USER_ID, ITEM_ID, REASON]], on=[USER_ID, ITEM_ID], how="left")
+        unlisted = pool[REASON].isna().to_numpy()
+        if unlisted.any():
+            pool.loc[unlisted, REASON] = self._reasons(pool[unlisted], behaviour)
+        pool[RANK] = pool.groupby(USER_ID, sort=False).cumcount() + 1
+        return lists, pool[list(LIST_COLUMNS)].reset_index(drop=True)
+
+    def _scored(self, frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
+        """Every candidate's final score (order score x feedback multipliers), best first per
+        user."""
         scored = frame[[USER_ID, ITEM_ID, "item_is_new"]].copy()
         scored[SCORE] = self.order_scores(frame) * self._multipliers(frame, behaviour)
-        scored = scored.sort_values([USER_ID, SCORE, ITEM_ID], ascending=[True, False, True])
+        return scored.sort_values([USER_ID, SCORE, ITEM_ID], ascending=[True, False, True])
+
+    def _lists(self, scored: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
+        """Top-k lists from _scored's rows: new-item slots, MMR, ranks and reasons."""
+        config = self.config
         diversify = config.rules.mmr_lambda is not None and "text" in self.sources
         width = max(5 * config.k, 50) if diversify else config.k
         lists = _top_with_new_items(scored, width, config.new_item_slots)

@@ -251,3 +251,23 @@ def test_refreshing_on_the_same_state_reuses_the_fitted_sources() -> None:
     newer = shop_snapshot()
     newer.vectors.iloc[0, 0] += 0.5  # an item's text changed: its vector must be re-indexed
     assert pipeline.refreshed(newer) is not pipeline
+
+
+def test_candidates_extend_the_lists_with_reasons_for_every_row() -> None:
+    ranked = pipeline(k=2)
+    lists, candidates = ranked.recommend_with_candidates(shoppers(), candidates=4)
+    pd.testing.assert_frame_equal(lists, ranked.recommend(shoppers()))
+    assert list(candidates.columns) == list(LIST_COLUMNS)
+    for user in ("x", "y"):
+        mine = candidates[candidates[USER_ID] == user]
+        assert mine[RANK].tolist() == list(range(1, len(mine) + 1))
+        assert 2 < len(mine) <= 4
+        assert mine[SCORE].is_monotonic_decreasing
+        # With no slots or MMR, the list is the head of the candidates, reasons included.
+        listed = lists[lists[USER_ID] == user]
+        head = mine.head(len(listed))
+        assert head[ITEM_ID].tolist() == listed[ITEM_ID].tolist()
+        assert head[REASON].tolist() == listed[REASON].tolist()
+    assert candidates[REASON].map(bool).all()
+    with pytest.raises(ValueError, match="candidates"):
+        ranked.recommend_with_candidates(shoppers(), candidates=0)
