@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from orchestration.experiments.commands import experiment
 from orchestration.settings import get_settings
 
 EXIT_REJECTED = 2
@@ -309,6 +310,8 @@ def serve(host: str, port: int) -> None:
     click.echo(f"freshrank API on http://{shown_host}:{port} (docs at /docs; Ctrl+C stops it)")
     uvicorn.run(app, host=host, port=port, log_level="info")
 
+
+main.add_command(experiment)
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from orchestration.experiments.assets import experiment_assets
 from orchestration.features.assets import item_embeddings
 from orchestration.features.checks import feature_checks
 from orchestration.ingest.assets import raw_events, raw_items
@@ -27,6 +28,7 @@ defs = Definitions(
         recommender_champion,
         recommendation_lists,
         published_recommendations,
+        *experiment_assets,
     ],
     asset_checks=[*quality_checks, *feature_checks, *model_checks, *serving_checks],
     jobs=jobs,

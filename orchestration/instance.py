@@ -31,11 +31,12 @@ def run_job_in_process(
     settings: Settings,
     tags: dict[str, str] | None = None,
     definitions: Definitions | None = None,
+    ops: dict[str, dict] | None = None,
 ) -> ExecuteInProcessResult:
     """Run one of the code location's jobs in this process, recorded on the real instance.
 
     ``definitions`` narrows what is imported (the ingest job's own, say); by default the whole
-    code location.
+    code location. ``ops`` is the run config's `ops` section (assets' Config values).
     """
     prepare_dagster_home(settings)
     if definitions is None:
@@ -45,5 +46,8 @@ def run_job_in_process(
     job = definitions.resolve_job_def(job_name)
     with DagsterInstance.get() as instance:
         return job.execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags, run_config=QUIET_CONSOLE
+            instance=instance,
+            raise_on_error=False,
+            tags=tags,
+            run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
         )

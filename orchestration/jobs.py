@@ -11,13 +11,15 @@ FULL_BUILD_JOB = "full_build_job"
 PUBLISH_JOB = "publish_job"
 RETRAIN_JOB = "retrain_job"
 REFRESH_JOB = "refresh_job"
+EXPERIMENT_RESULTS_JOB = "experiment_results_job"
 
 
 SERVING = AssetSelection.groups("serving")
+EXPERIMENTS = AssetSelection.groups("experiments")
 
 full_build_job = define_asset_job(
     FULL_BUILD_JOB,
-    selection=AssetSelection.all() - SERVING,
+    selection=AssetSelection.all() - SERVING - EXPERIMENTS,
     executor_def=in_process_executor,
     description="Load landing files, build and test the dbt models, embed items, train, evaluate "
     "and register a challenger (promoted if its gate passes). Publishing follows as publish_job.",
@@ -55,4 +57,19 @@ refresh_job = define_asset_job(
     "run with full builds.",
 )
 
-jobs = [full_build_job, publish_job, ingest_job, retrain_job, refresh_job]
+experiment_results_job = define_asset_job(
+    EXPERIMENT_RESULTS_JOB,
+    selection=EXPERIMENTS,
+    executor_def=in_process_executor,
+    description="Attribute outcomes to an experiment's exposures, test the variants against the "
+    "control, log the verdict to MLflow.",
+)
+
+jobs = [
+    full_build_job,
+    publish_job,
+    ingest_job,
+    retrain_job,
+    refresh_job,
+    experiment_results_job,
+]

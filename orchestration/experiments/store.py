@@ -296,6 +296,22 @@ class ExperimentStore:
         frame[SERVED_AT] = pd.to_datetime(frame[SERVED_AT])
         return frame
 
+    def exposure_counts(self, name: str) -> pd.DataFrame:
+        """Exposures and distinct exposed users per variant (variants with none left out)."""
+        table = exposures_table
+        query = (
+            sa.select(
+                table.c[VARIANT],
+                sa.func.count().label("exposures"),
+                sa.func.count(sa.distinct(table.c[USER_ID])).label("users"),
+            )
+            .where(table.c[EXPERIMENT] == name)
+            .group_by(table.c[VARIANT])
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return pd.DataFrame(rows, columns=[VARIANT, "exposures", "users"])
+
     def _running_experiment(self) -> ExperimentRecord | None:
         now = time.monotonic()
         if now - self._running_read_at > RUNNING_LOOKUP_SECONDS:
