@@ -20,6 +20,8 @@ LISTS_TABLE = "ml.recommendation_lists"
 TRENDING_TABLE = "ml.trending_list"
 CONTEXT_TRENDING_TABLE = "ml.context_trending_list"
 RELATED_TABLE = "ml.related_items"
+CANDIDATES_TABLE = "ml.recommendation_candidates"
+TITLES_TABLE = "ml.item_titles"
 SCOPE_TABLE = "ml.recommendation_scope"
 SCOPE_FLAG_TABLE = "ml.recommendation_scope_everyone"
 WATERMARK_TABLE = "ml.publish_watermark"
@@ -53,6 +55,8 @@ def stage_lists(
         for table, frame in (
             (CONTEXT_TRENDING_TABLE, scored.context_trending),
             (RELATED_TABLE, scored.related),
+            (CANDIDATES_TABLE, scored.candidates),
+            (TITLES_TABLE, scored.titles),
         ):
             if frame is None:
                 connection.execute(f"drop table if exists {table}")
@@ -77,6 +81,8 @@ class StagedLists:
     trending: pd.DataFrame
     context_trending: pd.DataFrame | None  # None: none staged, the served ones stay
     related: pd.DataFrame | None  # None: none staged, the served ones stay
+    candidates: pd.DataFrame | None  # None: none staged, the scope's served ones go
+    titles: pd.DataFrame | None  # None: none staged, the served ones stay
     scope: list[str] | None  # the users rescored; None: everyone
     through: object  # the newest load time the lists cover
 
@@ -103,6 +109,8 @@ def staged_lists(settings: Settings) -> StagedLists:
             trending=connection.sql(f"select * from {TRENDING_TABLE}").df(),
             context_trending=optional(CONTEXT_TRENDING_TABLE),
             related=optional(RELATED_TABLE),
+            candidates=optional(CANDIDATES_TABLE),
+            titles=optional(TITLES_TABLE),
             scope=None if everyone else scope,
             through=through,
         )
@@ -210,6 +218,10 @@ def publish_staged(settings: Settings) -> dict[str, object]:
             trending=staged.trending,
             context_trending=staged.context_trending,
             related=staged.related,
+            candidates=staged.candidates,
+            titles=staged.titles,
+            # Recent events loaded by then are in the new lists: request time drops them.
+            events_loaded_through=staged.through,
         )
         summary = store.summary()
     finally:

@@ -50,6 +50,12 @@ class ScoredLists:
     # item_id, rank, related_item_id, score, reason, model_version, generated_at; None: not
     # computed (a refresh of some users), the served ones stay
     related: pd.DataFrame | None = None
+    # each listed user's best-scored candidates, in the lists' columns (request-time
+    # personalisation re-ranks them); None: none
+    candidates: pd.DataFrame | None = None
+    # item_id, title of the catalog, for reasons that name an item; None: not computed (as
+    # related)
+    titles: pd.DataFrame | None = None
 
 
 def read_check_inputs(
@@ -112,15 +118,6 @@ def champion_pipeline(settings: Settings, snapshot: Snapshot) -> tuple[RankingPi
         config = pipeline_config(settings)
         fallback = RankingPipeline(config, FALLBACK_PIPELINE).fit_sources(snapshot)
         return fallback, f"{FALLBACK_PIPELINE} (no champion yet)"
-    return registered_pipeline(settings, version, snapshot)
-
-
-def registered_pipeline(
-    settings: Settings, version: str, snapshot: Snapshot
-) -> tuple[RankingPipeline, str]:
-    """(a registered version's pipeline refreshed on the snapshot, its version label)."""
-    from ml import tracking
-
     cache = settings.home / "cache" / "models"
     cache.mkdir(parents=True, exist_ok=True)
     pipeline = tracking.load_version(settings.mlflow_tracking_uri, version, cache)
@@ -135,7 +132,8 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
     pipeline, version = champion_pipeline(settings, snapshot)
     behaviour = read_behaviour(snapshot, user_ids)
     generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    lists = _stamped(pipeline.recommend(behaviour), version, generated_at)
+    ranked, candidates = pipeline.recommend_with_candidates(behaviour, settings.serving_candidates)
+    lists = _stamped(ranked, version, generated_at)
     popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
     by_context = build_context_trending(
         settings,
@@ -145,9 +143,10 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
         sorted(snapshot.unavailable),
     )
     by_context = _stamped(by_context, "trending", generated_at)
-    related = None
+    related = titles = None
     if user_ids is None:
         related = _stamped(pipeline.related_items(settings.top_k), version, generated_at)
+        titles = snapshot.titles.dropna().astype(str).rename_axis(ITEM_ID).reset_index()
     fallback = int(len(behaviour.users) - lists[USER_ID].nunique())
     logger.info("scored %d users with %s", len(behaviour.users), version)
     return ScoredLists(
@@ -157,6 +156,8 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
         fallback_users=fallback,
         context_trending=by_context,
         related=related,
+        candidates=_stamped(candidates, version, generated_at),
+        titles=titles,
     )
 
 

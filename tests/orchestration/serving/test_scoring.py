@@ -227,3 +227,38 @@ def test_a_refresh_keeps_the_published_related_items(three_item_settings: Settin
         assert store.related("film")["related_item_id"].tolist() == ["news"]
     finally:
         store.dispose()
+
+
+def test_a_publish_carries_candidates_and_titles_and_drops_the_events_it_reflects(
+    three_item_settings: Settings,
+) -> None:
+    settings = three_item_settings
+    write_interactions(settings, morning_and_evening_events())
+    everyone = pd.concat([one_user_list("u1", "news", "v1"), one_user_list("u2", "film", "v1")])
+    candidates = pd.concat(
+        [everyone, one_user_list("u1", "coffee", "v1").assign(rank=2, score=0.5)]
+    )
+    titles = pd.DataFrame({"item_id": ["news", "film"], "title": ["News", "Film"]})
+    full = dataclasses.replace(scored(settings, everyone), candidates=candidates, titles=titles)
+    store = ServingStore(settings.serving_url)
+    try:
+        recent = {
+            "user_id": "u1",
+            "item_id": "coffee",
+            "event_type": "click",
+            "value": None,
+            "occurred_at": GENERATED,
+            "received_at": GENERATED,
+        }
+        store.append_recent_events(
+            [{**recent, "source_file": "a.jsonl"}, {**recent, "source_file": "b.jsonl"}], 10
+        )
+        store.mark_loaded({"a.jsonl": DAY, "b.jsonl": DAY + pd.Timedelta("2D")})
+        stage_lists(settings, full, None, DAY + pd.Timedelta("1D"))  # through: a's load only
+        publish_staged(settings)
+        assert [row["item_id"] for row in store.candidate_rows("u1")] == ["news", "coffee"]
+        _candidates, _related, found = store.personalisation_inputs("u1", ["news", "x"], 5)
+        assert found == {"news": "News"}
+        assert [event["source_file"] for event in store.recent_events("u1")] == ["b.jsonl"]
+    finally:
+        store.dispose()
