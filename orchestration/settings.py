@@ -148,6 +148,10 @@ class Settings:
     serving_candidates: int = 50  # best-scored candidates published per user (more than top_k)
     recent_events_per_user: int = 20  # newest unpublished events kept per user
     api_workers: int = 1  # uvicorn worker processes of `freshrank serve`
+    # Online experiments (orchestration/experiments): attribution and the verdict.
+    experiment_attribution_hours: float = 24.0  # outcomes credited this long after an exposure
+    experiment_alpha: float = 0.05  # significance level, shared by the comparisons
+    experiment_min_users: int = 100  # exposed users each variant needs before a verdict
     # Privacy and access (orchestration/privacy, orchestration/serving/access.py).
     pseudonymise_key: str | None = field(default=None, repr=False)  # None: ids stored as given
     retention_days: float | None = None  # None: events are kept forever
@@ -219,6 +223,11 @@ class Settings:
             serving_candidates=int(_env_positive("FRESHRANK_SERVING_CANDIDATES", 50)),
             recent_events_per_user=int(_env_positive("FRESHRANK_RECENT_EVENTS_PER_USER", 20)),
             api_workers=int(_env_positive("FRESHRANK_API_WORKERS", 1)),
+            experiment_attribution_hours=_env_positive(
+                "FRESHRANK_EXPERIMENT_ATTRIBUTION_HOURS", 24.0
+            ),
+            experiment_alpha=_env_float("FRESHRANK_EXPERIMENT_ALPHA", 0.05),
+            experiment_min_users=int(_env_positive("FRESHRANK_EXPERIMENT_MIN_USERS", 100)),
             pseudonymise_key=os.environ.get("FRESHRANK_PSEUDONYMISE_KEY") or None,
             retention_days=_env_retention_days(),
             api_require_keys=_env_choice("FRESHRANK_API_REQUIRE_KEYS", ("auto", "always")),

@@ -118,6 +118,15 @@ def champion_pipeline(settings: Settings, snapshot: Snapshot) -> tuple[RankingPi
         config = pipeline_config(settings)
         fallback = RankingPipeline(config, FALLBACK_PIPELINE).fit_sources(snapshot)
         return fallback, f"{FALLBACK_PIPELINE} (no champion yet)"
+    return registered_pipeline(settings, version, snapshot)
+
+
+def registered_pipeline(
+    settings: Settings, version: str, snapshot: Snapshot
+) -> tuple[RankingPipeline, str]:
+    """(a registered version's pipeline refreshed on the snapshot, its version label)."""
+    from ml import tracking
+
     cache = settings.home / "cache" / "models"
     cache.mkdir(parents=True, exist_ok=True)
     pipeline = tracking.load_version(settings.mlflow_tracking_uri, version, cache)
