@@ -105,6 +105,14 @@ def _env_retention_days() -> float | None:
     return _env_positive("FRESHRANK_RETENTION_DAYS", 0.0)
 
 
+def _env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """The variable's value: one of ``choices``, the first when unset; anything else fails."""
+    value = os.environ.get(name, "").strip().lower() or choices[0]
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths, URLs and tunables of one freshrank deployment."""
@@ -134,6 +142,15 @@ class Settings:
     mmr_lambda: float | None = None  # None: no diversity re-ranking
     new_item_slots: int = 1  # places per list kept for items nobody has touched yet
     context_key: str = DEFAULT_CONTEXT_KEY  # the context field new users' trending follows
+    # Scale-out (README: Scale-out): where the heavy steps and the dbt models run.
+    compute: str = "local"  # local (in-process) or ray
+    ray_address: str | None = None  # None: start a local Ray on 127.0.0.1; else join this cluster
+    ray_workers: int = 2  # embedding model workers and scoring shards on Ray
+    ray_train_workers: int = 1  # DDP world size of the sequential model's training on Ray
+    ray_num_cpus: int | None = None  # CPUs of a local Ray (None: every core)
+    ray_object_store_mb: int = 512  # object store of a local Ray (Ray's default is 30% of memory)
+    dbt_target: str = "duckdb"  # duckdb, or spark (marts built by Spark from raw Parquet)
+    spark_dir: Path = Path("spark")  # the spark target's raw Parquet, warehouse and metastore
     # Passed to dbt as vars of the same names (orchestration/warehouse/dbt.py: dbt_vars).
     # rating_max and trending_half_life_days have no variable of their own: ml/rules.py and the
     # serving's context trending read the constants, and must not disagree with the marts.
@@ -202,6 +219,14 @@ class Settings:
             if os.environ.get("FRESHRANK_MMR_LAMBDA")
             else None,
             context_key=os.environ.get("FRESHRANK_CONTEXT_KEY", "").strip() or DEFAULT_CONTEXT_KEY,
+            compute=_env_choice("FRESHRANK_COMPUTE", ("local", "ray")),
+            ray_address=os.environ.get("FRESHRANK_RAY_ADDRESS", "").strip() or None,
+            ray_workers=int(_env_float("FRESHRANK_RAY_WORKERS", 2)),
+            ray_train_workers=int(_env_float("FRESHRANK_RAY_TRAIN_WORKERS", 1)),
+            ray_num_cpus=int(_env_float("FRESHRANK_RAY_NUM_CPUS", 0)) or None,
+            ray_object_store_mb=int(_env_float("FRESHRANK_RAY_OBJECT_STORE_MB", 512)),
+            dbt_target=_env_choice("FRESHRANK_DBT_TARGET", ("duckdb", "spark")),
+            spark_dir=_env_path("FRESHRANK_SPARK_DIR", home / "spark"),
             new_item_slots=int(_env_float("FRESHRANK_NEW_ITEM_SLOTS", 1)),
             trending_short_window_days=_env_float(
                 "FRESHRANK_TRENDING_SHORT_WINDOW_DAYS", DEFAULT_TRENDING_SHORT_WINDOW_DAYS

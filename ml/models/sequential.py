@@ -181,6 +181,7 @@ class SequentialRecommender:
         text_vectors: pd.DataFrame | None = None,
         validate: Callable[[SequentialRecommender], float] | None = None,
         stop_after: int | None = None,
+        replica: tuple[int, int] = (0, 1),
     ) -> SequentialRecommender:
         """Train with a next-item objective; with ``validate``, keep the best epoch and stop early.
 
@@ -191,6 +192,11 @@ class SequentialRecommender:
         ``text_vectors`` is indexed by item_id (one row per item, the embedding dimensions as
         columns); items without a row get a zero text vector. ``validate`` returns a figure to
         maximise (NDCG@10 on a later time window, say).
+
+        ``replica`` is (rank, world size) of a data-parallel run (ml/distributed/training.py):
+        with a world above 1 the network is wrapped in DistributedDataParallel (the process
+        group must exist) and each rank trains on its share of every batch, so gradients are
+        averaged across ranks and every rank ends with the same weights.
         """
         import torch
 
@@ -218,6 +224,12 @@ class SequentialRecommender:
         optimizer = torch.optim.AdamW(
             self._network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
+        rank, world_size = replica
+        trained = self._network
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            trained = DistributedDataParallel(self._network)
         steps_per_epoch = math.ceil(len(windows) / config.batch_size)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _learning_rate_factor(config, steps_per_epoch * config.max_epochs)
@@ -228,7 +240,9 @@ class SequentialRecommender:
         last_epoch = min(config.max_epochs, stop_after or config.max_epochs)
         for epoch in range(1, last_epoch + 1):
             epoch_started = time.perf_counter()
-            loss = self._train_epoch(windows, optimizer, scheduler, generator)
+            loss = self._train_epoch(
+                windows, optimizer, scheduler, generator, trained, rank, world_size
+            )
             record = {
                 "epoch": float(epoch),
                 "loss": loss,
@@ -430,8 +444,17 @@ class SequentialRecommender:
         return batch, lengths
 
     def _train_epoch(
-        self, windows: np.ndarray, optimizer, scheduler, generator: np.random.Generator
+        self,
+        windows: np.ndarray,
+        optimizer,
+        scheduler,
+        generator: np.random.Generator,
+        trained,
+        rank: int,
+        world_size: int,
     ) -> float:
+        """One pass over the windows; ``trained`` is the network or its DDP wrapper, and this
+        rank takes every world_size-th window of each batch (every rank draws the same order)."""
         import torch
         import torch.nn.functional as functional
 
@@ -443,8 +466,10 @@ class SequentialRecommender:
         horizon = config.future_window
         unseen = network.id_known == 0  # includes the padding row
         unseen_bias = torch.zeros(unseen.shape).masked_fill(unseen, float("-inf"))
-        for start in range(0, len(order), config.batch_size):
-            batch = torch.as_tensor(windows[order[start : start + config.batch_size]])
+        # A last batch smaller than the world would leave a rank without windows: it is skipped.
+        for start in range(0, len(order) - world_size + 1, config.batch_size):
+            rows = order[start : start + config.batch_size][rank::world_size]
+            batch = torch.as_tensor(windows[rows])
             inputs = batch[:, : config.max_length]
             # targets[:, :, j] is the item j + 1 steps ahead: the model learns what the user does
             # next within a short horizon, which is robust to arbitrary order inside a session.
@@ -454,7 +479,7 @@ class SequentialRecommender:
             )
             valid = (inputs != PADDING) & (targets[:, :, 0] != PADDING)
             table, bias = network.item_table()
-            hidden = network(inputs, table)[valid]
+            hidden = trained(inputs, table)[valid]
             wanted = targets[valid]  # (positions, horizon), PADDING where the sequence ended
             if n_items <= config.full_softmax_max_items:
                 # Items with no training interaction are never a target here: as negatives they

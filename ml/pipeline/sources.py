@@ -580,6 +580,10 @@ class SequentialSourceConfig:
     epochs: int = 3
     hidden_size: int = 64
     seed: int = 7
+    # 0: train in this process; n: n DDP replicas on Ray Train (needs a Ray session, see
+    # ml/distributed/session.py); train_storage is where Ray Train keeps the run ("" temporary).
+    train_workers: int = 0
+    train_storage: str = ""
 
 
 class SequentialSource(CandidateSource):
@@ -608,11 +612,22 @@ class SequentialSource(CandidateSource):
             hidden_size=self.config.hidden_size,
             seed=self.config.seed,
         )
-        model = SequentialRecommender(config)
-        model.fit(
-            positive, catalog_item_ids=pd.Index(snapshot.item_ids), text_vectors=snapshot.vectors
+        catalog = pd.Index(snapshot.item_ids)
+        if self.config.train_workers:
+            from ml.distributed.training import fit_sequential_on_ray
+
+            self.model = fit_sequential_on_ray(
+                positive,
+                config,
+                self.config.train_workers,
+                catalog_item_ids=catalog,
+                text_vectors=snapshot.vectors,
+                storage_path=self.config.train_storage or None,
+            ).model
+            return self
+        self.model = SequentialRecommender(config).fit(
+            positive, catalog_item_ids=catalog, text_vectors=snapshot.vectors
         )
-        self.model = model
         return self
 
     def __getstate__(self) -> dict:

@@ -1,0 +1,63 @@
+"""Item text embeddings through Ray Data: a pool of model workers, one GPU each when present."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ml.distributed.session import OnRay
+from ml.embeddings import EmbeddingConfig, TextEmbedder
+
+POSITION = "position"
+TEXT = "text"
+VECTOR = "vector"
+WORKER_PID = "worker_pid"
+
+
+class EmbeddingWorker:
+    """One model replica: loads the encoder once, then embeds the batches Ray Data sends it."""
+
+    def __init__(self, config: EmbeddingConfig) -> None:
+        self.embedder = TextEmbedder(config)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        vectors = self.embedder.encode(batch[TEXT].tolist())
+        return pd.DataFrame(
+            {POSITION: batch[POSITION].to_numpy(), VECTOR: list(vectors), WORKER_PID: os.getpid()}
+        )
+
+
+def embed_on_ray(
+    texts: Sequence[str], config: EmbeddingConfig, workers: int
+) -> OnRay[np.ndarray]:
+    """(len(texts), dimension) unit vectors, the same as ``TextEmbedder(config).encode(texts)``.
+
+    The texts are cut into blocks that ``workers`` model replicas embed side by side; with GPUs
+    in the cluster each replica holds one. Needs a Ray session (``ray_session``).
+    """
+    import ray
+
+    if workers < 1:
+        raise ValueError(f"embedding on Ray needs at least one worker, not {workers}")
+    if len(texts) == 0:
+        return OnRay(TextEmbedder(config).encode([]), frozenset())
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    replicas = min(workers, gpus) if gpus else workers
+    frame = pd.DataFrame({POSITION: np.arange(len(texts)), TEXT: list(texts)})
+    # Several blocks per replica, so that every replica gets work and the last ones finish late.
+    blocks = max(1, min(len(texts), 4 * replicas))
+    embedded = ray.data.from_pandas(frame, override_num_blocks=blocks).map_batches(
+        EmbeddingWorker,
+        fn_constructor_kwargs={"config": config},
+        batch_size=config.batch_size,
+        batch_format="pandas",
+        concurrency=replicas,
+        num_gpus=1 if gpus else 0,
+        num_cpus=1,
+    )
+    result = embedded.to_pandas().sort_values(POSITION)
+    vectors = np.stack(result[VECTOR].to_numpy()).astype(np.float32, copy=False)
+    return OnRay(vectors, frozenset(int(pid) for pid in result[WORKER_PID].unique()))

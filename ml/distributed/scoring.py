@@ -1,0 +1,65 @@
+"""Ranking over user shards on Ray: the pipeline travels once, each task ranks one shard."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+
+from ml.distributed.session import OnRay
+from ml.pipeline.pipeline import RankingPipeline
+from ml.pipeline.snapshot import Behaviour
+
+Ranked = TypeVar("Ranked", pd.DataFrame, tuple[pd.DataFrame, ...])
+Ranking = Callable[[RankingPipeline, Behaviour], Ranked]
+
+
+def recommend(pipeline: RankingPipeline, behaviour: Behaviour) -> pd.DataFrame:
+    """The lists of ``behaviour``'s users (the default ranking of ``rank_on_ray``)."""
+    return pipeline.recommend(behaviour)
+
+
+def _rank_shard(ranking: Ranking, pipeline: RankingPipeline, shard: Behaviour) -> tuple:
+    return ranking(pipeline, shard), os.getpid()
+
+
+def _concatenated(parts: list[Ranked]) -> Ranked:
+    if isinstance(parts[0], pd.DataFrame):
+        return pd.concat(parts, ignore_index=True)
+    return tuple(
+        pd.concat([part[position] for part in parts], ignore_index=True)
+        for position in range(len(parts[0]))
+    )
+
+
+def rank_on_ray(
+    pipeline: RankingPipeline,
+    behaviour: Behaviour,
+    shards: int,
+    ranking: Ranking = recommend,
+) -> OnRay[Ranked]:
+    """``ranking(pipeline, behaviour)`` with the users split into ``shards`` contiguous shards.
+
+    ``ranking`` returns a frame (or a tuple of frames) of rows per user, ordered by user, and a
+    user's rows depend only on the pipeline and that user's events (true of ``recommend``): the
+    shards' results, concatenated in order, then equal the in-process ones row for row. Needs a
+    Ray session (``ray_session``).
+    """
+    import ray
+
+    if shards < 1:
+        raise ValueError(f"ranking on Ray needs at least one shard, not {shards}")
+    user_shards = [users for users in np.array_split(behaviour.users, shards) if len(users)]
+    if len(user_shards) <= 1:
+        return OnRay(ranking(pipeline, behaviour), frozenset({os.getpid()}))
+    shared_pipeline = ray.put(pipeline)
+    rank_shard = ray.remote(num_cpus=1)(_rank_shard)
+    pending = [
+        rank_shard.remote(ranking, shared_pipeline, behaviour.for_users(users))
+        for users in user_shards
+    ]
+    ranked = ray.get(pending)
+    return OnRay(_concatenated([part for part, _ in ranked]), frozenset(pid for _, pid in ranked))

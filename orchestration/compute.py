@@ -1,0 +1,89 @@
+"""Where the heavy steps run: in this process (``local``) or on Ray, chosen by configuration.
+
+The assets that embed, train and score take this resource. On the default (local) path nothing
+here imports Ray; with ``FRESHRANK_COMPUTE=ray`` each step opens a Ray session (a local Ray on
+127.0.0.1, or the cluster at ``FRESHRANK_RAY_ADDRESS``) and closes what it started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+import numpy as np
+import pandas as pd
+from dagster import ConfigurableResource
+
+from ml.embeddings import EmbeddingConfig, TextEmbedder
+from ml.pipeline.pipeline import RankingPipeline
+from ml.pipeline.snapshot import Behaviour
+from orchestration.settings import Settings
+
+Ranked = TypeVar("Ranked", pd.DataFrame, tuple[pd.DataFrame, ...])
+
+LOCAL = "local"
+RAY = "ray"
+
+
+class ComputeResource(ConfigurableResource):
+    """The compute engine of the embeddings, training and scoring assets.
+
+    Empty values take the settings (``FRESHRANK_COMPUTE``, ``FRESHRANK_RAY_*``), so one
+    definition serves every deployment and a run can still override them.
+    """
+
+    engine: str = ""  # local or ray
+    ray_address: str = ""  # empty: the settings' (unset there: a local Ray)
+
+    def engine_for(self, settings: Settings) -> str:
+        engine = self.engine or settings.compute
+        if engine not in (LOCAL, RAY):
+            raise ValueError(f"compute engine {engine!r}: must be {LOCAL!r} or {RAY!r}")
+        return engine
+
+    @contextmanager
+    def session(self, settings: Settings) -> Iterator[None]:
+        """Ray for the duration of the block when the engine is Ray; nothing otherwise."""
+        if self.engine_for(settings) == LOCAL:
+            yield
+            return
+        from ml.distributed.session import RayOptions, ray_session
+
+        options = RayOptions(
+            address=self.ray_address or settings.ray_address,
+            num_cpus=settings.ray_num_cpus,
+            object_store_mb=settings.ray_object_store_mb,
+        )
+        with ray_session(options):
+            yield
+
+    def encode(
+        self, settings: Settings, config: EmbeddingConfig, texts: Sequence[str]
+    ) -> tuple[np.ndarray, dict[str, object]]:
+        """(unit vectors of ``texts``, figures for the UI: engine, device or Ray workers)."""
+        if self.engine_for(settings) == LOCAL:
+            embedder = TextEmbedder(config)
+            return embedder.encode(texts), {"engine": LOCAL, "device": str(embedder.device)}
+        from ml.distributed.embeddings import embed_on_ray
+
+        with self.session(settings):
+            embedded = embed_on_ray(texts, config, settings.ray_workers)
+        figures = {"engine": RAY, "device": "ray", "ray_workers": len(embedded.worker_pids)}
+        return embedded.result, figures
+
+    def rank(
+        self,
+        settings: Settings,
+        pipeline: RankingPipeline,
+        behaviour: Behaviour,
+        ranking: Callable[[RankingPipeline, Behaviour], Ranked],
+    ) -> Ranked:
+        """``ranking(pipeline, behaviour)``, over user shards on Ray when the engine is Ray
+        (see ml/distributed/scoring.py for what ``ranking`` must be)."""
+        if self.engine_for(settings) == LOCAL:
+            return ranking(pipeline, behaviour)
+        from ml.distributed.scoring import rank_on_ray
+
+        with self.session(settings):
+            return rank_on_ray(pipeline, behaviour, settings.ray_workers, ranking).result

@@ -1,0 +1,66 @@
+"""The compute setting: local by default without importing Ray; bad values say what is allowed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from orchestration.compute import ComputeResource
+from orchestration.settings import Settings
+from tests.ml.pipeline.test_pipeline import pipeline, shoppers
+
+DEFAULT_PATH = """
+import sys
+from orchestration.compute import ComputeResource
+from orchestration.definitions import defs
+from orchestration.settings import get_settings
+from tests.ml.pipeline.test_pipeline import pipeline, shoppers
+
+settings = get_settings()
+with ComputeResource().session(settings):
+    ComputeResource().rank(settings, pipeline(), shoppers(), lambda fitted, b: fitted.recommend(b))
+assert settings.compute == "local" and settings.dbt_target == "duckdb", settings
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("ray", "pyspark"))
+assert not loaded, loaded
+"""
+
+
+def test_the_default_build_path_imports_neither_ray_nor_spark(settings: Settings) -> None:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("FRESHRANK_COMPUTE", "FRESHRANK_DBT_TARGET")
+    }
+    completed = subprocess.run(
+        [sys.executable, "-c", DEFAULT_PATH],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def test_local_compute_ranks_in_process(settings: Settings) -> None:
+    fitted, behaviour = pipeline(), shoppers()
+    ranked = ComputeResource().rank(settings, fitted, behaviour, type(fitted).recommend)
+    assert ranked.equals(fitted.recommend(behaviour))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("FRESHRANK_COMPUTE", "spark"), ("FRESHRANK_DBT_TARGET", "ray")]
+)
+def test_an_unknown_engine_names_the_variable_and_the_choices(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"{variable}='{value}': must be one of"):
+        Settings.from_env()
+
+
+def test_a_resource_override_is_checked_too(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="compute engine 'gpu'"):
+        ComputeResource(engine="gpu").engine_for(settings)
