@@ -13,6 +13,7 @@ from orchestration.jobs import jobs
 from orchestration.model.assets import recommender_challenger, recommender_champion
 from orchestration.model.checks import model_checks
 from orchestration.model.sensors import model_sensors
+from orchestration.privacy.schedules import privacy_jobs, privacy_schedules
 from orchestration.quality.checks import quality_checks
 from orchestration.serving.assets import published_recommendations, recommendation_lists
 from orchestration.serving.checks import serving_checks
@@ -31,8 +32,8 @@ defs = Definitions(
         *experiment_assets,
     ],
     asset_checks=[*quality_checks, *feature_checks, *model_checks, *serving_checks],
-    jobs=jobs,
+    jobs=[*jobs, *privacy_jobs],
     sensors=[*ingest_sensors, *model_sensors],
-    schedules=ingest_schedules,
+    schedules=[*ingest_schedules, *privacy_schedules],
     resources={"dbt": dbt_resource()},
 )

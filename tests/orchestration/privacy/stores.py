@@ -1,14 +1,45 @@
-"""Test helpers for privacy: fill every serving-store table, search every stored value."""
+"""Test helpers for privacy: sample deliveries, settings with a pseudonymisation key, a row in
+every serving-store table, and a search of every stored value."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pytest
 import sqlalchemy as sa
 
 from orchestration.ingest.rules import identifier
+from orchestration.settings import Settings
+
+KEY = "a-test-key-of-enough-length"
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+EVENTS = (
+    "user_id,item_id,event_type,timestamp\n"
+    "alice,i1,view,2024-05-01T10:00:00Z\n"
+    "alice,i2,purchase,2024-05-01T10:05:00Z\n"
+    "bob,i1,view,2024-05-01T11:00:00Z\n"
+    "bob,i2,click,2024-05-02T11:00:00Z\n"
+    "alice,i3,no-such-type,2024-05-02T12:00:00Z\n"
+    "carol,i3,view,2024-05-03T12:00:00Z\n"
+)
+JSON_EVENTS = (
+    '{"user_id": "alice", "item_id": "i3", "event_type": "like", "timestamp": 1714557600}\n'
+    '{"user_id": "alice", "item_id": broken\n'
+    '{"user_id": "bob", "item_id": "i3", "event_type": "view", "timestamp": 1714557700}\n'
+)
+ITEMS = "item_id,title\ni1,One\ni2,Two\ni3,Three\n"
+
+
+def private_settings(home: Path, monkeypatch: pytest.MonkeyPatch, serving_url: str) -> Settings:
+    for variable in ("FRESHRANK_LANDING_DIR", "FRESHRANK_WAREHOUSE_PATH", "DAGSTER_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("FRESHRANK_HOME", str(home))
+    monkeypatch.setenv("FRESHRANK_PSEUDONYMISE_KEY", KEY)
+    monkeypatch.setenv("FRESHRANK_SERVING_URL", serving_url)
+    return Settings.from_env()
+
 
 _SAMPLE_VALUES: dict[type, object] = {
     str: "x",

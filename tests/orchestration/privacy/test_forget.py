@@ -7,11 +7,9 @@ that has a user_id column, whichever code created it.
 
 from __future__ import annotations
 
-import shutil
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -21,81 +19,21 @@ from orchestration.privacy.erase import privacy_log
 from orchestration.privacy.forget import forget_user
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
-from tests.dbt.warehouse_runs import orchestration_vars, run_dbt
 from tests.orchestration.privacy.stores import (
+    EVENTS,
+    NOW,
     fill_user_tables,
     serving_values_containing,
     warehouse_values_containing,
 )
 
-KEY = "a-test-key-of-enough-length"
-NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
-EVENTS = (
-    "user_id,item_id,event_type,timestamp\n"
-    "alice,i1,view,2024-05-01T10:00:00Z\n"
-    "alice,i2,purchase,2024-05-01T10:05:00Z\n"
-    "bob,i1,view,2024-05-01T11:00:00Z\n"
-    "bob,i2,click,2024-05-02T11:00:00Z\n"
-    "alice,i3,no-such-type,2024-05-02T12:00:00Z\n"
-    "carol,i3,view,2024-05-03T12:00:00Z\n"
-)
-JSON_EVENTS = (
-    '{"user_id": "alice", "item_id": "i3", "event_type": "like", "timestamp": 1714557600}\n'
-    '{"user_id": "alice", "item_id": broken\n'
-    '{"user_id": "bob", "item_id": "i3", "event_type": "view", "timestamp": 1714557700}\n'
-)
-ITEMS = "item_id,title\ni1,One\ni2,Two\ni3,Three\n"
-
-
-def private_settings(home: Path, monkeypatch: pytest.MonkeyPatch, serving_url: str) -> Settings:
-    for variable in ("FRESHRANK_LANDING_DIR", "FRESHRANK_WAREHOUSE_PATH", "DAGSTER_HOME"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("FRESHRANK_HOME", str(home))
-    monkeypatch.setenv("FRESHRANK_PSEUDONYMISE_KEY", KEY)
-    monkeypatch.setenv("FRESHRANK_SERVING_URL", serving_url)
-    return Settings.from_env()
-
-
-@pytest.fixture(scope="module")
-def built_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A FRESHRANK_HOME after ingesting three users' files and building the dbt marts, with a
-    file still waiting in landing and one rejected."""
-    work = tmp_path_factory.mktemp("forget")
-    home = work / "home"
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        settings = private_settings(home, monkeypatch, f"sqlite:///{work / 'unused.db'}")
-        sources = {
-            "events.csv": EVENTS,
-            "events.jsonl": JSON_EVENTS,
-            "unreadable.csv": "user_id,timestamp\nalice,2024-05-01\n",  # no item_id: rejected
-            "items.csv": ITEMS,
-        }
-        for name, text in sources.items():
-            (work / name).write_text(text, encoding="utf-8")
-            land_file(work / name, "items" if name == "items.csv" else "events", settings)
-        load_pending("items", settings, "b1", now=NOW)
-        load_pending("events", settings, "b1", now=NOW)
-        run_dbt(work, settings.warehouse_path, arguments=orchestration_vars())
-        with duckdb.connect(str(settings.warehouse_path)) as con:
-            con.execute("CREATE SCHEMA IF NOT EXISTS ml")
-            con.execute("CREATE TABLE ml.scored AS SELECT user_id, item_id FROM marts.interactions")
-        waiting = work / "waiting.csv"
-        waiting.write_text(
-            "user_id,item_id,event_type,timestamp\nalice,i1,view,2024-05-04T10:00:00Z\n"
-            "bob,i3,view,2024-05-04T10:00:00Z\n",
-            encoding="utf-8",
-        )
-        land_file(waiting, "events", settings)
-    return home
-
 
 @pytest.mark.slow  # one dbt build for both backends
 def test_forget_removes_the_user_everywhere_and_keeps_the_others(
-    built_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, serving_url: str
+    built_settings: Settings, serving_url: str
 ) -> None:
-    home = tmp_path / "home"
-    shutil.copytree(built_home, home)
-    settings = private_settings(home, monkeypatch, serving_url)
+    settings = built_settings
+    home = settings.home
     pseudonymiser = settings.pseudonymiser
     assert pseudonymiser is not None
     alice, bob = pseudonymiser.pseudonym("alice"), pseudonymiser.pseudonym("bob")

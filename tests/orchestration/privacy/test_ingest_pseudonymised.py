@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -10,9 +9,7 @@ import pytest
 
 from orchestration.ingest.landing import WITHHELD_RECORD, land_file, load_pending
 from orchestration.settings import Settings
-
-NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
-KEY = "a-test-key-of-enough-length"
+from tests.orchestration.privacy.stores import KEY, NOW
 
 
 @pytest.fixture
