@@ -4,6 +4,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from orchestration.ingest.landing import FileResult, ensure_raw_tables, load_pending
+from orchestration.serving.recent_events import remember_loaded_events
 from orchestration.settings import get_settings
 from orchestration.warehouse.guard import open_warehouse, warehouse_writer
 
@@ -16,6 +17,10 @@ def _load_kind(context: AssetExecutionContext, kind: str) -> MaterializeResult:
     with warehouse_writer(settings.warehouse_path):
         ensure_raw_tables(settings.warehouse_path)
         results = load_pending(kind, settings, batch_id=context.run_id)
+    if kind == "events":
+        # Reads reflect the load at once (request-time personalisation), before any publish.
+        recent = remember_loaded_events(settings, context.run_id)
+        context.log.info(f"{recent} recent event(s) recorded in the serving store")
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         (table_rows,) = connection.execute(f"select count(*) from raw.{kind}").fetchall()[0]
         (quarantined_total,) = connection.execute(

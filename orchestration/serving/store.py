@@ -393,11 +393,11 @@ class ServingStore:
                 connection.execute(table.delete().where(table.c["id"].in_(beyond)))
         return len(events)
 
-    def mark_loaded(self, loaded_at_by_file: dict[str, datetime]) -> int:
+    def mark_loaded(self, loaded_at_by_file: dict[str, datetime]) -> dict[str, int]:
         """Record when ingestion loaded the recent events that came in each landing file;
-        returns the number of events marked (0 for files that did not come through the API)."""
+        returns the events marked per file, for the files that have any (API files)."""
         table = recent_events_table
-        marked = 0
+        marked = {}
         with self.engine.begin() as connection:
             for source_file, loaded_at in loaded_at_by_file.items():
                 result = connection.execute(
@@ -405,7 +405,8 @@ class ServingStore:
                     .where(table.c[SOURCE_FILE] == source_file)
                     .values({LOADED_AT: _naive_utc(loaded_at)})
                 )
-                marked += result.rowcount
+                if result.rowcount:
+                    marked[source_file] = result.rowcount
         return marked
 
     def all_lists(self) -> pd.DataFrame:

@@ -293,7 +293,7 @@ def test_a_publish_that_reflects_the_events_ends_their_request_time_effect(
     store = ServingStore(store_settings.serving_url)
     try:
         loaded_at = datetime(2026, 1, 3)
-        assert store.mark_loaded({first_file: loaded_at}) == 1
+        assert store.mark_loaded({first_file: loaded_at}) == {first_file: 1}
         # A refresh of u1 that covers loads up to loaded_at: i2's purchase is in the new list.
         new_list = ranked("u1", {"i1": 0.9, "i3": 0.7}, "refreshed", "v2")
         store.publish(new_list, users=["u1"], events_loaded_through=loaded_at)

@@ -462,7 +462,10 @@ def test_a_publish_deletes_the_loaded_events_it_reflects(serving_url: str) -> No
         [recent("u1", "a", 0, "f1"), recent("u1", "b", 1, "f2"), recent("u2", "c", 2, "f1")],
         per_user=10,
     )
-    assert store.mark_loaded({"f1": datetime(2026, 1, 3), "f2": datetime(2026, 1, 5)}) == 3
+    marked = store.mark_loaded(
+        {"f1": datetime(2026, 1, 3), "f2": datetime(2026, 1, 5), "f3": datetime(2026, 1, 6)}
+    )
+    assert marked == {"f1": 2, "f2": 1}
     store.publish(
         make_lists(["u1"], 1, "v1"), users=["u1"], events_loaded_through=datetime(2026, 1, 4)
     )
