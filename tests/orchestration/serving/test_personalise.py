@@ -4,9 +4,15 @@ on each serving-store backend (published lists never change)."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +21,8 @@ from ml.rules import RankingRules
 from orchestration.serving.api import ApiLimits, create_app
 from orchestration.serving.personalise import event_time, fill_up, personalise, signal_items
 from orchestration.serving.store import ServingStore
-from orchestration.settings import Settings
+from orchestration.settings import PROJECT_ROOT, Settings
+from tests.orchestration.serving.test_api import free_port
 
 GENERATED = datetime(2026, 1, 1, 12, 0, 0)
 WEIGHTS = {"impression": 0.0, "view": 1.0, "click": 2.0, "purchase": 5.0, "rate": 4.0}
@@ -305,3 +312,50 @@ def test_a_publish_that_reflects_the_events_ends_their_request_time_effect(
     # fills up.
     assert [item["item_id"] for item in body["items"]] == ["i3", "hot-1", "hot-2", "hot-3", "hot-4"]
     assert body["fresh_events"] == 1
+
+
+def test_two_serve_workers_reflect_a_post_in_the_next_read(
+    settings: Settings, tmp_path: Path
+) -> None:
+    publish_everything(settings)
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)]
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [*command, "--workers", "2"],
+            cwd=PROJECT_ROOT,
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # the workers are its children: stopped with it
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"server exited early:\n{log_path.read_text()}"
+            try:
+                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no answer in 60 s:\n{log_path.read_text()}"
+            time.sleep(0.2)
+        with httpx.Client(base_url=base_url, timeout=5) as client:
+            for round_number, item in enumerate(("i1", "i2", "i3")):
+                event = {"user_id": "u1", "item_id": item, "event_type": "purchase"}
+                posted = client.post("/events", json=[{**event, "timestamp": round_number}])
+                assert posted.status_code == 202
+                # A new connection each time, so that either worker may answer.
+                body = httpx.get(f"{base_url}/recommendations/u1", params={"k": 3}).json()
+                assert item not in [entry["item_id"] for entry in body["items"]]
+                assert body["fresh_events"] == round_number + 1
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert "2 worker(s)" in log_path.read_text()
