@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from orchestration.experiments.commands import experiment
+from orchestration.privacy.commands import forget, retention
+from orchestration.serving.key_commands import api_key
 from orchestration.settings import get_settings
 
 EXIT_REJECTED = 2
@@ -227,7 +229,9 @@ def recommend(user_id: str, k: int | None, as_json: bool) -> None:
     from orchestration.serving.store import ServingStore
 
     settings = get_settings()
-    lists = ServingStore(settings.serving_url).recommendations(user_id, k)
+    pseudonymiser = settings.pseudonymiser  # stored lists are keyed by the pseudonym
+    stored_id = user_id if pseudonymiser is None else pseudonymiser.pseudonym(user_id)
+    lists = ServingStore(settings.serving_url).recommendations(stored_id, k)
     if as_json:
         click.echo(json.dumps(_list_payload(user_id, lists)))
         return
@@ -291,14 +295,7 @@ def _format_list(user_id: str, lists) -> str:
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port."
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=None,
-    help="Worker processes [default: FRESHRANK_API_WORKERS, else 1]. Each opens its own "
-    "serving-store connections; SQLite's WAL mode lets them all read at once.",
-)
-def serve(host: str, port: int, workers: int | None) -> None:
+def serve(host: str, port: int) -> None:
     """Serve the HTTP API: users' lists, event intake into the landing zone, health."""
     import sqlalchemy as sa
     import uvicorn
@@ -306,8 +303,7 @@ def serve(host: str, port: int, workers: int | None) -> None:
     from orchestration.serving.api import create_app
 
     try:
-        settings = get_settings()
-        app = create_app(settings)
+        app = create_app(get_settings())
     except ValueError as error:  # a bad FRESHRANK_API_* value
         raise click.ClickException(str(error)) from error
     except (sa.exc.SQLAlchemyError, OSError) as error:
@@ -315,21 +311,14 @@ def serve(host: str, port: int, workers: int | None) -> None:
             f"cannot open the serving store (FRESHRANK_SERVING_URL): {error}"
         ) from error
     shown_host = f"[{host}]" if ":" in host else host
-    workers = workers or settings.api_workers
-    click.echo(
-        f"freshrank API on http://{shown_host}:{port}, {workers} worker(s) "
-        "(docs at /docs; Ctrl+C stops it)"
-    )
-    if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level="info")
-        return
-    # Each worker process builds its own app from the same environment; this one only checked it.
-    app.state.store.dispose()
-    factory = "orchestration.serving.api:create_app"
-    uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, log_level="info")
+    click.echo(f"freshrank API on http://{shown_host}:{port} (docs at /docs; Ctrl+C stops it)")
+    uvicorn.run(app, host=host, port=port, log_level="info")
 
 
 main.add_command(experiment)
+main.add_command(forget)
+main.add_command(retention)
+main.add_command(api_key)
 
 if __name__ == "__main__":
     main()

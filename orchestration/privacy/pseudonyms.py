@@ -15,6 +15,9 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from typing import Any
+
+from ml.constants import USER_ID
 
 KEY_VARIABLE = "FRESHRANK_PSEUDONYMISE_KEY"
 MIN_KEY_CHARACTERS = 16
@@ -108,3 +111,17 @@ def canonical_user_text(value: object) -> str | None:
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e18:
         return str(int(value))
     return None
+
+
+def pseudonymised_events(
+    events: list[dict[str, Any]], pseudonymiser: Pseudonymiser
+) -> list[dict[str, Any]]:
+    """Posted events with their user ids replaced by pseudonyms, where the id reads as
+    ingestion would read it; any other value is left for ingestion, which pseudonymises it."""
+    replaced = []
+    for event in events:
+        text = canonical_user_text(event.get(USER_ID))
+        replaced.append(
+            event if text is None else {**event, USER_ID: pseudonymiser.pseudonym(text)}
+        )
+    return replaced

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -39,6 +39,8 @@ from ml.constants import (
 )
 from ml.rules import RankingRules, context_value
 from orchestration.experiments.store import Assignment, ExperimentStore
+from orchestration.privacy.pseudonyms import pseudonymised_events
+from orchestration.serving.access import Access
 from orchestration.serving.personalise import RequestPersonaliser, ServedList
 from orchestration.serving.store import RELATED_ITEM_ID, ServingStore
 from orchestration.settings import Settings, get_settings
@@ -144,6 +146,8 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     settings = settings if settings is not None else get_settings()
     limits = limits if limits is not None else ApiLimits.from_env()
     store = ServingStore(settings.serving_url)
+    access = Access.from_settings(store.engine, settings)
+    pseudonymiser = settings.pseudonymiser
     experiments = ExperimentStore(store.engine)
     # The pipeline's exclusion and feedback rules are RankingRules' defaults (pipeline_config
     # sets only MMR and new-item slots, which request time does not apply).
@@ -171,7 +175,11 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     app.state.limits = limits
     app.state.store = store
 
-    @app.get("/recommendations/{user_id}", response_model=RecommendationList)
+    @app.get(
+        "/recommendations/{user_id}",
+        response_model=RecommendationList,
+        dependencies=[Depends(access.reader)],
+    )
     def recommendations(
         user_id: Annotated[str, PathParameter(description="The user, as text: '007' is not '7'.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
@@ -192,8 +200,11 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         request time in UTC. The context's trending list is served when one was published,
         else the global trending list. While an experiment runs, an enrolled user gets their
         variant's list, the response names the `experiment` and `variant`, and the served list
-        is logged as an exposure.
+        is logged as an exposure. With pseudonymisation on, the id is hashed before any lookup.
         """
+        given_id = user_id
+        if pseudonymiser is not None:
+            user_id = pseudonymiser.pseudonym(user_id)
         assigned = experiments.assigned(user_id)
         if assigned is None:
             published = store.list_rows(user_id)
@@ -205,7 +216,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         if served is None:
             if store.summary()["rows"]:
                 detail = (
-                    f"no published list for user {user_id!r} and no trending list to fall back "
+                    f"no published list for user {given_id!r} and no trending list to fall back "
                     "on (run `freshrank build` to publish one)"
                 )
             else:
@@ -214,9 +225,13 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         if assigned is not None:
             exposed = pd.DataFrame(served.items).assign(model_version=served.model_version)
             experiments.log_exposure(assigned, user_id, exposed)
-        return _list_response(user_id, served, assigned)
+        return _list_response(given_id, served, assigned)
 
-    @app.get("/items/{item_id}/similar", response_model=SimilarItems)
+    @app.get(
+        "/items/{item_id}/similar",
+        response_model=SimilarItems,
+        dependencies=[Depends(access.reader)],
+    )
     def similar_items(
         item_id: Annotated[str, PathParameter(description="The item, as text: '007' is not '7'.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
@@ -253,6 +268,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         status_code=202,
         response_model=EventsAccepted,
         openapi_extra={"requestBody": _EVENTS_BODY_SCHEMA},
+        dependencies=[Depends(access.writer)],
     )
     async def post_events(request: Request) -> EventsAccepted:
         """Land a JSON array of events as one JSON Lines file for the next ingest, and keep
@@ -267,6 +283,8 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         """
         body = await _read_body(request, limits.max_body_bytes)
         events = _parse_events(body, limits.max_events, event_types)
+        if pseudonymiser is not None:
+            events = pseudonymised_events(events, pseudonymiser)
         name = await run_in_threadpool(_write_landing_file, events_folder, events)
         kept = await run_in_threadpool(personaliser.record, events, name)
         logger.info(
