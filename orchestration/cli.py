@@ -295,7 +295,14 @@ def _format_list(user_id: str, lists) -> str:
 @click.option(
     "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="Port."
 )
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Worker processes [default: FRESHRANK_API_WORKERS, else 1]. Each opens its own "
+    "serving-store connections; SQLite's WAL mode lets them all read at once.",
+)
+def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the HTTP API: users' lists, event intake into the landing zone, health."""
     import sqlalchemy as sa
     import uvicorn
@@ -303,7 +310,8 @@ def serve(host: str, port: int) -> None:
     from orchestration.serving.api import create_app
 
     try:
-        app = create_app(get_settings())
+        settings = get_settings()
+        app = create_app(settings)
     except ValueError as error:  # a bad FRESHRANK_API_* value
         raise click.ClickException(str(error)) from error
     except (sa.exc.SQLAlchemyError, OSError) as error:
@@ -311,8 +319,18 @@ def serve(host: str, port: int) -> None:
             f"cannot open the serving store (FRESHRANK_SERVING_URL): {error}"
         ) from error
     shown_host = f"[{host}]" if ":" in host else host
-    click.echo(f"freshrank API on http://{shown_host}:{port} (docs at /docs; Ctrl+C stops it)")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    workers = workers or settings.api_workers
+    click.echo(
+        f"freshrank API on http://{shown_host}:{port}, {workers} worker(s) "
+        "(docs at /docs; Ctrl+C stops it)"
+    )
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    # Each worker process builds its own app from the same environment; this one only checked it.
+    app.state.store.dispose()
+    factory = "orchestration.serving.api:create_app"
+    uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, log_level="info")
 
 
 main.add_command(experiment)
