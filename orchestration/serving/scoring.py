@@ -27,12 +27,18 @@ from ml.constants import (
 )
 from ml.pipeline.backtest import FALLBACK_PIPELINE
 from ml.pipeline.pipeline import RankingPipeline
-from ml.pipeline.snapshot import Snapshot
+from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.rules import context_trending, context_trending_lists
 from orchestration.model.assets import pipeline_config
+from orchestration.serving.state import ServingState, load_state, save_state
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
-from orchestration.warehouse.reads import read_behaviour, read_snapshot
+from orchestration.warehouse.reads import (
+    catalog_stamp,
+    read_behaviour,
+    read_snapshot,
+    read_user_behaviour,
+)
 
 logger = logging.getLogger("freshrank.scoring")
 
@@ -104,16 +110,22 @@ def build_context_trending(
     return lists
 
 
-def champion_pipeline(settings: Settings, snapshot: Snapshot) -> tuple[RankingPipeline, str]:
-    """(the champion's pipeline refreshed on the snapshot, its version label).
+def champion_version(settings: Settings) -> str | None:
+    """The registered version that holds the champion alias (None: nothing promoted yet)."""
+    from ml import tracking
+
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    return tracking.alias_version(client, tracking.CHAMPION)
+
+
+def champion_pipeline(
+    settings: Settings, snapshot: Snapshot, version: str | None
+) -> tuple[RankingPipeline, str]:
+    """(the champion ``version``'s pipeline refreshed on the snapshot, its version label).
 
     Without a champion (nothing trained yet) popularity serves: the pipeline every build falls
     back to when there is too little behaviour to evaluate anything else.
     """
-    from ml import tracking
-
-    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
-    version = tracking.alias_version(client, tracking.CHAMPION)
     if version is None:
         config = pipeline_config(settings)
         fallback = RankingPipeline(config, FALLBACK_PIPELINE).fit_sources(snapshot)
@@ -135,10 +147,23 @@ def registered_pipeline(
 
 
 def score_users(settings: Settings, user_ids: list[str] | None = None) -> ScoredLists:
-    """Rank ``user_ids`` (every known user when None) and the cold-start lists."""
+    """Rank ``user_ids`` (every known user when None) and the cold-start lists.
+
+    Scoring everyone fits the champion's pipeline on the newest marts and saves it as the
+    serving state; scoring some users reuses that state while it is current (see
+    orchestration.serving.state), so a refresh costs what its users cost.
+    """
+    champion = champion_version(settings)
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        if user_ids is not None:
+            state = load_state(settings, champion, connection)
+            if state is not None:
+                behaviour = read_user_behaviour(connection, user_ids)
+                return _score_with_state(settings, state, behaviour)
         snapshot = read_snapshot(connection)
-    pipeline, version = champion_pipeline(settings, snapshot)
+        catalog = catalog_stamp(connection)
+    pipeline, version = champion_pipeline(settings, snapshot, champion)
+    save_state(settings, ServingState(champion, version, catalog, pipeline))
     behaviour = read_behaviour(snapshot, user_ids)
     generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     ranked, candidates = pipeline.recommend_with_candidates(behaviour, settings.serving_candidates)
@@ -167,6 +192,24 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
         related=related,
         candidates=_stamped(candidates, version, generated_at),
         titles=titles,
+    )
+
+
+def _score_with_state(settings: Settings, state: ServingState, behaviour: Behaviour) -> ScoredLists:
+    """Lists for the behaviour's users from the saved pipeline; the trending list is the one
+    the state's pipeline gives (as last published); context trending and related items stay."""
+    generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    pipeline, version = state.pipeline, state.label
+    ranked, candidates = pipeline.recommend_with_candidates(behaviour, settings.serving_candidates)
+    lists = _stamped(ranked, version, generated_at)
+    popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
+    logger.info("scored %d users with %s (serving state)", len(behaviour.users), version)
+    return ScoredLists(
+        lists=lists,
+        trending=popular,
+        model_version=version,
+        fallback_users=int(len(behaviour.users) - lists[USER_ID].nunique()),
+        candidates=_stamped(candidates, version, generated_at),
     )
 
 

@@ -53,6 +53,38 @@ def read_behaviour(snapshot: Snapshot, user_ids: list[str] | None = None) -> Beh
     return Behaviour(events[events[USER_ID].isin(chosen)], users=chosen.to_numpy(dtype=object))
 
 
+def read_user_behaviour(connection: duckdb.DuckDBPyConnection, user_ids: list[str]) -> Behaviour:
+    """The events of ``user_ids`` straight from the marts: what a refresh reads instead of a
+    whole snapshot, so its cost follows the users a batch touched."""
+    chosen = pd.DataFrame({USER_ID: pd.Series(user_ids, dtype=str)})
+    connection.register("behaviour_users", chosen)
+    try:
+        events = connection.sql(
+            f"select {EVENT_COLUMNS} from marts.interactions "
+            "where user_id in (select user_id from behaviour_users) order by occurred_at, event_id"
+        ).df()
+    finally:
+        connection.unregister("behaviour_users")
+    return Behaviour(events, users=chosen[USER_ID].to_numpy(dtype=object))
+
+
+def catalog_stamp(connection: duckdb.DuckDBPyConnection) -> str:
+    """A fingerprint of the catalog ranking sees: item ids, availability and which items have a
+    text vector under which content hash. Equal stamps: nothing a fitted pipeline knows of the
+    catalog has changed."""
+    (items,) = connection.execute(
+        "select coalesce(md5(string_agg(item_id || ':' || coalesce(available::varchar, '?'), "
+        "',' order by item_id)), '') from marts.items"
+    ).fetchall()[0]
+    vectors = ""
+    if _has_table(connection, "ml", "item_embeddings"):
+        (vectors,) = connection.execute(
+            "select coalesce(md5(string_agg(item_id || ':' || content_hash, ',' order by item_id)),"
+            " '') from ml.item_embeddings"
+        ).fetchall()[0]
+    return f"{items}/{vectors}"
+
+
 def load_snapshot(settings: Settings) -> Snapshot:
     """read_snapshot over a short-lived read-only connection."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:

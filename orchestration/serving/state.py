@@ -1,0 +1,101 @@
+"""The serving state: the champion's pipeline as the last full scoring fitted it, kept on disk.
+
+A refresh ranks only the users a batch touched. Reloading the model from MLflow, reading every
+event and refitting every candidate source costs what the whole history costs, so every full
+scoring (a build's publish, the nightly schedule, a champion change) saves its fitted pipeline
+here, and a refresh reuses it with the touched users' newest events, read by user from the
+marts. Their lists follow their fresh behaviour; item statistics (popularity, co-visitation, the
+item-kNN and EASE matrices) stay as the last full scoring counted them until the next one.
+
+The state is used only while it describes what serving would fit now: the same registered
+version is champion and the catalog (items, availability, text vectors) is unchanged. Anything
+else (a promotion, new or withdrawn items, new vectors) sends the refresh down the full path,
+which saves a new state. Saving is atomic (a temporary file renamed over the old one); a state
+that cannot be read is ignored with a warning, never trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from ml.pipeline.pipeline import RankingPipeline
+from orchestration.settings import Settings
+from orchestration.warehouse.reads import catalog_stamp
+
+logger = logging.getLogger("freshrank.serving_state")
+
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """A fitted pipeline with what it was fitted for."""
+
+    champion: str | None  # the registered version it serves; None: no champion (popularity)
+    label: str  # the model_version its rows carry
+    catalog: str  # catalog_stamp of the marts it was fitted on
+    pipeline: RankingPipeline
+
+
+def state_path(settings: Settings) -> Path:
+    return settings.home / "cache" / "serving" / "pipeline.pkl"
+
+
+def save_state(settings: Settings, state: ServingState) -> Path:
+    """Write the state atomically; returns its path."""
+    path = state_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as handle:
+            pickle.dump((STATE_FORMAT, state), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+# A warm process (`freshrank refresh --watch`) keeps the last state it read: (path, mtime, state).
+_memo: tuple[Path, float, ServingState] | None = None
+
+
+def load_state(
+    settings: Settings, champion: str | None, connection: duckdb.DuckDBPyConnection
+) -> ServingState | None:
+    """The saved state if it serves ``champion`` on the warehouse's current catalog, else None
+    (and why, in the log)."""
+    global _memo
+    path = state_path(settings)
+    try:
+        modified = path.stat().st_mtime
+    except FileNotFoundError:
+        logger.info("no serving state yet: the refresh fits the pipeline on every event")
+        return None
+    if _memo is not None and _memo[0] == path and _memo[1] == modified:
+        state = _memo[2]
+    else:
+        try:
+            with path.open("rb") as handle:
+                version, state = pickle.load(handle)
+        except Exception as error:  # a torn, foreign or outdated file: refit instead
+            logger.warning("serving state %s is unreadable (%s): refitting", path, error)
+            return None
+        if version != STATE_FORMAT or not isinstance(state, ServingState):
+            logger.warning("serving state %s has another format: refitting", path)
+            return None
+        _memo = (path, modified, state)
+    if state.champion != champion:
+        logger.info(
+            "serving state was fitted for champion %s, now %s: refitting", state.champion, champion
+        )
+        return None
+    if state.catalog != catalog_stamp(connection):
+        logger.info("the catalog or its text vectors changed since the serving state: refitting")
+        return None
+    return state

@@ -1,0 +1,140 @@
+"""The serving state: reused only while it serves the same champion on the same catalog, and a
+refresh that reuses it ranks exactly as a refit would."""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+import pytest
+
+from ml.pipeline.backtest import FALLBACK_PIPELINE
+from ml.pipeline.pipeline import RankingPipeline
+from orchestration.serving import scoring
+from orchestration.serving.state import ServingState, load_state, save_state, state_path
+from orchestration.settings import Settings
+from orchestration.warehouse.reads import catalog_stamp, read_snapshot, read_user_behaviour
+
+EVENTS = [
+    ("u1", "a", "view", "2026-03-01 10:00"),
+    ("u1", "b", "click", "2026-03-01 10:05"),
+    ("u2", "a", "view", "2026-03-01 11:00"),
+    ("u2", "c", "purchase", "2026-03-01 11:10"),
+    ("u3", "b", "view", "2026-03-02 09:00"),
+    ("u3", "c", "view", "2026-03-02 09:01"),
+    ("u4", "a", "view", "2026-03-02 12:00"),
+]
+WEIGHTS = {"view": 1.0, "click": 2.0, "purchase": 5.0}
+
+
+def write_warehouse(settings: Settings, available: dict[str, bool]) -> None:
+    events = pd.DataFrame(EVENTS, columns=["user_id", "item_id", "event_type", "occurred_at"])
+    events["occurred_at"] = pd.to_datetime(events["occurred_at"])
+    events["weight"] = events["event_type"].map(WEIGHTS)
+    events["event_id"] = range(len(events))
+    items = pd.DataFrame(
+        {
+            "item_id": list(available),
+            "title": [name.upper() for name in available],
+            "available": list(available.values()),
+            "created_at": pd.Timestamp("2026-01-01"),
+        }
+    )
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute("create schema if not exists marts")
+        connection.register("event_rows", events)
+        connection.register("item_rows", items)
+        connection.execute(
+            "create or replace table marts.interactions as select user_id, item_id, event_type, "
+            "weight, occurred_at, cast(null as double) as value, cast(null as varchar) as context, "
+            "event_id from event_rows"
+        )
+        connection.execute("create or replace table marts.items as select * from item_rows")
+
+
+def fitted_state(settings: Settings, champion: str | None) -> ServingState:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        snapshot = read_snapshot(connection)
+        catalog = catalog_stamp(connection)
+    pipeline = RankingPipeline(ordering=FALLBACK_PIPELINE).fit_sources(snapshot)
+    return ServingState(champion, "popularity", catalog, pipeline)
+
+
+def load(settings: Settings, champion: str | None) -> ServingState | None:
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        return load_state(settings, champion, connection)
+
+
+@pytest.fixture
+def warehouse(settings: Settings) -> Settings:
+    write_warehouse(settings, {"a": True, "b": True, "c": True, "d": True})
+    return settings
+
+
+def test_a_saved_state_is_reused_for_the_same_champion_and_catalog(warehouse: Settings) -> None:
+    save_state(warehouse, fitted_state(warehouse, "3"))
+    state = load(warehouse, "3")
+    assert state is not None and state.champion == "3" and state.label == "popularity"
+
+
+def test_another_champion_or_no_state_means_a_refit(warehouse: Settings) -> None:
+    assert load(warehouse, "3") is None  # nothing saved yet
+    save_state(warehouse, fitted_state(warehouse, "3"))
+    assert load(warehouse, "4") is None
+    assert load(warehouse, None) is None
+
+
+@pytest.mark.parametrize(
+    "catalog",
+    [
+        {"a": True, "b": True, "c": True, "d": False},  # an item withdrawn
+        {"a": True, "b": True, "c": True, "d": True, "e": True},  # a new item
+    ],
+)
+def test_a_changed_catalog_means_a_refit(warehouse: Settings, catalog: dict) -> None:
+    save_state(warehouse, fitted_state(warehouse, "3"))
+    write_warehouse(warehouse, catalog)
+    assert load(warehouse, "3") is None
+
+
+def test_new_text_vectors_mean_a_refit(warehouse: Settings) -> None:
+    save_state(warehouse, fitted_state(warehouse, "3"))
+    with duckdb.connect(str(warehouse.warehouse_path)) as connection:
+        connection.execute("create schema if not exists ml")
+        connection.execute(
+            "create table ml.item_embeddings as select 'a' as item_id, 'h1' as content_hash"
+        )
+    assert load(warehouse, "3") is None
+
+
+def test_an_unreadable_state_is_ignored(warehouse: Settings) -> None:
+    path = state_path(warehouse)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a pickle")
+    assert load(warehouse, "3") is None
+
+
+def test_a_refresh_from_the_state_ranks_as_a_refit_would(
+    warehouse: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring everyone saves the state; scoring some users then reuses it with their newest
+    events read by user, and gives the lists a full refit gives."""
+    # No champion yet: popularity serves (the registry is not what this test is about).
+    monkeypatch.setattr(scoring, "champion_version", lambda _settings: None)
+    everyone = scoring.score_users(warehouse)
+    assert state_path(warehouse).exists()
+    refreshed = scoring.score_users(warehouse, ["u1", "u3", "new"])
+    columns = ["user_id", "rank", "item_id", "score", "reason"]
+    known = refreshed.lists[refreshed.lists["user_id"].isin(["u1", "u3"])][columns]
+    expected = everyone.lists[everyone.lists["user_id"].isin(["u1", "u3"])][columns]
+    assert set(refreshed.lists["user_id"]) == {"u1", "u3", "new"}
+    pd.testing.assert_frame_equal(known.reset_index(drop=True), expected.reset_index(drop=True))
+    state_path(warehouse).unlink()
+    refit = scoring.score_users(warehouse, ["u1", "u3", "new"])
+    pd.testing.assert_frame_equal(refreshed.lists[columns], refit.lists[columns])
+
+
+def test_behaviour_is_read_by_user(warehouse: Settings) -> None:
+    with duckdb.connect(str(warehouse.warehouse_path), read_only=True) as connection:
+        behaviour = read_user_behaviour(connection, ["u2", "nobody"])
+    assert sorted(behaviour.events["item_id"]) == ["a", "c"]
+    assert list(behaviour.users) == ["nobody", "u2"]
