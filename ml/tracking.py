@@ -154,20 +154,9 @@ def log_backtest_run(
         if not result.importance.empty:
             mlflow.log_text(result.importance.to_csv(), "ranker/feature_importance.csv")
             mlflow.log_figure(_importance_plot(result), "plots/feature_importance.png")
-        with tempfile.TemporaryDirectory() as folder:
-            pipeline_path = Path(folder) / PIPELINE_FILE
-            with pipeline_path.open("wb") as handle:
-                pickle.dump(result.pipeline, handle)
-            mlflow.pyfunc.log_model(
-                name="model",
-                python_model=_pyfunc_model(),
-                artifacts={"pipeline": str(pipeline_path)},
-                pip_requirements=_requirements(),
-            )
+        _log_pipeline_model(result.pipeline)
         run_id = run.info.run_id
-    registered = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL)
-    version = str(registered.version)
-    client.set_model_version_tag(REGISTERED_MODEL, version, PIPELINE_TAG, result.winner)
+    version = _register(client, run_id, result.winner)
     client.set_model_version_tag(
         REGISTERED_MODEL, version, GATE_METRIC, f"{result.mean_ndcg(result.winner):.6f}"
     )
@@ -183,6 +172,68 @@ def log_backtest_run(
     return TrackedRun(
         run_id=run_id, version=version, url_hint=f"experiment {EXPERIMENT}, run {run_id}"
     )
+
+
+def register_pipeline(
+    pipeline: RankingPipeline,
+    tracking_uri: str,
+    artifact_location: str,
+    run_name: str,
+    experiment: str,
+    alias: str | None = CHALLENGER,
+) -> str:
+    """Log and register an already fitted pipeline as a new version (no backtests); its number.
+
+    For pipelines made outside a training run, e.g. a baseline ordering of the champion's
+    fitted sources to test against it online. The run goes to MLflow experiment
+    ``experiment``: not EXPERIMENT, whose newest run `latest_evaluation` reads as a backtest.
+    The version gets ``alias`` (None: none).
+    """
+    import mlflow
+
+    client = configure(tracking_uri, artifact_location)
+    experiment_id = experiment_named(client, experiment, artifact_location)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_param("pipeline", pipeline.ordering)
+        _log_pipeline_model(pipeline)
+    version = _register(client, run.info.run_id, pipeline.ordering)
+    if alias is not None:
+        client.set_registered_model_alias(REGISTERED_MODEL, alias, version)
+    return version
+
+
+def experiment_named(client: Any, name: str, artifact_location: str) -> str:
+    """The id of MLflow experiment ``name``, created (with the artifact location) if missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_location)
+
+
+def _log_pipeline_model(pipeline: RankingPipeline) -> None:
+    """Log the fitted pipeline as the active run's pyfunc `model`."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as folder:
+        pipeline_path = Path(folder) / PIPELINE_FILE
+        with pipeline_path.open("wb") as handle:
+            pickle.dump(pipeline, handle)
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=_pyfunc_model(),
+            artifacts={"pipeline": str(pipeline_path)},
+            pip_requirements=_requirements(),
+        )
+
+
+def _register(client: Any, run_id: str, pipeline_name: str) -> str:
+    """Register a run's `model` as a new version tagged with its pipeline's name; its number."""
+    import mlflow
+
+    registered = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL)
+    version = str(registered.version)
+    client.set_model_version_tag(REGISTERED_MODEL, version, PIPELINE_TAG, pipeline_name)
+    return version
 
 
 def _requirements() -> list[str]:

@@ -86,10 +86,14 @@ def attribute(exposures: pd.DataFrame, events: pd.DataFrame, window: pd.Timedelt
     columns = [EXPOSURE_ID, ITEM_ID, "shown", "engaged", "converted"]
     if exposures.empty or events.empty:
         return pd.DataFrame(columns=columns)
-    served = exposures[[USER_ID, SERVED_AT, EXPOSURE_ID]].astype({USER_ID: str})
+    # merge_asof needs both clocks in one resolution (the serving store and DuckDB differ).
+    served = exposures[[USER_ID, SERVED_AT, EXPOSURE_ID]].astype(
+        {USER_ID: str, SERVED_AT: "datetime64[ns]"}
+    )
     served = served.sort_values(SERVED_AT, kind="stable")
     happened = events[events[USER_ID].astype(str).isin(set(served[USER_ID]))]
-    happened = happened.astype({USER_ID: str, ITEM_ID: str}).sort_values(OCCURRED_AT, kind="stable")
+    happened = happened.astype({USER_ID: str, ITEM_ID: str, OCCURRED_AT: "datetime64[ns]"})
+    happened = happened.sort_values(OCCURRED_AT, kind="stable")
     credited = pd.merge_asof(
         happened,
         served,

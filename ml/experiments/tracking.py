@@ -61,16 +61,11 @@ def log_results(
 ) -> str:
     """Log one analysis as an MLflow run; returns its run id."""
     import mlflow
-    from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    experiment = client.get_experiment_by_name(AB_TESTS)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else client.create_experiment(AB_TESTS, artifact_location=artifact_location)
-    )
+    from ml import tracking
+
+    client = tracking.configure(tracking_uri, artifact_location)
+    experiment_id = tracking.experiment_named(client, AB_TESTS, artifact_location)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"ab-{design.name}") as run:
         mlflow.log_params(
             {
