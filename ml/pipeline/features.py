@@ -45,16 +45,10 @@ def add_source_ranks(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFr
 
 def item_features(snapshot: Snapshot, items: pd.Series) -> pd.DataFrame:
     """Age in days since an item's first positive event (or created_at), and whether it is new."""
-    positive = snapshot.positive
-    first_seen = positive.groupby(ITEM_ID)[OCCURRED_AT].min()
+    first_seen = snapshot.first_seen
     first = first_seen.reindex(items.to_numpy())
-    if "created_at" in snapshot.items:
-        created = pd.to_datetime(
-            snapshot.items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)["created_at"],
-            errors="coerce",
-            utc=True,
-        ).dt.tz_localize(None)
-        first = first.fillna(created.reindex(items.to_numpy()))
+    if snapshot.created is not None:
+        first = first.fillna(snapshot.created.reindex(items.to_numpy()))
     age_days = (snapshot.as_of - first) / pd.Timedelta(days=1)
     return pd.DataFrame(
         {

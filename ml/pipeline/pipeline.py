@@ -376,25 +376,31 @@ class RankingPipeline:
             self.config.history_length
         )
         pairs = lists[[USER_ID, ITEM_ID]].reset_index(drop=True)
-        new_items = ~pairs[ITEM_ID].isin(set(self.snapshot.positive[ITEM_ID]))
-        because = pd.Series([None] * len(pairs), dtype=object)
+        new_items = ~pairs[ITEM_ID].isin(self.snapshot.first_seen.index).to_numpy()
+        because = np.full(len(pairs), None, dtype=object)
         covisitation = self.sources.get("covisitation")
         if isinstance(covisitation, CoVisitationSource) and not recent.empty:
-            contributions = covisitation.contributions(recent)
+            contributions = covisitation.contributions(recent, pd.unique(pairs[ITEM_ID]))
             best = contributions.sort_values("covisitation_all", ascending=False, kind="stable")
             best = best.drop_duplicates([USER_ID, ITEM_ID]).set_index([USER_ID, ITEM_ID])
-            because = pd.Series(
-                best["source_item_id"].reindex(pd.MultiIndex.from_frame(pairs)).to_numpy(),
-                dtype=object,
-            )
+            because = best["source_item_id"].reindex(pd.MultiIndex.from_frame(pairs)).to_numpy()
         similar, cosine = _most_similar_recent(self.sources.get("text"), pairs, recent)
-        for row in range(len(pairs)):
-            if new_items.iloc[row] and similar[row] is not None:
-                reasons[row] = REASON_NEW.format(title=display_title(similar[row], titles))
-            elif isinstance(because.iloc[row], str):
-                reasons[row] = REASON_BECAUSE.format(title=display_title(because.iloc[row], titles))
-            elif similar[row] is not None and cosine[row] >= SIMILAR_REASON_MIN_COSINE:
-                reasons[row] = REASON_SIMILAR.format(title=display_title(similar[row], titles))
+        similar = np.asarray(similar, dtype=object)
+        has_similar = np.array([item is not None for item in similar], dtype=bool)
+        has_because = np.array([isinstance(item, str) for item in because], dtype=bool)
+        # First rule that applies wins: new item, then co-visited, then similar enough by text.
+        new_reason = new_items & has_similar
+        because_reason = ~new_reason & has_because
+        similar_reason = (
+            ~new_reason & ~because_reason & has_similar & (cosine >= SIMILAR_REASON_MIN_COSINE)
+        )
+        for chosen, template, named in (
+            (new_reason, REASON_NEW, similar),
+            (because_reason, REASON_BECAUSE, because),
+            (similar_reason, REASON_SIMILAR, similar),
+        ):
+            for row in np.flatnonzero(chosen):
+                reasons[row] = template.format(title=display_title(named[row], titles))
         return reasons
 
     # --- related items ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ refreshing system knows a user's latest clicks before it retrains anything).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -101,9 +102,25 @@ class Snapshot:
         flags = self.items[AVAILABLE].astype("boolean").fillna(True).to_numpy(dtype=bool)
         return frozenset(self.items.loc[~flags, ITEM_ID])
 
-    @property
+    @cached_property
     def titles(self) -> pd.Series:
         return self.items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)[TITLE]
+
+    # Cached: ranking asks for these once per block of users and per reason, and each is a pass
+    # over every event. A snapshot is never changed after it is made.
+    @cached_property
+    def first_seen(self) -> pd.Series:
+        """Each interacted item's first positive event time (items nobody touched are absent)."""
+        return self.positive.groupby(ITEM_ID)[OCCURRED_AT].min()
+
+    @cached_property
+    def created(self) -> pd.Series | None:
+        """Each catalog item's creation time as naive UTC (NaT where unknown); None without the
+        column."""
+        if CREATED_AT not in self.items:
+            return None
+        created = self.items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)[CREATED_AT]
+        return pd.to_datetime(created, errors="coerce", utc=True).dt.tz_localize(None)
 
     def before(self, cut: pd.Timestamp) -> Snapshot:
         """The snapshot as it stood at ``cut``: events before it, pairs from before its date,

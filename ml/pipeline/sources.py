@@ -279,9 +279,13 @@ class CoVisitationSource(CandidateSource):
         self.related = related[keep].reset_index(drop=True)
         return self
 
-    def contributions(self, recent: pd.DataFrame) -> pd.DataFrame:
-        """(user_id, source item, item_id, and each measure) per recent item and related item."""
-        joined = recent[[USER_ID, ITEM_ID, RECENCY]].merge(self.related, on=ITEM_ID)
+    def contributions(self, recent: pd.DataFrame, items: np.ndarray | None = None) -> pd.DataFrame:
+        """(user_id, source item, item_id, and each measure) per recent item and related item;
+        only related items among ``items`` when given (what a list's reasons need)."""
+        related = self.related
+        if items is not None:
+            related = related[related["related_item_id"].isin(items)]
+        joined = recent[[USER_ID, ITEM_ID, RECENCY]].merge(related, on=ITEM_ID)
         weight = recency_weight(joined[RECENCY])
         return pd.DataFrame(
             {
