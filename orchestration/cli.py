@@ -159,11 +159,17 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
     show_default=True,
     help="Newest share of the sample that is streamed instead of built.",
 )
-def replay(batches: int, holdout: float) -> None:
+@click.option(
+    "--experiment",
+    is_flag=True,
+    help="Also run an A/B experiment on the held-out users: the champion against a popularity "
+    "ordering of it, exposures, attribution, verdict in MLflow and the Dagster UI.",
+)
+def replay(batches: int, holdout: float, experiment: bool) -> None:
     """Stream held-out MovieLens behaviour in batches: refreshed against stale lists."""
     from orchestration.replay import print_replay
 
-    print_replay(get_settings(), batches, holdout)
+    print_replay(get_settings(), batches, holdout, experiment)
 
 
 @main.command()

@@ -25,6 +25,12 @@ from ml.constants import ITEM_ID, RANK, TIMESTAMP, USER_ID
 from ml.datasets import movielens_sample
 from ml.evaluation.metrics import ndcg_at_k, recall_at_k
 from ml.evaluation.protocol import DEFAULT_REVEAL_FRACTION
+from orchestration.experiments.replay import (
+    expose,
+    finish_replay_experiment,
+    start_replay_experiment,
+)
+from orchestration.experiments.store import ExperimentStore
 from orchestration.features.embedding_store import TABLE as EMBEDDINGS_TABLE
 from orchestration.ingest.commands import ingest_files
 from orchestration.instance import run_job_in_process
@@ -156,8 +162,14 @@ def session_steps(
     return steps
 
 
-def run_replay(settings: Settings, batches: int = 5, holdout_fraction: float = 0.1) -> pd.DataFrame:
-    """Stream the newest ``holdout_fraction`` of the sample in ``batches``; compare the lists."""
+def run_replay(
+    settings: Settings, batches: int = 5, holdout_fraction: float = 0.1, experiment: bool = False
+) -> pd.DataFrame:
+    """Stream the newest ``holdout_fraction`` of the sample in ``batches``; compare the lists.
+
+    With ``experiment``, an A/B experiment runs on the held-out users as well
+    (orchestration/experiments/replay.py).
+    """
     home = settings.home / "replay"
     shutil.rmtree(home, ignore_errors=True)
     items, events = movielens_sample()
@@ -183,6 +195,9 @@ def run_replay(settings: Settings, batches: int = 5, holdout_fraction: float = 0
             raise click.ClickException("the replay's initial build failed")
         store = ServingStore(replay.serving_url)
         stale_lists, stale_trending = store.all_lists(), store.trending()
+        experiments = ExperimentStore(store.engine) if experiment else None
+        if experiments is not None:
+            start_replay_experiment(replay, experiments)
         history_users = set(history[USER_ID])
         consumed = set(zip(history[USER_ID], history[ITEM_ID], strict=True))
         for number, (landed, evaluated) in enumerate(session_steps(stream, batches), start=1):
@@ -224,11 +239,16 @@ def run_replay(settings: Settings, batches: int = 5, holdout_fraction: float = 0
                     }
                 )
             consumed.update(zip(evaluated[USER_ID], evaluated[ITEM_ID], strict=True))
+            if experiments is not None:
+                exposed = expose(experiments, store, evaluated, k)
+                click.echo(f"  step {number}: {exposed} enrolled users served and logged")
             click.echo(
                 f"  step {number}: landed {len(landed)} events, refreshed in {latency:.1f} s "
                 f"({'ok' if result.success else 'FAILED'}); scored {len(users)} users on their "
                 f"next {len(truth)} items"
             )
+        if experiments is not None:
+            finish_replay_experiment(replay, evaluated, inputs)
         store.dispose()
     return pd.DataFrame(rows)
 
@@ -256,9 +276,11 @@ def summarise(report: pd.DataFrame) -> pd.DataFrame:
     return summary
 
 
-def print_replay(settings: Settings, batches: int, holdout_fraction: float) -> pd.DataFrame:
+def print_replay(
+    settings: Settings, batches: int, holdout_fraction: float, experiment: bool = False
+) -> pd.DataFrame:
     """Run the replay and print the per-batch report and the summary."""
-    report = run_replay(settings, batches, holdout_fraction)
+    report = run_replay(settings, batches, holdout_fraction, experiment)
     click.echo(
         "\nreplay, per step (lists scored after the step's refresh, on how sessions continued):"
     )

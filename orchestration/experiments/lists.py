@@ -86,6 +86,8 @@ def variant_lists(
         if variant.name in reusable:
             part = staged.lists[staged.lists[USER_ID].isin(members)]
             rescored[variant.name] = "reused"
+        elif not members:
+            part, rescored[variant.name] = staged.lists.iloc[:0], "no users"
         else:
             pipeline, label = registered_pipeline(settings, variant.version, snapshot)
             part = pipeline.recommend(read_behaviour(snapshot, members)).assign(
