@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -180,7 +180,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         response_model=RecommendationList,
         dependencies=[Depends(access.reader)],
     )
-    def recommendations(
+    async def recommendations(
         user_id: Annotated[str, PathParameter(description="The user, as text: '007' is not '7'.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
         context: Annotated[
@@ -192,7 +192,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
                 "user without one.",
             ),
         ] = None,
-    ) -> RecommendationList:
+    ) -> Response:
         """A user's published list; for a user without one, trending for their context.
 
         `context` is the value of the configured context field (FRESHRANK_CONTEXT_KEY, default
@@ -201,7 +201,22 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         else the global trending list. While an experiment runs, an enrolled user gets their
         variant's list, the response names the `experiment` and `variant`, and the served list
         is logged as an exposure. With pseudonymisation on, the id is hashed before any lookup.
+
+        Request-time personalisation: events posted to POST /events (or loaded by an ingest)
+        since the user's list was published apply at once, from precomputed rows (no model
+        runs): items the user consumed leave the list (any event but an impression, by the
+        ranking rules; purchases unless re-buyable), clicks without conversion and ignored
+        impressions are demoted as the rules say, and items related to what they just did
+        (co-visited, then text neighbours) move up with the reason "because you just viewed
+        X". The pool is the user's 50 best-scored candidates (FRESHRANK_SERVING_CANDIDATES)
+        plus those related items; a user without a list gets the related items of what they
+        did, then trending. `personalised` says whether events were applied and
+        `fresh_events` how many (the newest FRESHRANK_RECENT_EVENTS_PER_USER per user). Limits:
+        the related items of the newest 10 items acted on count; an item no full build has
+        published related items for promotes nothing; nothing is written back, the next
+        publish folds the events into the list itself.
         """
+        # A few indexed rows: read on the event loop rather than handed to a worker thread.
         given_id = user_id
         if pseudonymiser is not None:
             user_id = pseudonymiser.pseudonym(user_id)
@@ -225,7 +240,8 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         if assigned is not None:
             exposed = pd.DataFrame(served.items).assign(model_version=served.model_version)
             experiments.log_exposure(assigned, user_id, exposed)
-        return _list_response(given_id, served, assigned)
+        payload = _list_response(given_id, served, assigned)
+        return Response(payload.model_dump_json(), media_type="application/json")
 
     @app.get(
         "/items/{item_id}/similar",

@@ -128,6 +128,39 @@ recent_events_table = sa.Table(
 )
 
 
+def _ranked_query(table: sa.Table, *keys: str) -> sa.Select:
+    """A ranked table's rows whose ``keys`` equal bound values, best first."""
+    return (
+        sa.select(table)
+        .where(*(table.c[key] == sa.bindparam(key) for key in keys))
+        .order_by(table.c[RANK])
+    )
+
+
+# The reads of every request, built once: building a statement costs more than running it.
+_LIST_QUERY = _ranked_query(recommendations_table, USER_ID)
+_CANDIDATES_QUERY = _ranked_query(candidates_table, USER_ID)
+_TRENDING_QUERY = _ranked_query(trending_table)
+_CONTEXT_TRENDING_QUERY = _ranked_query(context_trending_table, CONTEXT_KEY, CONTEXT_VALUE)
+_RELATED_QUERY = _ranked_query(related_table, ITEM_ID)
+_RELATED_OF_ITEMS_QUERY = (
+    sa.select(related_table)
+    .where(
+        related_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True)),
+        related_table.c[RANK] <= sa.bindparam("per_item"),
+    )
+    .order_by(related_table.c[ITEM_ID], related_table.c[RANK])
+)
+_TITLES_QUERY = sa.select(titles_table.c[ITEM_ID], titles_table.c[TITLE]).where(
+    titles_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True))
+)
+_RECENT_EVENTS_QUERY = (
+    sa.select(*(recent_events_table.c[column] for column in RECENT_EVENT_COLUMNS))
+    .where(recent_events_table.c[USER_ID] == sa.bindparam(USER_ID))
+    .order_by(recent_events_table.c["id"])
+)
+
+
 def _enable_sqlite_wal(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -290,76 +323,51 @@ class ServingStore:
 
     def list_rows(self, user_id: str, k: int | None = None) -> list[dict[str, Any]]:
         """recommendations() as plain dicts."""
-        table = recommendations_table
-        return self._ranked_rows(table, k, table.c[USER_ID] == str(user_id))
+        return self._rows(_LIST_QUERY, {USER_ID: str(user_id)})[:k]
 
     def trending_rows(self, k: int | None = None) -> list[dict[str, Any]]:
         """trending() as plain dicts."""
-        return self._ranked_rows(trending_table, k)
+        return self._rows(_TRENDING_QUERY, {})[:k]
 
     def context_trending_rows(
         self, context_key: str, context_value: str, k: int | None = None
     ) -> list[dict[str, Any]]:
         """context_trending() as plain dicts."""
-        table = context_trending_table
-        return self._ranked_rows(
-            table,
-            k,
-            table.c[CONTEXT_KEY] == str(context_key),
-            table.c[CONTEXT_VALUE] == str(context_value),
-        )
+        values = {CONTEXT_KEY: str(context_key), CONTEXT_VALUE: str(context_value)}
+        return self._rows(_CONTEXT_TRENDING_QUERY, values)[:k]
 
     def related_rows(self, item_id: str, k: int | None = None) -> list[dict[str, Any]]:
         """related() as plain dicts."""
-        table = related_table
-        return self._ranked_rows(table, k, table.c[ITEM_ID] == str(item_id))
+        return self._rows(_RELATED_QUERY, {ITEM_ID: str(item_id)})[:k]
 
     def candidate_rows(self, user_id: str) -> list[dict[str, Any]]:
         """One user's published candidates, best first (empty when the user has none)."""
-        table = candidates_table
-        return self._ranked_rows(table, None, table.c[USER_ID] == str(user_id))
+        return self._rows(_CANDIDATES_QUERY, {USER_ID: str(user_id)})
 
     def personalisation_inputs(
         self, user_id: str, item_ids: list[str], related_per_item: int
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
         """(the user's candidates, the related items of ``item_ids``, their titles), read in
         one connection: what re-ranking a user's list for their recent events needs."""
-        candidates = candidates_table
-        related = related_table
-        titles = titles_table
         wanted = sorted(set(map(str, item_ids)))
         with self.engine.connect() as connection:
-            candidate_rows = [
-                dict(row)
-                for row in connection.execute(
-                    sa.select(candidates)
-                    .where(candidates.c[USER_ID] == str(user_id))
-                    .order_by(candidates.c[RANK])
-                ).mappings()
-            ]
-            related_rows = [
-                dict(row)
-                for row in connection.execute(
-                    sa.select(related)
-                    .where(related.c[ITEM_ID].in_(wanted), related.c[RANK] <= related_per_item)
-                    .order_by(related.c[ITEM_ID], related.c[RANK])
-                ).mappings()
-            ]
-            found = connection.execute(
-                sa.select(titles.c[ITEM_ID], titles.c[TITLE]).where(titles.c[ITEM_ID].in_(wanted))
-            ).all()
+            candidates = connection.execute(_CANDIDATES_QUERY, {USER_ID: str(user_id)})
+            related = connection.execute(
+                _RELATED_OF_ITEMS_QUERY, {"items": wanted, "per_item": related_per_item}
+            )
+            candidate_rows = [dict(row) for row in candidates.mappings()]
+            related_rows = [dict(row) for row in related.mappings()]
+            found = connection.execute(_TITLES_QUERY, {"items": wanted}).all()
         return candidate_rows, related_rows, dict(found)
+
+    def _rows(self, query: sa.Select, values: dict[str, object]) -> list[dict[str, Any]]:
+        """A prebuilt query's rows as dicts."""
+        with self.engine.connect() as connection:
+            return [dict(row) for row in connection.execute(query, values).mappings()]
 
     def recent_events(self, user_id: str) -> list[dict[str, Any]]:
         """The user's recent events not yet reflected by a publish, in the order received."""
-        table = recent_events_table
-        query = (
-            sa.select(*(table.c[column] for column in RECENT_EVENT_COLUMNS))
-            .where(table.c[USER_ID] == str(user_id))
-            .order_by(table.c["id"])
-        )
-        with self.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(query).mappings()]
+        return self._rows(_RECENT_EVENTS_QUERY, {USER_ID: str(user_id)})
 
     def append_recent_events(self, events: list[dict[str, Any]], per_user: int) -> int:
         """Append events (RECENT_EVENT_COLUMNS; times naive UTC) and keep each of their users'
