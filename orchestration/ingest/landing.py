@@ -42,7 +42,13 @@ from ml.constants import (
     USER_ID,
     VALUE,
 )
-from orchestration.ingest.rules import SOURCE_ROW, CheckedRows, checked_rows, literal
+from orchestration.ingest.rules import (
+    SOURCE_ROW,
+    CheckedRows,
+    checked_rows,
+    literal,
+    user_texts,
+)
 from orchestration.ingest.sources import (
     SUPPORTED_EXTENSIONS,
     FileRejected,
@@ -312,7 +318,7 @@ def _load_rows(
     ):
         # Read whole before the transaction: an unreadable file is rejected with nothing begun.
         rows_read = count_rows(con, source, delivery.name)
-        checked = _checked(delivery.kind, source, settings, now)
+        checked = _checked(con, delivery.kind, source, settings, now)
         con.begin()
         try:
             # Again inside the transaction, so that two runs never both load the same bytes.
@@ -328,8 +334,15 @@ def _load_rows(
     return counts
 
 
-def _checked(kind: str, source: Source, settings: Settings | None, now: datetime) -> CheckedRows:
-    """The rule checks for one source; events take the configured types and future bound."""
+def _checked(
+    con: duckdb.DuckDBPyConnection,
+    kind: str,
+    source: Source,
+    settings: Settings | None,
+    now: datetime,
+) -> CheckedRows:
+    """The rule checks for one source; events take the configured types and future bound, and
+    their user ids are pseudonymised when configured."""
     if settings is None:
         return checked_rows(kind, source.view, source.columns)
     load_time = _naive_utc(now)
@@ -338,6 +351,9 @@ def _checked(kind: str, source: Source, settings: Settings | None, now: datetime
         f"{load_time.isoformat(timespec='seconds')} UTC"
     )
     pseudonymiser = settings.pseudonymiser
+    pseudonym = None
+    if pseudonymiser is not None:
+        pseudonym = pseudonymiser.lookup(con, user_texts(source.view, source.columns))
     return checked_rows(
         kind,
         source.view,
@@ -345,7 +361,7 @@ def _checked(kind: str, source: Source, settings: Settings | None, now: datetime
         allowed=tuple(settings.event_weights),
         latest=_latest_allowed(load_time, settings),
         too_late=too_late,
-        pseudonym=None if pseudonymiser is None else pseudonymiser.sql,
+        pseudonym=pseudonym,
     )
 
 
@@ -481,7 +497,7 @@ def _archive(delivery: _Delivery, settings: Settings) -> Path:
     ids, and the marts deduplicate them.)"""
     pseudonymiser = settings.pseudonymiser
     if pseudonymiser is not None and delivery.kind == "events":
-        rewrite_events_file(delivery.landed, pseudonym=pseudonymiser.sql)
+        rewrite_events_file(delivery.landed, pseudonymiser=pseudonymiser)
     return _move(
         delivery.landed, settings.landing_dir / "archive" / delivery.kind, delivery.batch_id
     )
@@ -567,7 +583,7 @@ def _validate_frame(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     with _connect(None) as con:
         source = open_frame(con, frame)
-        checked = _checked(kind, source, settings, now)
+        checked = _checked(con, kind, source, settings, now)
         clean_columns = ", ".join(f"{sql} AS {name}" for name, sql in checked.clean.items())
         clean = con.execute(
             f"SELECT {clean_columns}, $file AS {SOURCE_FILE}, {SOURCE_ROW} "

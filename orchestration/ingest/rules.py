@@ -529,6 +529,13 @@ def _item_rules(cells: dict[str, Cell]) -> tuple[list[Rule], dict[str, str]]:
     return rules, values
 
 
+def user_texts(view: str, columns: dict[str, str]) -> str:
+    """SQL of every row's user id as the rules read it (stripped text, NULL when empty)."""
+    if USER_ID not in columns:
+        return "SELECT CAST(NULL AS VARCHAR)"
+    return f"SELECT {Cell.of(USER_ID, columns[USER_ID]).text()} FROM {view}"
+
+
 def _derived_event_id() -> str:
     """sha256 of user, item, type, time (ISO, microseconds) and value, as 32 hex digits: the
     same event delivered again without an id gets the same one (as in earlier releases)."""

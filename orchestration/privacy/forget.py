@@ -79,7 +79,7 @@ def forget_user(user_id: str, settings: Settings) -> ForgetReport:
             },
         )
         compact_warehouse(settings.warehouse_path)
-        file_rows, files_changed, unreadable = _forget_in_files(user_id, ids, settings)
+        file_rows, files_changed, unreadable = _forget_in_files(ids, settings)
     engine = sa.create_engine(settings.serving_url)
     try:
         serving_rows = delete_in_serving_store(
@@ -114,27 +114,16 @@ def _record_names_user(column: str, ids: list[str]) -> str:
     )
 
 
-def _forget_in_files(
-    user_id: str, ids: list[str], settings: Settings
-) -> tuple[int, int, list[str]]:
+def _forget_in_files(ids: list[str], settings: Settings) -> tuple[int, int, list[str]]:
     """Rewrite every kept events file without the user's rows: (rows removed, files changed,
-    unreadable files that contain the id's text, which are left for a person to handle)."""
-    pseudonymiser = settings.pseudonymiser
-    if pseudonymiser is None:
-        matches = f"IN ({', '.join(map(literal, ids))})"
-
-        def names_user(user: str, _moment: str) -> str:
-            return f"{user} {matches}"
-    else:
-        pseudonym = literal(pseudonymiser.pseudonym(user_id))
-
-        def names_user(user: str, _moment: str) -> str:
-            return f"{pseudonymiser.sql(user)} = {pseudonym}"
-
+    unreadable files that contain the id's text, which are left for a person to handle).
+    A row is the user's when its id is the id as given or the pseudonym: pseudonymising any
+    other text gives another pseudonym."""
+    matches = f"IN ({', '.join(map(literal, ids))})"
     rows, changed, unreadable = 0, 0, []
     for path in event_files(settings.landing_dir):
         try:
-            result = rewrite_events_file(path, drop=names_user)
+            result = rewrite_events_file(path, drop=lambda user, _moment: f"{user} {matches}")
         except FileRejected:
             content = path.read_bytes()
             if any(user.encode("utf-8") in content for user in ids):

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 
 from ml.constants import TIMESTAMP, USER_ID
-from orchestration.ingest.rules import SOURCE_ROW, Cell, identifier, literal
+from orchestration.ingest.rules import SOURCE_ROW, Cell, identifier, literal, user_texts
 from orchestration.ingest.sources import (
     JSON_LINES_EXTENSIONS,
     FileRejected,
@@ -29,6 +29,7 @@ from orchestration.ingest.sources import (
     opened_source,
     readable_path,
 )
+from orchestration.privacy.pseudonyms import Pseudonymiser
 
 logger = logging.getLogger("freshrank.privacy")
 
@@ -53,10 +54,10 @@ class Rewritten:
 def rewrite_events_file(
     path: Path,
     drop: RowFilter | None = None,
-    pseudonym: Callable[[str], str] | None = None,
+    pseudonymiser: Pseudonymiser | None = None,
 ) -> Rewritten:
-    """Rewrite an events file without the rows ``drop`` selects and, with ``pseudonym`` (SQL of
-    a text expression -> SQL of its pseudonym), with its user ids pseudonymised. The file is
+    """Rewrite an events file without the rows ``drop`` selects and, with a ``pseudonymiser``,
+    with its user ids pseudonymised. The file is
     left untouched when no row is dropped and nothing is pseudonymised. Raises FileRejected
     when the file cannot be read."""
     with (
@@ -72,6 +73,9 @@ def rewrite_events_file(
             for name in (USER_ID, TIMESTAMP)
         )
         dropped = "false" if drop is None else drop(user.text(), moment.time())
+        pseudonym = None
+        if pseudonymiser is not None:
+            pseudonym = pseudonymiser.lookup(con, user_texts(source.view, source.columns))
         projections = [
             _pseudonymised(name, user, pseudonym)
             if name == USER_ID and pseudonym is not None
@@ -83,7 +87,9 @@ def rewrite_events_file(
             f"WHERE NOT coalesce({dropped}, false) ORDER BY {SOURCE_ROW}"
         )
         try:
-            (rows_after,) = con.execute(f"SELECT count(*) FROM ({kept})").fetchall()[0]
+            # Without a filter only lines that are not records go: count what the view holds.
+            counted = source.view if drop is None else f"({kept})"
+            (rows_after,) = con.execute(f"SELECT count(*) FROM {counted}").fetchall()[0]
             result = Rewritten(path, rows_before, int(rows_after))
             if not (result.changed or pseudonym is not None):
                 return result
