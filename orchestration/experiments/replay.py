@@ -14,7 +14,7 @@ from __future__ import annotations
 import click
 import pandas as pd
 
-from ml.constants import TIMESTAMP, USER_ID
+from ml.constants import ITEM_ID, MODEL_VERSION, TIMESTAMP, USER_ID
 from ml.experiments.assignment import ExperimentDesign, Variant
 from ml.experiments.tracking import AB_TESTS
 from ml.pipeline.backtest import FALLBACK_PIPELINE
@@ -84,7 +84,9 @@ def expose(
         if lists.empty:
             continue
         served_at = pd.to_datetime(moment, unit="s") - pd.Timedelta(seconds=1)
-        experiments.log_exposure(assigned, str(user), lists, served_at=served_at)
+        experiments.log_exposure(
+            assigned, str(user), lists[ITEM_ID].tolist(), lists[MODEL_VERSION].iat[0], served_at
+        )
         logged += 1
     return logged
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -80,6 +81,18 @@ exposures_table = sa.Table(
     sa.Column(ITEMS, sa.Text, nullable=False),  # JSON array of item ids, best first
     sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
     sa.Column(SERVED_AT, sa.DateTime, nullable=False),  # naive UTC
+)
+
+
+# Built once and bound per read: building a statement costs more than running it.
+_INSERT_EXPOSURE = exposures_table.insert()
+_VARIANT_LIST_QUERY = (
+    sa.select(*(experiment_lists_table.c[column] for column in SERVING_COLUMNS))
+    .where(
+        experiment_lists_table.c[EXPERIMENT] == sa.bindparam(EXPERIMENT),
+        experiment_lists_table.c[USER_ID] == sa.bindparam(USER_ID),
+    )
+    .order_by(experiment_lists_table.c[RANK])
 )
 
 
@@ -250,37 +263,39 @@ class ExperimentStore:
         name = running.design.assign(user_id)
         return None if name is None else Assignment(running.name, running.design.variant(name))
 
-    def recommendations(self, assignment: Assignment, user_id: str, k: int) -> pd.DataFrame:
-        """An enrolled user's list from their variant's model (empty when it has none)."""
-        table = experiment_lists_table
-        query = (
-            sa.select(*(table.c[column] for column in SERVING_COLUMNS))
-            .where(table.c[EXPERIMENT] == assignment.experiment, table.c[USER_ID] == str(user_id))
-            .order_by(table.c[RANK])
-            .limit(k)
-        )
+    def list_rows(self, assignment: Assignment, user_id: str, k: int) -> list[dict[str, Any]]:
+        """An enrolled user's list from their variant's model, best first, as plain dicts."""
+        values = {EXPERIMENT: assignment.experiment, USER_ID: str(user_id)}
         with self.engine.connect() as connection:
-            return pd.DataFrame(connection.execute(query).all(), columns=list(SERVING_COLUMNS))
+            return [
+                dict(row) for row in connection.execute(_VARIANT_LIST_QUERY, values).mappings()
+            ][:k]
+
+    def recommendations(self, assignment: Assignment, user_id: str, k: int) -> pd.DataFrame:
+        """list_rows as a frame (empty when the user has no list)."""
+        return pd.DataFrame(self.list_rows(assignment, user_id, k), columns=list(SERVING_COLUMNS))
 
     def log_exposure(
         self,
         assignment: Assignment,
         user_id: str,
-        lists: pd.DataFrame,
+        item_ids: Sequence[str],
+        model_version: str,
         served_at: datetime | None = None,
     ) -> None:
-        """Record one served list: one insert."""
+        """Record one served list (its items best first): one insert, in the read path."""
+        row = {
+            EXPERIMENT: assignment.experiment,
+            VARIANT: assignment.variant.name,
+            USER_ID: str(user_id),
+            ITEMS: json.dumps([str(item) for item in item_ids]),
+            MODEL_VERSION: str(model_version),
+            SERVED_AT: datetime.now(UTC).replace(tzinfo=None)
+            if served_at is None
+            else naive_utc(served_at),
+        }
         with self.engine.begin() as connection:
-            connection.execute(
-                exposures_table.insert().values(
-                    experiment=assignment.experiment,
-                    variant=assignment.variant.name,
-                    user_id=str(user_id),
-                    items=json.dumps([str(item) for item in lists[ITEM_ID]]),
-                    model_version=str(lists[MODEL_VERSION].iloc[0]) if len(lists) else "",
-                    served_at=naive_utc(served_at or datetime.now(UTC)),
-                )
-            )
+            connection.execute(_INSERT_EXPOSURE, row)
 
     def exposures(self, name: str) -> pd.DataFrame:
         """An experiment's exposures, oldest first; ``items`` as lists of item ids."""

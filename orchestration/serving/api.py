@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
 from fastapi.responses import JSONResponse, Response
@@ -224,7 +223,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         if assigned is None:
             published = store.list_rows(user_id)
         else:
-            published = experiments.recommendations(assigned, user_id, k).to_dict("records")
+            published = experiments.list_rows(assigned, user_id, k)
         served = personaliser.serve(
             user_id, published, k, lambda: _new_user_rows(store, context_key, context, k)
         )
@@ -238,8 +237,8 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
                 detail = _NOTHING_PUBLISHED
             raise HTTPException(404, detail)
         if assigned is not None:
-            exposed = pd.DataFrame(served.items).assign(model_version=served.model_version)
-            experiments.log_exposure(assigned, user_id, exposed)
+            shown = [item[ITEM_ID] for item in served.items]
+            experiments.log_exposure(assigned, user_id, shown, served.model_version)
         payload = _list_response(given_id, served, assigned)
         return Response(payload.model_dump_json(), media_type="application/json")
 

@@ -85,7 +85,9 @@ def test_exposures_keep_who_saw_what_when(experiments) -> None:
     assignment = experiments.assigned("u1")
     served = experiments.recommendations(assignment, "u1", k=3)
     moment = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
-    experiments.log_exposure(assignment, "u1", served, served_at=moment)
+    experiments.log_exposure(
+        assignment, "u1", served["item_id"].tolist(), served["model_version"].iat[0], moment
+    )
     exposures = experiments.exposures("ab1")
     assert len(exposures) == 1
     row = exposures.iloc[0]
@@ -115,7 +117,7 @@ def test_a_stop_drops_the_lists_keeps_exposures_and_serves_no_one(experiments) -
     experiments.start(design)
     experiments.publish_lists("ab1", variant_lists(design, ["u1"]))
     assignment = experiments.assigned("u1")
-    experiments.log_exposure(assignment, "u1", experiments.recommendations(assignment, "u1", 3))
+    experiments.log_exposure(assignment, "u1", ["A-1"], "freshrank-ranking/1:ranker")
     with pytest.raises(ValueError, match="has no variant 'nope'"):
         experiments.stop("ab1", promoted="nope")
     experiments.stop("ab1")
