@@ -2,12 +2,12 @@
 
 Privacy rules count age from today, not from the newest event (which is what the models'
 windows use), so the cut-off here is the wall clock minus the configured days. Deleted: rows
-of every warehouse table with an ``occurred_at`` column (raw events, the incremental
-interactions mart, histories, whatever holds events), quarantined rows older than the cut-off,
-serving-store rows with an ``occurred_at`` column (recent events and any table like it), and the
-rows of kept events files (a file that cannot be read is deleted once it is older than the
-cut-off). Marts that only aggregate events (users, trending) are rebuilt from what remains by
-the next refresh or build. Off by default: nothing happens without the setting.
+of every warehouse and serving-store table with an ``occurred_at``, ``served_at`` or
+``quarantined_at`` column (raw events, the incremental interactions mart, histories, recent
+events, exposures, quarantined rows: whatever holds them), and the rows of kept events files
+(a file that cannot be read is deleted once it is older than the cut-off). Marts that only
+aggregate events (users, trending) are rebuilt from what remains by the next refresh or build.
+Off by default: nothing happens without the setting.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from ml.constants import OCCURRED_AT
+from orchestration.experiments.store import SERVED_AT
 from orchestration.ingest.rules import literal
 from orchestration.ingest.sources import FileRejected
 from orchestration.privacy.erase import (
@@ -35,6 +36,8 @@ logger = logging.getLogger("freshrank.privacy")
 
 RETENTION = "retention"
 QUARANTINED_AT = "quarantined_at"
+# When a row happened, wherever rows about people are kept: events, exposures, quarantine.
+TIME_COLUMNS = (OCCURRED_AT, SERVED_AT, QUARANTINED_AT)
 
 
 @dataclass(frozen=True)
@@ -69,10 +72,7 @@ def apply_retention(settings: Settings, now: datetime | None = None) -> Retentio
     with warehouse_writer(settings.warehouse_path):
         warehouse_rows = delete_in_warehouse(
             settings.warehouse_path,
-            {
-                OCCURRED_AT: lambda column: f"{column} {before}",
-                QUARANTINED_AT: lambda column: f"{column} {before}",
-            },
+            dict.fromkeys(TIME_COLUMNS, lambda column: f"{column} {before}"),
         )
         if warehouse_rows:
             compact_warehouse(settings.warehouse_path)
@@ -80,7 +80,7 @@ def apply_retention(settings: Settings, now: datetime | None = None) -> Retentio
     engine = sa.create_engine(settings.serving_url)
     try:
         serving_rows = delete_in_serving_store(
-            engine, {OCCURRED_AT: lambda column: column < cutoff}
+            engine, dict.fromkeys(TIME_COLUMNS, lambda column: column < cutoff)
         )
         report = RetentionReport(cutoff, warehouse_rows, serving_rows, file_rows, files_changed)
         details = {

@@ -9,8 +9,11 @@ from pathlib import Path
 import duckdb
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from orchestration.ingest.rules import identifier
+from orchestration.privacy.retention import TIME_COLUMNS
+from orchestration.serving.api import create_app
 from orchestration.settings import Settings
 
 KEY = "a-test-key-of-enough-length"
@@ -50,6 +53,12 @@ _SAMPLE_VALUES: dict[type, object] = {
 }
 
 
+def create_serving_tables(settings: Settings) -> None:
+    """Every serving-store table the API creates (lists, experiments, recent events, keys)."""
+    with TestClient(create_app(settings)):
+        pass
+
+
 def fill_user_tables(engine: sa.Engine, user_id: str, occurred_at: datetime) -> list[str]:
     """One row for ``user_id`` in every serving-store table with a user_id column, whatever
     its other columns (tables added by later code included); returns the tables filled."""
@@ -66,7 +75,7 @@ def fill_user_tables(engine: sa.Engine, user_id: str, occurred_at: datetime) -> 
                     continue
                 if column.name == "user_id":
                     row[column.name] = user_id
-                elif column.name == "occurred_at":
+                elif column.name in TIME_COLUMNS:
                     row[column.name] = occurred_at
                 else:
                     python_type = _python_type(column)

@@ -14,11 +14,15 @@ from ml.constants import OCCURRED_AT
 from orchestration.ingest.landing import land_file, load_pending
 from orchestration.privacy.erase import privacy_log, warehouse_tables_with
 from orchestration.privacy.landed_files import event_files
-from orchestration.privacy.retention import apply_retention, retention_cutoff
+from orchestration.privacy.retention import TIME_COLUMNS, apply_retention, retention_cutoff
 from orchestration.privacy.schedules import retention_job, retention_schedule
-from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
-from tests.orchestration.privacy.stores import EVENTS, NOW, fill_user_tables
+from tests.orchestration.privacy.stores import (
+    EVENTS,
+    NOW,
+    create_serving_tables,
+    fill_user_tables,
+)
 
 # One day before 2024-05-02 12:00: the events of 2024-05-01 are older, the later ones are not.
 CLOCK = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)
@@ -48,8 +52,7 @@ def test_retention_deletes_old_events_everywhere(
     built_settings: Settings, serving_url: str
 ) -> None:
     settings = replace(built_settings, retention_days=1.0)
-    store = ServingStore(serving_url)  # every serving table, whoever defines it
-    store.dispose()
+    create_serving_tables(settings)
     engine = sa.create_engine(serving_url)
     fill_user_tables(engine, "old", datetime(2024, 5, 1, 9, 0))
     fill_user_tables(engine, "new", datetime(2024, 5, 2, 9, 0))
@@ -68,11 +71,12 @@ def test_retention_deletes_old_events_everywhere(
         (kept,) = con.execute("SELECT count(*) FROM raw.events").fetchone()
     assert kept == 2  # bob on 05-02, carol on 05-03 (the 05-04 file still waits in landing)
     assert report.warehouse_rows["raw.events"] == 5
+    assert {"recent_events", "exposures"} <= set(report.serving_rows)
     with engine.connect() as connection:
         for table in sa.inspect(engine).get_table_names():
             columns = {column["name"] for column in sa.inspect(engine).get_columns(table)}
-            if OCCURRED_AT in columns:
-                times = connection.execute(sa.text(f"SELECT {OCCURRED_AT} FROM {table}")).all()
+            for column in columns & set(TIME_COLUMNS):
+                times = connection.execute(sa.text(f"SELECT {column} FROM {table}")).all()
                 assert times and all(_naive(row[0]) >= CUTOFF for row in times), table
     # Archived files lost their old rows; the file still waiting (2024-05-04) kept its rows.
     for path in event_files(settings.landing_dir):
