@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 from dagster import ConfigurableResource
 
 from ml.embeddings import EmbeddingConfig, TextEmbedder
-from ml.pipeline.pipeline import RankingPipeline
+from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 from ml.pipeline.snapshot import Behaviour
 from orchestration.settings import Settings
 
@@ -57,6 +58,18 @@ class ComputeResource(ConfigurableResource):
         )
         with ray_session(options):
             yield
+
+    def training(self, settings: Settings, config: PipelineConfig) -> PipelineConfig:
+        """``config`` with its sequential source trained by DDP workers on Ray when the engine
+        is Ray and the source is on (open a ``session`` around the fitting)."""
+        if self.engine_for(settings) == LOCAL or "sequential" not in config.sources:
+            return config
+        on_ray = replace(
+            config.sequential,
+            train_workers=settings.ray_train_workers,
+            train_storage=settings.ray_storage,
+        )
+        return replace(config, sequential=on_ray)
 
     def encode(
         self, settings: Settings, config: EmbeddingConfig, texts: Sequence[str]

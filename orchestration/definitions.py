@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from orchestration.compute import ComputeResource
 from orchestration.experiments.assets import experiment_assets
 from orchestration.features.assets import item_embeddings
 from orchestration.features.checks import feature_checks
@@ -35,5 +36,5 @@ defs = Definitions(
     jobs=[*jobs, *privacy_jobs],
     sensors=[*ingest_sensors, *model_sensors],
     schedules=[*ingest_schedules, *privacy_schedules],
-    resources={"dbt": dbt_resource()},
+    resources={"dbt": dbt_resource(), "compute": ComputeResource()},
 )

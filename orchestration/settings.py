@@ -149,6 +149,7 @@ class Settings:
     ray_train_workers: int = 1  # DDP world size of the sequential model's training on Ray
     ray_num_cpus: int | None = None  # CPUs of a local Ray (None: every core)
     ray_object_store_mb: int = 512  # object store of a local Ray (Ray's default is 30% of memory)
+    ray_storage: str = ""  # Ray Train's run storage; "" a temporary folder (a cluster: s3://...)
     dbt_target: str = "duckdb"  # duckdb, or spark (marts built by Spark from raw Parquet)
     spark_dir: Path = Path("spark")  # the spark target's raw Parquet, warehouse and metastore
     # Passed to dbt as vars of the same names (orchestration/warehouse/dbt.py: dbt_vars).
@@ -225,6 +226,7 @@ class Settings:
             ray_train_workers=int(_env_float("FRESHRANK_RAY_TRAIN_WORKERS", 1)),
             ray_num_cpus=int(_env_float("FRESHRANK_RAY_NUM_CPUS", 0)) or None,
             ray_object_store_mb=int(_env_float("FRESHRANK_RAY_OBJECT_STORE_MB", 512)),
+            ray_storage=os.environ.get("FRESHRANK_RAY_STORAGE", "").strip(),
             dbt_target=_env_choice("FRESHRANK_DBT_TARGET", ("duckdb", "spark")),
             spark_dir=_env_path("FRESHRANK_SPARK_DIR", home / "spark"),
             new_item_slots=int(_env_float("FRESHRANK_NEW_ITEM_SLOTS", 1)),

@@ -30,9 +30,7 @@ class EmbeddingWorker:
         )
 
 
-def embed_on_ray(
-    texts: Sequence[str], config: EmbeddingConfig, workers: int
-) -> OnRay[np.ndarray]:
+def embed_on_ray(texts: Sequence[str], config: EmbeddingConfig, workers: int) -> OnRay[np.ndarray]:
     """(len(texts), dimension) unit vectors, the same as ``TextEmbedder(config).encode(texts)``.
 
     The texts are cut into blocks that ``workers`` model replicas embed side by side; with GPUs

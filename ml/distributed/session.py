@@ -69,3 +69,31 @@ def ray_session(options: RayOptions) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def descendant_processes(root: int | None = None) -> dict[int, str]:
+    """{pid: command name} of every live descendant of ``root`` (this process by default),
+    read from /proc (Linux): what a Ray session left running, for tests and benchmarks."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # the process ended while we looked
+        name_end = text.rindex(")")
+        fields = text[name_end + 2 :].split()
+        if fields[0] == "Z":
+            continue  # exited, waiting to be reaped: not running
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        names[pid] = text[text.index("(") + 1 : name_end]
+    found: dict[int, str] = {}
+    frontier = [root or os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found[pid] = names[pid]
+                frontier.append(pid)
+    return found

@@ -103,9 +103,7 @@ def fit_sequential_on_ray(
             },
             # The model trains on CPU tensors: GPUs would sit idle, so none are asked for.
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=False),
-            run_config=RunConfig(
-                name="sequential", storage_path=storage_path or scratch
-            ),
+            run_config=RunConfig(name="sequential", storage_path=storage_path or scratch),
         )
         result = trainer.fit()
         if result.error is not None:

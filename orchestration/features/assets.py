@@ -8,12 +8,12 @@ from dagster_dbt import get_asset_key_for_model
 
 from ml.embeddings import (
     EmbeddingConfig,
-    TextEmbedder,
     items_to_embed,
     model_dimension,
     model_identity,
 )
 from ml.text import item_texts
+from orchestration.compute import ComputeResource
 from orchestration.features.embedding_store import delete_missing, stored_hashes, upsert_vectors
 from orchestration.settings import Settings, get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
@@ -43,9 +43,15 @@ def embedding_config(settings: Settings, overrides: EmbeddingRunConfig) -> Embed
 
 
 def refresh_item_embeddings(
-    settings: Settings, config: EmbeddingConfig, full_refresh: bool = False
+    settings: Settings,
+    config: EmbeddingConfig,
+    full_refresh: bool = False,
+    compute: ComputeResource | None = None,
 ) -> dict:
-    """Embed new or changed items into ml.item_embeddings; returns figures for the UI and logs."""
+    """Embed new or changed items into ml.item_embeddings; returns figures for the UI and logs.
+
+    The texts are embedded in this process, or by model workers on Ray (``compute``).
+    """
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         items = connection.sql(
             "select item_id, title, description, categories, attributes from marts.items"
@@ -69,12 +75,13 @@ def refresh_item_embeddings(
         "texts_per_second": 0.0,
     }
     if len(pending):
-        embedder = TextEmbedder(config)
         started = time.perf_counter()
-        vectors = embedder.encode(texts[pending.index].tolist())
+        vectors, engine = (compute or ComputeResource()).encode(
+            settings, config, texts[pending.index].tolist()
+        )
         seconds = time.perf_counter() - started
         figures.update(
-            device=str(embedder.device),
+            **engine,
             seconds_embedding=round(seconds, 2),
             texts_per_second=round(len(pending) / max(seconds, 1e-9), 1),
         )
@@ -101,12 +108,12 @@ def refresh_item_embeddings(
     deps=[get_asset_key_for_model([warehouse_dbt_models], "items")],
 )
 def item_embeddings(
-    context: AssetExecutionContext, config: EmbeddingRunConfig
+    context: AssetExecutionContext, config: EmbeddingRunConfig, compute: ComputeResource
 ) -> MaterializeResult:
     """Unit-length transformer embeddings of each item's text, in ml.item_embeddings."""
     settings = get_settings()
     figures = refresh_item_embeddings(
-        settings, embedding_config(settings, config), config.full_refresh
+        settings, embedding_config(settings, config), config.full_refresh, compute
     )
     context.log.info(
         f"embedded {figures['embedded']} of {figures['items']} items with {figures['model']} "

@@ -1,6 +1,8 @@
 """Model: backtest every candidate pipeline (each baseline, the learned ranker), register the
 winner in MLflow as `challenger`, and promote it to `champion` only when the gate check passes."""
 
+from contextlib import nullcontext
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -16,6 +18,7 @@ from ml.pipeline.pipeline import PipelineConfig
 from ml.pipeline.ranker import RankerConfig
 from ml.pipeline.sources import SequentialSourceConfig
 from ml.rules import RankingRules
+from orchestration.compute import ComputeResource
 from orchestration.features.assets import item_embeddings
 from orchestration.settings import Settings, get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
@@ -83,7 +86,7 @@ def backtest_figures(result: BacktestResult) -> dict[str, float]:
     ],
 )
 def recommender_challenger(
-    context: AssetExecutionContext, config: BacktestRunConfig
+    context: AssetExecutionContext, config: BacktestRunConfig, compute: ComputeResource
 ) -> MaterializeResult:
     """The best ranking pipeline of this build's backtests, registered in MLflow as challenger."""
     from ml import tracking
@@ -91,9 +94,11 @@ def recommender_challenger(
     settings = get_settings()
     settings.ensure_dirs()
     snapshot = load_snapshot(settings)
-    pipeline = pipeline_config(settings)
+    pipeline = compute.training(settings, pipeline_config(settings))
     backtest = backtest_config(settings, config)
-    result = run_backtests(snapshot, pipeline, backtest)
+    # Ray only when a model trains there (the sequential source); counting sources fit here.
+    with compute.session(settings) if pipeline.sequential.train_workers else nullcontext():
+        result = run_backtests(snapshot, pipeline, backtest)
     data = {
         "interactions": len(snapshot.interactions),
         "users": int(snapshot.interactions["user_id"].nunique()),

@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from dagster_dbt import get_asset_key_for_model
 
 from ml.constants import CONTEXT_VALUE, ITEM_ID, USER_ID
+from orchestration.compute import ComputeResource
 from orchestration.features.assets import item_embeddings
 from orchestration.model.assets import recommender_champion
 from orchestration.serving.scoring import ScoredLists, score_users
@@ -173,7 +174,9 @@ def lists_preview(lists: pd.DataFrame, settings: Settings) -> str:
         recommender_champion,
     ],
 )
-def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) -> MaterializeResult:
+def recommendation_lists(
+    context: AssetExecutionContext, config: ListsConfig, compute: ComputeResource
+) -> MaterializeResult:
     """Top-K lists from the champion model (everyone, or the users a refresh touched), checked
     before they are published."""
     if config.scope not in ("everyone", "affected"):
@@ -181,7 +184,7 @@ def recommendation_lists(context: AssetExecutionContext, config: ListsConfig) ->
     settings = get_settings()
     affected, through = affected_users(settings)
     scope = None if config.scope == "everyone" else affected
-    scored = score_users(settings, scope)
+    scored = score_users(settings, scope, compute)
     stage_lists(settings, scored, scope, through)
     rescored = "every user" if scope is None else f"{len(scope)} affected user(s)"
     context.log.info(f"ranked {rescored} with {scored.model_version}")

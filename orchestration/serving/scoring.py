@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import duckdb
 import pandas as pd
@@ -29,6 +30,7 @@ from ml.pipeline.backtest import FALLBACK_PIPELINE
 from ml.pipeline.pipeline import RankingPipeline
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.rules import context_trending, context_trending_lists
+from orchestration.compute import ComputeResource
 from orchestration.model.assets import pipeline_config
 from orchestration.serving.state import ServingState, load_state, save_state
 from orchestration.settings import Settings
@@ -146,12 +148,16 @@ def registered_pipeline(
     return pipeline.refreshed(snapshot), label
 
 
-def score_users(settings: Settings, user_ids: list[str] | None = None) -> ScoredLists:
+def score_users(
+    settings: Settings, user_ids: list[str] | None = None, compute: ComputeResource | None = None
+) -> ScoredLists:
     """Rank ``user_ids`` (every known user when None) and the cold-start lists.
 
     Scoring everyone fits the champion's pipeline on the newest marts and saves it as the
     serving state; scoring some users reuses that state while it is current (see
-    orchestration.serving.state), so a refresh costs what its users cost.
+    orchestration.serving.state), so a refresh costs what its users cost. Scoring on a fresh
+    state ranks over user shards on Ray when ``compute`` says so (a refresh's few users stay
+    in this process: Ray's start-up would cost more than they do).
     """
     champion = champion_version(settings)
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
@@ -166,7 +172,12 @@ def score_users(settings: Settings, user_ids: list[str] | None = None) -> Scored
     save_state(settings, ServingState(champion, version, catalog, pipeline))
     behaviour = read_behaviour(snapshot, user_ids)
     generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    ranked, candidates = pipeline.recommend_with_candidates(behaviour, settings.serving_candidates)
+    ranked, candidates = (compute or ComputeResource()).rank(
+        settings,
+        pipeline,
+        behaviour,
+        partial(RankingPipeline.recommend_with_candidates, candidates=settings.serving_candidates),
+    )
     lists = _stamped(ranked, version, generated_at)
     popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
     by_context = build_context_trending(

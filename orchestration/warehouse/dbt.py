@@ -11,6 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from dagster import AssetExecutionContext
 from dagster_dbt import (
     DagsterDbtTranslator,
@@ -23,6 +24,7 @@ from packaging import version
 
 from orchestration.settings import DBT_PROJECT_DIR, Settings, get_settings
 from orchestration.warehouse.guard import warehouse_writer
+from orchestration.warehouse.spark import export_raw_tables, import_marts
 
 WAREHOUSE_GROUP = "warehouse"
 
@@ -94,8 +96,9 @@ translator = FreshrankDbtTranslator(settings=DagsterDbtTranslatorSettings(enable
 def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
     """Staging, intermediate and mart models of the behaviour tables, built and tested by dbt."""
     settings = get_settings()
-    # profiles.yml reads the warehouse path from the environment.
+    # profiles.yml reads the warehouse path (and the spark target its folder) from the environment.
     os.environ["FRESHRANK_WAREHOUSE_PATH"] = str(settings.warehouse_path)
+    os.environ["FRESHRANK_SPARK_DIR"] = str(settings.spark_dir)
     log_path = settings.home / "logs" / f"dbt-{context.run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # dagster-dbt echoes every dbt event to stdout; keep that in a log file so the CLI stays
@@ -105,8 +108,18 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
         open(log_path, "w") as log_file,
         contextlib.redirect_stdout(log_file),
     ):
-        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars(settings))], context=context)
+        on_spark = settings.dbt_target == "spark"
+        if on_spark:
+            with duckdb.connect(str(settings.warehouse_path)) as connection:
+                export_raw_tables(connection, settings.spark_dir)
+        target = ["--target", settings.dbt_target]
+        invocation = dbt.cli(
+            ["build", *target, "--vars", json.dumps(dbt_vars(settings))], context=context
+        )
         events = list(invocation.stream())
+        if on_spark:
+            with duckdb.connect(str(settings.warehouse_path)) as connection:
+                import_marts(connection, settings.spark_dir)
     keep_partial_parse(invocation.target_path)
     context.log.info(f"dbt build finished; its log is in {log_path}")
     yield from events

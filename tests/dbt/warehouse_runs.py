@@ -20,6 +20,7 @@ import duckdb
 
 from orchestration.settings import DBT_PROJECT_DIR, Settings
 from orchestration.warehouse.dbt import dbt_vars
+from orchestration.warehouse.spark import export_raw_tables, import_marts
 
 DBT_EXECUTABLE = Path(sys.executable).with_name("dbt")
 
@@ -127,9 +128,21 @@ def read_marts(warehouse: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def run_dbt(
-    work_dir: Path, warehouse: Path, command: str = "build", arguments: Sequence[str] = ()
+    work_dir: Path,
+    warehouse: Path,
+    command: str = "build",
+    arguments: Sequence[str] = (),
+    target: str = "duckdb",
 ) -> BuildOutcome:
-    """Run a dbt command on the project against `warehouse`; fail with dbt's output if it fails."""
+    """Run a dbt command on the project against `warehouse`; fail with dbt's output if it fails.
+
+    On the spark target the raw tables go to Spark as Parquet and the marts come back into
+    `warehouse` (orchestration/warehouse/spark.py), Spark's files under work_dir/spark.
+    """
+    spark_dir = work_dir / "spark"
+    if target == "spark":
+        with duckdb.connect(str(warehouse)) as connection:
+            export_raw_tables(connection, spark_dir)
     target_path = work_dir / "target"
     completed = subprocess.run(
         [
@@ -143,10 +156,16 @@ def run_dbt(
             str(target_path),
             "--log-path",
             str(work_dir / "logs"),
+            "--target",
+            target,
             *arguments,
         ],
         cwd=work_dir,
-        env={**os.environ, "FRESHRANK_WAREHOUSE_PATH": str(warehouse)},
+        env={
+            **os.environ,
+            "FRESHRANK_WAREHOUSE_PATH": str(warehouse),
+            "FRESHRANK_SPARK_DIR": str(spark_dir),
+        },
         capture_output=True,
         text=True,
         check=False,
@@ -154,4 +173,7 @@ def run_dbt(
     assert completed.returncode == 0, f"dbt {command} failed:\n{completed.stdout[-6000:]}"
     run_results = json.loads((target_path / "run_results.json").read_text())
     statuses = {result["unique_id"]: result["status"] for result in run_results["results"]}
+    if target == "spark":
+        with duckdb.connect(str(warehouse)) as connection:
+            import_marts(connection, spark_dir)
     return BuildOutcome(statuses=statuses, marts=read_marts(warehouse))

@@ -20,12 +20,12 @@ pytest.importorskip(
 from ml.constants import ITEM_ID, OCCURRED_AT, USER_ID  # noqa: E402
 from ml.distributed.embeddings import embed_on_ray  # noqa: E402
 from ml.distributed.scoring import rank_on_ray  # noqa: E402
-from ml.distributed.session import RayOptions, ray_session  # noqa: E402
+from ml.distributed.session import RayOptions, descendant_processes, ray_session  # noqa: E402
 from ml.distributed.training import fit_sequential_on_ray, weight_fingerprint  # noqa: E402
 from ml.embeddings import EmbeddingConfig, TextEmbedder  # noqa: E402
 from ml.pipeline.pipeline import PipelineConfig, RankingPipeline  # noqa: E402
 from ml.pipeline.snapshot import Behaviour, Snapshot  # noqa: E402
-from tests.distributed.processes import descendants, wait_until_gone  # noqa: E402
+from tests.distributed.processes import wait_until_gone  # noqa: E402
 from tests.ml.models.test_sequential import TINY, cycle_interactions, text_vectors  # noqa: E402
 from tests.ml.pipeline.tiny import session_log  # noqa: E402
 
@@ -37,7 +37,7 @@ TEST_RAY = RayOptions(num_cpus=2, object_store_mb=500)
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray for the module; afterwards no process it started may still run."""
-    before = descendants()
+    before = descendant_processes()
     with ray_session(TEST_RAY):
         yield
     left = wait_until_gone(before)

@@ -1,6 +1,6 @@
 {{
     config(
-        materialized='incremental',
+        materialized=incremental_where_supported(),
         unique_key='event_id',
         incremental_strategy='delete+insert',
         on_schema_change='append_new_columns'

@@ -1,10 +1,10 @@
 {{
     config(
-        materialized='incremental',
+        materialized=incremental_where_supported(),
         unique_key='pair_date',
         incremental_strategy='delete+insert',
         on_schema_change='fail',
-        post_hook="delete from {{ this }} where item_id is null"
+        post_hook="{% if is_incremental() %}delete from {{ this }} where item_id is null{% endif %}"
     )
 }}
 

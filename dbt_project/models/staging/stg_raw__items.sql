@@ -7,16 +7,16 @@ with source_items as (
 renamed as (
 
     select
-        cast(item_id as varchar) as item_id,
-        cast(title as varchar) as title,
-        cast(description as varchar) as description,
-        cast(categories as varchar) as categories,
+        cast(item_id as {{ dbt.type_string() }}) as item_id,
+        cast(title as {{ dbt.type_string() }}) as title,
+        cast(description as {{ dbt.type_string() }}) as description,
+        cast(categories as {{ dbt.type_string() }}) as categories,
         cast(created_at as timestamp) as created_at,
         cast(available as boolean) as available,
-        cast(attributes as varchar) as attributes,
-        cast(source_file as varchar) as source_file,
+        cast(attributes as {{ dbt.type_string() }}) as attributes,
+        cast(source_file as {{ dbt.type_string() }}) as source_file,
         cast(source_row as bigint) as source_row,
-        cast(batch_id as varchar) as batch_id,
+        cast(batch_id as {{ dbt.type_string() }}) as batch_id,
         cast(loaded_at as timestamp) as loaded_at
     from source_items
 
