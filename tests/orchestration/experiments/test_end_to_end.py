@@ -133,6 +133,9 @@ def test_an_experiment_runs_from_start_to_verdict(
     assert metadata["verdict"].value == run.data.tags["verdict"]
     assert metadata["plot"].value.startswith("![per-variant figures](data:image/png;base64,")
 
+    status = runner.invoke(main, ["experiment", "status", "ab-e2e"])
+    assert status.exit_code == 0 and "promote challenger" in status.output
+
     stopped = runner.invoke(main, ["experiment", "stop", "ab-e2e", "--promote", "challenger"])
     assert stopped.exit_code == 0, stopped.output
     assert tracking.alias_version(client, tracking.CHAMPION) == "2"
