@@ -498,6 +498,8 @@ def _archive(delivery: _Delivery, settings: Settings) -> Path:
     pseudonymiser = settings.pseudonymiser
     if pseudonymiser is not None and delivery.kind == "events":
         rewrite_events_file(delivery.landed, pseudonymiser=pseudonymiser)
+        if not delivery.landed.exists():  # no line was a record: nothing to keep
+            return delivery.landed
     return _move(
         delivery.landed, settings.landing_dir / "archive" / delivery.kind, delivery.batch_id
     )

@@ -57,9 +57,9 @@ def rewrite_events_file(
     pseudonymiser: Pseudonymiser | None = None,
 ) -> Rewritten:
     """Rewrite an events file without the rows ``drop`` selects and, with a ``pseudonymiser``,
-    with its user ids pseudonymised. The file is
-    left untouched when no row is dropped and nothing is pseudonymised. Raises FileRejected
-    when the file cannot be read."""
+    with its user ids pseudonymised; a file left without rows is deleted. The file is left
+    untouched when no row is dropped and nothing is pseudonymised. Raises FileRejected when
+    the file cannot be read."""
     with (
         duckdb.connect(":memory:") as con,
         readable_path(path) as readable,

@@ -73,3 +73,16 @@ def test_without_a_key_ids_are_kept(settings: Settings, tmp_path: Path) -> None:
     load_pending("events", settings, "b1", now=NOW)
     with duckdb.connect(str(settings.warehouse_path)) as con:
         assert con.sql("SELECT user_id FROM raw.events").fetchall() == [("alice",)]
+
+
+def test_a_file_of_malformed_lines_leaves_nothing_in_the_archive(
+    private_settings: Settings, tmp_path: Path
+) -> None:
+    source = tmp_path / "broken.jsonl"
+    source.write_text('{"user_id": "alice", broken\n', encoding="utf-8")
+    land_file(source, "events", private_settings)
+    (result,) = load_pending("events", private_settings, "b1", now=NOW)
+    assert (result.rows_loaded, result.rows_quarantined) == (0, 1)
+    archive = private_settings.landing_dir / "archive" / "events"
+    assert not archive.exists() or list(archive.iterdir()) == []
+    assert list((private_settings.landing_dir / "events").iterdir()) == []
