@@ -28,6 +28,12 @@ EVENT = {"user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": 17
 KEY = "a-test-key-of-enough-length"
 
 
+@pytest.fixture
+def settings(settings: Settings, serving_url: str) -> Settings:
+    """The shared settings, with the serving store (and so the keys) on each backend."""
+    return dataclasses.replace(settings, serving_url=serving_url)
+
+
 def publish(settings: Settings, user_id: str) -> None:
     store = ServingStore(settings.serving_url)
     store.publish(
