@@ -95,11 +95,16 @@ def build() -> None:
     show_default=True,
     help="Batches for the closing replay (0 skips it).",
 )
-def demo(replay_batches: int) -> None:
+@click.option(
+    "--experiment",
+    is_flag=True,
+    help="Run an A/B experiment in the replay too (see `freshrank replay --experiment`).",
+)
+def demo(replay_batches: int, experiment: bool) -> None:
     """Load the packaged MovieLens sample through ingestion, build, and show what happened."""
     from orchestration.demo import run_demo
 
-    if not run_demo(get_settings(), replay_batches):
+    if not run_demo(get_settings(), replay_batches, experiment):
         sys.exit(1)
 
 

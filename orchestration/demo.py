@@ -48,7 +48,7 @@ def _show_sample_list(settings: Settings) -> None:
         )
 
 
-def run_demo(settings: Settings, replay_batches: int = 5) -> bool:
+def run_demo(settings: Settings, replay_batches: int = 5, experiment: bool = False) -> bool:
     """Ingest the sample, build, and print what happened and where to look next."""
     settings.ensure_dirs()
     started = time.perf_counter()
@@ -73,7 +73,7 @@ def run_demo(settings: Settings, replay_batches: int = 5) -> bool:
         from orchestration.replay import print_replay
 
         click.echo("\n3. replay: held-out behaviour streamed in batches, refreshed vs stale lists")
-        print_replay(settings, replay_batches, 0.1)
+        print_replay(settings, replay_batches, 0.1, experiment)
     click.echo(f"\ndemo finished in {time.perf_counter() - started:.1f} s. Next:")
     click.echo(
         "  make dev                      Dagster UI (asset graph, checks, runs) and MLflow UI"
