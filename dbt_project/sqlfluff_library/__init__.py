@@ -36,3 +36,12 @@ dbt = SimpleNamespace(
     type_int=lambda: "integer",
     type_bigint=lambda: "bigint",
 )
+
+
+# What macros/portability.sql and macros/spark_raw_tables.sql dispatch to on DuckDB.
+_DUCKDB_IMPLEMENTATIONS = {
+    "epoch_seconds": lambda timestamp_expression: f"epoch({timestamp_expression})",
+    "incremental_where_supported": lambda: "incremental",
+    "register_raw_tables": lambda: "",
+}
+adapter = SimpleNamespace(dispatch=lambda name, *_: _DUCKDB_IMPLEMENTATIONS[name])

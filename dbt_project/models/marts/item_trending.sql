@@ -26,8 +26,10 @@ interactions_aged as (
         interactions.item_id,
         interactions.weight,
         newest_event.as_of,
-        ({{ epoch_seconds('newest_event.as_of') }} - {{ epoch_seconds('interactions.occurred_at') }})
-        / 86400.0 as age_days
+        (
+            {{ epoch_seconds('newest_event.as_of') }}
+            - {{ epoch_seconds('interactions.occurred_at') }}
+        ) / 86400.0 as age_days
     from interactions
     cross join newest_event
 
