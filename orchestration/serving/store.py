@@ -143,8 +143,14 @@ _CANDIDATES_QUERY = _ranked_query(candidates_table, USER_ID)
 _TRENDING_QUERY = _ranked_query(trending_table)
 _CONTEXT_TRENDING_QUERY = _ranked_query(context_trending_table, CONTEXT_KEY, CONTEXT_VALUE)
 _RELATED_QUERY = _ranked_query(related_table, ITEM_ID)
+# Only what re-ranking uses: times and versions cost a parse per row.
+_CANDIDATE_POOL_QUERY = (
+    sa.select(*(candidates_table.c[column] for column in (ITEM_ID, SCORE, REASON)))
+    .where(candidates_table.c[USER_ID] == sa.bindparam(USER_ID))
+    .order_by(candidates_table.c[RANK])
+)
 _RELATED_OF_ITEMS_QUERY = (
-    sa.select(related_table)
+    sa.select(*(related_table.c[column] for column in (ITEM_ID, RELATED_ITEM_ID, SCORE)))
     .where(
         related_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True)),
         related_table.c[RANK] <= sa.bindparam("per_item"),
@@ -347,23 +353,26 @@ class ServingStore:
     def personalisation_inputs(
         self, user_id: str, item_ids: list[str], related_per_item: int
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
-        """(the user's candidates, the related items of ``item_ids``, their titles), read in
-        one connection: what re-ranking a user's list for their recent events needs."""
+        """(the user's candidates: item_id, score, reason; the related items of ``item_ids``:
+        item_id, related_item_id, score; their titles), read in one connection: what
+        re-ranking a user's list for their recent events needs."""
         wanted = sorted(set(map(str, item_ids)))
         with self.engine.connect() as connection:
-            candidates = connection.execute(_CANDIDATES_QUERY, {USER_ID: str(user_id)})
-            related = connection.execute(
-                _RELATED_OF_ITEMS_QUERY, {"items": wanted, "per_item": related_per_item}
+            candidate_rows = _dicts(
+                connection.execute(_CANDIDATE_POOL_QUERY, {USER_ID: str(user_id)})
             )
-            candidate_rows = [dict(row) for row in candidates.mappings()]
-            related_rows = [dict(row) for row in related.mappings()]
+            related_rows = _dicts(
+                connection.execute(
+                    _RELATED_OF_ITEMS_QUERY, {"items": wanted, "per_item": related_per_item}
+                )
+            )
             found = connection.execute(_TITLES_QUERY, {"items": wanted}).all()
         return candidate_rows, related_rows, dict(found)
 
     def _rows(self, query: sa.Select, values: dict[str, object]) -> list[dict[str, Any]]:
         """A prebuilt query's rows as dicts."""
         with self.engine.connect() as connection:
-            return [dict(row) for row in connection.execute(query, values).mappings()]
+            return _dicts(connection.execute(query, values))
 
     def recent_events(self, user_id: str) -> list[dict[str, Any]]:
         """The user's recent events not yet reflected by a publish, in the order received."""
@@ -441,6 +450,12 @@ class ServingStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _dicts(result: sa.CursorResult) -> list[dict[str, Any]]:
+    """A result's rows as plain dicts (cheaper than SQLAlchemy's row mappings, per row)."""
+    keys = tuple(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
