@@ -5,7 +5,9 @@ deployment; and how soon a posted event shows in the next read.
 built from the whole packaged sample (deployment.py; an existing --home is reused). `hey` (a
 standard load tool: `apt-get install -y hey`) offers a fixed rate from 16 concurrent clients
 for some seconds per case and writes every request's time as CSV; p50 and p99 are computed from
-those. The cases, each against one URL:
+those. The server's CPU time per request (its processes' user + system time during the run, over
+the requests served) is printed too: it does not depend on how busy the machine is. The cases,
+each against one URL:
 
 - plain (the baseline): GET /recommendations/{user} of a published user with no recent events
   (the list as published);
@@ -88,6 +90,11 @@ class Run:
     seconds: float
     milliseconds: np.ndarray
     statuses: np.ndarray
+    server_cpu_seconds: float  # the server's processes' CPU time during the run
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.server_cpu_seconds * 1000 / max(len(self.milliseconds), 1)
 
     @property
     def errors(self) -> int:
@@ -104,8 +111,26 @@ class Run:
         return self.errors == 0 and self.percentile(99) <= p99_target
 
 
-def hey(url: str, case: str, rate: int, clients: int, seconds: float) -> Run:
-    """`hey` offering ``rate`` requests/s in all from ``clients`` clients for ``seconds``."""
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process and its descendants have used so far (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            # The fields after the command name: state is the first, utime the 12th, stime 13th.
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except FileNotFoundError:  # ended while we looked
+            continue
+    return total
+
+
+def hey(url: str, case: str, rate: int, clients: int, seconds: float, server: int) -> Run:
+    """`hey` offering ``rate`` requests/s in all from ``clients`` clients for ``seconds``,
+    with the CPU time the server process ``server`` (and its workers) spent meanwhile."""
     command = [
         "hey",
         "-z",
@@ -118,7 +143,9 @@ def hey(url: str, case: str, rate: int, clients: int, seconds: float) -> Run:
         "csv",
         url,
     ]
+    used_before = cpu_seconds(server)
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    used = cpu_seconds(server) - used_before
     rows = list(csv.DictReader(io.StringIO(completed.stdout)))
     return Run(
         case=case,
@@ -126,6 +153,19 @@ def hey(url: str, case: str, rate: int, clients: int, seconds: float) -> Run:
         seconds=seconds,
         milliseconds=np.array([float(row["response-time"]) * 1000 for row in rows]),
         statuses=np.array([int(row["status-code"]) for row in rows]),
+        server_cpu_seconds=used,
+    )
+
+
+def merged(case: str, runs: list[Run]) -> Run:
+    """Several runs of one case as one."""
+    return Run(
+        case=case,
+        offered=runs[0].offered,
+        seconds=sum(run.seconds for run in runs),
+        milliseconds=np.concatenate([run.milliseconds for run in runs]),
+        statuses=np.concatenate([run.statuses for run in runs]),
+        server_cpu_seconds=sum(run.server_cpu_seconds for run in runs),
     )
 
 
@@ -210,17 +250,19 @@ def main() -> None:
         runs = []
         for case, url in urls.items():
             say(f"  {case}: {arguments.rate} requests/s for {arguments.seconds:g} s")
-            runs.append(hey(url, case, arguments.rate, arguments.clients, arguments.seconds))
+            runs.append(
+                hey(url, case, arguments.rate, arguments.clients, arguments.seconds, server.pid)
+            )
         highest: dict[str, int | None] = {}
         for case, url in urls.items():
             highest[case] = None
             for rate in arguments.ladder:
                 say(f"  ladder {case}: {rate} requests/s")
-                run = hey(url, case, rate, arguments.clients, arguments.seconds)
+                run = hey(url, case, rate, arguments.clients, arguments.seconds, server.pid)
                 if not run.meets(target_of(case)):
                     break
                 highest[case] = rate
-        during: list[Run] = []
+        windows: dict[str, list[Run]] = {case: [] for case in urls}
         refresher = None
         if arguments.refresh:
             batch = write_batch(
@@ -228,15 +270,21 @@ def main() -> None:
             )
             refresher = Refresher(home, batch.path)
             refresher.start()
+            # The cases take turns in short windows until the refresh ends.
             while refresher.is_alive():
                 for case, url in urls.items():
                     if refresher.is_alive():
-                        run = hey(url, case, arguments.rate, arguments.clients, 5.0)
-                        run.case = f"{case} (during ingest + refresh)"
-                        during.append(run)
+                        windows[case].append(
+                            hey(url, case, arguments.rate, arguments.clients, 3.0, server.pid)
+                        )
             refresher.join()
             if refresher.error is not None:
                 raise refresher.error
+        during = [
+            merged(f"{case} (during ingest + refresh)", parts)
+            for case, parts in windows.items()
+            if parts
+        ]
 
         print(
             f"\npersonalised reads: GET /recommendations/{{user}}?k={K} on `freshrank serve` "
@@ -248,7 +296,18 @@ def main() -> None:
             f"{os.cpu_count()} cores (shared with other work: figures are what this machine "
             "gave at the time)"
         )
-        rows = [("case", "offered/s", "achieved/s", "p50 ms", "p99 ms", "errors", "p99 target")]
+        rows = [
+            (
+                "case",
+                "offered/s",
+                "achieved/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "p99 target",
+                "server CPU ms/request",
+            )
+        ]
         for run in [*runs, *during]:
             target = target_of(run.case.split(" (")[0])
             rows.append(
@@ -260,6 +319,7 @@ def main() -> None:
                     f"{run.percentile(99):.2f}",
                     str(run.errors),
                     f"{target:.0f} {'met' if run.meets(target) else 'NOT met'}",
+                    f"{run.cpu_ms_per_request:.2f}",
                 )
             )
         print_table(rows)
