@@ -260,6 +260,15 @@ def test_a_consumed_item_leaves_at_once_and_the_published_lists_stay(
     assert published_rows(store_settings) == before
 
 
+def test_ignored_impressions_demote_an_item_as_the_rules_say(client: TestClient) -> None:
+    post(client, "u1", [("i2", "impression")] * 4)
+    body = served(client, "u1")
+    # 4 unclicked impressions, 2 free: 0.8 x 0.85 ** 2 = 0.578, between i4 (0.6) and i5 (0.5).
+    assert [item["item_id"] for item in body["items"]] == ["i1", "i3", "i4", "i2", "i5"]
+    assert body["items"][3]["score"] == pytest.approx(0.578)
+    assert body["items"][3]["reason"] == "because you viewed X"
+
+
 def test_a_known_users_click_moves_related_items_up(client: TestClient) -> None:
     post(client, "u1", [("a", "view")])
     items = served(client, "u1", k=6)["items"]
