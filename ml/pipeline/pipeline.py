@@ -275,7 +275,9 @@ class RankingPipeline:
         reasons. Users without candidates get no rows."""
         if frame.empty:
             return empty_lists()
-        return self._lists(self._scored(frame, behaviour), behaviour)
+        lists = self._top(self._scored(frame, behaviour))
+        lists[REASON] = self._reasons(lists, behaviour)
+        return lists[list(LIST_COLUMNS)]
 
     def recommend_with_candidates(
         self, behaviour: Behaviour, candidates: int
@@ -289,14 +291,21 @@ class RankingPipeline:
         if frame.empty:
             return empty_lists(), empty_lists()
         scored = self._scored(frame, behaviour)
-        lists = self._lists(scored, behaviour)
+        lists = self._top(scored)
         pool = scored.groupby(USER_ID, sort=False).head(candidates)[[USER_ID, ITEM_ID, SCORE]]
-        pool = pool.merge(lists[[USER_ID, ITEM_ID, REASON]], on=[USER_ID, ITEM_ID], how="left")
-        unlisted = pool[REASON].isna().to_numpy()
-        if unlisted.any():
-            pool.loc[unlisted, REASON] = self._reasons(pool[unlisted], behaviour)
         pool[RANK] = pool.groupby(USER_ID, sort=False).cumcount() + 1
-        return lists, pool[list(LIST_COLUMNS)].reset_index(drop=True)
+        listed = pool.set_index([USER_ID, ITEM_ID]).index.isin(
+            lists.set_index([USER_ID, ITEM_ID]).index
+        )
+        # One pass of reasons over every row either table shows (it costs per user, not row).
+        shown = pd.concat([lists, pool[~listed]], ignore_index=True)
+        shown[REASON] = self._reasons(shown, behaviour)
+        reasons = shown.set_index([USER_ID, ITEM_ID])[REASON]
+        lists[REASON] = shown[REASON].to_numpy()[: len(lists)]
+        pool[REASON] = reasons.reindex(
+            pd.MultiIndex.from_frame(pool[[USER_ID, ITEM_ID]])
+        ).to_numpy()
+        return lists[list(LIST_COLUMNS)], pool[list(LIST_COLUMNS)].reset_index(drop=True)
 
     def _scored(self, frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
         """Every candidate's final score (order score x feedback multipliers), best first per
@@ -305,18 +314,17 @@ class RankingPipeline:
         scored[SCORE] = self.order_scores(frame) * self._multipliers(frame, behaviour)
         return scored.sort_values([USER_ID, SCORE, ITEM_ID], ascending=[True, False, True])
 
-    def _lists(self, scored: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
-        """Top-k lists from _scored's rows: new-item slots, MMR, ranks and reasons."""
+    def _top(self, scored: pd.DataFrame) -> pd.DataFrame:
+        """Top-k lists from _scored's rows: new-item slots, MMR and ranks (no reasons yet)."""
         config = self.config
         diversify = config.rules.mmr_lambda is not None and "text" in self.sources
         width = max(5 * config.k, 50) if diversify else config.k
         lists = _top_with_new_items(scored, width, config.new_item_slots)
         if diversify:
             lists = self._diversify(lists, config.k, config.rules.mmr_lambda)
-        lists = lists.copy()
+        lists = lists.copy().reset_index(drop=True)
         lists[RANK] = lists.groupby(USER_ID, sort=False).cumcount() + 1
-        lists[REASON] = self._reasons(lists, behaviour)
-        return lists[list(LIST_COLUMNS)].reset_index(drop=True)
+        return lists
 
     def recommend(self, behaviour: Behaviour) -> pd.DataFrame:
         """Top-k lists for every user of `behaviour`: the one path evaluation and serving take."""
