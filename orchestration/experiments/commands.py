@@ -191,6 +191,11 @@ def stop(name: str, promoted: str | None) -> None:
         raise click.ClickException(str(error)) from error
     finally:
         experiments.engine.dispose()
+    from orchestration.experiments.lists import state_name
+    from orchestration.serving.state import state_path
+
+    for variant in record.design.variants:  # the variants' fitted pipelines are no longer used
+        state_path(settings, state_name(name, variant.name)).unlink(missing_ok=True)
     click.echo(f"experiment {name} stopped; its exposures stay for `freshrank experiment analyse`")
     if version is None:
         return

@@ -2,8 +2,9 @@
 
 Users are split by the experiment's assignment; a variant serving the version that scored the
 champion's staged lists takes those rows, any other variant ranks its users with its own
-registered version (the same `RankingPipeline.recommend`, refreshed on the newest marts). The
-new lists meet the publishing rules before they reach the serving store.
+registered version (the same `RankingPipeline.recommend`, refreshed on the newest marts; a
+refresh reuses the variant's serving state as the champion's refresh does). The new lists meet
+the publishing rules before they reach the serving store.
 """
 
 from __future__ import annotations
@@ -16,14 +17,21 @@ import pandas as pd
 
 from ml.constants import GENERATED_AT, ITEM_ID, MODEL_VERSION, USER_ID
 from ml.experiments.assignment import Variant
+from ml.pipeline.snapshot import Behaviour
 from orchestration.experiments.store import STARTING, VARIANT, ExperimentRecord, ExperimentStore
 from orchestration.serving.assets import StagedLists, staged_lists
 from orchestration.serving.scoring import read_check_inputs, registered_pipeline
+from orchestration.serving.state import ServingState, load_state, save_state
 from orchestration.serving.store import ServingStore
 from orchestration.serving.validation import ListProblems, find_list_problems
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
-from orchestration.warehouse.reads import read_behaviour, read_snapshot
+from orchestration.warehouse.reads import (
+    catalog_stamp,
+    read_behaviour,
+    read_snapshot,
+    read_user_behaviour,
+)
 
 logger = logging.getLogger("freshrank.experiments")
 
@@ -55,33 +63,55 @@ def scored_by(lists: pd.DataFrame, variant: Variant) -> bool:
     return bool(lists[MODEL_VERSION].astype(str).str.contains(prefix, regex=False).all())
 
 
+def state_name(experiment: str, variant: str) -> str:
+    """The name of one variant's serving state (orchestration.serving.state)."""
+    return f"experiment-{experiment}-{variant}"
+
+
 def variant_lists(
     settings: Settings, record: ExperimentRecord, staged: StagedLists
 ) -> VariantLists:
     """Every variant's lists for its users in the staged publish's scope.
 
-    A starting experiment has no lists yet, so it is ranked for everyone whatever the scope.
+    A starting experiment has no lists yet, so it is ranked for everyone whatever the scope. A
+    variant ranked for everyone keeps its fitted pipeline as a serving state; a refresh ranks
+    its touched users with that state while its catalog is current, as the champion's refresh
+    does, and refits otherwise.
     """
     scope = None if record.status == STARTING else staged.scope
+    variants = record.design.variants
     reusable = {
         variant.name
-        for variant in record.design.variants
+        for variant in variants
         if scope == staged.scope and scored_by(staged.lists, variant)
     }
-    snapshot = None
-    if len(reusable) < len(record.design.variants):
-        with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+    to_rank = [variant for variant in variants if variant.name not in reusable]
+    states: dict[str, ServingState] = {}
+    behaviours: dict[str, Behaviour] = {}
+    snapshot, catalog = None, ""
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        if scope is not None:
+            for variant in to_rank:
+                name = state_name(record.name, variant.name)
+                state = load_state(settings, variant.version, connection, name)
+                if state is not None:
+                    states[variant.name] = state
+        if len(states) < len(to_rank):
             snapshot = read_snapshot(connection)
-    if scope is not None:
-        users = list(scope)
-    elif snapshot is not None:
-        users = sorted(snapshot.interactions[USER_ID].unique())
-    else:
-        users = sorted(staged.lists[USER_ID].unique())
-    groups = users_by_variant(record, [str(user) for user in users])
+            catalog = catalog_stamp(connection)
+        if scope is not None:
+            users = list(scope)
+        elif snapshot is not None:
+            users = sorted(snapshot.interactions[USER_ID].unique())
+        else:
+            users = sorted(staged.lists[USER_ID].unique())
+        groups = users_by_variant(record, [str(user) for user in users])
+        for name in states:
+            if groups[name]:
+                behaviours[name] = read_user_behaviour(connection, groups[name])
     generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     parts, rescored = [], {}
-    for variant in record.design.variants:
+    for variant in variants:
         members = groups[variant.name]
         if variant.name in reusable:
             part = staged.lists[staged.lists[USER_ID].isin(members)]
@@ -89,11 +119,20 @@ def variant_lists(
         elif not members:
             part, rescored[variant.name] = staged.lists.iloc[:0], "no users"
         else:
-            pipeline, label = registered_pipeline(settings, variant.version, snapshot)
-            part = pipeline.recommend(read_behaviour(snapshot, members)).assign(
+            if variant.name in states:
+                state = states[variant.name]
+                pipeline, label = state.pipeline, state.label
+                behaviour = behaviours[variant.name]
+                rescored[variant.name] = f"{label} (serving state)"
+            else:
+                pipeline, label = registered_pipeline(settings, variant.version, snapshot)
+                state = ServingState(variant.version, label, catalog, pipeline)
+                save_state(settings, state, state_name(record.name, variant.name))
+                behaviour = read_behaviour(snapshot, members)
+                rescored[variant.name] = label
+            part = pipeline.recommend(behaviour).assign(
                 **{MODEL_VERSION: label, GENERATED_AT: generated_at}
             )
-            rescored[variant.name] = label
         parts.append(part.assign(**{VARIANT: variant.name}))
         logger.info("%s: %d users (%s)", variant.name, len(members), rescored[variant.name])
     return VariantLists(lists=pd.concat(parts, ignore_index=True), scope=scope, rescored=rescored)

@@ -43,13 +43,16 @@ class ServingState:
     pipeline: RankingPipeline
 
 
-def state_path(settings: Settings) -> Path:
-    return settings.home / "cache" / "serving" / "pipeline.pkl"
+DEFAULT_STATE = "pipeline"  # the champion's; an experiment keeps one per variant beside it
 
 
-def save_state(settings: Settings, state: ServingState) -> Path:
+def state_path(settings: Settings, name: str = DEFAULT_STATE) -> Path:
+    return settings.home / "cache" / "serving" / f"{name}.pkl"
+
+
+def save_state(settings: Settings, state: ServingState, name: str = DEFAULT_STATE) -> Path:
     """Write the state atomically; returns its path."""
-    path = state_path(settings)
+    path = state_path(settings, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
@@ -66,12 +69,15 @@ _memo: tuple[Path, float, ServingState] | None = None
 
 
 def load_state(
-    settings: Settings, champion: str | None, connection: duckdb.DuckDBPyConnection
+    settings: Settings,
+    champion: str | None,
+    connection: duckdb.DuckDBPyConnection,
+    name: str = DEFAULT_STATE,
 ) -> ServingState | None:
     """The saved state if it serves ``champion`` on the warehouse's current catalog, else None
     (and why, in the log)."""
     global _memo
-    path = state_path(settings)
+    path = state_path(settings, name)
     try:
         modified = path.stat().st_mtime
     except FileNotFoundError:

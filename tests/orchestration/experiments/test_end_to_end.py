@@ -19,11 +19,13 @@ from fastapi.testclient import TestClient
 from ml.datasets import movielens_sample
 from ml.experiments.tracking import AB_TESTS, PLOT_PATH
 from orchestration.cli import main
+from orchestration.experiments.lists import state_name
 from orchestration.experiments.store import RUNNING, STOPPED, ExperimentStore
 from orchestration.ingest.commands import ingest_files
 from orchestration.instance import run_job_in_process
 from orchestration.jobs import FULL_BUILD_JOB, PUBLISH_JOB, REFRESH_JOB
 from orchestration.serving.api import create_app
+from orchestration.serving.state import state_path
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 
@@ -110,7 +112,14 @@ def test_an_experiment_runs_from_start_to_verdict(
     )
     clicks.to_csv(inputs / "clicks.csv", index=False)
     ingest_files(settings, {"events": [inputs / "clicks.csv"]})
-    assert run_job_in_process(REFRESH_JOB, settings).success
+    refreshed = run_job_in_process(REFRESH_JOB, settings)
+    assert refreshed.success
+    # The refresh ranked the clickers again, the challenger's from its saved serving state.
+    challenger_state = state_path(settings, state_name("ab-e2e", "challenger"))
+    assert challenger_state.exists()
+    variants = refreshed.asset_materializations_for_node("experiment_lists")[0].metadata["variants"]
+    assert "freshrank-ranking/2:popularity_all (serving state)" in variants.value
+    assert set(clicks["user_id"]) <= set(experiments.lists("ab-e2e")["user_id"])
 
     analysed = runner.invoke(main, ["experiment", "analyse"])
     assert analysed.exit_code == 0, analysed.output
@@ -140,5 +149,6 @@ def test_an_experiment_runs_from_start_to_verdict(
     assert stopped.exit_code == 0, stopped.output
     assert tracking.alias_version(client, tracking.CHAMPION) == "2"
     assert experiments.get("ab-e2e").status == STOPPED
+    assert not challenger_state.exists()
     assert "promote challenger" in experiments.get("ab-e2e").verdict
     store.dispose()
