@@ -1,10 +1,11 @@
 """Great Expectations 1.x suites, run on DataFrames (see STACK.md: no dagster-ge, no SQL source).
 
-`great_expectations` takes seconds to import, so it is imported inside the functions that need it.
+`great_expectations` takes seconds to import, so `_gx()` imports it when a suite first runs.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,28 @@ from ml.constants import (
     USER_ID,
     WEIGHT,
 )
+
+
+def _gx() -> Any:
+    """The great_expectations module, imported without Spark Connect.
+
+    GX's import probes `pyspark.sql.connect` when pyspark is installed (the `distributed` extra).
+    pyspark 4's connect package checks its own dependencies on import and calls sys.exit(0) when
+    the main module has no file (`python -c`, some worker processes) and they are missing: the
+    run would end quietly in the middle of a check. freshrank validates pandas frames only, so
+    the probe is answered "not installed" for the length of the import.
+    """
+    if "great_expectations" in sys.modules:
+        return sys.modules["great_expectations"]
+    blocked = "pyspark.sql.connect" not in sys.modules
+    if blocked:
+        sys.modules["pyspark.sql.connect"] = None  # an import of it raises ImportError
+    try:
+        import great_expectations
+    finally:
+        if blocked:
+            del sys.modules["pyspark.sql.connect"]
+    return great_expectations
 
 
 @dataclass(frozen=True)
@@ -41,7 +64,7 @@ class SuiteOutcome:
 
 
 def _raw_event_expectations(event_types: Sequence[str]) -> list[Any]:
-    import great_expectations as gx
+    gx = _gx()
 
     expectations = [
         gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
@@ -60,7 +83,7 @@ def _raw_event_expectations(event_types: Sequence[str]) -> list[Any]:
 
 
 def _raw_item_expectations() -> list[Any]:
-    import great_expectations as gx
+    gx = _gx()
 
     return [
         gx.expectations.ExpectColumnValuesToNotBeNull(column=ITEM_ID),
@@ -70,7 +93,7 @@ def _raw_item_expectations() -> list[Any]:
 
 
 def _interaction_expectations(event_types: Sequence[str]) -> list[Any]:
-    import great_expectations as gx
+    gx = _gx()
 
     return [
         gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
@@ -82,7 +105,7 @@ def _interaction_expectations(event_types: Sequence[str]) -> list[Any]:
 
 
 def _catalog_expectations() -> list[Any]:
-    import great_expectations as gx
+    gx = _gx()
 
     return [
         gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
@@ -101,7 +124,7 @@ SUITES: dict[str, Callable[..., list[Any]]] = {
 
 def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list[Any]) -> SuiteOutcome:
     """Validate a whole DataFrame against a list of expectations in an ephemeral GX context."""
-    import great_expectations as gx
+    gx = _gx()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
