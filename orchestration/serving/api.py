@@ -225,7 +225,11 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         else:
             published = experiments.list_rows(assigned, user_id, k)
         served = personaliser.serve(
-            user_id, published, k, lambda: _new_user_rows(store, context_key, context, k)
+            user_id,
+            published,
+            k,
+            lambda: _new_user_rows(store, context_key, context, k),
+            with_candidates=assigned is None,  # the candidates are the champion's
         )
         if served is None:
             if store.summary()["rows"]:

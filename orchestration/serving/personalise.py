@@ -211,10 +211,15 @@ class RequestPersonaliser:
         published: Sequence[Row],
         k: int,
         fallback: Callable[[], Sequence[Row]],
+        with_candidates: bool = True,
     ) -> ServedList | None:
         """The user's list for this request: ``published`` (best first; empty for a new user)
         re-ranked for their recent events, else ``fallback()`` (trending); None when neither
-        yields a row. Only reads: nothing published changes."""
+        yields a row. Only reads: nothing published changes.
+
+        ``with_candidates=False`` leaves the champion's published candidate pool out: an
+        experiment's variant re-ranks only its own list, or a treatment would serve the
+        champion's items."""
         events = self.store.recent_events(user_id)
         if not events:
             rows = list(published) or list(fallback())
@@ -223,7 +228,7 @@ class RequestPersonaliser:
         candidates, related, titles = self.store.personalisation_inputs(
             user_id, signals, RELATED_PER_ITEM
         )
-        if not published:
+        if not published or not with_candidates:
             candidates = []  # a new user's pool is what they just did, not anyone's candidates
         items = personalise(
             published,

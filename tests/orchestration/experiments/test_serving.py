@@ -101,3 +101,22 @@ def test_a_stopped_experiment_is_no_longer_served(serving) -> None:
     with TestClient(create_app(settings, ApiLimits())) as client:
         body = client.get("/recommendations/u7?k=2").json()
     assert body["variant"] is None and body["items"][0]["item_id"] == "u7-item-1"
+
+
+def test_request_time_personalisation_keeps_a_variant_to_its_own_items(serving) -> None:
+    settings, experiments = serving
+    store = ServingStore(settings.serving_url)
+    champion_pool = make_lists(["u7"], 5).assign(
+        item_id=[f"cand-{rank}" for rank in range(1, 6)], score=10.0
+    )
+    store.publish(make_lists(["u1", "u7", "alice"], 5), candidates=champion_pool)
+    store.dispose()
+    start(experiments)
+    viewed = {"user_id": "u7", "item_id": "B-1", "event_type": "view", "timestamp": "2026-01-02"}
+    with TestClient(create_app(settings, ApiLimits())) as client:
+        assert client.post("/events", json=[viewed]).status_code == 202
+        body = client.get("/recommendations/u7?k=5").json()
+    served = [item["item_id"] for item in body["items"]]
+    assert body["variant"] == "B" and body["fresh_events"] == 1
+    assert "B-1" not in served  # consumed at request time
+    assert not [item for item in served if item.startswith("cand-")], served
