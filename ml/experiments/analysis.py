@@ -85,7 +85,8 @@ def attribute(exposures: pd.DataFrame, events: pd.DataFrame, window: pd.Timedelt
     """Events credited to an exposure: (exposure_id, item_id, shown, engaged, converted)."""
     columns = [EXPOSURE_ID, ITEM_ID, "shown", "engaged", "converted"]
     if exposures.empty or events.empty:
-        return pd.DataFrame(columns=columns)
+        flags = {flag: pd.Series(dtype=bool) for flag in columns[2:]}
+        return pd.DataFrame({EXPOSURE_ID: [], ITEM_ID: pd.Series(dtype=str), **flags})
     # merge_asof needs both clocks in one resolution (the serving store and DuckDB differ).
     served = exposures[[USER_ID, SERVED_AT, EXPOSURE_ID]].astype(
         {USER_ID: str, SERVED_AT: "datetime64[ns]"}

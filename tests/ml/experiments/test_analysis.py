@@ -156,3 +156,13 @@ def test_bad_configuration_is_refused() -> None:
         AnalysisConfig(window=pd.Timedelta(0))
     with pytest.raises(ValueError, match="alpha"):
         AnalysisConfig(alpha=1.5)
+
+
+def test_no_exposures_or_no_events_yet_say_too_few() -> None:
+    nobody = exposures([])
+    results = analyse(nobody, events([]), ["A", "B"])
+    assert results.variants["users"].tolist() == [0, 0]
+    assert results.verdict.text.startswith("too few exposed users yet (A 0, B 0;")
+    quiet = analyse(SHOWN, events([]), ["A", "B"], AnalysisConfig(min_users=1))
+    assert quiet.variants["click_through"].tolist() == [0.0, 0.0]
+    assert quiet.attributed_events == 0
