@@ -6,6 +6,7 @@ from dagster import Definitions
 
 from orchestration.compute import ComputeResource
 from orchestration.experiments.assets import experiment_assets
+from orchestration.experiments.schedules import experiment_schedules
 from orchestration.features.assets import item_embeddings
 from orchestration.features.checks import feature_checks
 from orchestration.ingest.assets import raw_events, raw_items
@@ -35,6 +36,6 @@ defs = Definitions(
     asset_checks=[*quality_checks, *feature_checks, *model_checks, *serving_checks],
     jobs=[*jobs, *privacy_jobs],
     sensors=[*ingest_sensors, *model_sensors],
-    schedules=[*ingest_schedules, *privacy_schedules],
+    schedules=[*ingest_schedules, *privacy_schedules, *experiment_schedules],
     resources={"dbt": dbt_resource(), "compute": ComputeResource()},
 )
