@@ -139,7 +139,6 @@ def _ranked_query(table: sa.Table, *keys: str) -> sa.Select:
 
 # The reads of every request, built once: building a statement costs more than running it.
 _LIST_QUERY = _ranked_query(recommendations_table, USER_ID)
-_CANDIDATES_QUERY = _ranked_query(candidates_table, USER_ID)
 _TRENDING_QUERY = _ranked_query(trending_table)
 _CONTEXT_TRENDING_QUERY = _ranked_query(context_trending_table, CONTEXT_KEY, CONTEXT_VALUE)
 _RELATED_QUERY = _ranked_query(related_table, ITEM_ID)
@@ -327,9 +326,9 @@ class ServingStore:
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
 
-    def list_rows(self, user_id: str, k: int | None = None) -> list[dict[str, Any]]:
+    def list_rows(self, user_id: str) -> list[dict[str, Any]]:
         """recommendations() as plain dicts."""
-        return self._rows(_LIST_QUERY, {USER_ID: str(user_id)})[:k]
+        return self._rows(_LIST_QUERY, {USER_ID: str(user_id)})
 
     def trending_rows(self, k: int | None = None) -> list[dict[str, Any]]:
         """trending() as plain dicts."""
@@ -345,10 +344,6 @@ class ServingStore:
     def related_rows(self, item_id: str, k: int | None = None) -> list[dict[str, Any]]:
         """related() as plain dicts."""
         return self._rows(_RELATED_QUERY, {ITEM_ID: str(item_id)})[:k]
-
-    def candidate_rows(self, user_id: str) -> list[dict[str, Any]]:
-        """One user's published candidates, best first (empty when the user has none)."""
-        return self._rows(_CANDIDATES_QUERY, {USER_ID: str(user_id)})
 
     def personalisation_inputs(
         self, user_id: str, item_ids: list[str], related_per_item: int

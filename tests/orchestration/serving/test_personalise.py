@@ -215,7 +215,8 @@ def served(client: TestClient, user: str, k: int = 5) -> dict:
 def published_rows(settings: Settings) -> list[dict]:
     store = ServingStore(settings.serving_url)
     try:
-        return [store.list_rows("u1"), store.candidate_rows("u1"), store.trending_rows()]
+        candidates, _related, _titles = store.personalisation_inputs("u1", [], 1)
+        return [store.list_rows("u1"), candidates, store.trending_rows()]
     finally:
         store.dispose()
 

@@ -256,8 +256,8 @@ def test_a_publish_carries_candidates_and_titles_and_drops_the_events_it_reflect
         store.mark_loaded({"a.jsonl": DAY, "b.jsonl": DAY + pd.Timedelta("2D")})
         stage_lists(settings, full, None, DAY + pd.Timedelta("1D"))  # through: a's load only
         publish_staged(settings)
-        assert [row["item_id"] for row in store.candidate_rows("u1")] == ["news", "coffee"]
-        _candidates, _related, found = store.personalisation_inputs("u1", ["news", "x"], 5)
+        candidates, _related, found = store.personalisation_inputs("u1", ["news", "x"], 5)
+        assert [row["item_id"] for row in candidates] == ["news", "coffee"]
         assert found == {"news": "News"}
         assert [event["source_file"] for event in store.recent_events("u1")] == ["b.jsonl"]
     finally:

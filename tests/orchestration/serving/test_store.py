@@ -449,10 +449,15 @@ def test_candidates_follow_their_users_lists(serving_url: str) -> None:
     store = ServingStore(serving_url)
     store.publish(make_lists(["u1", "u2"], 2, "v1"), candidates=make_lists(["u1", "u2"], 4, "v1"))
     store.publish(make_lists(["u1"], 2, "v2"), users=["u1"], candidates=make_lists(["u1"], 3, "v2"))
-    assert [row["item_id"] for row in store.candidate_rows("u1")] == ["v2-1", "v2-2", "v2-3"]
-    assert len(store.candidate_rows("u2")) == 4
+
+    def candidate_items(user: str) -> list[str]:
+        candidates, _related, _titles = store.personalisation_inputs(user, [], 1)
+        return [row["item_id"] for row in candidates]
+
+    assert candidate_items("u1") == ["v2-1", "v2-2", "v2-3"]
+    assert len(candidate_items("u2")) == 4
     store.publish(make_lists(["u3"], 1, "v3"))  # a full publish without candidates clears them
-    assert store.candidate_rows("u2") == []
+    assert candidate_items("u2") == []
     store.dispose()
 
 
