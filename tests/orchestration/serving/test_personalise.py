@@ -369,3 +369,14 @@ def test_two_serve_workers_reflect_a_post_in_the_next_read(
             server.kill()
             server.wait()
     assert "2 worker(s)" in log_path.read_text()
+
+
+def test_the_openapi_description_documents_request_time_personalisation(
+    client: TestClient,
+) -> None:
+    spec = client.get("/openapi.json").json()
+    description = spec["paths"]["/recommendations/{user_id}"]["get"]["description"]
+    assert "Request-time personalisation" in description
+    assert "because you just viewed" in description
+    fields = spec["components"]["schemas"]["RecommendationList"]["properties"]
+    assert {"personalised", "fresh_events"} <= set(fields)
