@@ -17,18 +17,22 @@ from orchestration.jobs import full_build_job, refresh_job
 from orchestration.settings import get_settings
 
 
-@sensor(job=refresh_job, minimum_interval_seconds=5, default_status=DefaultSensorStatus.RUNNING)
+@sensor(job=refresh_job, minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING)
 def landing_sensor(context: SensorEvaluationContext):
-    """Files (or API batches) waiting in the landing zone start a refresh run."""
+    """Files (or API batches) waiting in the landing zone start a refresh run.
+
+    The run key names the waiting files, and Dagster never starts two runs with one key: files
+    that already have a run (queued, running or done) are asked for again on every tick and
+    skipped by the daemon. No cursor is kept, so a request lost to a stopped daemon is made
+    again at the next tick instead of leaving its files waiting for ever.
+    """
     settings = get_settings()
     waiting = [path for kind in KINDS for path in pending_files(kind, settings)]
     if not waiting:
         return SkipReason("the landing zone is empty")
     # Names are unique per delivery (landing adds a token), so they identify the batch.
     fingerprint = hashlib.sha256("\n".join(map(str, waiting)).encode()).hexdigest()[:16]
-    if context.cursor == fingerprint:
-        return SkipReason(f"{len(waiting)} file(s) already have a refresh run")
-    context.update_cursor(fingerprint)
+    context.log.info("%d landing file(s) waiting", len(waiting))
     return RunRequest(run_key=f"landing-{fingerprint}", tags={"freshrank/files": str(len(waiting))})
 
 

@@ -1,0 +1,40 @@
+"""The landing sensor asks for one refresh per set of waiting files, and asks again until one runs."""
+
+from __future__ import annotations
+
+from dagster import DagsterInstance, RunRequest, SkipReason, build_sensor_context
+
+from orchestration.ingest.sensors import landing_sensor
+from orchestration.settings import Settings
+
+
+def evaluate(instance: DagsterInstance) -> RunRequest | SkipReason:
+    result = landing_sensor(build_sensor_context(instance=instance))
+    assert isinstance(result, RunRequest | SkipReason)
+    return result
+
+
+def test_waiting_files_are_asked_for_under_one_key_until_they_are_loaded(
+    settings: Settings,
+) -> None:
+    events = settings.landing_folder("events")
+    with DagsterInstance.ephemeral() as instance:
+        assert isinstance(evaluate(instance), SkipReason)  # nothing waiting
+
+        (events / "batch-1.csv").write_text("user_id,item_id,event_type,timestamp\n")
+        (events / ".batch-2.csv.partial").write_text("")  # still being written: not waiting
+        first = evaluate(instance)
+        assert isinstance(first, RunRequest)
+        assert first.tags["freshrank/files"] == "1"
+        # No cursor: the same files are asked for again (Dagster skips a key it has run), so a
+        # request lost with a stopped daemon is made again.
+        again = evaluate(instance)
+        assert isinstance(again, RunRequest) and again.run_key == first.run_key
+
+        (events / "batch-3.csv").write_text("user_id,item_id,event_type,timestamp\n")
+        more = evaluate(instance)
+        assert isinstance(more, RunRequest) and more.run_key != first.run_key
+
+        for path in events.iterdir():
+            path.unlink()  # loaded and archived by the run
+        assert isinstance(evaluate(instance), SkipReason)
