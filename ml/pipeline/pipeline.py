@@ -261,14 +261,16 @@ class RankingPipeline:
                 raise ValueError(f"no score column {self.ordering!r} among the candidates")
             # Popularity breaks ties (and orders users the source knows nothing about).
             tiebreak = frame[TIEBREAK].to_numpy(dtype=float)
-            tiebreak = tiebreak / (tiebreak.max() + 1.0)
+            # Into [0, 1) row by row (same order): a user's scores must not depend on who else
+            # is ranked in the same call.
+            tiebreak = tiebreak / (tiebreak + 1.0)
             raw = frame[self.ordering].to_numpy(dtype=float) * 2.0 + tiebreak * 1e-3
             raw = np.where(frame[self.ordering].to_numpy() > 0, raw + 1.0, tiebreak * 1e-3)
         grouped = pd.Series(raw).groupby(frame[USER_ID].to_numpy())
         low, high = grouped.transform("min").to_numpy(), grouped.transform("max").to_numpy()
         span = np.where(high > low, high - low, 1.0)
         # Lowest candidate at 0.1, not 0, so that a demotion can still move it.
-        return 0.1 + 0.9 * (raw - low) / span
+        return 0.1 + 0.9 * np.clip((raw - low) / span, 0.0, 1.0)  # clip: rounding
 
     def rank(self, frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
         """Top-k lists from a candidate frame: order, feedback rules, new-item slots, MMR,
@@ -343,7 +345,11 @@ class RankingPipeline:
         if events.empty:
             return multipliers
         users = pd.Index(pd.unique(frame[USER_ID]))
-        items = pd.Index(pd.unique(frame[ITEM_ID]))
+        # The users' own items too: a disliked item is consumed, so rarely a candidate, and the
+        # penalty must see it whoever else is ranked in the same call (block, or shard on Ray).
+        items = pd.Index(
+            pd.unique(np.concatenate([frame[ITEM_ID].to_numpy(), events[ITEM_ID].to_numpy()]))
+        )
         rows, columns = users.get_indexer(frame[USER_ID]), items.get_indexer(frame[ITEM_ID])
         for start in range(0, len(users), self.config.users_per_block):
             block_users = users[start : start + self.config.users_per_block]

@@ -110,6 +110,7 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
     ):
         on_spark = settings.dbt_target == "spark"
         if on_spark:
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # not the machine's address
             with duckdb.connect(str(settings.warehouse_path)) as connection:
                 export_raw_tables(connection, settings.spark_dir)
         target = ["--target", settings.dbt_target]

@@ -271,3 +271,13 @@ def test_candidates_extend_the_lists_with_reasons_for_every_row() -> None:
     assert candidates[REASON].map(bool).all()
     with pytest.raises(ValueError, match="candidates"):
         ranked.recommend_with_candidates(shoppers(), candidates=0)
+
+
+def test_a_users_list_does_not_depend_on_who_else_is_ranked_with_them() -> None:
+    # x disliked i3 (so i3 is never x's candidate); i9's text is close to i3's. Ranked alone or
+    # beside y, for whom i3 is a candidate, x's dislike must demote the same items.
+    fitted = pipeline(k=6)
+    disliking = ("x", "i3", "dislike", "2024-02-28 11:00")
+    alone = fitted.recommend(shopper(disliking))
+    together = fitted.recommend(shopper(disliking, ("y", "i4", "view", "2024-02-28 12:00")))
+    pd.testing.assert_frame_equal(alone, together[together[USER_ID] == "x"])
