@@ -1,6 +1,7 @@
 """The landing sensor and the refresh schedules: new behaviour reaches the lists within seconds."""
 
 import hashlib
+from pathlib import Path
 
 from dagster import (
     DefaultScheduleStatus,
@@ -30,10 +31,20 @@ def landing_sensor(context: SensorEvaluationContext):
     waiting = [path for kind in KINDS for path in pending_files(kind, settings)]
     if not waiting:
         return SkipReason("the landing zone is empty")
-    # Names are unique per delivery (landing adds a token), so they identify the batch.
-    fingerprint = hashlib.sha256("\n".join(map(str, waiting)).encode()).hexdigest()[:16]
+    deliveries = [_delivery(path) for path in waiting]
+    fingerprint = hashlib.sha256("\n".join(filter(None, deliveries)).encode()).hexdigest()[:16]
     context.log.info("%d landing file(s) waiting", len(waiting))
     return RunRequest(run_key=f"landing-{fingerprint}", tags={"freshrank/files": str(len(waiting))})
+
+
+def _delivery(path: Path) -> str | None:
+    """A delivery is its path, size and modification time: a file delivered again under the
+    same name (a daily events.csv, say) is a new batch. None: taken away while we looked."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{path}:{status.st_size}:{status.st_mtime_ns}"
 
 
 periodic_refresh_schedule = ScheduleDefinition(

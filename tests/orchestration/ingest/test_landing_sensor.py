@@ -1,4 +1,4 @@
-"""The landing sensor asks for one refresh per set of waiting files, and asks again until one runs."""
+"""The landing sensor asks for one refresh per set of waiting files, and again until one runs."""
 
 from __future__ import annotations
 
@@ -38,3 +38,8 @@ def test_waiting_files_are_asked_for_under_one_key_until_they_are_loaded(
         for path in events.iterdir():
             path.unlink()  # loaded and archived by the run
         assert isinstance(evaluate(instance), SkipReason)
+
+        # The same name delivered again is a new batch.
+        (events / "batch-1.csv").write_text("user_id,item_id,event_type,timestamp\nu,i,view,1\n")
+        redelivered = evaluate(instance)
+        assert isinstance(redelivered, RunRequest) and redelivered.run_key != first.run_key
