@@ -3,7 +3,7 @@
     FRESHRANK_DBT_TARGET=spark): dispatched by adapter, DuckDB's behaviour is the default.
 #}
 
-{# Seconds since 1970 of a timestamp, with its fraction. #}
+{# Seconds since 1970 of a timestamp, with its fraction, as a double (1e6 is one in Spark). #}
 {% macro epoch_seconds(timestamp_expression) -%}
     {{ return(adapter.dispatch('epoch_seconds')(timestamp_expression)) }}
 {%- endmacro %}
@@ -13,7 +13,7 @@
 {%- endmacro %}
 
 {% macro spark__epoch_seconds(timestamp_expression) -%}
-    (unix_micros({{ timestamp_expression }}) / 1000000.0)
+    (unix_micros({{ timestamp_expression }}) / 1e6)
 {%- endmacro %}
 
 {#

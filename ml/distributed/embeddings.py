@@ -52,7 +52,7 @@ def embed_on_ray(texts: Sequence[str], config: EmbeddingConfig, workers: int) ->
         fn_constructor_kwargs={"config": config},
         batch_size=config.batch_size,
         batch_format="pandas",
-        concurrency=replicas,
+        compute=ray.data.ActorPoolStrategy(size=replicas),
         num_gpus=1 if gpus else 0,
         num_cpus=1,
     )

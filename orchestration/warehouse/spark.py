@@ -16,6 +16,9 @@ import duckdb
 RAW_TABLES = ("events", "items")
 RAW_SCHEMA = "raw"
 MARTS_SCHEMA = "marts"
+# Spark's types that DuckDB's build of the same mart has otherwise: zone-aware timestamps (UTC
+# wall-clock in the marts) and 32-bit row numbers (row_number() is a bigint in DuckDB).
+DUCKDB_TYPES = {"TIMESTAMP WITH TIME ZONE": "timestamp", "INTEGER": "bigint"}
 
 
 def raw_parquet_dir(spark_dir: Path) -> Path:
@@ -45,8 +48,8 @@ def export_raw_tables(connection: duckdb.DuckDBPyConnection, spark_dir: Path) ->
 def import_marts(connection: duckdb.DuckDBPyConnection, spark_dir: Path) -> dict[str, int]:
     """Replace the DuckDB marts with the ones Spark built; rows loaded per mart.
 
-    Spark writes zone-aware timestamps (its `timestamp`); the marts hold UTC wall-clock times
-    (DuckDB's `timestamp`), so those columns are converted in UTC.
+    Columns get the types DuckDB's build gives them (DUCKDB_TYPES): Spark's zone-aware
+    timestamps are converted in UTC.
     """
     folder = spark_marts_dir(spark_dir)
     marts = sorted(path for path in folder.iterdir() if path.is_dir()) if folder.exists() else []
@@ -62,8 +65,8 @@ def import_marts(connection: duckdb.DuckDBPyConnection, spark_dir: Path) -> dict
         files = f"{mart}/*.parquet"
         columns = connection.sql(f"describe select * from read_parquet('{files}')").fetchall()
         selected = ", ".join(
-            f'cast("{name}" as timestamp) as "{name}"'
-            if kind == "TIMESTAMP WITH TIME ZONE"
+            f'cast("{name}" as {DUCKDB_TYPES[kind]}) as "{name}"'
+            if kind in DUCKDB_TYPES
             else f'"{name}"'
             for name, kind, *_ in columns
         )

@@ -33,7 +33,7 @@ def test_raw_tables_go_out_as_parquet_with_every_row(tmp_path: Path) -> None:
     assert events == [("e1", "007"), ("e2", "7")]  # ids stay text: "007" is not "7"
 
 
-def test_marts_come_back_with_spark_timestamps_as_utc_wall_clock(tmp_path: Path) -> None:
+def test_marts_come_back_with_duckdbs_types(tmp_path: Path) -> None:
     spark_dir = tmp_path / "spark"
     mart_folder = spark_marts_dir(spark_dir) / "users"
     mart_folder.mkdir(parents=True)
@@ -41,19 +41,22 @@ def test_marts_come_back_with_spark_timestamps_as_utc_wall_clock(tmp_path: Path)
         # Spark's `timestamp` is zone-aware in Parquet; 10:00 UTC seen from Berlin is 11:00.
         spark_like.execute("set TimeZone = 'Europe/Berlin'")
         spark_like.execute(
-            f"copy (select 'u1' as user_id, timestamptz '2024-01-01 10:00:00+00' as "
-            f"first_event_at) to '{mart_folder}/part-0.parquet' (format parquet)"
+            "copy (select 'u1' as user_id, timestamptz '2024-01-01 10:00:00+00' as "
+            "first_event_at, cast(3 as integer) as event_count) "
+            f"to '{mart_folder}/part-0.parquet' (format parquet)"
         ).fetchall()
     with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as connection:
         connection.execute("set TimeZone = 'Europe/Berlin'")
         loaded = import_marts(connection, spark_dir)
-        row = connection.execute("select user_id, first_event_at from marts.users").fetchall()
-        kind = connection.execute(
-            "select data_type from information_schema.columns where column_name = 'first_event_at'"
+        row = connection.execute("select * from marts.users").fetchall()
+        kinds = connection.execute(
+            "select data_type from information_schema.columns where table_name = 'users' "
+            "order by ordinal_position"
         ).fetchall()
     assert loaded == {"users": 1}
-    assert row == [("u1", datetime(2024, 1, 1, 10, 0))]
-    assert kind == [("TIMESTAMP",)]
+    assert row == [("u1", datetime(2024, 1, 1, 10, 0), 3)]
+    # Spark's row_number() is an int, DuckDB's a bigint.
+    assert kinds == [("VARCHAR",), ("TIMESTAMP",), ("BIGINT",)]
 
 
 def test_no_marts_from_spark_says_where_it_looked(tmp_path: Path) -> None:
