@@ -4,6 +4,10 @@ DuckDB admits one process per database file, and Dagster's run-queue limits do n
 started in-process (the CLI, tests). Every step that opens the warehouse for writing takes this
 lock, whichever way its run was started, so a typed `freshrank refresh` and a sensor-triggered run
 wait for each other instead of failing with "Could not set lock on file".
+
+The lock file is not enough on its own: a run killed in the middle of `dbt build` leaves its dbt
+process writing (the lock died with its parent), so a writer also waits until DuckDB's own lock
+on the file is free.
 """
 
 from __future__ import annotations
@@ -51,9 +55,33 @@ def warehouse_writer(warehouse_path: Path, timeout_s: float = 600.0) -> Iterator
                     ) from None
                 time.sleep(0.1)
         try:
+            _wait_for_duckdb(warehouse_path, deadline, timeout_s)
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _wait_for_duckdb(warehouse_path: Path, deadline: float, timeout_s: float) -> None:
+    """Until no other process holds DuckDB's lock on the file (say, an orphaned dbt build)."""
+    if not warehouse_path.exists():
+        return
+    announced = False
+    while True:
+        try:
+            duckdb.connect(str(warehouse_path)).close()
+            return
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            if not announced:
+                logger.info("waiting for another process to release %s: %s", warehouse_path, error)
+                announced = True
+            if time.monotonic() > deadline:
+                raise WarehouseBusy(
+                    f"the warehouse {warehouse_path} stayed open in another process for "
+                    f"{timeout_s:.0f} s: {error}"
+                ) from None
+            time.sleep(0.2)
 
 
 @contextmanager

@@ -56,3 +56,45 @@ def test_lock_is_released_after_an_error(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     with warehouse_writer(warehouse, timeout_s=0.5):
         pass
+
+
+ORPHAN = """
+import sys, time, duckdb
+connection = duckdb.connect(sys.argv[1])  # holds DuckDB's lock, not freshrank's lock file
+print("open", flush=True)
+time.sleep(float(sys.argv[2]))
+connection.close()
+"""
+
+
+def test_a_writer_waits_for_a_process_that_holds_the_file_without_the_lock(
+    tmp_path: Path,
+) -> None:
+    """What a refresh killed mid-dbt leaves: its dbt process still writing, the lock file free."""
+    import duckdb
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    duckdb.connect(str(warehouse)).close()
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(warehouse), "3"], stdout=subprocess.PIPE, text=True
+    )
+    assert orphan.stdout.readline().strip() == "open"
+    started = time.monotonic()
+    with warehouse_writer(warehouse, timeout_s=60), duckdb.connect(str(warehouse)) as connection:
+        connection.execute("create table written as select 1 as x")
+    assert orphan.wait(timeout=60) == 0
+    assert time.monotonic() - started > 1.0  # it waited for the other process to let go
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(warehouse), "30"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with (
+            pytest.raises(WarehouseBusy, match="stayed open in another process"),
+            warehouse_writer(warehouse, timeout_s=1),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
