@@ -20,6 +20,7 @@ seconds / daemon seconds (above 1: the daemon path publishes sooner).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -34,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from common import print_table
 from deployment import environment, freshrank, prepare, say, write_batch
+
+from ml.distributed.session import descendant_processes
 
 TARGET_SECONDS = 15.0
 READY_TIMEOUT = 300.0
@@ -134,6 +137,21 @@ def _verdict(seconds: float) -> str:
     return "met" if seconds <= TARGET_SECONDS else "NOT met"
 
 
+def stop_tree(process: subprocess.Popen) -> None:
+    """Stop `make dev` as Ctrl-C does, then kill whatever it started that is still running (the
+    Dagster servers run in sessions of their own and can outlive it)."""
+    started = descendant_processes(process.pid)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    for pid in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, default=None, help="deployment (built if empty)")
@@ -181,11 +199,7 @@ def main() -> None:
             rounds.append(one_round(home, batch.path))
             say(f"  round {number + 1}: {rounds[-1]['landed -> published']:.1f} s")
     finally:
-        os.killpg(dev.pid, signal.SIGINT)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
+        stop_tree(dev)
 
     daemon = statistics.median(r["landed -> published"] for r in rounds)
     cli = statistics.median(cli_seconds)
