@@ -30,7 +30,7 @@ from ml.pipeline.backtest import FALLBACK_PIPELINE
 from ml.pipeline.pipeline import RankingPipeline
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.rules import context_trending, context_trending_lists
-from orchestration.compute import ComputeResource
+from orchestration.compute import LOCAL, ComputeResource
 from orchestration.model.assets import pipeline_config
 from orchestration.serving.state import ServingState, load_state, save_state
 from orchestration.settings import Settings
@@ -165,13 +165,42 @@ def score_users(
             state = load_state(settings, champion, connection)
             if state is not None:
                 behaviour = read_user_behaviour(connection, user_ids)
-                return _score_with_state(settings, state, behaviour)
+                # Context trending and related items stay as the last full scoring published;
+                # a refresh's few users stay in this process.
+                local = ComputeResource(engine=LOCAL)
+                return _ranked(settings, state.pipeline, state.label, behaviour, _now(), local)
         snapshot = read_snapshot(connection)
         catalog = catalog_stamp(connection)
     pipeline, version = champion_pipeline(settings, snapshot, champion)
     save_state(settings, ServingState(champion, version, catalog, pipeline))
-    behaviour = read_behaviour(snapshot, user_ids)
-    generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    generated_at = _now()
+    scored = _ranked(
+        settings, pipeline, version, read_behaviour(snapshot, user_ids), generated_at, compute
+    )
+    by_context = build_context_trending(
+        settings,
+        snapshot.positive,
+        snapshot.items,
+        scored.trending.set_index(ITEM_ID)[SCORE],
+        sorted(snapshot.unavailable),
+    )
+    scored.context_trending = _stamped(by_context, "trending", generated_at)
+    if user_ids is None:
+        scored.related = _stamped(pipeline.related_items(settings.top_k), version, generated_at)
+        scored.titles = snapshot.titles.dropna().astype(str).rename_axis(ITEM_ID).reset_index()
+    return scored
+
+
+def _ranked(
+    settings: Settings,
+    pipeline: RankingPipeline,
+    version: str,
+    behaviour: Behaviour,
+    generated_at: datetime,
+    compute: ComputeResource | None = None,
+) -> ScoredLists:
+    """The behaviour's users' lists and candidates, and the cold-start list, from one pipeline
+    (over user shards on Ray when ``compute`` says so)."""
     ranked, candidates = (compute or ComputeResource()).rank(
         settings,
         pipeline,
@@ -180,41 +209,7 @@ def score_users(
     )
     lists = _stamped(ranked, version, generated_at)
     popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
-    by_context = build_context_trending(
-        settings,
-        snapshot.positive,
-        snapshot.items,
-        popular.set_index(ITEM_ID)[SCORE],
-        sorted(snapshot.unavailable),
-    )
-    by_context = _stamped(by_context, "trending", generated_at)
-    related = titles = None
-    if user_ids is None:
-        related = _stamped(pipeline.related_items(settings.top_k), version, generated_at)
-        titles = snapshot.titles.dropna().astype(str).rename_axis(ITEM_ID).reset_index()
-    fallback = int(len(behaviour.users) - lists[USER_ID].nunique())
     logger.info("scored %d users with %s", len(behaviour.users), version)
-    return ScoredLists(
-        lists=lists,
-        trending=popular,
-        model_version=version,
-        fallback_users=fallback,
-        context_trending=by_context,
-        related=related,
-        candidates=_stamped(candidates, version, generated_at),
-        titles=titles,
-    )
-
-
-def _score_with_state(settings: Settings, state: ServingState, behaviour: Behaviour) -> ScoredLists:
-    """Lists for the behaviour's users from the saved pipeline; the trending list is the one
-    the state's pipeline gives (as last published); context trending and related items stay."""
-    generated_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    pipeline, version = state.pipeline, state.label
-    ranked, candidates = pipeline.recommend_with_candidates(behaviour, settings.serving_candidates)
-    lists = _stamped(ranked, version, generated_at)
-    popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
-    logger.info("scored %d users with %s (serving state)", len(behaviour.users), version)
     return ScoredLists(
         lists=lists,
         trending=popular,
@@ -222,6 +217,11 @@ def _score_with_state(settings: Settings, state: ServingState, behaviour: Behavi
         fallback_users=int(len(behaviour.users) - lists[USER_ID].nunique()),
         candidates=_stamped(candidates, version, generated_at),
     )
+
+
+def _now() -> datetime:
+    """A publish time as the store keeps it: naive UTC, whole seconds."""
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def _stamped(frame: pd.DataFrame, version: str, generated_at: datetime) -> pd.DataFrame:
