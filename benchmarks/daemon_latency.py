@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from api_latency import free_port
 from common import print_table
 from deployment import environment, freshrank, prepare, say, write_batch
 
@@ -41,12 +41,6 @@ from ml.distributed.session import descendant_processes
 TARGET_SECONDS = 15.0
 READY_TIMEOUT = 300.0
 RUN_TIMEOUT = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def land(home: Path, batch_path: Path) -> float:
