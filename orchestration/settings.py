@@ -137,6 +137,7 @@ class Settings:
     backtest_training_cuts: int = 5  # earlier cuts that only train the ranker
     backtest_window_fraction: float = 0.06  # share of events in each cut's holdout window
     backtest_min_users: int = 10  # a cut with fewer users active after it is not evaluated
+    backtest_max_users: int = 2_000  # a cut with more ranks a fixed sample of this many
     ablations: bool = False  # also backtest the ranker without the text source
     sequential_epochs: int = 3  # when "sequential" is among the candidate sources
     mmr_lambda: float | None = None  # None: no diversity re-ranking
@@ -213,6 +214,7 @@ class Settings:
             backtest_training_cuts=int(_env_float("FRESHRANK_BACKTEST_TRAINING_CUTS", 5)),
             backtest_window_fraction=_env_float("FRESHRANK_BACKTEST_WINDOW_FRACTION", 0.06),
             backtest_min_users=int(_env_float("FRESHRANK_BACKTEST_MIN_USERS", 10)),
+            backtest_max_users=int(_env_float("FRESHRANK_BACKTEST_MAX_USERS", 2_000)),
             ablations=os.environ.get("FRESHRANK_ABLATIONS", "0").lower()
             not in ("0", "false", "no", ""),
             sequential_epochs=int(_env_float("FRESHRANK_SEQUENTIAL_EPOCHS", 3)),

@@ -29,6 +29,7 @@ from ml.evaluation.protocol import (
     OVERALL,
     EvaluationTask,
     build_task,
+    sample_users,
     segment_metrics,
 )
 from ml.evaluation.significance import paired_bootstrap
@@ -51,6 +52,7 @@ class BacktestConfig:
     window_fraction: float = 0.08  # share of all events in each cut's holdout window
     reveal_fraction: float = DEFAULT_REVEAL_FRACTION
     min_users: int = 10  # a cut with fewer evaluated users is skipped
+    max_users: int = 2_000  # a cut with more ranks a fixed hash-chosen sample of them
     min_ranker_users: int = 20  # labelled users (with a hit among candidates) to train a ranker
     ablations: bool = False  # also run the ranker without the text source and features
     ranker_half_life_cuts: float = 2.0  # a cut's labelled users weigh half every this many cuts
@@ -139,13 +141,17 @@ def prepare_cut(
     end: pd.Timestamp,
     config: PipelineConfig,
     reveal_fraction: float,
+    max_users: int | None = None,
 ) -> CutData:
-    """Fit sources before `cut`, build the task for [cut, end), and label the candidates."""
+    """Fit sources before `cut`, build the task for [cut, end) (for at most `max_users` of the
+    users active in it), and label the candidates."""
     before = snapshot.before(cut)
     events = snapshot.interactions
     window = events[(events[OCCURRED_AT] >= cut) & (events[OCCURRED_AT] < end)]
     positive_train = before.positive
     task = build_task(positive_train, window[window[WEIGHT] > 0], reveal_fraction)
+    if max_users is not None:
+        task = sample_users(task, max_users)
     users = task.users
     revealed = task.histories[task.histories[OCCURRED_AT] >= cut]
     known = pd.concat(
@@ -230,7 +236,9 @@ def run_backtests(
     ends = [*cuts[1:], snapshot.as_of]
     prepared: list[CutData] = []
     for position, (cut, end) in enumerate(zip(cuts, ends, strict=True)):
-        data = prepare_cut(snapshot, cut, end, config, backtest.reveal_fraction)
+        data = prepare_cut(
+            snapshot, cut, end, config, backtest.reveal_fraction, backtest.max_users
+        )
         data.evaluated = position >= len(cuts) - backtest.cuts
         users = len(data.task.users)
         logger.info(

@@ -11,6 +11,7 @@ baseline competes through exactly the same rules, slots and reasons as the ranke
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -194,14 +195,15 @@ class RankingPipeline:
     def candidate_features(self, behaviour: Behaviour) -> pd.DataFrame:
         """One row per (user, candidate) with every feature; consumed and unavailable items
         never become candidates."""
-        parts = []
-        users = behaviour.users
-        for start in range(0, len(users), self.config.users_per_block):
-            block = behaviour.for_users(users[start : start + self.config.users_per_block])
-            parts.append(self._block_features(block))
+        parts = [self._block_features(block) for block in self._blocks(behaviour)]
         if not parts:
             return pd.DataFrame(columns=[USER_ID, ITEM_ID])
         return pd.concat(parts, ignore_index=True)
+
+    def _blocks(self, behaviour: Behaviour) -> Iterator[Behaviour]:
+        """The users in blocks of `users_per_block`: every step of ranking is per user, so
+        working a block at a time bounds memory by a block's candidates, not everyone's."""
+        return behaviour.blocks(self.config.users_per_block)
 
     def _block_features(self, block: Behaviour) -> pd.DataFrame:
         snapshot = self.snapshot
@@ -289,10 +291,21 @@ class RankingPipeline:
         newest events remove or promote items. A listed candidate keeps its list's reason."""
         if candidates < 1:
             raise ValueError(f"candidates must be at least 1; got {candidates}")
-        frame = self.candidate_features(behaviour)
+        blocks = self._blocks(behaviour)
+        parts = [self._block_with_candidates(block, candidates) for block in blocks]
+        if not parts:
+            return empty_lists(), empty_lists()
+        lists, pools = zip(*parts, strict=True)
+        return pd.concat(lists, ignore_index=True), pd.concat(pools, ignore_index=True)
+
+    def _block_with_candidates(
+        self, block: Behaviour, candidates: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """recommend_with_candidates for one block of users."""
+        frame = self._block_features(block)
         if frame.empty:
             return empty_lists(), empty_lists()
-        scored = self._scored(frame, behaviour)
+        scored = self._scored(frame, block)
         lists = self._top(scored)
         pool = scored.groupby(USER_ID, sort=False).head(candidates)[[USER_ID, ITEM_ID, SCORE]]
         pool[RANK] = pool.groupby(USER_ID, sort=False).cumcount() + 1
@@ -301,7 +314,7 @@ class RankingPipeline:
         )
         # One pass of reasons over every row either table shows (it costs per user, not row).
         shown = pd.concat([lists, pool[~listed]], ignore_index=True)
-        shown[REASON] = self._reasons(shown, behaviour)
+        shown[REASON] = self._reasons(shown, block)
         reasons = shown.set_index([USER_ID, ITEM_ID])[REASON]
         lists[REASON] = shown[REASON].to_numpy()[: len(lists)]
         pool[REASON] = reasons.reindex(
@@ -330,7 +343,8 @@ class RankingPipeline:
 
     def recommend(self, behaviour: Behaviour) -> pd.DataFrame:
         """Top-k lists for every user of `behaviour`: the one path evaluation and serving take."""
-        return self.rank(self.candidate_features(behaviour), behaviour)
+        parts = [self.rank(self._block_features(block), block) for block in self._blocks(behaviour)]
+        return pd.concat(parts, ignore_index=True) if parts else empty_lists()
 
     def cold_start_list(self) -> pd.DataFrame:
         """The list for someone with no behaviour at all (user_id "*")."""

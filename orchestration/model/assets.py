@@ -58,6 +58,7 @@ def backtest_config(settings: Settings, run: BacktestRunConfig | None = None) ->
         training_cuts=run.training_cuts or settings.backtest_training_cuts,
         window_fraction=settings.backtest_window_fraction,
         min_users=settings.backtest_min_users,
+        max_users=settings.backtest_max_users,
         min_ranker_users=2 * settings.backtest_min_users,
         ablations=settings.ablations,
         ranker=RankerConfig(

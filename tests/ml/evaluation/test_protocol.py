@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ml.evaluation.protocol import build_task, segment_metrics
+from ml.evaluation.protocol import build_task, sample_users, segment_metrics
 
 
 def frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
@@ -78,3 +78,20 @@ def test_simultaneous_events_split_the_same_whatever_the_row_order() -> None:
     ]
     truths = {tuple(sorted(task.truth["item_id"])) for task in tasks}
     assert truths == {("c", "d", "e")}  # ties broken by item id: a, b revealed
+
+
+def test_sampled_task_keeps_whole_users_chosen_independently_of_order() -> None:
+    holdout = frame([(f"u{n}", item, 20 + n) for n in range(40) for item in "abcd"])
+    task = build_task(TRAIN, holdout, reveal_fraction=0.5)
+    sampled = sample_users(task, 7)
+    assert len(sampled.users) == 7
+    for part in (sampled.truth, sampled.histories, sampled.segments):
+        assert set(part["user_id"]) == set(sampled.users)
+    # A chosen user keeps all their truth and history rows.
+    chosen = sampled.users[0]
+    assert len(sampled.truth[sampled.truth["user_id"] == chosen]) == len(
+        task.truth[task.truth["user_id"] == chosen]
+    )
+    shuffled = build_task(TRAIN, holdout.sample(frac=1.0, random_state=3), reveal_fraction=0.5)
+    assert list(sample_users(shuffled, 7).users) == list(sampled.users)
+    assert sample_users(task, 40) is task

@@ -281,3 +281,33 @@ def test_a_users_list_does_not_depend_on_who_else_is_ranked_with_them() -> None:
     alone = fitted.recommend(shopper(disliking))
     together = fitted.recommend(shopper(disliking, ("y", "i4", "view", "2024-02-28 12:00")))
     pd.testing.assert_frame_equal(alone, together[together[USER_ID] == "x"])
+
+
+def test_ranking_a_block_at_a_time_gives_what_ranking_everyone_at_once_gives() -> None:
+    behaviour = shoppers(
+        ("w", "i6", "view", "2024-02-28 09:00"), ("v", "i1", "click", "2024-02-28 10:00")
+    )
+    one_block = pipeline(k=3, new_item_slots=1, users_per_block=1_000)
+    per_user = pipeline(k=3, new_item_slots=1, users_per_block=1)
+    for left, right in zip(
+        one_block.recommend_with_candidates(behaviour, candidates=5),
+        per_user.recommend_with_candidates(behaviour, candidates=5),
+        strict=True,
+    ):
+        pd.testing.assert_frame_equal(left, right)
+    pd.testing.assert_frame_equal(one_block.recommend(behaviour), per_user.recommend(behaviour))
+    assert set(per_user.recommend(behaviour)[USER_ID]) == {"v", "w", "x", "y"}
+
+
+def test_blocks_split_users_with_all_their_events() -> None:
+    behaviour = shoppers(
+        ("w", "i6", "view", "2024-02-28 09:00"), ("w", "i1", "view", "2024-02-28 10:00")
+    )
+    blocks = list(behaviour.blocks(2))
+    assert [list(block.users) for block in blocks] == [["w", "x"], ["y"]]
+    for block in blocks:
+        expected = behaviour.events[behaviour.events[USER_ID].isin(block.users)]
+        assert len(block.events) == len(expected)
+        assert set(block.events[USER_ID]) <= set(block.users)
+    with pytest.raises(ValueError, match="block size"):
+        next(behaviour.blocks(0))
