@@ -181,6 +181,14 @@ class RankingPipeline:
         other.ranker = ranker if ranker is not None else self.ranker
         return other
 
+    def __getstate__(self) -> dict:
+        # Saved (MLflow, the serving state, Ray workers) without the snapshot's events: serving
+        # reads users' behaviour from the warehouse, so a saved pipeline follows the catalog.
+        state = self.__dict__.copy()
+        if self._snapshot is not None:
+            state["_snapshot"] = self._snapshot.summary()
+        return state
+
     @property
     def snapshot(self) -> Snapshot:
         if self._snapshot is None:
@@ -468,15 +476,7 @@ class RankingPipeline:
 
 def _same_state(fitted: Snapshot, newest: Snapshot) -> bool:
     """Whether two snapshots hold the same behaviour, catalog and pairs (cheap comparisons)."""
-    return (
-        fitted.as_of == newest.as_of
-        and len(fitted.interactions) == len(newest.interactions)
-        and len(fitted.covisitation) == len(newest.covisitation)
-        and fitted.items[ITEM_ID].equals(newest.items[ITEM_ID])
-        and fitted.unavailable == newest.unavailable
-        and (fitted.vectors is None) == (newest.vectors is None)
-        and (fitted.vectors is None or fitted.vectors.equals(newest.vectors))
-    )
+    return fitted.fingerprint == newest.fingerprint
 
 
 def _top_with_new_items(scored: pd.DataFrame, k: int, slots: int) -> pd.DataFrame:

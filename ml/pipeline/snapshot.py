@@ -123,6 +123,38 @@ class Snapshot:
         created = self.items.drop_duplicates(ITEM_ID, keep="last").set_index(ITEM_ID)[CREATED_AT]
         return pd.to_datetime(created, errors="coerce", utc=True).dt.tz_localize(None)
 
+    @cached_property
+    def fingerprint(self) -> tuple:
+        """Cheap facts that differ when the snapshots' behaviour, catalog or pairs differ: the
+        moment, the numbers of events and pairs, and hashes of the catalog and the vectors."""
+        vectors = None
+        if self.vectors is not None:
+            hashed = pd.util.hash_pandas_object(self.vectors, index=True)
+            vectors = (self.vectors.shape, int(hashed.sum()))
+        return (
+            self.as_of,
+            len(self.interactions),
+            len(self.covisitation),
+            int(pd.util.hash_pandas_object(self.items[ITEM_ID], index=False).sum()),
+            self.unavailable,
+            vectors,
+        )
+
+    def summary(self) -> Snapshot:
+        """What a fitted pipeline keeps of its snapshot when it is saved: the catalog, the
+        moment, what ranking derives from the events (each item's first event, its creation
+        time, its title) and the fingerprint; no events, no pairs, no vectors (the sources hold
+        what they need of those). A saved pipeline's size then follows the catalog, not the log.
+        """
+        for derived in ("titles", "first_seen", "created", "fingerprint"):
+            getattr(self, derived)  # computed and cached on this snapshot
+        slim = Snapshot.__new__(Snapshot)
+        slim.__dict__.update(self.__dict__)
+        slim.interactions = self.interactions.iloc[:0]
+        slim.covisitation = self.covisitation.iloc[:0]
+        slim.vectors = None
+        return slim
+
     def before(self, cut: pd.Timestamp) -> Snapshot:
         """The snapshot as it stood at ``cut``: events before it, pairs from before its date,
         the items created before it (or with no creation time)."""

@@ -216,6 +216,20 @@ def test_a_pickled_pipeline_rebuilds_its_text_index_and_lists_the_same() -> None
     assert items_of(text.scores(behaviour, behaviour.recent_items(10)))[:2] == ["i1", "i2"]
 
 
+def test_a_saved_pipeline_keeps_no_events_yet_knows_its_state() -> None:
+    fitted = pipeline("covisitation", new_item_slots=1)
+    restored = pickle.loads(pickle.dumps(fitted))
+    assert restored.snapshot.interactions.empty and restored.snapshot.covisitation.empty
+    assert not fitted.snapshot.interactions.empty  # the pipeline in memory keeps its snapshot
+    pd.testing.assert_frame_equal(restored.recommend(shoppers()), fitted.recommend(shoppers()))
+    pd.testing.assert_frame_equal(restored.related_items(3), fitted.related_items(3))
+    # Same marts: nothing to refit. One more event: the counting sources refit.
+    assert restored.refreshed(shop_snapshot()) is restored
+    newer = events([("z", "i1", "view", "2024-02-29 08:00")])
+    later = shop_snapshot(interactions=pd.concat([shop_events(), newer]))
+    assert restored.refreshed(later) is not restored
+
+
 def test_orderings_that_cannot_be_ranked_say_why() -> None:
     fitted = pipeline("covisitation")
     frame = fitted.candidate_features(shoppers())
