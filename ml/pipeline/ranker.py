@@ -27,6 +27,9 @@ class RankerConfig:
     colsample_bytree: float = 0.8
     seed: int = 7
     bagged_models: int = 3  # models from different seeds whose scores are averaged
+    # Above this many candidate rows, training keeps every chosen item and a seeded sample of
+    # the rest: a large log's backtests would otherwise make training cost follow the log.
+    max_rows: int = 400_000
     # One thread: LightGBM's two-thread runs slow down many times over when anything else
     # shares the two cores, and one thread is nearly as fast on data this size.
     threads: int = 1
@@ -54,9 +57,11 @@ class Ranker:
 
         frame = frame.assign(**{WEIGHT: 1.0 if weights is None else np.asarray(weights)})
         useful = frame.groupby(USER_ID)[LABEL].transform("max") > 0
-        frame = frame[useful].sort_values(USER_ID, kind="stable")
+        frame = frame[useful]
         if frame.empty:
             raise ValueError("no user has a candidate they went on to choose: nothing to learn")
+        frame = _within_budget(frame, self.config.max_rows, self.config.seed)
+        frame = frame.sort_values(USER_ID, kind="stable")
         groups = frame.groupby(USER_ID, sort=False).size().to_numpy()
         config = self.config
         self.models = []
@@ -104,3 +109,16 @@ class Ranker:
 
     def params(self) -> dict[str, object]:
         return asdict(self.config)
+
+
+def _within_budget(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+    """At most about ``max_rows`` rows: every positive, and the same seeded share of each
+    user's negatives (row order kept). Negatives are what there are many of; LambdaRank still
+    sees every chosen item against a sample of what was passed over."""
+    if len(frame) <= max_rows:
+        return frame
+    positive = frame[LABEL].to_numpy() > 0
+    negatives = int((~positive).sum())
+    share = max(max_rows - int(positive.sum()), 0) / max(negatives, 1)
+    keep = positive | (np.random.default_rng(seed).random(len(frame)) < share)
+    return frame[keep]
