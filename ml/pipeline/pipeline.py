@@ -129,7 +129,14 @@ class RankingPipeline:
         if name == "sequential":
             return SOURCES[name](self.config.sequential)
         if name == "text":
+            # More than the merge keeps: the extra neighbours give other sources' candidates a
+            # text rank.
             return TextNeighbourSource(per_user=4 * self.config.candidates_per_source)
+        if name == "popularity":
+            # Exactly what the merge keeps (each window's best): the windows' values are set
+            # for every candidate after the merge, so more would only widen the users x items
+            # frame the merge starts from.
+            return PopularitySource(per_user=self.config.candidates_per_source)
         return SOURCES[name]()
 
     def fit_sources(
