@@ -47,7 +47,8 @@ from ml.pipeline.sources import (
     PopularitySource,
     SequentialSourceConfig,
     TextNeighbourSource,
-    top_per_user,
+    merge_scores,
+    top_per_user_mask,
 )
 from ml.rules import (
     RankingRules,
@@ -223,17 +224,8 @@ class RankingPipeline:
     def _block_features(self, block: Behaviour) -> pd.DataFrame:
         snapshot = self.snapshot
         recent = block.recent_items(self.config.history_length)
-        merged = None
-        for source in self.sources.values():
-            scores = source.scores(block, recent)
-            if merged is None:
-                merged = scores
-            else:
-                merged = merged.merge(scores, on=[USER_ID, ITEM_ID], how="outer")
         columns = self.score_columns
-        merged[list(columns)] = merged[list(columns)].fillna(0.0)
-        frame = top_per_user(merged, columns, self.config.candidates_per_source)
-        frame = self._drop_excluded(frame, block)
+        frame = self._drop_excluded(self._candidates(block, recent), block)
         popularity: PopularitySource = self.sources["popularity"]
         frame[list(popularity.columns)] = popularity.item_features(frame[ITEM_ID]).to_numpy()
         frame = add_source_ranks(frame, tuple(c for c in RANKED_SOURCE_COLUMNS if c in columns))
@@ -250,6 +242,27 @@ class RankingPipeline:
             frame, user_contexts(block, self.config.context_key), self._context_scores
         )
         return trend_features(frame).reset_index(drop=True)
+
+    def _candidates(self, block: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        """(user, item, every source's score) of each user's candidates, sorted by user and item:
+        the `candidates_per_source` best of every per-user source's columns, and popularity's
+        best items for everyone. A per-user score is 0 where that source did not offer the
+        item; popularity's columns are 0 here (every candidate gets them afterwards)."""
+        popularity: PopularitySource = self.sources["popularity"]
+        personal = [source for source in self.sources.values() if source is not popularity]
+        personal_columns = tuple(column for source in personal for column in source.columns)
+        popular = popularity.best_items(self.config.candidates_per_source)
+        everyone = pd.DataFrame(
+            {
+                USER_ID: np.repeat(block.users, len(popular)),
+                ITEM_ID: np.tile(popular, len(block.users)),
+            }
+        )
+        parts = [source.scores(block, recent) for source in personal]
+        merged = merge_scores([*parts, everyone], self.score_columns)
+        keep = top_per_user_mask(merged, personal_columns, self.config.candidates_per_source)
+        keep |= merged[ITEM_ID].isin(popular).to_numpy()
+        return merged[keep].reset_index(drop=True)
 
     def _drop_excluded(self, frame: pd.DataFrame, block: Behaviour) -> pd.DataFrame:
         """Remove consumed, purchased and unavailable items as the rules say."""

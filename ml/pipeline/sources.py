@@ -73,10 +73,16 @@ class CandidateSource(ABC):
 
 
 def top_per_user(frame: pd.DataFrame, columns: tuple[str, ...], n: int) -> pd.DataFrame:
-    """Rows that are among a user's `n` highest for at least one column (ties to the lower id)."""
+    """Rows that are among a user's `n` highest for at least one column (ties to the lower id),
+    sorted by user and item."""
     if frame.empty:
         return frame
     ordered = frame.sort_values([USER_ID, ITEM_ID], kind="stable").reset_index(drop=True)
+    return ordered[top_per_user_mask(ordered, columns, n)].reset_index(drop=True)
+
+
+def top_per_user_mask(ordered: pd.DataFrame, columns: tuple[str, ...], n: int) -> np.ndarray:
+    """top_per_user's choice as a mask over a frame already sorted by user and item."""
     users = pd.factorize(ordered[USER_ID])[0]  # ascending, users in contiguous runs
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     run_start = np.repeat(starts, np.diff(np.r_[starts, len(users)]))
@@ -88,7 +94,42 @@ def top_per_user(frame: pd.DataFrame, columns: tuple[str, ...], n: int) -> pd.Da
         place = np.empty(len(order), dtype=np.int64)
         place[order] = np.arange(len(order)) - run_start[order]
         keep |= (place < n) & (values > 0)
-    return ordered[keep].reset_index(drop=True)
+    return keep
+
+
+def merge_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    """The outer union of (user_id, item_id, score columns...) frames on (user, item), 0 where
+    a frame has no row for a pair, sorted by user and item.
+
+    One integer key per pair instead of a chain of merges on two text columns: the merge of a
+    block's candidates was the costliest step of ranking. Each frame holds a pair once.
+    """
+    users = np.concatenate([part[USER_ID].to_numpy(dtype=object) for part in parts])
+    items = np.concatenate([part[ITEM_ID].to_numpy(dtype=object) for part in parts])
+    if not len(users):
+        empty = {USER_ID: pd.Series(dtype=object), ITEM_ID: pd.Series(dtype=object)}
+        return pd.DataFrame({**empty, **{column: pd.Series(dtype=float) for column in columns}})
+    # Sorted codes: the keys' order is the (user, item) text order.
+    user_codes, user_values = pd.factorize(users, sort=True)
+    item_codes, item_values = pd.factorize(items, sort=True)
+    keys = user_codes.astype(np.int64) * len(item_values) + item_codes
+    unique, rows = np.unique(keys, return_inverse=True)
+    values = np.zeros((len(unique), len(columns)))
+    position = {column: place for place, column in enumerate(columns)}
+    start = 0
+    for part in parts:
+        mine = rows[start : start + len(part)]
+        for column in part.columns.intersection(list(columns)):
+            values[mine, position[column]] = part[column].to_numpy(dtype=float)
+        start += len(part)
+    frame = pd.DataFrame(
+        {
+            USER_ID: user_values[unique // len(item_values)],
+            ITEM_ID: item_values[unique % len(item_values)],
+        }
+    )
+    frame[list(columns)] = values
+    return frame
 
 
 def _sparse_rows_to_frame(
@@ -197,13 +238,17 @@ class PopularitySource(CandidateSource):
         self.item_scores = pd.DataFrame(scores, index=item_index)
         return self
 
-    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
-        # Enough of each window's best items that consumed ones can be dropped downstream.
+    def best_items(self, n: int | None = None) -> np.ndarray:
+        """Every item among some window's `n` (default `per_user`) best, as sorted ids: every
+        user's candidates from this source."""
         best = set()
         for column in self.columns:
             column_scores = self.item_scores[column]
-            best.update(column_scores[column_scores > 0].nlargest(self.per_user).index)
-        items = np.array(sorted(best), dtype=object)
+            best.update(column_scores[column_scores > 0].nlargest(n or self.per_user).index)
+        return np.array(sorted(best), dtype=object)
+
+    def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+        items = self.best_items()
         users = behaviour.users
         frame = pd.DataFrame(
             {USER_ID: np.repeat(users, len(items)), ITEM_ID: np.tile(items, len(users))}

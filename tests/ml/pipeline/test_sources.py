@@ -14,6 +14,7 @@ from ml.pipeline.sources import (
     ItemKNNSource,
     PopularitySource,
     TextNeighbourSource,
+    merge_scores,
     recency_weight,
     top_per_user,
 )
@@ -341,3 +342,20 @@ def test_every_named_source_has_a_class_and_the_other_way_round() -> None:
 
     assert set(SOURCES) == set(CANDIDATE_SOURCE_NAMES)
     assert set(DEFAULT_CANDIDATE_SOURCES) <= set(CANDIDATE_SOURCE_NAMES)
+
+
+def test_merge_scores_is_an_outer_union_with_zeros_sorted_by_user_and_item() -> None:
+    first = pd.DataFrame({USER_ID: ["u2", "u1"], ITEM_ID: ["b", "z"], "x": [0.5, 2.0]})
+    second = pd.DataFrame({USER_ID: ["u1", "u2"], ITEM_ID: ["z", "a"], "y": [3.0, 1.0]})
+    merged = merge_scores([first, second], ("x", "y"))
+    expected = pd.DataFrame(
+        {
+            USER_ID: ["u1", "u2", "u2"],
+            ITEM_ID: ["z", "a", "b"],
+            "x": [2.0, 0.0, 0.5],
+            "y": [3.0, 1.0, 0.0],
+        }
+    )
+    pd.testing.assert_frame_equal(merged, expected)
+    nothing = merge_scores([first.iloc[:0]], ("x", "y"))
+    assert nothing.empty and list(nothing.columns) == [USER_ID, ITEM_ID, "x", "y"]
