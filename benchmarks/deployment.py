@@ -64,10 +64,12 @@ CHAMPION_SNIPPET = (
     "c = tracking.configure(s.mlflow_tracking_uri, s.mlflow_artifact_location); "
     "print('champion=' + (tracking.alias_version(c, tracking.CHAMPION) or ''))"
 )
-# report_run's summary line and stage table: "refresh_job: run ID succeeded in 7.9 s", then
-# "  step_key   STATUS   seconds" per step.
-JOB_LINE = re.compile(r"^(?P<job>\w+): run \S+ (?P<outcome>succeeded|FAILED) in (?P<s>[\d.]+) s$")
-STAGE_LINE = re.compile(r"^  (?P<step>[\w.\[\]-]+)\s+(?P<status>[A-Z_]+)\s+(?P<s>\d+\.\d)$")
+# report_run's summary line and stage table: "refresh_job: run ID succeeded in 7.9 s (peak
+# ...)", then "  step_key   STATUS   seconds   peak MB" per step.
+JOB_LINE = re.compile(r"^(?P<job>\w+): run \S+ (?P<outcome>succeeded|FAILED) in (?P<s>[\d.]+) s\b")
+STAGE_LINE = re.compile(
+    r"^  (?P<step>[\w.\[\]-]+)\s+(?P<status>[A-Z_]+)\s+(?P<s>\d+\.\d)(\s+(?P<mb>[\d,]+|\?))?$"
+)
 
 
 class CommandFailed(RuntimeError):
@@ -90,11 +92,17 @@ class CommandRun:
 
     def stages(self) -> list[tuple[str, str, float]]:
         """(step, status, seconds) of every stage table in the output."""
+        return [(step, status, seconds) for step, status, seconds, _ in self.stage_rows()]
+
+    def stage_rows(self) -> list[tuple[str, str, float, float | None]]:
+        """(step, status, seconds, peak resident MB or None) of every stage table."""
         rows = []
         for line in self.output.splitlines():
             match = STAGE_LINE.match(line)
             if match:
-                rows.append((match["step"], match["status"], float(match["s"])))
+                peak = match["mb"]
+                megabytes = float(peak.replace(",", "")) if peak and peak != "?" else None
+                rows.append((match["step"], match["status"], float(match["s"]), megabytes))
         return rows
 
 

@@ -8,13 +8,17 @@ import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from orchestration.instance import run_job_in_process
+from orchestration.memory import MemorySampler, lifetime_peak_bytes
 from orchestration.settings import Settings
 
 # A failed gate leaves the challenger waiting for review: that is not a failed build.
 REVIEW_CHECKS = frozenset({"check_challenger_beats_champion"})
 
 
-def _stage_timings(instance: DagsterInstance, run_id: str) -> list[tuple[str, str, float]]:
+def _stage_timings(
+    instance: DagsterInstance, run_id: str, memory: MemorySampler
+) -> list[tuple[str, str, float, str]]:
+    """(step, status, seconds, peak resident memory in MB or "?") per step of the run."""
     timings = []
     for stats in instance.get_run_step_stats(run_id):
         if stats.start_time is None or stats.end_time is None:
@@ -22,8 +26,13 @@ def _stage_timings(instance: DagsterInstance, run_id: str) -> list[tuple[str, st
         else:
             seconds = stats.end_time - stats.start_time
         status = stats.status.value if stats.status else "?"
-        timings.append((stats.step_key, status, seconds))
+        peak = memory.peak_between(stats.start_time, stats.end_time)
+        timings.append((stats.step_key, status, seconds, "?" if peak is None else _mb(peak)))
     return timings
+
+
+def _mb(value: int) -> str:
+    return f"{value / 2**20:,.0f}"
 
 
 def _materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[str, object]]:
@@ -38,20 +47,24 @@ def _materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[
 def report_run(job_name: str, settings: Settings) -> bool:
     """Run ``job_name`` in-process, print its stages, checks and counts; True if all passed."""
     started = time.perf_counter()
-    result = run_job_in_process(job_name, settings)
+    with MemorySampler() as memory:
+        result = run_job_in_process(job_name, settings)
     elapsed = time.perf_counter() - started
     with DagsterInstance.get() as instance:
-        timings = _stage_timings(instance, result.run_id)
+        timings = _stage_timings(instance, result.run_id, memory)
     if result.success:
         outcome = "succeeded"
     elif only_review_failed(result):
         outcome = "succeeded; the challenger waits for review (the gate did not promote it)"
     else:
         outcome = "FAILED"
-    click.echo(f"\n{job_name}: run {result.run_id} {outcome} in {elapsed:.1f} s")
-    click.echo("  stage                                             status     seconds")
-    for step_key, status, seconds in timings:
-        click.echo(f"  {step_key:<49} {status:<10} {seconds:7.1f}")
+    click.echo(
+        f"\n{job_name}: run {result.run_id} {outcome} in {elapsed:.1f} s "
+        f"(peak resident memory of this process so far {_mb(lifetime_peak_bytes())} MB)"
+    )
+    click.echo("  stage                                             status     seconds  peak MB")
+    for step_key, status, seconds, peak in timings:
+        click.echo(f"  {step_key:<49} {status:<10} {seconds:7.1f}  {peak:>7}")
 
     evaluations = result.get_asset_check_evaluations()
     failed = [evaluation for evaluation in evaluations if not evaluation.passed]
