@@ -1,0 +1,193 @@
+"""Scale: a synthetic log of 1 or 10 million events through ingest, the full build and a refresh.
+
+For each --events size, a seeded synthetic log (benchmarks/synthetic.py; users = events / 10,
+items = events / 100 capped at 100,000; generated, or reused from --data) goes through what a
+person runs, each command a process of its own in a fresh FRESHRANK_HOME with default settings:
+
+1. the floor: DuckDB alone reading the same events file into a table (ingest_throughput.py's);
+2. `freshrank ingest` of the catalog and the events;
+3. `freshrank build` (dbt, checks, embeddings, backtests, registry, publish), with its stages;
+4. a refresh: 1,000 new events (deployment.write_batch: 80% known users, 20% new) as a file,
+   `freshrank ingest` then `freshrank refresh`, cold (new processes).
+
+Each row gives seconds, rows/s where rows flow, and the process's peak resident memory (from
+the kernel's accounting of the finished child). The build's stage table follows, with each
+stage's seconds and peak memory as `freshrank build` printed them.
+
+    .venv/bin/python benchmarks/scale.py [--events 1000000 10000000] [--data DIR] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import deployment  # noqa: E402
+from benchmarks.common import print_table  # noqa: E402
+from benchmarks.deployment import FRESHRANK, CommandFailed, CommandRun, environment  # noqa: E402
+from benchmarks.ingest_throughput import measure  # noqa: E402
+from benchmarks.synthetic import SyntheticConfig, existing, generate  # noqa: E402
+
+# The build a person gets: every backtest cut (the latency benchmarks cut them to one).
+deployment.BENCHMARK_ENVIRONMENT.pop("FRESHRANK_BACKTEST_CUTS", None)
+REFRESH_EVENTS = 1_000
+
+
+@dataclass
+class Measured:
+    """A finished command: wall seconds (start-up included), peak resident MB, its output."""
+
+    run: CommandRun
+    peak_mb: float
+
+
+def timed(home: Path, *arguments: object) -> Measured:
+    """`freshrank ARGUMENTS` in ``home``, with the child's own peak memory (wait4's rusage)."""
+    command = [str(FRESHRANK), *map(str, arguments)]
+    print(f"  $ freshrank {' '.join(map(str, arguments))}", flush=True)
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            command, env=environment(home), stdout=output, stderr=subprocess.STDOUT
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
+    finished = CommandRun(command, seconds, text)
+    if child.returncode != 0:
+        raise CommandFailed(f"`{' '.join(command)}` exited {child.returncode}:\n{text[-5000:]}")
+    # ru_maxrss is in KiB on Linux
+    return Measured(finished, usage.ru_maxrss / 1024)
+
+
+def synthetic_log(events: int, data: Path) -> tuple[Path, Path, str]:
+    """(items file, events file, a note): the seeded log of this size, generated or reused."""
+    config = SyntheticConfig(
+        events=events, users=max(1, events // 10), items=min(100_000, max(1_000, events // 100))
+    )
+    folder = data / f"{events}-parquet-seed{config.seed}"
+    files = existing(config, folder)
+    note = f"reused {folder}"
+    if files is None:
+        started = time.perf_counter()
+        files = generate(config, folder)
+        note = f"generated {folder} in {time.perf_counter() - started:.0f} s"
+    (events_file,) = files.events
+    return files.items, events_file, f"{note} ({config.users:,} users, {config.items:,} items)"
+
+
+def run_size(events: int, data: Path, root: Path) -> tuple[list[list[str]], list[list[str]]]:
+    """The summary rows and the build's stage rows for one log size."""
+    items_file, events_file, note = synthetic_log(events, data)
+    print(f"\n{events:,} events: {note}", flush=True)
+    home = root / f"home-{events}"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    print("  floor: DuckDB alone reads the events file into a table ...", flush=True)
+    ours, floor = measure(events_file, repeats=1)
+    ingest = timed(home, "ingest", "--items", items_file, "--events", events_file)
+    build = timed(home, "build")
+    batch = deployment.write_batch(
+        home, home / "refresh-events.csv", REFRESH_EVENTS, np.random.default_rng(7)
+    )
+    refresh_ingest = timed(home, "ingest", "--events", batch.path)
+    refresh = timed(home, "refresh")
+    label = f"{events / 1e6:g}M"
+    rows = [
+        [
+            f"{label} floor: DuckDB reads the events",
+            f"{floor['seconds']:.1f}",
+            f"{events / floor['seconds']:,.0f}",
+            f"{floor['peak_rss_mb']:,.0f}",
+        ],
+        [
+            f"{label} ingest's own work (start-up excluded)",
+            f"{ours['seconds']:.1f}",
+            f"{events / ours['seconds']:,.0f}",
+            f"{ours['peak_rss_mb']:,.0f}",
+        ],
+        [
+            f"{label} freshrank ingest",
+            f"{ingest.run.seconds:.1f}",
+            f"{events / ingest.run.seconds:,.0f}",
+            f"{ingest.peak_mb:,.0f}",
+        ],
+        [f"{label} freshrank build", f"{build.run.seconds:.1f}", "", f"{build.peak_mb:,.0f}"],
+        [
+            f"{label} refresh: ingest {REFRESH_EVENTS:,} events",
+            f"{refresh_ingest.run.seconds:.1f}",
+            "",
+            f"{refresh_ingest.peak_mb:,.0f}",
+        ],
+        [
+            f"{label} refresh: freshrank refresh ({batch.users} users)",
+            f"{refresh.run.seconds:.1f}",
+            "",
+            f"{refresh.peak_mb:,.0f}",
+        ],
+        [
+            f"{label} ingest's own work / floor",
+            f"{ours['seconds'] / floor['seconds']:.2f}x",
+            "",
+            f"{ours['peak_rss_mb'] / floor['peak_rss_mb']:.2f}x",
+        ],
+    ]
+    stages = _stage_rows(label, build.run) + _stage_rows(f"{label} refresh:", refresh.run)
+    return rows, stages
+
+
+def _stage_rows(label: str, command: CommandRun) -> list[list[str]]:
+    return [
+        [f"{label} {step}", status, f"{seconds:.1f}", "?" if peak is None else f"{peak:,.0f}"]
+        for step, status, seconds, peak in command.stage_rows()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--data", type=Path, help="keep (and reuse) the synthetic logs here")
+    parser.add_argument("--keep", type=Path, help="build under this folder and keep it")
+    arguments = parser.parse_args()
+    data = arguments.data or Path(tempfile.mkdtemp(prefix="freshrank-scale-data-"))
+    root = arguments.keep or Path(tempfile.mkdtemp(prefix="freshrank-scale-"))
+    load = os.getloadavg()[0]
+    summary = [["step", "seconds", "rows/s", "peak MB"]]
+    stages = [["build stage", "status", "seconds", "peak MB"]]
+    try:
+        for events in arguments.events:
+            rows, stage_rows = run_size(events, data, root)
+            summary += rows
+            stages += stage_rows
+    finally:
+        if arguments.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+        if arguments.data is None:
+            shutil.rmtree(data, ignore_errors=True)
+    print()
+    print_table(summary)
+    print()
+    print_table(stages)
+    print(
+        f"\nload average {load:.2f} before, {os.getloadavg()[0]:.2f} after "
+        f"({os.cpu_count()} CPUs); this process's children peaked at "
+        f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:,.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    main()
