@@ -75,7 +75,10 @@ def sensor_runs(home: Path) -> list[tuple[str, str, float, float | None, float |
 
 def newest_publish(home: Path) -> str | None:
     with sqlite3.connect(home / "serving.db") as connection:
-        (newest,) = connection.execute("select max(generated_at) from recommendations").fetchone()
+        (newest,) = connection.execute(
+            "select max(generated_at) from recommendations where version = "
+            "(select version from serving_versions where table_name = 'recommendations')"
+        ).fetchone()
     return newest
 
 

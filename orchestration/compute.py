@@ -91,12 +91,18 @@ class ComputeResource(ConfigurableResource):
         pipeline: RankingPipeline,
         behaviour: Behaviour,
         ranking: Callable[[RankingPipeline, Behaviour], Ranked],
+        on_shard: Callable[[Ranked], None] | None = None,
     ) -> Ranked:
         """``ranking(pipeline, behaviour)``, over user shards on Ray when the engine is Ray
-        (see ml/distributed/scoring.py for what ``ranking`` must be)."""
+        (see ml/distributed/scoring.py for what ``ranking`` must be). ``on_shard`` gets each
+        shard's result as it arrives (in this process the whole result is one shard)."""
         if self.engine_for(settings) == LOCAL:
-            return ranking(pipeline, behaviour)
+            ranked = ranking(pipeline, behaviour)
+            if on_shard is not None:
+                on_shard(ranked)
+            return ranked
         from ml.distributed.scoring import rank_on_ray
 
         with self.session(settings):
-            return rank_on_ray(pipeline, behaviour, settings.ray_workers, ranking).result
+            shards = settings.ray_workers
+            return rank_on_ray(pipeline, behaviour, shards, ranking, on_shard).result

@@ -262,8 +262,8 @@ def run_replay(
             raise click.ClickException("the replay's initial build failed")
         store = ServingStore(replay.serving_url)
         stale_lists, stale_trending = store.all_lists(), store.trending()
-        stale_candidates = pd.read_sql_table(CANDIDATES_TABLE_NAME, store.engine)
-        related = pd.read_sql_table(RELATED_TABLE_NAME, store.engine)
+        stale_candidates = store.served_table(CANDIDATES_TABLE_NAME)
+        related = store.served_table(RELATED_TABLE_NAME)
         landed_since_publish = []
         experiments = ExperimentStore(store.engine) if experiment else None
         if experiments is not None:

@@ -30,6 +30,7 @@ from ml.constants import (
 from ml.embeddings import PACKAGED_MODEL, EmbeddingConfig
 from ml.text import DEFAULT_TEXT_TEMPLATE
 from orchestration.privacy.pseudonyms import Pseudonymiser
+from orchestration.serving.versions import DEFAULT_CHUNK_ROWS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
@@ -165,6 +166,7 @@ class Settings:
     covisitation_backward_weight: float = DEFAULT_COVISITATION_BACKWARD_WEIGHT
     # Request-time personalisation (orchestration/serving/personalise.py) and the API server.
     serving_candidates: int = 50  # best-scored candidates published per user (more than top_k)
+    publish_chunk_rows: int = DEFAULT_CHUNK_ROWS  # rows per transaction of a full publish
     recent_events_per_user: int = 20  # newest unpublished events kept per user
     api_workers: int = 1  # uvicorn worker processes of `freshrank serve`
     # Online experiments (orchestration/experiments): attribution and the verdict.
@@ -250,6 +252,9 @@ class Settings:
                 "FRESHRANK_COVISITATION_BACKWARD_WEIGHT", DEFAULT_COVISITATION_BACKWARD_WEIGHT
             ),
             serving_candidates=int(_env_positive("FRESHRANK_SERVING_CANDIDATES", 50)),
+            publish_chunk_rows=int(
+                _env_positive("FRESHRANK_PUBLISH_CHUNK_ROWS", DEFAULT_CHUNK_ROWS)
+            ),
             recent_events_per_user=int(_env_positive("FRESHRANK_RECENT_EVENTS_PER_USER", 20)),
             api_workers=int(_env_positive("FRESHRANK_API_WORKERS", 1)),
             experiment_attribution_hours=_env_positive(

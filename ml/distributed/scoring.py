@@ -1,4 +1,5 @@
-"""Ranking over user shards on Ray: the pipeline travels once, each task ranks one shard."""
+"""Ranking over user shards on Ray: the pipeline travels once, each task ranks one shard, and
+the caller may handle each shard's result as it arrives (e.g. write it where it is served)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ml.pipeline.snapshot import Behaviour
 
 Ranked = TypeVar("Ranked", pd.DataFrame, tuple[pd.DataFrame, ...])
 Ranking = Callable[[RankingPipeline, Behaviour], Ranked]
+ShardHandler = Callable[[Ranked], None]
 
 
 def recommend(pipeline: RankingPipeline, behaviour: Behaviour) -> pd.DataFrame:
@@ -40,13 +42,15 @@ def rank_on_ray(
     behaviour: Behaviour,
     shards: int,
     ranking: Ranking = recommend,
+    on_shard: ShardHandler | None = None,
 ) -> OnRay[Ranked]:
     """``ranking(pipeline, behaviour)`` with the users split into ``shards`` contiguous shards.
 
     ``ranking`` returns a frame (or a tuple of frames) of rows per user, ordered by user, and a
     user's rows depend only on the pipeline and that user's events (true of ``recommend``): the
-    shards' results, concatenated in order, then equal the in-process ones row for row. Needs a
-    Ray session (``ray_session``).
+    shards' results, concatenated in order, then equal the in-process ones row for row.
+    ``on_shard`` gets each shard's result in this process as soon as it arrives, in the order
+    they finish, while the other shards are still ranked. Needs a Ray session (``ray_session``).
     """
     import ray
 
@@ -54,12 +58,24 @@ def rank_on_ray(
         raise ValueError(f"ranking on Ray needs at least one shard, not {shards}")
     user_shards = [users for users in np.array_split(behaviour.users, shards) if len(users)]
     if len(user_shards) <= 1:
-        return OnRay(ranking(pipeline, behaviour), frozenset({os.getpid()}))
+        ranked = ranking(pipeline, behaviour)
+        if on_shard is not None:
+            on_shard(ranked)
+        return OnRay(ranked, frozenset({os.getpid()}))
     shared_pipeline = ray.put(pipeline)
     rank_shard = ray.remote(num_cpus=1)(_rank_shard)
-    pending = [
-        rank_shard.remote(ranking, shared_pipeline, behaviour.for_users(users))
-        for users in user_shards
-    ]
-    ranked = ray.get(pending)
-    return OnRay(_concatenated([part for part, _ in ranked]), frozenset(pid for _, pid in ranked))
+    position = {
+        rank_shard.remote(ranking, shared_pipeline, behaviour.for_users(users)): number
+        for number, users in enumerate(user_shards)
+    }
+    finished: dict[int, tuple] = {}
+    waiting = list(position)
+    while waiting:
+        (done,), waiting = ray.wait(waiting, num_returns=1)
+        finished[position[done]] = ray.get(done)
+        if on_shard is not None:
+            on_shard(finished[position[done]][0])
+    in_order = [finished[number] for number in range(len(user_shards))]
+    return OnRay(
+        _concatenated([part for part, _ in in_order]), frozenset(pid for _, pid in in_order)
+    )

@@ -5,6 +5,8 @@ until the first publish has written every variant's lists, then ``running``, the
 ``stopped``). ``experiment_lists`` holds each enrolled user's list from their variant's model;
 ``exposures`` one row per list served to an enrolled user (who, which variant, the items in
 order, when). Experiment names are never reused: a user's variant follows from the name.
+``experiment_lists`` is versioned as the champion's lists are (orchestration.serving.versions):
+a publish for everyone writes a new version in chunks and switches to it in one transaction.
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ from ml.constants import (
     USER_ID,
 )
 from ml.experiments.assignment import ExperimentDesign, Variant
+from orchestration.serving.versions import (
+    DEFAULT_CHUNK_ROWS,
+    VERSION,
+    NewVersion,
+    current_versions,
+    prepare,
+    served,
+    version_column,
+)
 
 EXPERIMENT = "experiment"
 VARIANT = "variant"
@@ -61,6 +72,7 @@ experiments_table = sa.Table(
 experiment_lists_table = sa.Table(
     "experiment_lists",
     _metadata,
+    version_column(),
     sa.Column(EXPERIMENT, sa.String(100), primary_key=True),
     sa.Column(USER_ID, sa.String(255), primary_key=True),
     sa.Column(RANK, sa.Integer, primary_key=True),
@@ -89,6 +101,7 @@ _INSERT_EXPOSURE = exposures_table.insert()
 _VARIANT_LIST_QUERY = (
     sa.select(*(experiment_lists_table.c[column] for column in SERVING_COLUMNS))
     .where(
+        served(experiment_lists_table),
         experiment_lists_table.c[EXPERIMENT] == sa.bindparam(EXPERIMENT),
         experiment_lists_table.c[USER_ID] == sa.bindparam(USER_ID),
     )
@@ -124,9 +137,10 @@ class Assignment:
 class ExperimentStore:
     """Start, stop and read experiments; publish variants' lists; log and read exposures."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         self.engine = engine
-        _metadata.create_all(engine)
+        self.chunk_rows = chunk_rows  # rows per transaction of a publish for everyone
+        prepare(engine, _metadata, [experiment_lists_table])
         self._running: ExperimentRecord | None = None
         self._running_read_at = -float("inf")
 
@@ -213,42 +227,60 @@ class ExperimentStore:
     def publish_lists(
         self, name: str, lists: pd.DataFrame, users: Iterable[str] | None = None
     ) -> int:
-        """Replace an experiment's lists (all, or those of ``users``) in one transaction.
+        """Replace an experiment's lists at once: all (as a new version), or those of ``users``
+        (in one transaction).
 
         ``lists`` has the serving columns plus ``variant``. A starting experiment becomes
-        running in the same transaction, so no user is served before their variant's list
-        exists. Returns the rows written.
+        running in the transaction that serves the lists, so no user is served before their
+        variant's list exists. Returns the rows written.
         """
         missing = [column for column in (VARIANT, *SERVING_COLUMNS) if column not in lists]
         if missing:
             raise ValueError(f"experiment lists to publish lack column(s): {', '.join(missing)}")
-        rows = _list_records(name, lists)
-        table = experiment_lists_table
-        with self.engine.begin() as connection:
-            mine = table.c[EXPERIMENT] == name
-            if users is None:
-                connection.execute(table.delete().where(mine))
-            else:
-                affected = sorted(set(map(str, users)) | set(lists[USER_ID].astype(str)))
-                for start in range(0, len(affected), _DELETE_CHUNK):
-                    chunk = affected[start : start + _DELETE_CHUNK]
-                    connection.execute(table.delete().where(mine, table.c[USER_ID].in_(chunk)))
-            if rows:
-                connection.execute(table.insert(), rows)
-            connection.execute(
-                experiments_table.update()
-                .where(experiments_table.c.name == name, experiments_table.c.status == STARTING)
-                .values(status=RUNNING)
-            )
+        if users is None:
+            self._publish_version(name, lists)
+        else:
+            self._publish_users(name, lists, users)
         self._running_read_at = -float("inf")
-        return len(rows)
+        return len(lists)
+
+    def _publish_version(self, name: str, lists: pd.DataFrame) -> None:
+        """Every enrolled user's list as a new version, a chunk per transaction, then served."""
+        table = experiment_lists_table
+        version = NewVersion.begin(self.engine, [table], self.chunk_rows)
+        try:
+            for start in range(0, len(lists), self.chunk_rows):
+                chunk = lists.iloc[start : start + self.chunk_rows]
+                version.insert(table, _list_records(name, chunk))
+            with self.engine.begin() as connection:
+                version.switch(connection)
+                connection.execute(_mark_running(name))
+        except BaseException:
+            version.discard()
+            raise
+        version.drop_replaced()
+
+    def _publish_users(self, name: str, lists: pd.DataFrame, users: Iterable[str]) -> None:
+        """Some users' lists replaced in the served version, in one transaction."""
+        table = experiment_lists_table
+        affected = sorted(set(map(str, users)) | set(lists[USER_ID].astype(str)))
+        with self.engine.begin() as connection:
+            (served_version,) = current_versions(connection, [table]).values()
+            mine = sa.and_(table.c[VERSION] == served_version, table.c[EXPERIMENT] == name)
+            for start in range(0, len(affected), _DELETE_CHUNK):
+                chunk = affected[start : start + _DELETE_CHUNK]
+                connection.execute(table.delete().where(mine, table.c[USER_ID].in_(chunk)))
+            rows = _list_records(name, lists)
+            if rows:
+                connection.execute(table.insert().values({VERSION: served_version}), rows)
+            connection.execute(_mark_running(name))
 
     def lists(self, name: str) -> pd.DataFrame:
         """Every published list of an experiment, by user and rank."""
         table = experiment_lists_table
         query = (
             sa.select(*(table.c[column] for column in LIST_COLUMNS))
-            .where(table.c[EXPERIMENT] == name)
+            .where(served(table), table.c[EXPERIMENT] == name)
             .order_by(table.c[USER_ID], table.c[RANK])
         )
         with self.engine.connect() as connection:
@@ -344,6 +376,15 @@ def naive_utc(moment: datetime | pd.Timestamp) -> datetime:
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert(UTC).tz_localize(None)
     return stamp.to_pydatetime()
+
+
+def _mark_running(name: str) -> sa.Update:
+    """Make a starting experiment running (its lists are served from now on)."""
+    return (
+        experiments_table.update()
+        .where(experiments_table.c.name == name, experiments_table.c.status == STARTING)
+        .values(status=RUNNING)
+    )
 
 
 def _variant_json(variant: Variant) -> dict[str, object]:

@@ -1,4 +1,8 @@
-"""Ranked top-K lists: computed in the warehouse, checked, then published to the serving store."""
+"""Ranked top-K lists: computed in the warehouse, checked, then published to the serving store.
+
+A full scoring also writes the lists, shard by shard, into a new serving version that nobody
+reads yet; the publish, which runs only once the lists pass their checks, switches to it.
+"""
 
 from dataclasses import dataclass
 
@@ -34,14 +38,21 @@ def _mart(name: str):
 
 
 def stage_lists(
-    settings: Settings, scored: ScoredLists, scope: list[str] | None, through: object
+    settings: Settings,
+    scored: ScoredLists,
+    scope: list[str] | None,
+    through: object,
+    serving_version: int | None = None,
 ) -> None:
     """Keep lists in the warehouse until their checks pass and they are published.
 
     ``scope`` is the users rescored (None: everyone); it travels with the lists so that the
     publish replaces exactly those users' lists, also users whose new list is empty.
+    ``serving_version`` is the serving version the scoring wrote the lists into (None: none);
+    what it holds beside the lists (candidates, related items, titles) is not staged again.
     """
     scope_frame = pd.DataFrame({USER_ID: pd.Series(scope or [], dtype=str)})
+    in_version = serving_version is not None
     with open_warehouse(settings.warehouse_path) as connection:
         connection.execute("create schema if not exists ml")
         connection.register("scored_lists", scored.lists)
@@ -55,9 +66,9 @@ def stage_lists(
         # A table left out means "not computed": the publish keeps the served rows.
         for table, frame in (
             (CONTEXT_TRENDING_TABLE, scored.context_trending),
-            (RELATED_TABLE, scored.related),
-            (CANDIDATES_TABLE, scored.candidates),
-            (TITLES_TABLE, scored.titles),
+            (RELATED_TABLE, None if in_version else scored.related),
+            (CANDIDATES_TABLE, None if in_version else scored.candidates),
+            (TITLES_TABLE, None if in_version else scored.titles),
         ):
             if frame is None:
                 connection.execute(f"drop table if exists {table}")
@@ -69,8 +80,9 @@ def stage_lists(
                 connection.unregister("scored_optional")
         connection.execute(
             f"create or replace table {SCOPE_FLAG_TABLE} as "
-            f"select {scope is None} as everyone, ?::timestamp as through",
-            [through],
+            f"select {scope is None} as everyone, ?::timestamp as through, "
+            "?::integer as serving_version",
+            [through, serving_version],
         )
 
 
@@ -86,13 +98,14 @@ class StagedLists:
     titles: pd.DataFrame | None  # None: none staged, the served ones stay
     scope: list[str] | None  # the users rescored; None: everyone
     through: object  # the newest load time the lists cover
+    serving_version: int | None  # the serving version holding the lists; None: publish them
 
 
 def staged_lists(settings: Settings) -> StagedLists:
     """The staged lists and what travels with them, read in one connection."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        everyone, through = connection.execute(
-            f"select everyone, through from {SCOPE_FLAG_TABLE}"
+        everyone, through, serving_version = connection.execute(
+            f"select everyone, through, serving_version from {SCOPE_FLAG_TABLE}"
         ).fetchall()[0]
         scope = connection.sql(f"select {USER_ID} from {SCOPE_TABLE}").df()[USER_ID].tolist()
 
@@ -114,6 +127,7 @@ def staged_lists(settings: Settings) -> StagedLists:
             titles=optional(TITLES_TABLE),
             scope=None if everyone else scope,
             through=through,
+            serving_version=serving_version,
         )
 
 
@@ -145,6 +159,17 @@ def _advance_watermark(settings: Settings, through: object) -> None:
         )
         connection.execute(f"delete from {WATERMARK_TABLE}")
         connection.execute(f"insert into {WATERMARK_TABLE} values (?)", [through])
+
+
+def score_everyone(settings: Settings, compute: ComputeResource) -> tuple[ScoredLists, int]:
+    """(every user's lists, the new serving version they were written into as the shards
+    arrived): served once the publish switches to it, dropped again if the scoring fails."""
+    store = ServingStore(settings.serving_url, settings.publish_chunk_rows)
+    try:
+        with store.begin_version(related=True, titles=True) as version:
+            return score_users(settings, None, compute, into=version), version.number
+    finally:
+        store.dispose()
 
 
 class ListsConfig(Config):
@@ -184,8 +209,11 @@ def recommendation_lists(
     settings = get_settings()
     affected, through = affected_users(settings)
     scope = None if config.scope == "everyone" else affected
-    scored = score_users(settings, scope, compute)
-    stage_lists(settings, scored, scope, through)
+    if scope is None:
+        scored, serving_version = score_everyone(settings, compute)
+    else:
+        scored, serving_version = score_users(settings, scope, compute), None
+    stage_lists(settings, scored, scope, through, serving_version)
     rescored = "every user" if scope is None else f"{len(scope)} affected user(s)"
     context.log.info(f"ranked {rescored} with {scored.model_version}")
     return MaterializeResult(
@@ -204,6 +232,7 @@ def recommendation_lists(
             if scored.related is None
             else int(scored.related[ITEM_ID].nunique()),
             "model_version": scored.model_version,
+            "serving_version": "none (a refresh)" if serving_version is None else serving_version,
             "preview": MetadataValue.md(lists_preview(scored.lists, settings)),
         }
     )
@@ -211,29 +240,36 @@ def recommendation_lists(
 
 def publish_staged(settings: Settings) -> dict[str, object]:
     """Publish the staged lists (every user's, or the scope's), the trending lists and, after a
-    full rescore, the related items at once."""
+    full rescore, the related items at once: by switching to the serving version the scoring
+    wrote them into, or by writing them."""
     staged = staged_lists(settings)
-    store = ServingStore(settings.serving_url)
+    store = ServingStore(settings.serving_url, settings.publish_chunk_rows)
     try:
-        written = store.publish(
-            staged.lists,
-            users=staged.scope,
-            trending=staged.trending,
-            context_trending=staged.context_trending,
-            related=staged.related,
-            candidates=staged.candidates,
-            titles=staged.titles,
-            # Recent events loaded by then are in the new lists: request time drops them.
-            events_loaded_through=staged.through,
-        )
+        if staged.serving_version is None:
+            store.publish(
+                staged.lists,
+                users=staged.scope,
+                trending=staged.trending,
+                context_trending=staged.context_trending,
+                related=staged.related,
+                candidates=staged.candidates,
+                titles=staged.titles,
+                # Recent events loaded by then are in the new lists: request time drops them.
+                events_loaded_through=staged.through,
+            )
+            related_replaced = staged.related is not None
+        else:
+            version = store.resume_version(staged.serving_version)
+            version.commit(staged.trending, staged.context_trending, staged.through)
+            related_replaced = version.replaces_related
         summary = store.summary()
     finally:
         store.dispose()
     _advance_watermark(settings, staged.through)
     return {
         "users_replaced": len(staged.scope) if staged.scope is not None else "all",
-        "related_items_replaced": staged.related is not None,
-        "rows_published": written,
+        "related_items_replaced": related_replaced,
+        "rows_published": len(staged.lists),
         "users": int(summary["users"]),
         "serving_store": store.engine.url.render_as_string(hide_password=True),
         "generated_at": str(summary["generated_at"]),
@@ -242,7 +278,8 @@ def publish_staged(settings: Settings) -> dict[str, object]:
 
 @asset(group_name=SERVING_GROUP, deps=[recommendation_lists])
 def published_recommendations(context: AssetExecutionContext) -> MaterializeResult:
-    """The lists in the serving store, replaced in one transaction (readers never see half)."""
+    """The lists in the serving store: a full scoring's version switched to, or a refresh's users
+    replaced, in one transaction (readers never see half)."""
     figures = publish_staged(get_settings())
     context.log.info(f"published {figures['rows_published']} rows to the serving store")
     return MaterializeResult(metadata=figures)

@@ -3,7 +3,9 @@
 Used by the full build (every user) and the refresh (only the users a batch touched). Both call
 `RankingPipeline.recommend`, the same code the backtests evaluate, on the newest marts. The full
 build also computes every item's related items (`RankingPipeline.related_items`); a refresh
-leaves the published ones in place.
+leaves the published ones in place. A full scoring can write each shard's lists into a new
+serving version as the shard arrives, for the publish to switch to once the lists pass their
+checks.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from ml.rules import context_trending, context_trending_lists
 from orchestration.compute import LOCAL, ComputeResource
 from orchestration.model.assets import pipeline_config
 from orchestration.serving.state import ServingState, load_state, save_state
+from orchestration.serving.store import ServingVersion
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 from orchestration.warehouse.reads import (
@@ -149,7 +152,10 @@ def registered_pipeline(
 
 
 def score_users(
-    settings: Settings, user_ids: list[str] | None = None, compute: ComputeResource | None = None
+    settings: Settings,
+    user_ids: list[str] | None = None,
+    compute: ComputeResource | None = None,
+    into: ServingVersion | None = None,
 ) -> ScoredLists:
     """Rank ``user_ids`` (every known user when None) and the cold-start lists.
 
@@ -157,8 +163,12 @@ def score_users(
     serving state; scoring some users reuses that state while it is current (see
     orchestration.serving.state), so a refresh costs what its users cost. Scoring on a fresh
     state ranks over user shards on Ray when ``compute`` says so (a refresh's few users stay
-    in this process: Ray's start-up would cost more than they do).
+    in this process: Ray's start-up would cost more than they do). Scoring everyone ``into`` a
+    new serving version (begun with related items and titles) writes each shard's lists and
+    candidates into it as the shard arrives, then the related items and titles.
     """
+    if into is not None and user_ids is not None:
+        raise ValueError("only scoring every user writes a new serving version")
     champion = champion_version(settings)
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         if user_ids is not None:
@@ -174,9 +184,8 @@ def score_users(
     pipeline, version = champion_pipeline(settings, snapshot, champion)
     save_state(settings, ServingState(champion, version, catalog, pipeline))
     generated_at = _now()
-    scored = _ranked(
-        settings, pipeline, version, read_behaviour(snapshot, user_ids), generated_at, compute
-    )
+    behaviour = read_behaviour(snapshot, user_ids)
+    scored = _ranked(settings, pipeline, version, behaviour, generated_at, compute, into)
     by_context = build_context_trending(
         settings,
         snapshot.positive,
@@ -188,6 +197,9 @@ def score_users(
     if user_ids is None:
         scored.related = _stamped(pipeline.related_items(settings.top_k), version, generated_at)
         scored.titles = snapshot.titles.dropna().astype(str).rename_axis(ITEM_ID).reset_index()
+        if into is not None:
+            into.write_related(scored.related)
+            into.write_titles(scored.titles)
     return scored
 
 
@@ -198,14 +210,17 @@ def _ranked(
     behaviour: Behaviour,
     generated_at: datetime,
     compute: ComputeResource | None = None,
+    into: ServingVersion | None = None,
 ) -> ScoredLists:
     """The behaviour's users' lists and candidates, and the cold-start list, from one pipeline
-    (over user shards on Ray when ``compute`` says so)."""
+    (over user shards on Ray when ``compute`` says so; each shard written ``into`` a serving
+    version as it arrives)."""
     ranked, candidates = (compute or ComputeResource()).rank(
         settings,
         pipeline,
         behaviour,
         partial(RankingPipeline.recommend_with_candidates, candidates=settings.serving_candidates),
+        on_shard=None if into is None else partial(_write_shard, into, version, generated_at),
     )
     lists = _stamped(ranked, version, generated_at)
     popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
@@ -217,6 +232,17 @@ def _ranked(
         fallback_users=int(len(behaviour.users) - lists[USER_ID].nunique()),
         candidates=_stamped(candidates, version, generated_at),
     )
+
+
+def _write_shard(
+    into: ServingVersion,
+    version: str,
+    generated_at: datetime,
+    shard: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Write one shard's (lists, candidates) into a serving version, stamped as served."""
+    lists, candidates = shard
+    into.write(_stamped(lists, version, generated_at), _stamped(candidates, version, generated_at))
 
 
 def _now() -> datetime:

@@ -7,16 +7,23 @@ context field (e.g. per hour), served first when the request's context has one;
 request-time personalisation reads sits beside them: ``candidates`` (each user's best-scored
 candidates, more than the list holds), ``item_titles`` (for reasons that name an item) and
 ``recent_events`` (events received since they were last published; see append_recent_events).
-SQLite in WAL mode by default (readers never block on a publish and never see half a list),
-any SQLAlchemy URL (PostgreSQL in production). Every publish is one transaction. Times are
-stored as naive UTC.
+SQLite in WAL mode by default, any SQLAlchemy URL (PostgreSQL in production). Times are stored
+as naive UTC.
+
+The large tables (lists, candidates, related items, titles) are versioned (see
+orchestration.serving.versions): a full publish writes a new version in chunks, each its own
+short transaction, then one short transaction switches readers to it and replaces the small
+trending tables; every read is one statement, so it sees the old publish or the new one, never
+half of one. A publish for some users (a refresh) replaces their rows in the served version in
+one transaction. Tables made before versions are upgraded when a store opens them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pandas as pd
@@ -37,6 +44,16 @@ from ml.constants import (
     TITLE,
     USER_ID,
     VALUE,
+)
+from orchestration.serving.versions import (
+    DEFAULT_CHUNK_ROWS,
+    VERSION,
+    NewVersion,
+    current_versions,
+    prepare,
+    served,
+    unversioned_columns,
+    version_column,
 )
 
 TABLE_NAME = "recommendations"
@@ -75,6 +92,7 @@ def _ranked_columns() -> list[sa.Column]:
 recommendations_table = sa.Table(
     TABLE_NAME,
     _metadata,
+    version_column(),
     sa.Column(USER_ID, sa.String(255), primary_key=True),
     *_ranked_columns(),
 )
@@ -90,6 +108,7 @@ context_trending_table = sa.Table(
 related_table = sa.Table(
     RELATED_TABLE_NAME,
     _metadata,
+    version_column(),
     sa.Column(ITEM_ID, sa.String(255), primary_key=True),
     sa.Column(RANK, sa.Integer, primary_key=True),
     sa.Column(RELATED_ITEM_ID, sa.String(255), nullable=False),
@@ -103,15 +122,20 @@ related_table = sa.Table(
 candidates_table = sa.Table(
     CANDIDATES_TABLE_NAME,
     _metadata,
+    version_column(),
     sa.Column(USER_ID, sa.String(255), primary_key=True),
     *_ranked_columns(),
 )
 titles_table = sa.Table(
     TITLES_TABLE_NAME,
     _metadata,
+    version_column(),
     sa.Column(ITEM_ID, sa.String(255), primary_key=True),
     sa.Column(TITLE, sa.String(1000), nullable=False),
 )
+# Written as versions by a full publish (the per-user tables always, the per-item ones when given).
+_PER_USER_TABLES = (recommendations_table, candidates_table)
+_VERSIONED_TABLES = (*_PER_USER_TABLES, related_table, titles_table)
 # Appended by POST /events and by ingestion, read per user, trimmed by every publish.
 recent_events_table = sa.Table(
     RECENT_EVENTS_TABLE_NAME,
@@ -128,11 +152,16 @@ recent_events_table = sa.Table(
 )
 
 
+def _served_rows(table: sa.Table) -> list[sa.ColumnElement[bool]]:
+    """The condition that keeps a read to the served version (none for unversioned tables)."""
+    return [served(table)] if VERSION in table.c else []
+
+
 def _ranked_query(table: sa.Table, *keys: str) -> sa.Select:
-    """A ranked table's rows whose ``keys`` equal bound values, best first."""
+    """A ranked table's served rows whose ``keys`` equal bound values, best first."""
     return (
-        sa.select(table)
-        .where(*(table.c[key] == sa.bindparam(key) for key in keys))
+        sa.select(*unversioned_columns(table))
+        .where(*_served_rows(table), *(table.c[key] == sa.bindparam(key) for key in keys))
         .order_by(table.c[RANK])
     )
 
@@ -145,19 +174,20 @@ _RELATED_QUERY = _ranked_query(related_table, ITEM_ID)
 # Only what re-ranking uses: times and versions cost a parse per row.
 _CANDIDATE_POOL_QUERY = (
     sa.select(*(candidates_table.c[column] for column in (ITEM_ID, SCORE, REASON)))
-    .where(candidates_table.c[USER_ID] == sa.bindparam(USER_ID))
+    .where(served(candidates_table), candidates_table.c[USER_ID] == sa.bindparam(USER_ID))
     .order_by(candidates_table.c[RANK])
 )
 _RELATED_OF_ITEMS_QUERY = (
     sa.select(*(related_table.c[column] for column in (ITEM_ID, RELATED_ITEM_ID, SCORE)))
     .where(
+        served(related_table),
         related_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True)),
         related_table.c[RANK] <= sa.bindparam("per_item"),
     )
     .order_by(related_table.c[ITEM_ID], related_table.c[RANK])
 )
 _TITLES_QUERY = sa.select(titles_table.c[ITEM_ID], titles_table.c[TITLE]).where(
-    titles_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True))
+    served(titles_table), titles_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True))
 )
 _RECENT_EVENTS_QUERY = (
     sa.select(*(recent_events_table.c[column] for column in RECENT_EVENT_COLUMNS))
@@ -177,8 +207,9 @@ def _enable_sqlite_wal(dbapi_connection, _record) -> None:
 class ServingStore:
     """Publish and read ranked top-K lists and the trending lists."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> None:
         self.url = url
+        self.chunk_rows = chunk_rows  # rows per transaction of a full publish
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _enable_sqlite_wal)
@@ -186,7 +217,7 @@ class ServingStore:
             if database and database != ":memory:" and not database.startswith("file:"):
                 # A fresh FRESHRANK_HOME has no folder yet; SQLite would only say "unable to open".
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-        _metadata.create_all(self.engine)
+        prepare(self.engine, _metadata, _VERSIONED_TABLES)
 
     def publish(
         self,
@@ -199,87 +230,108 @@ class ServingStore:
         titles: pd.DataFrame | None = None,
         events_loaded_through: datetime | None = None,
     ) -> int:
-        """Replace lists in one transaction: all of them, or only those of ``users``.
+        """Replace lists at once: all of them (as a new version), or only those of ``users``.
 
         With ``users`` given, every listed user's old rows are removed, also when the new lists
-        hold nothing for them. With ``trending`` given, the trending list is replaced whole in
-        the same transaction, so readers see both old or both new; likewise every context
-        trending list with ``context_trending``, and every item's related items with
-        ``related`` (None keeps the published ones: a refresh of some users does not recompute
-        them). Returns the number of list rows written (trending and related rows not counted).
+        hold nothing for them, in one transaction. With ``trending`` given, the trending list
+        is replaced whole at the same moment, so readers see both old or both new; likewise
+        every context trending list with ``context_trending``, and every item's related items
+        with ``related`` (None keeps the published ones: a refresh of some users does not
+        recompute them). Returns the number of list rows written (trending and related rows
+        not counted).
 
         A replaced user's candidates are replaced with their rows in ``candidates`` (none when
         it is None); ``titles`` replaces every item title (None keeps them). With
         ``events_loaded_through``, the replaced users' recent events that ingestion loaded at
         or before it are deleted: the new lists already reflect them.
         """
+        # Every frame is checked before anything is written: a refused publish writes nothing.
         _require_columns(lists, SERVING_COLUMNS, "lists")
+        for frame, columns, what in (
+            (candidates, SERVING_COLUMNS, "candidates"),
+            (titles, TITLE_COLUMNS, "item titles"),
+            (trending, TRENDING_COLUMNS, "trending rows"),
+            (context_trending, CONTEXT_TRENDING_COLUMNS, "context trending rows"),
+            (related, RELATED_COLUMNS, "related items"),
+        ):
+            if frame is not None:
+                _require_columns(frame, columns, what)
+        if users is not None:
+            self._publish_users(
+                lists,
+                users,
+                candidates,
+                related,
+                titles,
+                trending,
+                context_trending,
+                events_loaded_through,
+            )
+            return len(lists)
+        with self.begin_version(related=related is not None, titles=titles is not None) as version:
+            version.write(lists, candidates)
+            if related is not None:
+                version.write_related(related)
+            if titles is not None:
+                version.write_titles(titles)
+            version.commit(trending, context_trending, events_loaded_through)
+        return len(lists)
+
+    def begin_version(self, related: bool = False, titles: bool = False) -> ServingVersion:
+        """A new version of every user's list and candidates (and, when asked, of every item's
+        related items or titles), to write in parts (e.g. a shard at a time) and commit."""
+        tables = [*_PER_USER_TABLES]
+        tables += [related_table] if related else []
+        tables += [titles_table] if titles else []
+        return ServingVersion(self, NewVersion.begin(self.engine, tables, self.chunk_rows))
+
+    def resume_version(self, number: int) -> ServingVersion:
+        """A version begun earlier, maybe by another process (scoring), to commit or abort."""
+        version = NewVersion.resume(self.engine, number, _VERSIONED_TABLES, self.chunk_rows)
+        return ServingVersion(self, version)
+
+    def _publish_users(
+        self,
+        lists: pd.DataFrame,
+        users: Iterable[str],
+        candidates: pd.DataFrame | None,
+        related: pd.DataFrame | None,
+        titles: pd.DataFrame | None,
+        trending: pd.DataFrame | None,
+        context_trending: pd.DataFrame | None,
+        events_loaded_through: datetime | None,
+    ) -> None:
+        """publish() for some users: their rows replaced in the served version, in one
+        transaction (a refresh's users are few)."""
+        affected = set(map(str, users)) | set(lists[USER_ID].astype(str))
         if candidates is not None:
-            _require_columns(candidates, SERVING_COLUMNS, "candidates")
-        if titles is not None:
-            _require_columns(titles, TITLE_COLUMNS, "item titles")
-        if trending is not None:
-            _require_columns(trending, TRENDING_COLUMNS, "trending rows")
-        if context_trending is not None:
-            _require_columns(context_trending, CONTEXT_TRENDING_COLUMNS, "context trending rows")
-        if related is not None:
-            _require_columns(related, RELATED_COLUMNS, "related items")
-        rows = _to_records(lists, SERVING_COLUMNS)
-        trending_rows = None if trending is None else _to_records(trending, TRENDING_COLUMNS)
-        context_rows = (
-            None
-            if context_trending is None
-            else _to_records(context_trending, CONTEXT_TRENDING_COLUMNS)
-        )
-        related_rows = None if related is None else _to_records(related, RELATED_COLUMNS)
-        candidate_rows = [] if candidates is None else _to_records(candidates, SERVING_COLUMNS)
-        title_rows = None if titles is None else _to_records(titles, TITLE_COLUMNS)
-        covered = (
-            None
-            if events_loaded_through is None
-            else recent_events_table.c[LOADED_AT] <= _naive_utc(events_loaded_through)
-        )
+            affected |= set(candidates[USER_ID].astype(str))
+        affected_users = sorted(affected)
         with self.engine.begin() as connection:
-            if users is None:
-                connection.execute(recommendations_table.delete())
-                connection.execute(candidates_table.delete())
-                if covered is not None:
-                    connection.execute(recent_events_table.delete().where(covered))
-            else:
-                affected = sorted(set(map(str, users)) | set(lists[USER_ID].astype(str)))
-                if candidates is not None:
-                    affected = sorted(set(affected) | set(candidates[USER_ID].astype(str)))
-                for start in range(0, len(affected), _DELETE_CHUNK):
-                    chunk = affected[start : start + _DELETE_CHUNK]
-                    for table in (recommendations_table, candidates_table):
-                        connection.execute(table.delete().where(table.c[USER_ID].in_(chunk)))
-                    if covered is not None:
-                        connection.execute(
-                            recent_events_table.delete().where(
-                                recent_events_table.c[USER_ID].in_(chunk), covered
-                            )
+            versions = current_versions(connection, _VERSIONED_TABLES)
+            for start in range(0, len(affected_users), _DELETE_CHUNK):
+                chunk = affected_users[start : start + _DELETE_CHUNK]
+                for table in _PER_USER_TABLES:
+                    connection.execute(
+                        table.delete().where(
+                            table.c[VERSION] == versions[table.name], table.c[USER_ID].in_(chunk)
                         )
-            if rows:
-                connection.execute(recommendations_table.insert(), rows)
-            if candidate_rows:
-                connection.execute(candidates_table.insert(), candidate_rows)
-            if title_rows is not None:
-                connection.execute(titles_table.delete())
-                if title_rows:
-                    connection.execute(titles_table.insert(), title_rows)
-            if trending_rows is not None:
-                connection.execute(trending_table.delete())
-                if trending_rows:
-                    connection.execute(trending_table.insert(), trending_rows)
-            if context_rows is not None:
-                connection.execute(context_trending_table.delete())
-                if context_rows:
-                    connection.execute(context_trending_table.insert(), context_rows)
-            if related_rows is not None:
-                connection.execute(related_table.delete())
-                if related_rows:
-                    connection.execute(related_table.insert(), related_rows)
-        return len(rows)
+                    )
+                _delete_reflected_events(connection, events_loaded_through, chunk)
+            for table, frame, columns in (
+                (recommendations_table, lists, SERVING_COLUMNS),
+                (candidates_table, candidates, SERVING_COLUMNS),
+            ):
+                if frame is not None:
+                    _insert(connection, table, _to_records(frame, columns), versions[table.name])
+            for table, frame, columns in (
+                (related_table, related, RELATED_COLUMNS),
+                (titles_table, titles, TITLE_COLUMNS),
+            ):
+                if frame is not None:
+                    rows = _to_records(frame, columns)
+                    _replace(connection, table, rows, versions[table.name])
+            _replace_trending(connection, trending, context_trending)
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
         """One user's published list, best first (empty when the user has none)."""
@@ -320,7 +372,11 @@ class ServingStore:
 
     def _ranked_rows(self, table: sa.Table, k: int | None, *conditions) -> list[dict[str, Any]]:
         """_ranked as plain dicts: what the API reads per request (no DataFrame to build)."""
-        query = sa.select(table).where(*conditions).order_by(table.c[RANK])
+        query = (
+            sa.select(*unversioned_columns(table))
+            .where(*_served_rows(table), *conditions)
+            .order_by(table.c[RANK])
+        )
         if k is not None:
             query = query.limit(k)
         with self.engine.connect() as connection:
@@ -423,20 +479,39 @@ class ServingStore:
 
     def all_lists(self) -> pd.DataFrame:
         """Every published row, ordered by user and rank."""
-        query = sa.select(recommendations_table).order_by(
-            recommendations_table.c[USER_ID], recommendations_table.c[RANK]
+        lists = recommendations_table
+        query = (
+            sa.select(*unversioned_columns(lists))
+            .where(served(lists))
+            .order_by(lists.c[USER_ID], lists.c[RANK])
         )
         with self.engine.connect() as connection:
             return pd.DataFrame(connection.execute(query).mappings().all(), columns=SERVING_COLUMNS)
+
+    def served_table(self, name: str) -> pd.DataFrame:
+        """Every row readers get of one serving table (its served version, without the
+        version column), ordered by its key."""
+        table = _metadata.tables[name]
+        columns = unversioned_columns(table)
+        query = (
+            sa.select(*columns)
+            .where(*_served_rows(table))
+            .order_by(*(column for column in columns if column.primary_key))
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return pd.DataFrame(rows, columns=[column.name for column in columns])
 
     def summary(self) -> dict[str, object]:
         """List row and user counts, the newest publish time, and the trending row count."""
         lists = recommendations_table
         # One statement, so every count comes from the same snapshot even during a publish.
         query = sa.select(
-            sa.select(sa.func.count()).select_from(lists).scalar_subquery(),
-            sa.select(sa.func.count(sa.distinct(lists.c[USER_ID]))).scalar_subquery(),
-            sa.select(sa.func.max(lists.c[GENERATED_AT])).scalar_subquery(),
+            sa.select(sa.func.count()).where(served(lists)).scalar_subquery(),
+            sa.select(sa.func.count(sa.distinct(lists.c[USER_ID])))
+            .where(served(lists))
+            .scalar_subquery(),
+            sa.select(sa.func.max(lists.c[GENERATED_AT])).where(served(lists)).scalar_subquery(),
             sa.select(sa.func.count()).select_from(trending_table).scalar_subquery(),
         )
         with self.engine.connect() as connection:
@@ -445,6 +520,149 @@ class ServingStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+class ServingVersion:
+    """A new version of every user's list and candidates (and maybe of every item's related
+    items or titles) while it is written: in any number of parts, e.g. one per scoring shard,
+    each a chunk of rows per transaction. Readers get it once committed. Used as a context
+    manager, it is aborted when its block raises."""
+
+    def __init__(self, store: ServingStore, version: NewVersion) -> None:
+        self._store = store
+        self._version = version
+
+    @property
+    def number(self) -> int:
+        """The version number, by which another process resumes it (ServingStore.resume_version)."""
+        return self._version.number
+
+    @property
+    def replaces_related(self) -> bool:
+        """Whether serving this version replaces every item's related items."""
+        return self._version.replaces(related_table)
+
+    def write(self, lists: pd.DataFrame, candidates: pd.DataFrame | None = None) -> None:
+        """Add some users' lists and candidates (e.g. one scoring shard's)."""
+        _require_columns(lists, SERVING_COLUMNS, "lists")
+        if candidates is not None:
+            _require_columns(candidates, SERVING_COLUMNS, "candidates")
+        self._insert(recommendations_table, lists, SERVING_COLUMNS)
+        if candidates is not None:
+            self._insert(candidates_table, candidates, SERVING_COLUMNS)
+
+    def write_related(self, related: pd.DataFrame) -> None:
+        """Add items' related items (the version must replace them: begin_version(related=True))."""
+        _require_columns(related, RELATED_COLUMNS, "related items")
+        self._insert(related_table, related, RELATED_COLUMNS)
+
+    def write_titles(self, titles: pd.DataFrame) -> None:
+        """Add items' titles (the version must replace them: begin_version(titles=True))."""
+        _require_columns(titles, TITLE_COLUMNS, "item titles")
+        self._insert(titles_table, titles, TITLE_COLUMNS)
+
+    def _insert(self, table: sa.Table, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+        for rows in _record_chunks(frame, columns, self._version.chunk_rows):
+            self._version.insert(table, rows)
+
+    def commit(
+        self,
+        trending: pd.DataFrame | None = None,
+        context_trending: pd.DataFrame | None = None,
+        events_loaded_through: datetime | None = None,
+    ) -> None:
+        """Serve this version. One short transaction switches readers to it, replaces the
+        trending and context trending lists (None keeps them) and deletes the recent events
+        loaded at or before ``events_loaded_through`` (the new lists reflect them); then the
+        replaced version's rows are deleted, a chunk per transaction."""
+        if trending is not None:
+            _require_columns(trending, TRENDING_COLUMNS, "trending rows")
+        if context_trending is not None:
+            _require_columns(context_trending, CONTEXT_TRENDING_COLUMNS, "context trending rows")
+        with self._store.engine.begin() as connection:
+            self._version.switch(connection)
+            _replace_trending(connection, trending, context_trending)
+            _delete_reflected_events(connection, events_loaded_through)
+        self._version.drop_replaced()
+
+    def abort(self) -> None:
+        """Delete what was written (nothing of it was served), unless it was committed."""
+        self._version.discard()
+
+    def __enter__(self) -> ServingVersion:
+        return self
+
+    def __exit__(
+        self,
+        error_type: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if error is not None:
+            self.abort()
+
+
+def _insert(
+    connection: sa.Connection,
+    table: sa.Table,
+    rows: list[dict[str, object]],
+    version: int | None = None,
+) -> None:
+    """Insert rows, into ``version`` of a versioned table."""
+    if rows:
+        statement = table.insert() if version is None else table.insert().values({VERSION: version})
+        connection.execute(statement, rows)
+
+
+def _replace(
+    connection: sa.Connection,
+    table: sa.Table,
+    rows: list[dict[str, object]],
+    version: int | None = None,
+) -> None:
+    """Replace every row of a table (of ``version`` of a versioned one) with ``rows``."""
+    delete = table.delete()
+    if version is not None:
+        delete = delete.where(table.c[VERSION] == version)
+    connection.execute(delete)
+    _insert(connection, table, rows, version)
+
+
+def _replace_trending(
+    connection: sa.Connection,
+    trending: pd.DataFrame | None,
+    context_trending: pd.DataFrame | None,
+) -> None:
+    """Replace the trending and context trending lists whole (None keeps one): they are small
+    enough to go in the transaction that switches the lists."""
+    if trending is not None:
+        _replace(connection, trending_table, _to_records(trending, TRENDING_COLUMNS))
+    if context_trending is not None:
+        rows = _to_records(context_trending, CONTEXT_TRENDING_COLUMNS)
+        _replace(connection, context_trending_table, rows)
+
+
+def _delete_reflected_events(
+    connection: sa.Connection, loaded_through: datetime | None, users: list[str] | None = None
+) -> None:
+    """Delete the recent events (of ``users``; None: everyone's) that ingestion loaded at or
+    before ``loaded_through``: lists published from those loads reflect them."""
+    if loaded_through is None:
+        return
+    table = recent_events_table
+    condition = table.c[LOADED_AT] <= _naive_utc(loaded_through)
+    if users is not None:
+        condition = sa.and_(condition, table.c[USER_ID].in_(users))
+    connection.execute(table.delete().where(condition))
+
+
+def _record_chunks(
+    frame: pd.DataFrame, columns: tuple[str, ...], chunk_rows: int
+) -> Iterator[list[dict[str, object]]]:
+    """The frame's rows as records, ``chunk_rows`` at a time (converted chunk by chunk, so a
+    large publish never holds every row as Python objects at once)."""
+    for start in range(0, len(frame), chunk_rows):
+        yield _to_records(frame.iloc[start : start + chunk_rows], columns)
 
 
 def _dicts(result: sa.CursorResult) -> list[dict[str, Any]]:

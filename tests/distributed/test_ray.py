@@ -82,10 +82,15 @@ def _session_world() -> tuple[RankingPipeline, Behaviour]:
 def test_lists_on_ray_equal_the_in_process_lists(local_ray: None) -> None:
     pipeline, behaviour = _session_world()
     local = pipeline.recommend(behaviour)
-    on_ray = rank_on_ray(pipeline, behaviour, shards=3)
+    arrived: list[pd.DataFrame] = []
+    on_ray = rank_on_ray(pipeline, behaviour, shards=3, on_shard=arrived.append)
     assert local[USER_ID].nunique() == 30
     columns = [USER_ID, "rank", ITEM_ID, "reason"]
     pd.testing.assert_frame_equal(on_ray.result[columns], local[columns])
+    # Each shard was handed over as it arrived: together they are the lists, once each.
+    assert len(arrived) == 3
+    handed = pd.concat(arrived).sort_values([USER_ID, "rank"], ignore_index=True)
+    pd.testing.assert_frame_equal(handed[columns], local[columns])
     np.testing.assert_allclose(on_ray.result["score"], local["score"], rtol=1e-9)
     # Ranked in Ray's workers, not here (how many took shards depends on scheduling).
     assert on_ray.worker_pids and os.getpid() not in on_ray.worker_pids

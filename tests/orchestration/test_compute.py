@@ -46,8 +46,12 @@ def test_the_default_build_path_imports_neither_ray_nor_spark(settings: Settings
 
 def test_local_compute_ranks_in_process(settings: Settings) -> None:
     fitted, behaviour = pipeline(), shoppers()
-    ranked = ComputeResource().rank(settings, fitted, behaviour, type(fitted).recommend)
+    shards: list = []
+    ranked = ComputeResource().rank(
+        settings, fitted, behaviour, type(fitted).recommend, on_shard=shards.append
+    )
     assert ranked.equals(fitted.recommend(behaviour))
+    assert len(shards) == 1 and shards[0] is ranked  # in this process the result is one shard
 
 
 @pytest.mark.parametrize(

@@ -138,3 +138,56 @@ def test_unknown_experiments_and_unresolved_versions_are_refused(experiments) ->
         experiments.start(unresolved)
     with pytest.raises(ValueError, match="lack column\\(s\\): variant"):
         experiments.publish_lists("x", pd.DataFrame({"user_id": ["u1"]}))
+
+
+def test_a_publish_for_everyone_is_a_new_version_written_in_chunks(serving_url: str) -> None:
+    engine = sa.create_engine(serving_url)
+    experiments = ExperimentStore(engine, chunk_rows=4)
+    design = two_arms()
+    experiments.start(design)
+    users = [f"u{n}" for n in range(20)]
+    experiments.publish_lists("ab1", variant_lists(design, users))
+    broken = variant_lists(design, users, k=1)
+    with pytest.raises(sa.exc.IntegrityError):  # a duplicate key in the last chunk
+        experiments.publish_lists("ab1", pd.concat([broken, broken.tail(1)], ignore_index=True))
+    assert experiments.lists("ab1").groupby("user_id").size().unique().tolist() == [3]
+    experiments.publish_lists("ab1", broken)
+    assert experiments.lists("ab1").groupby("user_id").size().unique().tolist() == [1]
+    with engine.connect() as connection:
+        stored = connection.execute(sa.text("SELECT count(*) FROM experiment_lists")).scalar_one()
+    assert stored == 20  # the replaced and the failed versions' rows are gone
+    engine.dispose()
+
+
+def test_experiment_lists_made_before_versions_are_upgraded(serving_url: str) -> None:
+    engine = sa.create_engine(serving_url)
+    columns = ", ".join(
+        f"{name} {kind}"
+        for name, kind in (
+            ("experiment", "VARCHAR(100)"),
+            ("user_id", "VARCHAR(255)"),
+            ("rank", "INTEGER"),
+            ("variant", "VARCHAR(100)"),
+            ("item_id", "VARCHAR(255)"),
+            ("score", "FLOAT"),
+            ("reason", "VARCHAR(500)"),
+            ("model_version", "VARCHAR(255)"),
+            ("generated_at", "TIMESTAMP"),
+        )
+    )
+    design = two_arms()
+    old = variant_lists(design, ["u1", "u2"]).assign(experiment="ab1")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                f"CREATE TABLE experiment_lists ({columns}, "
+                "PRIMARY KEY (experiment, user_id, rank))"
+            )
+        )
+        old.to_sql("experiment_lists", connection, if_exists="append", index=False)
+    experiments = ExperimentStore(engine)
+    assert experiments.lists("ab1")["item_id"].tolist() == old["item_id"].tolist()
+    experiments.start(two_arms("ab2"))
+    experiments.publish_lists("ab2", variant_lists(design, ["u3"]))
+    assert experiments.lists("ab1").empty and len(experiments.lists("ab2")) == 3
+    engine.dispose()

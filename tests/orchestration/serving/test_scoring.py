@@ -9,11 +9,14 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from ml.constants import GENERATED_AT, MODEL_VERSION
 from ml.ranking import TRENDING_NOW
 from ml.rules import REASON_TRENDING_CONTEXT
-from orchestration.serving.assets import publish_staged, stage_lists
+from orchestration.compute import ComputeResource
+from orchestration.serving import assets as serving_assets
+from orchestration.serving.assets import publish_staged, score_everyone, stage_lists
 from orchestration.serving.scoring import ScoredLists, build_context_trending
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
@@ -262,3 +265,60 @@ def test_a_publish_carries_candidates_and_titles_and_drops_the_events_it_reflect
         assert [event["source_file"] for event in store.recent_events("u1")] == ["b.jsonl"]
     finally:
         store.dispose()
+
+
+def test_a_full_scoring_is_published_by_switching_to_the_version_it_wrote(
+    three_item_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = three_item_settings
+    write_interactions(settings, morning_and_evening_events())
+    everyone = pd.concat([one_user_list("u1", "news", "v1"), one_user_list("u2", "film", "v1")])
+    titles = pd.DataFrame({"item_id": ["news"], "title": ["News"]})
+    full = scored(settings, everyone, related_rows("news", "coffee", "v1"))
+
+    def scoring_into(settings, user_ids, compute, into):
+        """What score_users does for everyone: every shard, then the per-item rows."""
+        into.write(everyone.iloc[:1], everyone.iloc[:1])
+        into.write(everyone.iloc[1:], everyone.iloc[1:])
+        into.write_related(full.related)
+        into.write_titles(titles)
+        return full
+
+    monkeypatch.setattr(serving_assets, "score_users", scoring_into)
+    result, serving_version = score_everyone(settings, ComputeResource())
+    stage_lists(settings, result, None, GENERATED, serving_version)
+    store = ServingStore(settings.serving_url)
+    try:
+        assert store.all_lists().empty  # written, but served only by the publish
+        figures = publish_staged(settings)
+        assert figures["related_items_replaced"] is True and figures["rows_published"] == 2
+        assert store.recommendations("u2")["item_id"].tolist() == ["film"]
+        candidates, related, found = store.personalisation_inputs("u1", ["news"], 1)
+        assert [row["item_id"] for row in candidates] == ["news"]
+        assert [row["related_item_id"] for row in related] == ["coffee"] and found == {
+            "news": "News"
+        }
+        assert store.context_trending("hour", "9")["item_id"].tolist()[0] == "coffee"
+    finally:
+        store.dispose()
+    # The version holds the candidates: the warehouse does not stage them a second time.
+    with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
+        staged = {row[0] for row in connection.execute("show tables from ml").fetchall()}
+    assert "recommendation_candidates" not in staged and "recommendation_lists" in staged
+
+
+def test_a_failed_full_scoring_leaves_nothing_in_the_serving_store(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def scoring_fails_midway(settings, user_ids, compute, into):
+        into.write(one_user_list("u1", "news", "v1"))
+        raise RuntimeError("the second shard failed")
+
+    monkeypatch.setattr(serving_assets, "score_users", scoring_fails_midway)
+    with pytest.raises(RuntimeError, match="second shard"):
+        score_everyone(settings, ComputeResource())
+    engine = sa.create_engine(settings.serving_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT count(*) FROM recommendations")).scalar_one()
+    engine.dispose()
+    assert rows == 0

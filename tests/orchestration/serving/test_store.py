@@ -178,6 +178,13 @@ def test_trending_missing_column_is_a_clear_error_and_writes_nothing(serving_url
     store.dispose()
 
 
+# The lists readers get: the served version's rows (a full publish writes the next beside them).
+SERVED_LISTS = (
+    "(SELECT * FROM recommendations WHERE version = "
+    "(SELECT version FROM serving_versions WHERE table_name = 'recommendations')) AS served"
+)
+
+
 def read_while_publishing(
     reader: ServingStore, query: sa.TextClause, publish, publishes: int
 ) -> list[tuple]:
@@ -208,8 +215,8 @@ def test_reader_sees_lists_and_trending_from_the_same_publish(serving_url: str) 
     writer.publish(make_lists(["u1", "u2"], 5, "v0"), trending=make_trending(5, "v0"))
     # One statement reads one snapshot of both tables.
     both = sa.text(
-        "SELECT (SELECT MIN(model_version) FROM recommendations), "
-        "(SELECT MAX(model_version) FROM recommendations), "
+        f"SELECT (SELECT MIN(model_version) FROM {SERVED_LISTS}), "
+        f"(SELECT MAX(model_version) FROM {SERVED_LISTS}), "
         "(SELECT MIN(model_version) FROM trending_items), "
         "(SELECT MAX(model_version) FROM trending_items)"
     )
@@ -332,7 +339,7 @@ def test_reader_sees_lists_and_context_trending_from_the_same_publish(serving_ur
     )
     # One statement reads one snapshot of both tables; counts catch a half-written table.
     both = sa.text(
-        "SELECT (SELECT MIN(model_version) FROM recommendations), "
+        f"SELECT (SELECT MIN(model_version) FROM {SERVED_LISTS}), "
         "(SELECT MAX(model_version) FROM context_trending_items), "
         "(SELECT MIN(model_version) FROM context_trending_items), "
         "(SELECT COUNT(*) FROM context_trending_items)"
