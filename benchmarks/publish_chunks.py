@@ -189,9 +189,11 @@ def read_lists(url: str, versioned: bool, users: int, ready, stop, results) -> N
         started = time.perf_counter()
         if store is not None:
             rows = store.list_rows(user)
-        else:
+        else:  # as list_rows reads: a prebuilt query, rows as plain dicts
             with engine.connect() as connection:
-                rows = connection.execute(_UNVERSIONED_READ, {USER_ID: user}).all()
+                result = connection.execute(_UNVERSIONED_READ, {USER_ID: user})
+                keys = tuple(result.keys())
+                rows = [dict(zip(keys, row, strict=True)) for row in result.all()]
         latencies.append(time.perf_counter() - started)
         partial += len(rows) != K
     results.put((latencies, partial))
