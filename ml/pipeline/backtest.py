@@ -36,6 +36,7 @@ from ml.evaluation.significance import paired_bootstrap
 from ml.pipeline.pipeline import RANKER, PipelineConfig, RankingPipeline
 from ml.pipeline.ranker import LABEL, Ranker, RankerConfig
 from ml.pipeline.snapshot import Behaviour, Snapshot
+from ml.pipeline.sources import TextNeighbourSource
 
 logger = logging.getLogger("freshrank.backtest")
 
@@ -67,22 +68,19 @@ class CutData:
     end: pd.Timestamp
     task: EvaluationTask
     behaviour: Behaviour
-    pipeline: RankingPipeline
+    pipeline: RankingPipeline  # fitted before the cut; its snapshot is a summary (no events)
     frame: pd.DataFrame
     evaluated: bool
-    _measures: tuple | None = None
+    item_popularity: pd.Series  # positive weight per item before the cut (novelty)
+    catalog_size: int
 
     def measures(self) -> tuple[pd.Series, dict | None]:
-        """(item popularity, item vectors by id) for the beyond-accuracy metrics, once per cut."""
-        if self._measures is None:
-            snapshot = self.pipeline.snapshot
-            vectors = None
-            if snapshot.vectors is not None:
-                vectors = dict(
-                    zip(snapshot.vectors.index, snapshot.vectors.to_numpy(), strict=True)
-                )
-            self._measures = (snapshot.positive.groupby(ITEM_ID)[WEIGHT].sum(), vectors)
-        return self._measures
+        """(item popularity, item vectors by id) for the beyond-accuracy metrics."""
+        text = self.pipeline.sources.get("text")
+        vectors = None
+        if isinstance(text, TextNeighbourSource) and text.index is not None:
+            vectors = dict(zip(text.item_ids, text.vectors, strict=True))
+        return self.item_popularity, vectors
 
 
 @dataclass
@@ -166,7 +164,19 @@ def prepare_cut(
     behaviour = Behaviour(known, users=users)
     pipeline = RankingPipeline(config).fit_sources(before)
     frame = labelled(pipeline.candidate_features(behaviour), task)
-    return CutData(cut, end, task, behaviour, pipeline, frame, evaluated=True)
+    popularity = before.positive.groupby(ITEM_ID)[WEIGHT].sum()
+    catalog_size = len(before.item_ids)
+    return CutData(
+        cut,
+        end,
+        task,
+        behaviour,
+        pipeline.forget_events(),
+        frame,
+        evaluated=True,
+        item_popularity=popularity,
+        catalog_size=catalog_size,
+    )
 
 
 def _orderings(pipeline: RankingPipeline) -> list[str]:
@@ -187,6 +197,12 @@ def _train_ranker(frames: list[pd.DataFrame], pipeline: RankingPipeline, config:
         [np.full(len(frame), len(frames) - 1 - position) for position, frame in enumerate(frames)]
     )
     weights = 0.5 ** (ages / config.ranker_half_life_cuts)
+    logger.info(
+        "training the ranker on %d candidate rows of %d labelled users from %d cut(s)",
+        len(data),
+        int(hits),
+        len(frames),
+    )
     return Ranker(config.ranker).fit(data, pipeline.training_columns(data), weights)
 
 
@@ -201,13 +217,12 @@ def _measure(
     data: CutData,
     k: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    snapshot = data.pipeline.snapshot
     popularity, vectors = data.measures()
     table = segment_metrics(
         lists,
         data.task,
         k,
-        catalog_size=len(snapshot.item_ids),
+        catalog_size=data.catalog_size,
         item_popularity=popularity,
         item_vectors=vectors,
     )
@@ -269,16 +284,24 @@ def run_backtests(
             orderings = _orderings(data.pipeline) + ([RANKER] if ranker is not None else [])
             for ordering in orderings:
                 pipeline = data.pipeline.with_ordering(ordering, ranker)
-                lists = pipeline.rank(data.frame, data.behaviour)
+                lists = pipeline.rank(data.frame, data.behaviour, reasons=False)
                 name = "ranker" if ordering == RANKER else ordering
                 table, per_user = _measure(name, lists, data, k)
                 tables.append(table)
                 per_users.append(per_user)
             if no_text is not None:
-                _ablation(no_text, data, ablation_frames, backtest, tables, per_users, k)
+                _ablation(no_text, snapshot, data, ablation_frames, backtest, tables, per_users, k)
         elif no_text is not None:
             _ablation(
-                no_text, data, ablation_frames, backtest, tables, per_users, k, train_only=True
+                no_text,
+                snapshot,
+                data,
+                ablation_frames,
+                backtest,
+                tables,
+                per_users,
+                k,
+                train_only=True,
             )
         training_frames.append(_prefixed(data.frame, position))
 
@@ -318,6 +341,7 @@ def run_backtests(
 
 def _ablation(
     config: PipelineConfig,
+    snapshot: Snapshot,
     data: CutData,
     frames: list[pd.DataFrame],
     backtest: BacktestConfig,
@@ -327,12 +351,12 @@ def _ablation(
     train_only: bool = False,
 ) -> None:
     """The ranker without the text source and text features, trained and judged the same way."""
-    pipeline = RankingPipeline(config).fit_sources(data.pipeline.snapshot)
+    pipeline = RankingPipeline(config).fit_sources(snapshot.before(data.cut))
     frame = labelled(pipeline.candidate_features(data.behaviour), data.task)
     if not train_only:
         ranker = _train_ranker(frames, pipeline, backtest)
         if ranker is not None:
-            lists = pipeline.with_ordering(RANKER, ranker).rank(frame, data.behaviour)
+            lists = pipeline.with_ordering(RANKER, ranker).rank(frame, data.behaviour, False)
             table, per_user = _measure(NO_TEXT, lists, data, k)
             tables.append(table)
             per_users.append(per_user)

@@ -197,6 +197,14 @@ class RankingPipeline:
             state["_snapshot"] = self._snapshot.summary()
         return state
 
+    def forget_events(self) -> RankingPipeline:
+        """Keep only the summary of the snapshot (what ranking reads of it; see
+        Snapshot.summary): a backtest holds a fitted pipeline per cut, and their events would
+        otherwise stay in memory all at once."""
+        if self._snapshot is not None:
+            self._snapshot = self._snapshot.summary()
+        return self
+
     @property
     def snapshot(self) -> Snapshot:
         if self._snapshot is None:
@@ -302,13 +310,14 @@ class RankingPipeline:
         # Lowest candidate at 0.1, not 0, so that a demotion can still move it.
         return 0.1 + 0.9 * np.clip((raw - low) / span, 0.0, 1.0)  # clip: rounding
 
-    def rank(self, frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
+    def rank(self, frame: pd.DataFrame, behaviour: Behaviour, reasons: bool = True) -> pd.DataFrame:
         """Top-k lists from a candidate frame: order, feedback rules, new-item slots, MMR,
-        reasons. Users without candidates get no rows."""
+        reasons (empty without ``reasons``: evaluation needs only the order). Users without
+        candidates get no rows."""
         if frame.empty:
             return empty_lists()
         lists = self._top(self._scored(frame, behaviour))
-        lists[REASON] = self._reasons(lists, behaviour)
+        lists[REASON] = self._reasons(lists, behaviour) if reasons else ""
         return lists[list(LIST_COLUMNS)]
 
     def recommend_with_candidates(

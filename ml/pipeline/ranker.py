@@ -29,7 +29,7 @@ class RankerConfig:
     bagged_models: int = 3  # models from different seeds whose scores are averaged
     # Above this many candidate rows, training keeps every chosen item and a seeded sample of
     # the rest: a large log's backtests would otherwise make training cost follow the log.
-    max_rows: int = 400_000
+    max_rows: int = 200_000
     # One thread: LightGBM's two-thread runs slow down many times over when anything else
     # shares the two cores, and one thread is nearly as fast on data this size.
     threads: int = 1
