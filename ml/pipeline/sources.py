@@ -34,6 +34,7 @@ COVISITATION_HALF_LIFE_DAYS = 60.0
 COVISITATION_RELATED_PER_ITEM = 100
 EASE_MAX_ITEMS = 2_000
 KNN_NEIGHBOURS = 100
+KNN_MAX_ITEMS = 30_000  # above this many catalog items, item-kNN keeps the most popular
 KNN_BLOCK_ITEMS = 1_024
 EXACT_INDEX_MAX_ITEMS = 50_000  # above this, an HNSW graph instead of exhaustive search
 
@@ -519,16 +520,31 @@ class ItemKNNSource(CandidateSource):
 
     name = "item_knn"
 
-    def __init__(self, neighbours: int = KNN_NEIGHBOURS, per_user: int = 200) -> None:
+    def __init__(
+        self, neighbours: int = KNN_NEIGHBOURS, per_user: int = 200, max_items: int = KNN_MAX_ITEMS
+    ) -> None:
         self.neighbours = neighbours
         self.per_user = per_user
+        self.max_items = max_items
         self.similarity: sp.csr_array | None = None
         self.item_index = pd.Index([])
 
     def fit(self, snapshot: Snapshot) -> ItemKNNSource:
         self.item_index = pd.Index(snapshot.item_ids)
-        n_items = len(self.item_index)
         positive = snapshot.positive
+        if len(self.item_index) > self.max_items:
+            # Its cost grows with the square of the items: a large catalog keeps its most
+            # popular ones (the others still reach users through the other sources).
+            popularity = positive.groupby(ITEM_ID)[WEIGHT].sum()
+            kept = popularity.nlargest(self.max_items).index
+            logger.info(
+                "item-kNN restricted to the %d most popular of %d catalog items",
+                len(kept),
+                len(self.item_index),
+            )
+            self.item_index = pd.Index(sorted(kept))
+            positive = positive[positive[ITEM_ID].isin(self.item_index)]
+        n_items = len(self.item_index)
         users, user_codes = np.unique(positive[USER_ID].to_numpy(), return_inverse=True)
         matrix = sp.csr_array(
             (

@@ -274,6 +274,17 @@ def test_item_knn_keeps_each_items_nearest_neighbours_only() -> None:
     )
 
 
+def test_item_knn_over_a_large_catalog_keeps_its_most_popular_items() -> None:
+    # i1 has 3 users, i2 2, i3 2, i4 1: with room for two items, i1 and one of i2/i3 stay.
+    source = ItemKNNSource(max_items=2).fit(snapshot(interactions=KNN_EVENTS))
+    assert len(source.item_index) == 2 and "i1" in source.item_index
+    assert "i4" not in source.item_index
+    behaviour = viewer("i1")
+    scores = source.scores(behaviour, behaviour.recent_items(10))
+    assert set(scores[ITEM_ID]) <= set(source.item_index) - {"i1"}
+    assert len(scores) == 1
+
+
 def test_ease_ranks_the_co_consumed_item_first_within_its_most_popular_items() -> None:
     more = events([("e", "i1", "view", "2024-01-03"), ("e", "i2", "view", "2024-01-04")])
     interactions = pd.concat([KNN_EVENTS, more], ignore_index=True)  # i1 4, i2 3, i3 2, i4 1
