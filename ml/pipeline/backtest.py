@@ -34,7 +34,7 @@ from ml.evaluation.protocol import (
 )
 from ml.evaluation.significance import paired_bootstrap
 from ml.pipeline.pipeline import RANKER, PipelineConfig, RankingPipeline
-from ml.pipeline.ranker import LABEL, Ranker, RankerConfig
+from ml.pipeline.ranker import LABEL, Ranker, RankerConfig, within_budget
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.pipeline.sources import TextNeighbourSource
 
@@ -206,6 +206,14 @@ def _train_ranker(frames: list[pd.DataFrame], pipeline: RankingPipeline, config:
     return Ranker(config.ranker).fit(data, pipeline.training_columns(data), weights)
 
 
+def _training_rows(frame: pd.DataFrame, max_rows: int) -> pd.DataFrame:
+    """A cut's labelled candidates as the ranker learns from them: the users with something to
+    find, within the cut's share of the ranker's row budget. Kept per cut, so the training set
+    never exists in full first."""
+    useful = frame.groupby(USER_ID)[LABEL].transform("max").to_numpy() > 0
+    return within_budget(frame[useful], max_rows, seed=len(frame))
+
+
 def _prefixed(frame: pd.DataFrame, position: int) -> pd.DataFrame:
     """Make user ids unique per cut, so a user labelled at two cuts forms two groups."""
     return frame.assign(**{USER_ID: f"{position}:" + frame[USER_ID].astype(str)})
@@ -303,7 +311,10 @@ def run_backtests(
                 k,
                 train_only=True,
             )
-        training_frames.append(_prefixed(data.frame, position))
+        budget = backtest.ranker.max_rows // max(len(prepared), 1)
+        training_frames.append(_training_rows(_prefixed(data.frame, position), budget))
+        if not data.evaluated:
+            data.frame = data.frame.iloc[:0]  # kept only as its training rows, not twice
 
     evaluated = [data for data in prepared if data.evaluated]
     if not evaluated:

@@ -60,7 +60,7 @@ class Ranker:
         frame = frame[useful]
         if frame.empty:
             raise ValueError("no user has a candidate they went on to choose: nothing to learn")
-        frame = _within_budget(frame, self.config.max_rows, self.config.seed)
+        frame = within_budget(frame, self.config.max_rows, self.config.seed)
         frame = frame.sort_values(USER_ID, kind="stable")
         groups = frame.groupby(USER_ID, sort=False).size().to_numpy()
         config = self.config
@@ -111,7 +111,7 @@ class Ranker:
         return asdict(self.config)
 
 
-def _within_budget(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
+def within_budget(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     """At most about ``max_rows`` rows: every positive, and the same seeded share of each
     user's negatives (row order kept). Negatives are what there are many of; LambdaRank still
     sees every chosen item against a sample of what was passed over."""

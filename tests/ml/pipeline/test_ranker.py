@@ -58,14 +58,14 @@ def test_a_ranker_needs_a_positive_and_a_fit() -> None:
 
 
 def test_training_over_its_row_budget_keeps_every_positive_and_still_learns() -> None:
-    from ml.pipeline.ranker import _within_budget
+    from ml.pipeline.ranker import within_budget
 
     frame = candidates(200, seed=4)
-    kept = _within_budget(frame, max_rows=900, seed=7)
+    kept = within_budget(frame, max_rows=900, seed=7)
     assert kept[LABEL].sum() == frame[LABEL].sum()  # every chosen item stays
     assert 800 <= len(kept) <= 1_000  # about the budget: 2,000 rows were offered
     assert kept.index.is_monotonic_increasing
-    assert _within_budget(frame, max_rows=5_000, seed=7) is frame
+    assert within_budget(frame, max_rows=5_000, seed=7) is frame
     budgeted = RankerConfig(n_estimators=30, min_child_samples=5, bagged_models=1, max_rows=900)
     ranker = Ranker(budgeted).fit(frame, ["signal", "noise"])
     assert ranker.importance().index[0] == "signal"
