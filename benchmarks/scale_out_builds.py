@@ -1,7 +1,7 @@
 """The same build three ways: default, `FRESHRANK_COMPUTE=ray`, `FRESHRANK_DBT_TARGET=spark`.
 
 Each is `freshrank ingest` of the packaged sample and `freshrank build` in a fresh FRESHRANK_HOME
-(subprocesses, start-up included, `FRESHRANK_BACKTEST_CUTS=1` as in build_time.py), then
+(subprocesses, start-up included, the default three backtest cuts as in build_time.py), then
 `freshrank export` of the published lists. Prints each build's seconds against the default's,
 whether the lists are the same (user, rank, item identical; largest score difference) and any
 process a build left behind (Ray or Spark would show up here).

@@ -67,6 +67,42 @@ def resolve_device(device: str):
     return torch.device(device)
 
 
+def token_ids(tokenizer, texts: Sequence[str], config: EmbeddingConfig) -> list[list[int]]:
+    """Each text's token ids, truncated to config.max_length, unpadded."""
+    return tokenizer(list(texts), truncation=True, max_length=config.max_length, padding=False)[
+        "input_ids"
+    ]
+
+
+def batch_positions(
+    texts: Sequence[str], encoded: Sequence[Sequence[int]], batch_size: int
+) -> list[np.ndarray]:
+    """The positions of ``texts`` in each batch the embedder runs, in order: the longest texts
+    (in tokens, ``encoded``) first, texts of one length in text order.
+
+    A text's batch-mates change its vector in the last bits (padding, kernel shapes), so they
+    must follow from the texts alone, not from the order the texts came in (a warehouse's row
+    order is its own): then a model worker that embeds whole batches of these (on Ray) gives
+    the vectors this process gives, to the last bit.
+    """
+    order = sorted(
+        range(len(texts)), key=lambda position: (-len(encoded[position]), texts[position])
+    )
+    return [
+        np.array(order[start : start + batch_size], dtype=np.intp)
+        for start in range(0, len(order), batch_size)
+    ]
+
+
+def embedding_batches(texts: Sequence[str], config: EmbeddingConfig) -> list[np.ndarray]:
+    """batch_positions of ``texts`` as ``TextEmbedder(config).encode`` makes them, with only the
+    tokenizer loaded (no model weights)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.model))
+    return batch_positions(texts, token_ids(tokenizer, texts, config), config.batch_size)
+
+
 class TextEmbedder:
     """Embeds texts into unit-length float32 vectors with a transformer encoder."""
 
@@ -90,23 +126,20 @@ class TextEmbedder:
         self.dimension = int(self.model.config.hidden_size)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts`` in length-sorted batches; returns (len(texts), dimension) float32."""
+        """Embed ``texts`` in length-sorted batches (batch_positions); returns
+        (len(texts), dimension) float32."""
         import torch
 
         if len(texts) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=self.config.max_length, padding=False
-        )["input_ids"]
-        order = np.argsort([len(ids) for ids in encoded], kind="stable")[::-1]
+        encoded = token_ids(self.tokenizer, texts, self.config)
+        batches = batch_positions(texts, encoded, self.config.batch_size)
         output = np.empty((len(texts), self.dimension), dtype=np.float32)
-        batch_size = self.config.batch_size
-        batches = (len(order) + batch_size - 1) // batch_size
+        embedded = 0
         started = time.perf_counter()
         last_log = started
         with torch.inference_mode():
-            for batch_number, start in enumerate(range(0, len(order), batch_size), start=1):
-                positions = order[start : start + batch_size]
+            for batch_number, positions in enumerate(batches, start=1):
                 padded = self.tokenizer.pad(
                     {"input_ids": [encoded[position] for position in positions]},
                     return_tensors="pt",
@@ -116,13 +149,14 @@ class TextEmbedder:
                 pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
                 pooled = torch.nn.functional.normalize(pooled.float(), p=2, dim=1)
                 output[positions] = pooled.cpu().numpy()
+                embedded += len(positions)
                 now = time.perf_counter()
-                if now - last_log > 5 or batch_number == batches:
+                if now - last_log > 5 or batch_number == len(batches):
                     logger.info(
                         "embedded %d/%d texts (%.0f texts/s)",
-                        min(start + batch_size, len(order)),
-                        len(order),
-                        min(start + batch_size, len(order)) / max(now - started, 1e-9),
+                        embedded,
+                        len(texts),
+                        embedded / max(now - started, 1e-9),
                     )
                     last_log = now
         return output

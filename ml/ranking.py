@@ -12,10 +12,21 @@ from ml.frames import require_positive_k
 
 TRENDING_NOW = "trending now"
 _BLOCK_ROWS = 512  # rows ranked at once
+# Scores are compared after rounding to this many decimal places, so near-equal scores tie and
+# the tie goes to the lower column (item). Float noise (another engine's or worker's order of
+# additions, another BLAS) is about 1e-15; the smallest real difference between candidates is
+# far above 1e-12.
+SCORE_DECIMALS = 12
+
+
+def comparable_scores(scores: np.ndarray) -> np.ndarray:
+    """``scores`` rounded to SCORE_DECIMALS: what an order compares, so noise cannot reorder it."""
+    return np.round(np.asarray(scores, dtype=float), SCORE_DECIMALS)
 
 
 def top_k_indices(matrix: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's k largest values, best first; ties go to the lower column.
+    """Column indices of each row's k largest values, best first; ties (values equal to
+    SCORE_DECIMALS places) go to the lower column.
 
     Returns shape (rows, min(k, columns)). Uses argpartition, so a row costs O(columns), not a
     full sort, and works through the rows in blocks to keep temporaries small; NaN is rejected
@@ -31,7 +42,7 @@ def top_k_indices(matrix: np.ndarray, k: int) -> np.ndarray:
         block = np.asarray(values[start : start + _BLOCK_ROWS], dtype=float)
         if np.isnan(block).any():
             raise ValueError("matrix contains NaN; replace it (for example with -inf) first")
-        top[start : start + _BLOCK_ROWS] = _top_k_block(block, width)
+        top[start : start + _BLOCK_ROWS] = _top_k_block(comparable_scores(block), width)
     return top
 
 

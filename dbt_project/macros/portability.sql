@@ -32,3 +32,15 @@
 {% macro spark__incremental_where_supported() -%}
     {{ return('table') }}
 {%- endmacro %}
+
+{#
+    A float measure as a mart publishes it: rounded to a fixed number of decimal places, so the
+    same rows give the same value on every engine. Engines differ in the last bits of exp and ln
+    and in the order a sum adds its rows (which changes with partitions and threads); rounded,
+    those differences of about 1e-15 vanish (except, rarely, a value on a rounding boundary),
+    and no rank or tie-break downstream depends on them. Nine places keep every real difference
+    between measures of event weights.
+#}
+{% macro fixed_decimals(expression, decimals=9) -%}
+    round({{ expression }}, {{ decimals }})
+{%- endmacro %}

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ml.distributed.session import OnRay
-from ml.embeddings import EmbeddingConfig, TextEmbedder
+from ml.embeddings import EmbeddingConfig, TextEmbedder, embedding_batches
 
 POSITION = "position"
 TEXT = "text"
@@ -31,10 +31,14 @@ class EmbeddingWorker:
 
 
 def embed_on_ray(texts: Sequence[str], config: EmbeddingConfig, workers: int) -> OnRay[np.ndarray]:
-    """(len(texts), dimension) unit vectors, the same as ``TextEmbedder(config).encode(texts)``.
+    """(len(texts), dimension) unit vectors, those of ``TextEmbedder(config).encode(texts)`` to
+    the last bit.
 
     The texts are cut into blocks that ``workers`` model replicas embed side by side; with GPUs
-    in the cluster each replica holds one. Needs a Ray session (``ray_session``).
+    in the cluster each replica holds one. Each block is whole batches of the in-process
+    embedder's (embedding_batches) and goes to a replica as one Ray batch, so the replica runs
+    the same batches and a text's vector does not depend on where it ran. Needs a Ray session
+    (``ray_session``).
     """
     import ray
 
@@ -44,13 +48,21 @@ def embed_on_ray(texts: Sequence[str], config: EmbeddingConfig, workers: int) ->
         return OnRay(TextEmbedder(config).encode([]), frozenset())
     gpus = int(ray.cluster_resources().get("GPU", 0))
     replicas = min(workers, gpus) if gpus else workers
-    frame = pd.DataFrame({POSITION: np.arange(len(texts)), TEXT: list(texts)})
+    batches = embedding_batches(texts, config)
     # Several blocks per replica, so that every replica gets work and the last ones finish late.
-    blocks = max(1, min(len(texts), 4 * replicas))
-    embedded = ray.data.from_pandas(frame, override_num_blocks=blocks).map_batches(
+    per_block = -(-len(batches) // (4 * replicas))
+    blocks = [
+        np.concatenate(batches[start : start + per_block])
+        for start in range(0, len(batches), per_block)
+    ]
+    frames = [
+        pd.DataFrame({POSITION: positions, TEXT: [texts[position] for position in positions]})
+        for positions in blocks
+    ]
+    embedded = ray.data.from_pandas(frames).map_batches(
         EmbeddingWorker,
         fn_constructor_kwargs={"config": config},
-        batch_size=config.batch_size,
+        batch_size=None,  # a whole block: Ray's own batches would cut across the embedder's
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=replicas),
         num_gpus=1 if gpus else 0,

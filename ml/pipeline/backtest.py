@@ -42,6 +42,10 @@ logger = logging.getLogger("freshrank.backtest")
 
 FALLBACK_PIPELINE = "popularity_all"
 NO_TEXT = "ranker_without_text"
+# Mean NDCGs equal to this many decimal places tie, and the tie goes to the pipeline whose name
+# sorts first: float noise (about 1e-15) must not choose the model, and no real difference
+# between pipelines is that small.
+NDCG_DECIMALS = 9
 
 
 @dataclass(frozen=True)
@@ -259,9 +263,7 @@ def run_backtests(
     ends = [*cuts[1:], snapshot.as_of]
     prepared: list[CutData] = []
     for position, (cut, end) in enumerate(zip(cuts, ends, strict=True)):
-        data = prepare_cut(
-            snapshot, cut, end, config, backtest.reveal_fraction, backtest.max_users
-        )
+        data = prepare_cut(snapshot, cut, end, config, backtest.reveal_fraction, backtest.max_users)
         data.evaluated = position >= len(cuts) - backtest.cuts
         users = len(data.task.users)
         logger.info(
@@ -375,7 +377,8 @@ def _ablation(
 
 
 def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
-    """Pipelines (best overall first) x mean NDCG@k by segment, plus each cut's overall figure."""
+    """Pipelines (best overall first, ties within NDCG_DECIMALS by name) x mean NDCG@k by
+    segment, plus each cut's overall figure."""
     column = f"ndcg@{k}"
     if table.empty:
         return pd.DataFrame()
@@ -389,7 +392,12 @@ def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
     new_items = table[table["segment"] == NEW_ITEM_TARGETS]
     if hit in new_items:
         summary[f"mean new-item {hit}"] = new_items.groupby("pipeline")[hit].mean()
-    return summary.sort_values(f"mean {OVERALL}", ascending=False)
+    mean_overall = f"mean {OVERALL}"
+    return summary.rename_axis("pipeline").sort_values(
+        [mean_overall, "pipeline"],
+        ascending=[False, True],
+        key=lambda column: column.round(NDCG_DECIMALS) if column.name == mean_overall else column,
+    )
 
 
 def _choose(summary: pd.DataFrame, notes: list[str]) -> str:

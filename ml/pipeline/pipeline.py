@@ -50,6 +50,7 @@ from ml.pipeline.sources import (
     merge_scores,
     top_per_user_mask,
 )
+from ml.ranking import comparable_scores
 from ml.rules import (
     RankingRules,
     context_trending,
@@ -361,9 +362,12 @@ class RankingPipeline:
 
     def _scored(self, frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
         """Every candidate's final score (order score x feedback multipliers), best first per
-        user."""
+        user; scores equal to SCORE_DECIMALS places tie and go to the smaller item_id, so float
+        noise cannot reorder a list (comparable_scores)."""
         scored = frame[[USER_ID, ITEM_ID, "item_is_new"]].copy()
-        scored[SCORE] = self.order_scores(frame) * self._multipliers(frame, behaviour)
+        scored[SCORE] = comparable_scores(
+            self.order_scores(frame) * self._multipliers(frame, behaviour)
+        )
         return scored.sort_values([USER_ID, SCORE, ITEM_ID], ascending=[True, False, True])
 
     def _top(self, scored: pd.DataFrame) -> pd.DataFrame:

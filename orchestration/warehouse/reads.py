@@ -26,15 +26,24 @@ def _has_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -
 
 
 def read_snapshot(connection: duckdb.DuckDBPyConnection) -> Snapshot:
-    """Every interaction, the catalog, the item vectors and the co-visitation pairs."""
+    """Every interaction, the catalog, the item vectors and the co-visitation pairs.
+
+    Each table comes in the order of its key: a table's rows have no order of their own (it
+    follows the engine that built the mart, its partitions and threads), and ranking sums pair
+    weights in the order it reads them, so another order would change scores in their last bits
+    and, through near-ties, the lists.
+    """
     interactions = connection.sql(
         f"select {EVENT_COLUMNS} from marts.interactions order by occurred_at, event_id"
     ).df()
-    items = connection.sql("select item_id, title, available, created_at from marts.items").df()
+    items = connection.sql(
+        "select item_id, title, available, created_at from marts.items order by item_id"
+    ).df()
     covisitation = None
     if _has_table(connection, "marts", "item_covisitation"):
         covisitation = connection.sql(
-            "select item_id, related_item_id, pair_date, pair_weight from marts.item_covisitation"
+            "select item_id, related_item_id, pair_date, pair_weight from marts.item_covisitation "
+            "order by item_id, related_item_id, pair_date"
         ).df()
     return Snapshot(
         interactions=interactions,

@@ -164,6 +164,8 @@ def test_item_trending_measures_from_the_newest_event_time(
         for weight, occurred_at in i1_events
     )
     assert trending["i1"]["decayed_score"] == pytest.approx(expected_score)
+    # Published to 9 decimal places (fixed_decimals), so that every engine gives the same value.
+    assert all(row["decayed_score"] == round(row["decayed_score"], 9) for row in trending.values())
     assert trending["i1"]["short_window_events"] == 1
     assert trending["i1"]["long_window_events"] == 2
     assert trending["i1"]["trending_rank"] == 1

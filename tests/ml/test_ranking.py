@@ -16,6 +16,13 @@ def test_top_k_indices_orders_best_first_and_breaks_ties_by_column() -> None:
     np.testing.assert_array_equal(top_k_indices(with_excluded, 2), [[1, 0]])
 
 
+def test_top_k_indices_ties_scores_that_differ_only_by_float_noise() -> None:
+    noisy = 0.1 + 0.2 + 0.3  # 0.6000000000000001: 0.6 added up in another order
+    matrix = np.array([[0.5, 0.6, noisy], [0.5, noisy, 0.6]])
+    np.testing.assert_array_equal(top_k_indices(matrix, 1), [[1], [1]])
+    np.testing.assert_array_equal(top_k_indices(matrix, 3), [[1, 2, 0], [1, 2, 0]])
+
+
 def test_top_k_indices_matches_a_full_sort() -> None:
     generator = np.random.default_rng(11)
     matrix = generator.integers(0, 4, size=(1100, 30)).astype(float)  # many ties, several blocks

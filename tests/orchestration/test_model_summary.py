@@ -29,6 +29,16 @@ def test_summary_means_over_cuts_best_first_with_each_cut() -> None:
     assert summary.loc["ranker", "cut 2020-02-01"] == 0.5
 
 
+def test_means_that_differ_only_by_float_noise_tie_and_go_to_the_name_first() -> None:
+    noisy = 0.1 + 0.2 + 0.3  # 0.6000000000000001: 0.6 added up in another order
+    rows = [
+        ("ranker", "2020-01-01", "overall", noisy),
+        ("covisitation", "2020-01-01", "overall", 0.6),
+    ]
+    summary = summarise(pd.DataFrame(rows, columns=["pipeline", "cut", "segment", "ndcg@10"]), 10)
+    assert list(summary.index) == ["covisitation", "ranker"]
+
+
 def test_ablations_are_measured_but_never_compete() -> None:
     from orchestration.model.assets import backtest_figures
 

@@ -230,7 +230,7 @@ daily_pairs as (
         cast(item_id as {{ dbt.type_string() }}) as item_id,
         cast(related_item_id as {{ dbt.type_string() }}) as related_item_id,
         pair_date,
-        sum(pair_weight) as pair_weight,
+        {{ fixed_decimals('sum(pair_weight)') }} as pair_weight,
         -- The newest load among the day's pairs: the next run's watermark.
         max(loaded_at) as max_loaded_at
     from directed_pairs

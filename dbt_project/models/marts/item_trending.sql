@@ -47,9 +47,9 @@ item_scores as (
             where weight > 0 and age_days < {{ long_window_days }}
         ) as long_window_events,
         -- Dislikes do not cool an item down here: only positive interest decays into the score.
-        sum(
-            greatest(weight, 0) * exp(-ln(2) * age_days / {{ half_life_days }})
-        ) as decayed_score
+        {{ fixed_decimals(
+            'sum(greatest(weight, 0) * exp(-ln(2) * age_days / ' ~ half_life_days ~ '))'
+        ) }} as decayed_score
     from interactions_aged
     group by item_id, as_of
 
