@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -78,13 +79,13 @@ class CutData:
     item_popularity: pd.Series  # positive weight per item before the cut (novelty)
     catalog_size: int
 
-    def measures(self) -> tuple[pd.Series, dict | None]:
-        """(item popularity, item vectors by id) for the beyond-accuracy metrics."""
+    @cached_property
+    def item_vectors(self) -> dict | None:
+        """Item text vectors by id for the diversity metric (once per cut, not per pipeline)."""
         text = self.pipeline.sources.get("text")
-        vectors = None
         if isinstance(text, TextNeighbourSource) and text.index is not None:
-            vectors = dict(zip(text.item_ids, text.vectors, strict=True))
-        return self.item_popularity, vectors
+            return dict(zip(text.item_ids, text.vectors, strict=True))
+        return None
 
 
 @dataclass
@@ -229,7 +230,7 @@ def _measure(
     data: CutData,
     k: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    popularity, vectors = data.measures()
+    popularity, vectors = data.item_popularity, data.item_vectors
     table = segment_metrics(
         lists,
         data.task,
@@ -288,6 +289,7 @@ def run_backtests(
         no_text = replace(config, sources=tuple(s for s in config.sources if s != "text"))
 
     tables, per_users, training_frames, ablation_frames = [], [], [], []
+    cut_budget = backtest.ranker.max_rows // max(len(prepared), 1)  # each cut's share
     for position, data in enumerate(prepared):
         if data.evaluated:
             ranker = _train_ranker(training_frames, data.pipeline, backtest)
@@ -313,8 +315,7 @@ def run_backtests(
                 k,
                 train_only=True,
             )
-        budget = backtest.ranker.max_rows // max(len(prepared), 1)
-        training_frames.append(_training_rows(_prefixed(data.frame, position), budget))
+        training_frames.append(_training_rows(_prefixed(data.frame, position), cut_budget))
         if not data.evaluated:
             data.frame = data.frame.iloc[:0]  # kept only as its training rows, not twice
 
