@@ -274,6 +274,32 @@ def alias_version(client: Any, alias: str) -> str | None:
         return None
 
 
+def registry_stamp(tracking_uri: str) -> str | None:
+    """A fingerprint that changes whenever a SQLite tracking store commits anything (an alias
+    move included), read without MLflow: the file's size and modification time, SQLite's own
+    file change counter (header bytes 24-27, bumped by every commit outside WAL mode) and the
+    write-ahead log's size and time. None: not a SQLite store, so there is nothing this cheap
+    to compare, and the registry must be asked."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    parts = []
+    for path in (database, database.with_name(database.name + "-wal")):
+        try:
+            status = path.stat()
+        except FileNotFoundError:
+            parts.append("-")
+            continue
+        parts.append(f"{status.st_size}:{status.st_mtime_ns}")
+    try:
+        with database.open("rb") as handle:
+            header = handle.read(28)
+    except FileNotFoundError:
+        return None
+    parts.append(header[24:28].hex())
+    return "/".join(parts)
+
+
 def load_version(tracking_uri: str, version: str, cache_dir: Path | None = None) -> RankingPipeline:
     """A registered version's fitted ranking pipeline.
 

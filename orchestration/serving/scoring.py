@@ -10,7 +10,9 @@ checks.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -116,11 +118,40 @@ def build_context_trending(
 
 
 def champion_version(settings: Settings) -> str | None:
-    """The registered version that holds the champion alias (None: nothing promoted yet)."""
+    """The registered version that holds the champion alias (None: nothing promoted yet).
+
+    Asking MLflow costs a refresh over a second (its import and a registry query), so the
+    answer is remembered beside the serving state with the SQLite registry's stamp
+    (`registry_stamp`); while the registry has committed nothing since, the answer stands.
+    The stamp is taken before asking, so a commit that lands meanwhile makes the next call ask
+    again. A registry that is not a SQLite file is asked every time.
+    """
+    from ml.tracking import registry_stamp
+
+    memo = settings.home / "cache" / "serving" / "champion.json"
+    stamp = registry_stamp(settings.mlflow_tracking_uri)
+    if stamp is not None:
+        try:
+            remembered = json.loads(memo.read_text())
+        except (FileNotFoundError, ValueError):
+            remembered = None
+        if (
+            isinstance(remembered, dict)
+            and remembered.get("tracking_uri") == settings.mlflow_tracking_uri
+            and remembered.get("stamp") == stamp
+        ):
+            return remembered.get("champion")
     from ml import tracking
 
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
-    return tracking.alias_version(client, tracking.CHAMPION)
+    champion = tracking.alias_version(client, tracking.CHAMPION)
+    if stamp is not None:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        record = {"tracking_uri": settings.mlflow_tracking_uri, "stamp": stamp, "champion": champion}
+        partial = memo.with_name(f".{memo.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(record))
+        os.replace(partial, memo)
+    return champion
 
 
 def champion_pipeline(

@@ -138,3 +138,30 @@ def test_behaviour_is_read_by_user(warehouse: Settings) -> None:
         behaviour = read_user_behaviour(connection, ["u2", "nobody"])
     assert sorted(behaviour.events["item_id"]) == ["a", "c"]
     assert list(behaviour.users) == ["nobody", "u2"]
+
+
+def test_the_champion_is_remembered_until_the_registry_commits(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh asks MLflow for the champion only when the SQLite registry has changed."""
+    from ml import tracking
+
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    client.create_registered_model(tracking.REGISTERED_MODEL)
+    for _ in range(2):
+        client.create_model_version(tracking.REGISTERED_MODEL, source=settings.home.as_uri())
+    tracking.promote(client, "1")
+    assert scoring.champion_version(settings) == "1"
+
+    asked = []
+    configure = tracking.configure
+    monkeypatch.setattr(tracking, "configure", lambda *args: asked.append(args) or configure(*args))
+    assert scoring.champion_version(settings) == "1"
+    assert asked == []  # nothing committed since: remembered
+
+    tracking.promote(client, "2")
+    assert scoring.champion_version(settings) == "2"
+    assert len(asked) == 1
+    (settings.home / "cache" / "serving" / "champion.json").write_text("{torn")
+    assert scoring.champion_version(settings) == "2"  # an unreadable memo is asked again
+    assert len(asked) == 2
