@@ -147,7 +147,11 @@ def champion_version(settings: Settings) -> str | None:
     champion = tracking.alias_version(client, tracking.CHAMPION)
     if stamp is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        record = {"tracking_uri": settings.mlflow_tracking_uri, "stamp": stamp, "champion": champion}
+        record = {
+            "tracking_uri": settings.mlflow_tracking_uri,
+            "stamp": stamp,
+            "champion": champion,
+        }
         partial = memo.with_name(f".{memo.name}.{os.getpid()}.partial")
         partial.write_text(json.dumps(record))
         os.replace(partial, memo)
