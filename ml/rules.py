@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ml.constants import (
     CONTEXT,
@@ -80,7 +81,6 @@ Ids = Sequence[Hashable] | np.ndarray | pd.Index
 Titles = Mapping[Hashable, str] | pd.Series
 _NO_TIME = np.iinfo(np.int64).min  # an event time (ns) earlier than any real one
 _PAIR_BLOCK = 65_536  # (row, history item) pairs whose vectors are multiplied at once
-_NEGATIVE_BLOCK = 1_024  # negative (user, item) pairs scored against every item at once
 _MMR_BLOCK_FLOATS = 8_000_000  # bounds the candidate vectors and similarities MMR holds
 # Contexts that can be read off the event time when the context JSON lacks them.
 _TIME_CONTEXTS = {"hour": "hour", "weekday": "dayofweek"}
@@ -210,6 +210,38 @@ def negative_feedback_penalty(
     coded = _code_events(events, _unique_index(user_ids, "user_ids"), item_index, need_time=False)
     vectors = _unit_rows(item_vectors, len(item_index))
     return _negative_feedback_penalty(coded, vectors, rules)
+
+
+def feedback_multipliers_at(
+    events: pd.DataFrame,
+    user_ids: Ids,
+    item_ids: Ids,
+    rows: np.ndarray,
+    columns: np.ndarray,
+    rules: RankingRules,
+    item_vectors: np.ndarray | None = None,
+) -> np.ndarray:
+    """feedback_multipliers (x negative_feedback_penalty with `item_vectors`) of the cells
+    (rows[i], columns[i]) only, one multiplier per cell.
+
+    What ranking candidates needs: it costs what the events and the cells cost, where the
+    matrix functions cost users x items (a ranked block of users against every item any of
+    them touched).
+    """
+    item_index = _unique_index(item_ids, "item_ids")
+    coded = _code_events(events, _unique_index(user_ids, "user_ids"), item_index)
+    rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+    multipliers = np.ones(len(rows))
+    cells, factors = _feedback_cells(coded, rules)
+    if len(cells):
+        wanted = rows * coded.shape[1] + columns
+        found = np.minimum(np.searchsorted(cells, wanted), len(cells) - 1)
+        hit = cells[found] == wanted
+        multipliers[hit] = factors[found[hit]]
+    if item_vectors is not None and rules.negative_feedback_strength > 0:
+        vectors = _unit_rows(item_vectors, len(item_index))
+        multipliers *= _negative_feedback_at(coded, vectors, rules, rows, columns)
+    return multipliers
 
 
 def apply_rules(
@@ -671,9 +703,17 @@ def _excluded_mask(
 def _feedback_multipliers(coded: _CodedEvents, rules: RankingRules) -> np.ndarray:
     """feedback_multipliers on coded events; events without a time are left out."""
     multipliers = np.ones(coded.shape)
-    cells = multipliers.reshape(-1)  # a view: writing a cell writes the matrix
+    cells, factors = _feedback_cells(coded, rules)
+    multipliers.reshape(-1)[cells] = factors  # a view: writing a cell writes the matrix
+    return multipliers
+
+
+def _feedback_cells(coded: _CodedEvents, rules: RankingRules) -> tuple[np.ndarray, np.ndarray]:
+    """(flat cells, their multipliers) of the cells the impression and click rules touch,
+    cells unique and ascending; every other cell is 1. Events without a time are left out."""
     timed = coded.times != _NO_TIME
     pairs = coded.pairs
+    touched, multipliers = [], []
 
     impressions = coded.of_type((IMPRESSION,)) & timed
     if rules.impression_demotion < 1 and impressions.any():
@@ -683,16 +723,23 @@ def _feedback_multipliers(coded: _CodedEvents, rules: RankingRules) -> np.ndarra
         unclicked = coded.times[impressions] > last_engaged
         demoted, counts = np.unique(pairs[impressions][unclicked], return_counts=True)
         extra = np.maximum(counts - rules.free_impressions, 0)
+        touched.append(demoted)
         factors = np.maximum(rules.impression_demotion**extra, rules.min_impression_factor)
-        cells[demoted] *= factors
+        multipliers.append(factors)
 
     clicks = coded.of_type(CLICK_EVENT_TYPES) & timed
     if rules.click_without_conversion_factor < 1 and clicks.any():
         converted = coded.of_type(CONVERSION_EVENT_TYPES) & timed
         last_converted = _latest_time(pairs, coded.times, converted, pairs[clicks])
-        unconverted = coded.times[clicks] > last_converted
-        cells[np.unique(pairs[clicks][unconverted])] *= rules.click_without_conversion_factor
-    return multipliers
+        unconverted = np.unique(pairs[clicks][coded.times[clicks] > last_converted])
+        touched.append(unconverted)
+        multipliers.append(np.full(len(unconverted), rules.click_without_conversion_factor))
+    if not touched:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    cells, position = np.unique(np.concatenate(touched), return_inverse=True)
+    factors = np.ones(len(cells))
+    np.multiply.at(factors, position, np.concatenate(multipliers))  # both rules: the product
+    return cells, factors
 
 
 def _latest_time(
@@ -735,29 +782,43 @@ def _negative_feedback_penalty(
     coded: _CodedEvents, vectors: np.ndarray, rules: RankingRules
 ) -> np.ndarray:
     """negative_feedback_penalty on coded events and unit-length item vectors."""
-    multipliers = np.ones(coded.shape)
+    n_users, n_items = coded.shape
+    rows = np.repeat(np.arange(n_users), n_items)
+    columns = np.tile(np.arange(n_items), n_users)
+    return _negative_feedback_at(coded, vectors, rules, rows, columns).reshape(coded.shape)
+
+
+def _negative_feedback_at(
+    coded: _CodedEvents,
+    vectors: np.ndarray,
+    rules: RankingRules,
+    rows: np.ndarray,
+    columns: np.ndarray,
+) -> np.ndarray:
+    """The negative feedback multiplier of each cell (rows[i], columns[i]); unit vectors."""
+    multipliers = np.ones(len(rows))
     users, items = _negative_pairs(coded, rules)
-    if rules.negative_feedback_strength == 0 or len(users) == 0:
+    if rules.negative_feedback_strength == 0 or len(users) == 0 or len(rows) == 0:
         return multipliers
     order = np.argsort(users, kind="stable")
-    negative_users, rows = np.unique(users[order], return_inverse=True)
-    items = items[order]
-    # Starting at 0 clips negative similarity: an opposite item is not rewarded.
-    closest = np.zeros((len(negative_users), coded.shape[1]), dtype=vectors.dtype)
-    transposed = np.ascontiguousarray(vectors.T)
-    # One reused buffer: allocating a fresh block each time costs more than the product.
-    buffer = np.empty((min(_NEGATIVE_BLOCK, len(rows)), coded.shape[1]), dtype=vectors.dtype)
-    for start in range(0, len(rows), _NEGATIVE_BLOCK):
-        block_rows = rows[start : start + _NEGATIVE_BLOCK]
-        similarity = buffer[: len(block_rows)]
-        np.matmul(vectors[items[start : start + len(block_rows)]], transposed, out=similarity)
-        # Rows are sorted by user, so each user's pairs in the block are one run.
-        cuts = np.flatnonzero(np.diff(block_rows)) + 1
-        for first, last in zip(np.append(0, cuts), np.append(cuts, len(block_rows)), strict=True):
-            user_closest = closest[block_rows[first]]
-            np.maximum(user_closest, similarity[first:last].max(axis=0), out=user_closest)
-    np.clip(closest, 0.0, 1.0, out=closest)  # rounding can push a cosine just above 1
-    multipliers[negative_users] = 1.0 - rules.negative_feedback_strength * closest
+    negative_users, starts = np.unique(users[order], return_index=True)
+    ends = np.append(starts[1:], len(order))
+    negative_items = items[order]
+    # The cells of users with negative feedback, grouped by user.
+    found = np.minimum(np.searchsorted(negative_users, rows), len(negative_users) - 1)
+    affected = np.flatnonzero(negative_users[found] == rows)
+    affected = affected[np.argsort(rows[affected], kind="stable")]
+    cuts = np.flatnonzero(np.diff(rows[affected])) + 1
+    # One small product per user: threaded BLAS would spend more starting and waiting for its
+    # threads than multiplying, many times more when anything else shares the cores.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for group in np.split(affected, cuts) if len(affected) else []:
+            user = found[group[0]]
+            mine = negative_items[starts[user] : ends[user]]
+            similarity = vectors[columns[group]] @ vectors[mine].T
+            # Clipped at 0 (an opposite item is not rewarded) and 1 (rounding can pass it).
+            closest = np.clip(similarity.max(axis=1), 0.0, 1.0)
+            multipliers[group] = 1.0 - rules.negative_feedback_strength * closest
     return multipliers
 
 

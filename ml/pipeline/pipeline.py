@@ -56,9 +56,8 @@ from ml.rules import (
     context_trending,
     display_title,
     excluded_mask,
-    feedback_multipliers,
+    feedback_multipliers_at,
     mmr_rerank,
-    negative_feedback_penalty,
 )
 
 logger = logging.getLogger("freshrank.pipeline")
@@ -393,32 +392,30 @@ class RankingPipeline:
         return self.recommend(nobody)
 
     def _multipliers(self, frame: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
-        """Feedback demotions (ignored impressions, clicks without conversion, dislikes)."""
-        rules = self.config.rules
-        multipliers = np.ones(len(frame))
+        """Feedback demotions (ignored impressions, clicks without conversion, dislikes) of
+        each candidate row, computed at the candidates' cells only."""
         events = behaviour.events[behaviour.events[USER_ID].isin(pd.unique(frame[USER_ID]))]
         if events.empty:
-            return multipliers
+            return np.ones(len(frame))
         users = pd.Index(pd.unique(frame[USER_ID]))
         # The users' own items too: a disliked item is consumed, so rarely a candidate, and the
         # penalty must see it whoever else is ranked in the same call (block, or shard on Ray).
         items = pd.Index(
             pd.unique(np.concatenate([frame[ITEM_ID].to_numpy(), events[ITEM_ID].to_numpy()]))
         )
-        rows, columns = users.get_indexer(frame[USER_ID]), items.get_indexer(frame[ITEM_ID])
-        for start in range(0, len(users), self.config.users_per_block):
-            block_users = users[start : start + self.config.users_per_block]
-            mine = (rows >= start) & (rows < start + len(block_users))
-            block_events = events[events[USER_ID].isin(block_users)]
-            matrix = feedback_multipliers(block_events, block_users, items, rules)
-            text = self.sources.get("text")
-            if isinstance(text, TextNeighbourSource) and text.index is not None:
-                vectors = text.vectors_of(items)
-                matrix = matrix * negative_feedback_penalty(
-                    block_events, block_users, items, vectors, rules
-                )
-            multipliers[mine] = matrix[rows[mine] - start, columns[mine]]
-        return multipliers
+        text = self.sources.get("text")
+        vectors = None
+        if isinstance(text, TextNeighbourSource) and text.index is not None:
+            vectors = text.vectors_of(items)
+        return feedback_multipliers_at(
+            events,
+            users,
+            items,
+            users.get_indexer(frame[USER_ID]),
+            items.get_indexer(frame[ITEM_ID]),
+            self.config.rules,
+            vectors,
+        )
 
     def _diversify(self, lists: pd.DataFrame, k: int, mmr_lambda: float) -> pd.DataFrame:
         text: TextNeighbourSource = self.sources["text"]

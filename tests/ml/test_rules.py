@@ -17,6 +17,7 @@ from ml.rules import (
     event_trending,
     excluded_mask,
     feedback_multipliers,
+    feedback_multipliers_at,
     mmr_rerank,
     negative_feedback_penalty,
     new_item_reasons,
@@ -561,3 +562,34 @@ def test_one_user_rules_known_answers() -> None:
     # a: a click without conversion; c: 4 unclicked impressions, 2 free -> 0.85 ** 2.
     assert one_user_feedback(events, rules) == pytest.approx({"a": 0.9, "c": 0.85**2})
     assert one_user_excluded(events, RankingRules()) == {"a", "b"}  # a click is consumption
+
+
+def test_feedback_multipliers_at_cells_are_the_matrices_product_there() -> None:
+    """Ranking asks for its candidates' cells only: the same numbers as the two matrices."""
+    events = events_frame(
+        [
+            ("u1", "a", "dislike", 0),
+            ("u1", "b", "impression", 1),
+            ("u1", "b", "impression", 2),
+            ("u1", "b", "impression", 3),
+            ("u1", "c", "click", 4),
+            ("u2", "d", "rate", 0, 1.0),
+            ("u2", "c", "impression", 5),
+        ]
+    )
+    rules = RankingRules(free_impressions=1)
+    rows = np.array([0, 0, 0, 1, 1, 1, 0])
+    columns = np.array([1, 2, 3, 0, 2, 3, 1])  # a repeated cell, any order
+    at_cells = feedback_multipliers_at(events, USERS, ITEMS, rows, columns, rules, VECTORS)
+    product = feedback_multipliers(events, USERS, ITEMS, rules) * negative_feedback_penalty(
+        events, USERS, ITEMS, VECTORS, rules
+    )
+    np.testing.assert_allclose(at_cells, product[rows, columns])
+    # u1's b: two impressions past the free one (impression_demotion ** 2) and 0.8 similar to the
+    # disliked a (1 - 0.5 x 0.8); u2's a: opposite the low-rated d, so untouched.
+    assert at_cells[0] == pytest.approx(rules.impression_demotion**2 * 0.6)
+    assert at_cells[3] == 1.0
+    without_vectors = feedback_multipliers_at(events, USERS, ITEMS, rows, columns, rules)
+    np.testing.assert_allclose(
+        without_vectors, feedback_multipliers(events, USERS, ITEMS, rules)[rows, columns]
+    )
