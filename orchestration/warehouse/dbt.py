@@ -58,6 +58,86 @@ class FreshrankDbtCliResource(DbtCliResource):
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> None:
         return None
 
+    def build_in_process(
+        self, args: Sequence[str], context: AssetExecutionContext
+    ) -> tuple[list[Any], Path]:
+        """(the Dagster events of `dbt.cli(args, context=context).stream()`, the command's
+        target folder), run by dbt's Python API in this process.
+
+        A dbt process costs a refresh about two seconds before dbt does anything (its
+        interpreter and imports; the work itself is under a second on a refresh's rows). This
+        runs the same command on the same selection with dbt's `dbtRunner`, then turns its
+        result events into Dagster events with dagster-dbt's own translation, so the assets
+        and checks recorded are the same. Events come after dbt finishes, as with `stream()`
+        here; a failed command raises after them, naming dbt's errors.
+        """
+        from dagster import Failure
+        from dagster_dbt.asset_utils import (
+            extract_runtime_selection_from_args,
+            get_updated_cli_invocation_params_for_context,
+        )
+        from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+        from dbt.cli.main import dbtRunner
+        from dbt_common.events.functions import msg_to_dict
+
+        cleaned, selects, excludes = extract_runtime_selection_from_args(args)
+        params = get_updated_cli_invocation_params_for_context(
+            context=context,
+            manifest={},
+            dagster_dbt_translator=translator,
+            runtime_selects=selects,
+            runtime_excludes=excludes,
+        )
+        project_dir = Path(self.project_dir)
+        target_path = project_dir / self._get_unique_target_path(context=context)
+        seed_partial_parse(target_path)
+        indirect = ["--indirect-selection", params.indirect_selection]
+        command = [
+            *cleaned,
+            *params.selection_args,
+            *(indirect if params.indirect_selection else []),
+            "--project-dir",
+            str(project_dir),
+            "--profiles-dir",
+            str(self.profiles_dir),
+            "--target-path",
+            str(target_path),
+            "--log-path",
+            str(target_path),
+            # No manifest.json or run_results.json: nothing reads them, and writing the manifest
+            # costs a refresh a quarter of a second.
+            "--no-write-json",
+        ]
+        raw_events: list[dict[str, Any]] = []
+        with _dbt_environment():
+            result = dbtRunner(
+                callbacks=[lambda event: raw_events.append(msg_to_dict(event))]
+            ).invoke(command)
+        release_duckdb()
+        events = [
+            event
+            for raw_event in raw_events
+            for event in DbtCoreCliEventMessage(
+                raw_event=raw_event, event_history_metadata={}
+            ).to_default_asset_events(
+                manifest=params.manifest,
+                dagster_dbt_translator=params.dagster_dbt_translator,
+                context=context,
+                target_path=target_path,
+                project=params.dbt_project,
+            )
+        ]
+        if not result.success:
+            errors = [
+                event["info"]["msg"] for event in raw_events if event["info"]["level"] == "error"
+            ]
+            if result.exception is not None:
+                errors.append(str(result.exception))
+            raise Failure(
+                f"dbt {' '.join(cleaned[:1])} failed in-process:\n" + "\n".join(errors or ["?"])
+            )
+        return events, target_path
+
 
 def dbt_resource() -> DbtCliResource:
     return FreshrankDbtCliResource(
@@ -113,15 +193,19 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # not the machine's address
             with duckdb.connect(str(settings.warehouse_path)) as connection:
                 export_raw_tables(connection, settings.spark_dir)
-        target = ["--target", settings.dbt_target]
-        invocation = dbt.cli(
-            ["build", *target, "--vars", json.dumps(dbt_vars(settings))], context=context
-        )
-        events = list(invocation.stream())
+        command = ["build", "--target", settings.dbt_target]
+        command += ["--vars", json.dumps(dbt_vars(settings))]
+        # Spark's session would outlive the command in this process: it keeps a dbt process.
+        if settings.dbt_in_process and not on_spark and isinstance(dbt, FreshrankDbtCliResource):
+            events, run_target = dbt.build_in_process(command, context)
+        else:
+            invocation = dbt.cli(command, context=context)
+            events = list(invocation.stream())
+            run_target = invocation.target_path
         if on_spark:
             with duckdb.connect(str(settings.warehouse_path)) as connection:
                 import_marts(connection, settings.spark_dir)
-    keep_partial_parse(invocation.target_path)
+    keep_partial_parse(run_target)
     context.log.info(f"dbt build finished; its log is in {log_path}")
     yield from events
 
@@ -140,3 +224,35 @@ def keep_partial_parse(run_target: Path) -> None:
         shutil.copyfile(parsed, staged)
         os.replace(staged, shared)  # atomic: a concurrent run reads the old file or the new one
     shutil.rmtree(run_target, ignore_errors=True)
+
+
+def seed_partial_parse(run_target: Path) -> None:
+    """Start a run's target folder from the project's last parse (see keep_partial_parse)."""
+    shared = Path(dbt_project.project_dir) / dbt_project.target_path / "partial_parse.msgpack"
+    if shared.exists():
+        run_target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared, run_target / shared.name)
+
+
+@contextlib.contextmanager
+def _dbt_environment() -> Iterator[None]:
+    """What dagster-dbt sets for a dbt process, for the length of an in-process command."""
+    values = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DAGSTER_DBT_CLI": "true"}
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def release_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open in this process after a command, so
+    that the warehouse can be opened again (read-only, say) by the rest of the run."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    DuckDBConnectionManager.close_all_connections()
