@@ -487,31 +487,41 @@ class TextNeighbourSource(CandidateSource):
 
         One product between the distinct items on each side, then look-ups: far cheaper than
         gathering a vector per (pair, recent item)."""
-        history = recent.assign(row=self.rows(recent[ITEM_ID]))
-        history = history[history["row"] >= 0]
+        history_rows = self.rows(recent[ITEM_ID])
+        has_vector = history_rows >= 0
+        history_rows = history_rows[has_vector]
+        history_items = recent[ITEM_ID].to_numpy()[has_vector]
         item_rows = self.rows(pairs[ITEM_ID])
-        joined = (
-            pairs[[USER_ID, ITEM_ID]]
-            .assign(pair=np.arange(len(pairs)), item_row=item_rows)
-            .loc[item_rows >= 0]
-            .merge(
-                history[[USER_ID, ITEM_ID, "row"]].rename(columns={ITEM_ID: "recent_item_id"}),
-                on=USER_ID,
+        known = np.flatnonzero(item_rows >= 0)
+        # The join on user in integer codes (a text-keyed merge was most of the cost): each pair,
+        # in order, meets its user's recent items, in their order.
+        codes, users = pd.factorize(
+            np.concatenate(
+                [pairs[USER_ID].to_numpy()[known], recent[USER_ID].to_numpy()[has_vector]]
             )
         )
+        pair_users, history_users = codes[: len(known)], codes[len(known) :]
+        by_user = np.argsort(history_users, kind="stable")
+        counts = np.bincount(history_users, minlength=len(users))
+        starts = np.cumsum(counts) - counts
+        repeats = counts[pair_users]
+        pair = np.repeat(known, repeats)
+        within = np.arange(len(pair)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+        matched = by_user[np.repeat(starts[pair_users], repeats) + within]
         if exclude_self:
-            joined = joined[joined["recent_item_id"] != joined[ITEM_ID]]
-        if joined.empty:
+            other = history_items[matched] != pairs[ITEM_ID].to_numpy()[pair]
+            pair, matched = pair[other], matched[other]
+        if len(pair) == 0:
             return pd.DataFrame({"pair": [], "recent_item_id": [], "cosine": []})
-        left, left_codes = np.unique(joined["item_row"].to_numpy(), return_inverse=True)
-        right, right_codes = np.unique(joined["row"].to_numpy(), return_inverse=True)
+        # One product between the distinct items on each side, then look-ups by vector row.
+        left, right = np.unique(item_rows[known]), np.unique(history_rows)
+        left_code = np.zeros(len(self.vectors), dtype=np.int64)
+        right_code = np.zeros(len(self.vectors), dtype=np.int64)
+        left_code[left], right_code[right] = np.arange(len(left)), np.arange(len(right))
         products = self.vectors[left] @ self.vectors[right].T
+        cosine = products[left_code[item_rows[pair]], right_code[history_rows[matched]]]
         return pd.DataFrame(
-            {
-                "pair": joined["pair"].to_numpy(),
-                "recent_item_id": joined["recent_item_id"].to_numpy(),
-                "cosine": products[left_codes, right_codes],
-            }
+            {"pair": pair, "recent_item_id": history_items[matched], "cosine": cosine}
         )
 
 
