@@ -331,20 +331,34 @@ class CoVisitationSource(CandidateSource):
         related = self.related
         if items is not None:
             related = related[related["related_item_id"].isin(items)]
-        joined = recent[[USER_ID, ITEM_ID, RECENCY]].merge(related, on=ITEM_ID)
-        weight = recency_weight(joined[RECENCY])
+        # The join on the source item by positions: `related` holds each item's rows together
+        # (sorted by item), so every recent row meets its item's run, in order.
+        sources = related[ITEM_ID].to_numpy()
+        starts = np.flatnonzero(np.r_[True, sources[1:] != sources[:-1]])[: len(sources)]
+        counts = np.diff(np.r_[starts, len(sources)])
+        found = pd.Index(sources[starts]).get_indexer(recent[ITEM_ID])
+        known = found >= 0
+        first, repeats = np.zeros((2, len(recent)), dtype=np.int64)
+        first[known], repeats[known] = starts[found[known]], counts[found[known]]
+        left = np.repeat(np.arange(len(recent)), repeats)
+        within = np.arange(len(left)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+        right = np.repeat(first, repeats) + within
+        recency = recent[RECENCY].to_numpy()[left]
+        weight = recency_weight(recency)
+
+        def measure(column: str) -> np.ndarray:
+            return related[column].to_numpy(dtype=float)[right]
+
         return pd.DataFrame(
             {
-                USER_ID: joined[USER_ID].to_numpy(),
-                "source_item_id": joined[ITEM_ID].to_numpy(),
-                ITEM_ID: joined["related_item_id"].to_numpy(),
-                "covisitation": joined["covisitation"].to_numpy() * weight,
-                "covisitation_365d": joined["covisitation_365d"].to_numpy() * weight,
-                "covisitation_all": joined["covisitation_all"].to_numpy() * weight,
+                USER_ID: recent[USER_ID].to_numpy()[left],
+                "source_item_id": sources[right],
+                ITEM_ID: related["related_item_id"].to_numpy()[right],
+                "covisitation": measure("covisitation") * weight,
+                "covisitation_365d": measure("covisitation_365d") * weight,
+                "covisitation_all": measure("covisitation_all") * weight,
                 # What followed the newest item alone: the strongest next-item signal.
-                "covisitation_last": np.where(
-                    joined[RECENCY].to_numpy() == 0, joined["covisitation_all"].to_numpy(), 0.0
-                ),
+                "covisitation_last": np.where(recency == 0, measure("covisitation_all"), 0.0),
             }
         )
 
