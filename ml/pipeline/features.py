@@ -4,6 +4,11 @@ One frame per block of users, one row per candidate: each source's score and its
 user's candidates, item popularity per window and its trend, item age, cosine similarity of the
 item's text vector to the user's recent items (query, mean and max), the user's activity and
 time since their last event, and how popular the item is in the user's current context.
+
+The ranker trains on cuts years apart and ranks at the newest one, so what it learns from must
+mean the same at every cut: an item's popularity enters as its share of its window's events,
+not as a count that grows with the log's traffic, and co-visitation also as a share of the
+user's strongest candidate.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ RANKED_SOURCE_COLUMNS = (
     "ease",
     "sequential",
 )
+USER_SHARE_COLUMNS = ("covisitation", "covisitation_365d", "covisitation_all", "covisitation_last")
 IDENTITY_COLUMNS = (USER_ID, ITEM_ID)
+SHARE_SUFFIX = "_share"
+USER_SHARE_SUFFIX = "_user_share"
 
 
 def add_source_ranks(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
@@ -40,6 +48,30 @@ def add_source_ranks(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFr
             .rank(method="first", ascending=False)
         )
         frame[f"{column}_rank"] = ranks
+    return frame
+
+
+def add_popularity_shares(frame: pd.DataFrame, totals: pd.Series) -> pd.DataFrame:
+    """`<column>_share`: each popularity column as a share of its window's total (0 for an
+    empty window). A count doubles when traffic doubles; a share means the same at every cut."""
+    for column, total in totals.items():
+        if column in frame:
+            share = frame[column].to_numpy(dtype=float) / total if total > 0 else 0.0
+            frame[f"{column}{SHARE_SUFFIX}"] = share
+    return frame
+
+
+def add_user_shares(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """`<column>_user_share`: the score over the user's best candidate's (1 for the best, 0
+    without a score): how strong a signal is for this user, whatever the log's size."""
+    for column in columns:
+        if column not in frame:
+            continue
+        values = frame[column].to_numpy(dtype=float)
+        best = frame[column].groupby(frame[USER_ID]).transform("max").to_numpy(dtype=float)
+        frame[f"{column}{USER_SHARE_SUFFIX}"] = np.divide(
+            values, best, out=np.zeros(len(frame)), where=best > 0
+        )
     return frame
 
 
@@ -121,9 +153,12 @@ def trend_features(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:
-    """Every numeric column but the ids: what the ranker learns from."""
+    """Every numeric column but the ids and the counts that have a share beside them: what the
+    ranker learns from."""
     return [
         column
         for column in frame.columns
-        if column not in IDENTITY_COLUMNS and pd.api.types.is_numeric_dtype(frame[column])
+        if column not in IDENTITY_COLUMNS
+        and f"{column}{SHARE_SUFFIX}" not in frame
+        and pd.api.types.is_numeric_dtype(frame[column])
     ]

@@ -30,7 +30,10 @@ from ml.constants import (
 )
 from ml.pipeline.features import (
     RANKED_SOURCE_COLUMNS,
+    USER_SHARE_COLUMNS,
+    add_popularity_shares,
     add_source_ranks,
+    add_user_shares,
     context_popularity,
     feature_columns,
     item_features,
@@ -236,7 +239,9 @@ class RankingPipeline:
         frame = self._drop_excluded(self._candidates(block, recent), block)
         popularity: PopularitySource = self.sources["popularity"]
         frame[list(popularity.columns)] = popularity.item_features(frame[ITEM_ID]).to_numpy()
+        frame = add_popularity_shares(frame, popularity.window_totals())
         frame = add_source_ranks(frame, tuple(c for c in RANKED_SOURCE_COLUMNS if c in columns))
+        frame = add_user_shares(frame, tuple(c for c in USER_SHARE_COLUMNS if c in columns))
         text = self.sources.get("text")
         if isinstance(text, TextNeighbourSource):
             similarity = text.pair_similarity(frame, recent)

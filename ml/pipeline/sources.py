@@ -260,6 +260,10 @@ class PopularitySource(CandidateSource):
         """Every window's popularity of the given items (0 for unknown ones), aligned to them."""
         return self.item_scores.reindex(items.to_numpy()).fillna(0.0).reset_index(drop=True)
 
+    def window_totals(self) -> pd.Series:
+        """Every window's summed popularity over all items (what a share divides by)."""
+        return self.item_scores.sum()
+
 
 class CoVisitationSource(CandidateSource):
     """Items that followed or accompanied the user's recent items in other users' sessions.

@@ -8,7 +8,9 @@ import pytest
 
 from ml.constants import ITEM_ID, USER_ID
 from ml.pipeline.features import (
+    add_popularity_shares,
     add_source_ranks,
+    add_user_shares,
     context_popularity,
     feature_columns,
     item_features,
@@ -125,3 +127,47 @@ def test_feature_columns_are_the_numeric_columns_but_the_ids() -> None:
         {USER_ID: ["u"], ITEM_ID: ["a"], "text": [0.5], "reason": ["x"], "item_is_new": [1.0]}
     )
     assert feature_columns(frame) == ["text", "item_is_new"]
+
+
+def test_feature_columns_leave_out_a_count_that_has_a_share_beside_it() -> None:
+    frame = pd.DataFrame(
+        {
+            USER_ID: ["u"],
+            ITEM_ID: ["a"],
+            "popularity_7d": [3.0],
+            "popularity_7d_share": [0.3],
+            "covisitation": [2.0],
+            "covisitation_user_share": [1.0],
+        }
+    )
+    assert feature_columns(frame) == [
+        "popularity_7d_share",
+        "covisitation",
+        "covisitation_user_share",
+    ]
+
+
+def test_popularity_shares_divide_by_the_window_total_and_mean_the_same_at_any_traffic() -> None:
+    frame = pd.DataFrame({ITEM_ID: ["a", "b"], "popularity_7d": [3.0, 1.0], "trending": [1.0, 0]})
+    totals = pd.Series({"popularity_7d": 10.0, "trending": 0.0, "popularity_30d": 5.0})
+    shared = add_popularity_shares(frame.copy(), totals)
+    np.testing.assert_allclose(shared["popularity_7d_share"], [0.3, 0.1])
+    np.testing.assert_allclose(shared["trending_share"], [0.0, 0.0])  # an empty window
+    assert "popularity_30d_share" not in shared  # not among the columns
+    # Twice the traffic, the same shares: what the ranker learned at one cut holds at the next.
+    doubled = add_popularity_shares(frame.assign(popularity_7d=[6.0, 2.0]), totals * 2)
+    np.testing.assert_allclose(doubled["popularity_7d_share"], shared["popularity_7d_share"])
+
+
+def test_user_shares_compare_each_score_with_the_users_best() -> None:
+    frame = pd.DataFrame(
+        {
+            USER_ID: ["u", "u", "u", "v", "v"],
+            ITEM_ID: ["a", "b", "c", "a", "b"],
+            "covisitation_all": [4.0, 1.0, 0.0, 0.0, 0.0],
+        }
+    )
+    shared = add_user_shares(frame, ("covisitation_all", "covisitation_last"))
+    # v has no co-visitation at all: 0, not a division by zero.
+    np.testing.assert_allclose(shared["covisitation_all_user_share"], [1.0, 0.25, 0.0, 0.0, 0.0])
+    assert "covisitation_last_user_share" not in shared
