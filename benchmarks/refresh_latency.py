@@ -54,7 +54,8 @@ from deployment import (
 GOAL_SIZE = 1_000
 WATCH_WARM_UP_SECONDS = 20.0
 WATCH_TIMEOUT_SECONDS = 300.0
-GOAL_SECONDS = 10.0
+GOAL_SECONDS = 10.0  # cold: `freshrank ingest` + `freshrank refresh` (issue #11)
+WARM_GOAL_SECONDS = 3.0  # warm: a standing `freshrank refresh --watch`
 STAGES_SHOWN = 8
 
 
@@ -195,8 +196,11 @@ def print_watched(watched: dict[int, list[Watched]], landed: dict[int, list[Land
     print_table(rows)
     if GOAL_SIZE in watched:
         median = statistics.median(run.seconds for run in watched[GOAL_SIZE])
-        verdict = "met" if median <= GOAL_SECONDS else "NOT met"
-        print(f"warm path, {GOAL_SIZE:,} events: median {median:.2f} s, goal {verdict}")
+        verdict = "met" if median <= WARM_GOAL_SECONDS else "NOT met"
+        print(
+            f"warm path, {GOAL_SIZE:,} events: median {median:.2f} s, goal of at most "
+            f"{WARM_GOAL_SECONDS:.0f} s {verdict}"
+        )
 
 
 def spread(seconds: list[float]) -> tuple[str, str, str]:
