@@ -452,9 +452,7 @@ class RankingPipeline:
         covisitation = self.sources.get("covisitation")
         if isinstance(covisitation, CoVisitationSource) and not recent.empty:
             contributions = covisitation.contributions(recent, pd.unique(pairs[ITEM_ID]))
-            best = contributions.sort_values("covisitation_all", ascending=False, kind="stable")
-            best = best.drop_duplicates([USER_ID, ITEM_ID]).set_index([USER_ID, ITEM_ID])
-            because = best["source_item_id"].reindex(pd.MultiIndex.from_frame(pairs)).to_numpy()
+            because = _strongest_source(contributions, pairs)
         similar, cosine = _most_similar_recent(self.sources.get("text"), pairs, recent)
         similar = np.asarray(similar, dtype=object)
         has_similar = np.array([item is not None for item in similar], dtype=bool)
@@ -615,6 +613,27 @@ def _text_related(text: TextNeighbourSource, k: int, unavailable: frozenset[str]
     frame = pd.concat(parts, ignore_index=True)
     # A duplicate vector may hold the item's own place under another row: drop self-pairs too.
     return frame[frame[ITEM_ID] != frame[RELATED_ITEM_ID]]
+
+
+def _strongest_source(contributions: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """For each (user, item) of `pairs`: the recent item with the largest all-time
+    co-visitation contribution to it (the first such row on a tie), else NaN."""
+    because = np.full(len(pairs), np.nan, dtype=object)
+    if contributions.empty:
+        return because
+    # One integer key per (user, item) over both frames, so no text is compared row by row.
+    users = pd.factorize(np.concatenate([contributions[USER_ID], pairs[USER_ID]]))[0]
+    items, item_ids = pd.factorize(np.concatenate([contributions[ITEM_ID], pairs[ITEM_ID]]))
+    keys = users.astype(np.int64) * len(item_ids) + items
+    given, wanted = keys[: len(contributions)], keys[len(contributions) :]
+    values = contributions["covisitation_all"].to_numpy(dtype=float)
+    order = np.lexsort((np.arange(len(given)), -values, given))
+    first = order[np.r_[True, given[order][1:] != given[order][:-1]]]
+    known = given[first]  # ascending
+    found = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
+    hit = known[found] == wanted
+    because[hit] = contributions["source_item_id"].to_numpy()[first[found[hit]]]
+    return because
 
 
 def _most_similar_recent(
