@@ -22,13 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import deployment  # noqa: E402
 from benchmarks.common import print_table  # noqa: E402
 from benchmarks.deployment import CommandRun, freshrank  # noqa: E402
-
-# The latency benchmarks cut the backtests to one evaluated cut (model selection does not matter
-# to latency); this one times the build a person gets, with the default cuts.
-deployment.BENCHMARK_ENVIRONMENT.pop("FRESHRANK_BACKTEST_CUTS", None)
 
 BUILD_TARGET_S = 180.0
 DEMO_TARGET_S = 300.0

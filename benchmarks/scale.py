@@ -40,8 +40,6 @@ from benchmarks.deployment import FRESHRANK, CommandFailed, CommandRun, environm
 from benchmarks.ingest_throughput import measure  # noqa: E402
 from benchmarks.synthetic import SyntheticConfig, existing, generate  # noqa: E402
 
-# The build a person gets: every backtest cut (the latency benchmarks cut them to one).
-deployment.BENCHMARK_ENVIRONMENT.pop("FRESHRANK_BACKTEST_CUTS", None)
 REFRESH_EVENTS = 1_000
 
 
