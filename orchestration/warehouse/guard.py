@@ -35,6 +35,27 @@ def lock_path_for(warehouse_path: Path) -> Path:
 @contextmanager
 def warehouse_writer(warehouse_path: Path, timeout_s: float = 600.0) -> Iterator[None]:
     """Hold the warehouse's writer lock for the duration of the block."""
+    with _writer_lock(warehouse_path, timeout_s) as deadline:
+        if warehouse_path.exists():
+            _connect_when_free(warehouse_path, deadline, timeout_s).close()
+        yield
+
+
+@contextmanager
+def open_warehouse(
+    warehouse_path: Path, read_only: bool = False, timeout_s: float = 600.0
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived DuckDB connection, opened under the writer lock and closed on exit."""
+    with _writer_lock(warehouse_path, timeout_s) as deadline:
+        # The connection itself waits for DuckDB's lock: no probe connection first.
+        connection = _connect_when_free(warehouse_path, deadline, timeout_s, read_only)
+        with connection:
+            yield connection
+
+
+@contextmanager
+def _writer_lock(warehouse_path: Path, timeout_s: float) -> Iterator[float]:
+    """Hold the lock file; yields the deadline for whatever else the writer waits for."""
     lock_file = lock_path_for(warehouse_path)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_file, "a+") as handle:
@@ -55,21 +76,20 @@ def warehouse_writer(warehouse_path: Path, timeout_s: float = 600.0) -> Iterator
                     ) from None
                 time.sleep(0.1)
         try:
-            _wait_for_duckdb(warehouse_path, deadline, timeout_s)
-            yield
+            yield deadline
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _wait_for_duckdb(warehouse_path: Path, deadline: float, timeout_s: float) -> None:
-    """Until no other process holds DuckDB's lock on the file (say, an orphaned dbt build)."""
-    if not warehouse_path.exists():
-        return
+def _connect_when_free(
+    warehouse_path: Path, deadline: float, timeout_s: float, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """A connection, once no other process holds DuckDB's lock on the file (say, an orphaned
+    dbt build)."""
     announced = False
     while True:
         try:
-            duckdb.connect(str(warehouse_path)).close()
-            return
+            return duckdb.connect(str(warehouse_path), read_only=read_only)
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise
@@ -82,15 +102,3 @@ def _wait_for_duckdb(warehouse_path: Path, deadline: float, timeout_s: float) ->
                     f"{timeout_s:.0f} s: {error}"
                 ) from None
             time.sleep(0.2)
-
-
-@contextmanager
-def open_warehouse(
-    warehouse_path: Path, read_only: bool = False
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived DuckDB connection, opened under the writer lock and closed on exit."""
-    with (
-        warehouse_writer(warehouse_path),
-        duckdb.connect(str(warehouse_path), read_only=read_only) as connection,
-    ):
-        yield connection

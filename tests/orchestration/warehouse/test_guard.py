@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.warehouse.guard import WarehouseBusy, lock_path_for, warehouse_writer
+from orchestration.warehouse.guard import (
+    WarehouseBusy,
+    lock_path_for,
+    open_warehouse,
+    warehouse_writer,
+)
 
 HOLD_LOCK = """
 import sys, time
@@ -98,3 +103,24 @@ def test_a_writer_waits_for_a_process_that_holds_the_file_without_the_lock(
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_an_opened_connection_waits_for_a_process_that_holds_the_file(
+    tmp_path: Path, read_only: bool
+) -> None:
+    """open_warehouse's own connection waits out DuckDB's lock, read-only or not."""
+    import duckdb
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as connection:
+        connection.execute("create table kept as select 7 as x")
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, str(warehouse), "2"], stdout=subprocess.PIPE, text=True
+    )
+    assert orphan.stdout.readline().strip() == "open"
+    started = time.monotonic()
+    with open_warehouse(warehouse, read_only=read_only, timeout_s=60) as connection:
+        assert connection.execute("select x from kept").fetchall() == [(7,)]
+    assert orphan.wait(timeout=60) == 0
+    assert time.monotonic() - started > 0.5  # it waited for the other process to let go
