@@ -213,14 +213,25 @@ def score_users(
                 # Context trending and related items stay as the last full scoring published;
                 # a refresh's few users stay in this process.
                 local = ComputeResource(engine=LOCAL)
-                return _ranked(settings, state.pipeline, state.label, behaviour, _now(), local)
+                return _ranked(
+                    settings,
+                    state.pipeline,
+                    state.label,
+                    behaviour,
+                    _now(),
+                    local,
+                    cold_start=state.cold_start,
+                )
         snapshot = read_snapshot(connection)
         catalog = catalog_stamp(connection)
     pipeline, version = champion_pipeline(settings, snapshot, champion)
-    save_state(settings, ServingState(champion, version, catalog, pipeline))
+    cold_start = pipeline.cold_start_list()
+    save_state(settings, ServingState(champion, version, catalog, pipeline, cold_start))
     generated_at = _now()
     behaviour = read_behaviour(snapshot, user_ids)
-    scored = _ranked(settings, pipeline, version, behaviour, generated_at, compute, into)
+    scored = _ranked(
+        settings, pipeline, version, behaviour, generated_at, compute, into, cold_start
+    )
     by_context = build_context_trending(
         settings,
         snapshot.positive,
@@ -246,10 +257,11 @@ def _ranked(
     generated_at: datetime,
     compute: ComputeResource | None = None,
     into: ServingVersion | None = None,
+    cold_start: pd.DataFrame | None = None,
 ) -> ScoredLists:
     """The behaviour's users' lists and candidates, and the cold-start list, from one pipeline
     (over user shards on Ray when ``compute`` says so; each shard written ``into`` a serving
-    version as it arrives)."""
+    version as it arrives). ``cold_start``: the pipeline's cold_start_list(), when known."""
     ranked, candidates = (compute or ComputeResource()).rank(
         settings,
         pipeline,
@@ -258,7 +270,9 @@ def _ranked(
         on_shard=None if into is None else partial(_write_shard, into, version, generated_at),
     )
     lists = _stamped(ranked, version, generated_at)
-    popular = _stamped(pipeline.cold_start_list().drop(columns=[USER_ID]), version, generated_at)
+    if cold_start is None:
+        cold_start = pipeline.cold_start_list()
+    popular = _stamped(cold_start.drop(columns=[USER_ID]), version, generated_at)
     logger.info("scored %d users with %s", len(behaviour.users), version)
     return ScoredLists(
         lists=lists,

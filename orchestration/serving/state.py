@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from ml.pipeline.pipeline import RankingPipeline
 from orchestration.settings import Settings
@@ -30,7 +31,7 @@ from orchestration.warehouse.reads import catalog_stamp
 
 logger = logging.getLogger("freshrank.serving_state")
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: the cold-start list is kept too
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class ServingState:
     label: str  # the model_version its rows carry
     catalog: str  # catalog_stamp of the marts it was fitted on
     pipeline: RankingPipeline
+    # The pipeline's cold_start_list() (the same for every refresh of this state); None: not
+    # kept, a refresh computes it
+    cold_start: pd.DataFrame | None = None
 
 
 DEFAULT_STATE = "pipeline"  # the champion's; an experiment keeps one per variant beside it

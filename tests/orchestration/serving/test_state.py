@@ -128,6 +128,11 @@ def test_a_refresh_from_the_state_ranks_as_a_refit_would(
     expected = everyone.lists[everyone.lists["user_id"].isin(["u1", "u3"])][columns]
     assert set(refreshed.lists["user_id"]) == {"u1", "u3", "new"}
     pd.testing.assert_frame_equal(known.reset_index(drop=True), expected.reset_index(drop=True))
+    # The cold-start list is kept with the state, not ranked again by every refresh.
+    with duckdb.connect(str(warehouse.warehouse_path), read_only=True) as connection:
+        assert load_state(warehouse, None, connection).cold_start is not None
+    trending = ["rank", "item_id", "score", "reason"]
+    pd.testing.assert_frame_equal(refreshed.trending[trending], everyone.trending[trending])
     state_path(warehouse).unlink()
     refit = scoring.score_users(warehouse, ["u1", "u3", "new"])
     pd.testing.assert_frame_equal(refreshed.lists[columns], refit.lists[columns])
