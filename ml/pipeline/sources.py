@@ -85,16 +85,18 @@ def top_per_user(frame: pd.DataFrame, columns: tuple[str, ...], n: int) -> pd.Da
 def top_per_user_mask(ordered: pd.DataFrame, columns: tuple[str, ...], n: int) -> np.ndarray:
     """top_per_user's choice as a mask over a frame already sorted by user and item."""
     users = pd.factorize(ordered[USER_ID])[0]  # ascending, users in contiguous runs
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(users)]))
     keep = np.zeros(len(ordered), dtype=bool)
     for column in columns:
         values = ordered[column].to_numpy(dtype=float)
+        # Only positive values can be kept, and they come first in each user's order: the
+        # others need no sorting (most rows of a merged frame have none from a given source).
+        positive = np.flatnonzero(values > 0)
         # Stable: within a user, best value first and equal values in item order.
-        order = np.lexsort((-values, users))
-        place = np.empty(len(order), dtype=np.int64)
-        place[order] = np.arange(len(order)) - run_start[order]
-        keep |= (place < n) & (values > 0)
+        order = positive[np.lexsort((-values[positive], users[positive]))]
+        runs = users[order]
+        starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])[: len(order)]
+        place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        keep[order[place < n]] = True
     return keep
 
 
