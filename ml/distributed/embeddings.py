@@ -20,7 +20,14 @@ WORKER_PID = "worker_pid"
 class EmbeddingWorker:
     """One model replica: loads the encoder once, then embeds the batches Ray Data sends it."""
 
-    def __init__(self, config: EmbeddingConfig) -> None:
+    def __init__(self, config: EmbeddingConfig, threads: int) -> None:
+        import torch
+
+        # The driver's CPU thread count, not the one CPU Ray reserves (Ray sets one thread per
+        # reserved CPU): on some CPUs a product's float sums depend on how many threads share it
+        # (measured: up to 1.5e-7 between one and two threads), and the vectors must be the
+        # in-process embedder's to the last bit.
+        torch.set_num_threads(threads)
         self.embedder = TextEmbedder(config)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -41,6 +48,7 @@ def embed_on_ray(texts: Sequence[str], config: EmbeddingConfig, workers: int) ->
     (``ray_session``).
     """
     import ray
+    import torch
 
     if workers < 1:
         raise ValueError(f"embedding on Ray needs at least one worker, not {workers}")
@@ -61,7 +69,7 @@ def embed_on_ray(texts: Sequence[str], config: EmbeddingConfig, workers: int) ->
     ]
     embedded = ray.data.from_pandas(frames).map_batches(
         EmbeddingWorker,
-        fn_constructor_kwargs={"config": config},
+        fn_constructor_kwargs={"config": config, "threads": torch.get_num_threads()},
         batch_size=None,  # a whole block: Ray's own batches would cut across the embedder's
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=replicas),
