@@ -31,7 +31,30 @@ WAREHOUSE_GROUP = "warehouse"
 # profiles.yml reads the warehouse path from the environment; the settings decide it.
 os.environ.setdefault("FRESHRANK_WAREHOUSE_PATH", str(get_settings().warehouse_path))
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-dbt_project.prepare_if_dev()  # re-parses the project under `dagster dev` (dbt must be on PATH)
+
+# Folders of a dbt project that hold no source of its manifest.
+NOT_PARSED = frozenset({"target", "logs", "dbt_packages", "__pycache__"})
+
+
+def manifest_is_current(project_dir: Path, manifest: Path) -> bool:
+    """Whether ``manifest`` was written after every file of the dbt project changed last."""
+    if not manifest.exists():
+        return False
+    written = manifest.stat().st_mtime
+    for path in Path(project_dir).rglob("*"):
+        parts = path.relative_to(project_dir).parts
+        if parts[0] in NOT_PARSED or not path.is_file():
+            continue
+        if path.stat().st_mtime > written:
+            return False
+    return True
+
+
+# Under `dagster dev`, dagster-dbt re-parses the project (a dbt process of a few seconds) in every
+# process that loads these definitions: the code server, and each run's worker before the run
+# starts. Only a project edited since its manifest needs it.
+if not manifest_is_current(DBT_PROJECT_DIR, Path(dbt_project.manifest_path)):
+    dbt_project.prepare_if_dev()  # re-parses under `dagster dev` (dbt must be on PATH)
 
 
 def dbt_executable() -> str:
