@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ml.constants import EVENT_TYPE, ITEM_ID, OCCURRED_AT, RANK, USER_ID, VALUE
 from ml.evaluation.metrics import ndcg_per_user
@@ -165,6 +164,8 @@ def two_proportion_z_test(successes_a: int, n_a: int, successes_b: int, n_b: int
     if spread == 0:
         return 1.0
     z = (successes_b / n_b - successes_a / n_a) / spread
+    from scipy import stats  # here: scipy.stats costs every process loading the code 0.4 s
+
     return float(2 * stats.norm.sf(abs(z)))
 
 
@@ -295,6 +296,8 @@ def _welch(per_user: pd.DataFrame, control: str, treatment: str) -> float:
         return 1.0
     if all(np.ptp(value) == 0 for value in values):  # no spread: the test is undefined
         return 1.0 if values[0][0] == values[1][0] else 0.0
+    from scipy import stats
+
     result = stats.ttest_ind(values[0], values[1], equal_var=False)
     return 1.0 if np.isnan(result.pvalue) else float(result.pvalue)
 
