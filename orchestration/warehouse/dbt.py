@@ -32,6 +32,7 @@ WAREHOUSE_GROUP = "warehouse"
 os.environ.setdefault("FRESHRANK_WAREHOUSE_PATH", str(get_settings().warehouse_path))
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
+PARTIAL_PARSE = "partial_parse.msgpack"
 # Folders of a dbt project that hold no source of its manifest.
 NOT_PARSED = frozenset({"target", "logs", "dbt_packages", "__pycache__"})
 
@@ -53,8 +54,10 @@ def manifest_is_current(project_dir: Path, manifest: Path) -> bool:
 # Under `dagster dev`, dagster-dbt re-parses the project (a dbt process of a few seconds) in every
 # process that loads these definitions: the code server, and each run's worker before the run
 # starts. Only a project edited since its manifest needs it.
-if not manifest_is_current(DBT_PROJECT_DIR, Path(dbt_project.manifest_path)):
-    dbt_project.prepare_if_dev()  # re-parses under `dagster dev` (dbt must be on PATH)
+if dbt_project.preparer.using_dagster_dev() and not manifest_is_current(
+    DBT_PROJECT_DIR, Path(dbt_project.manifest_path)
+):
+    dbt_project.prepare_if_dev()  # re-parses (dbt must be on PATH)
 
 
 def dbt_executable() -> str:
@@ -116,6 +119,8 @@ class FreshrankDbtCliResource(DbtCliResource):
         seed_partial_parse(target_path)
         indirect = ["--indirect-selection", params.indirect_selection]
         command = [
+            # What dagster-dbt's environment says to a dbt process: no usage reports.
+            "--no-send-anonymous-usage-stats",
             *cleaned,
             *params.selection_args,
             *(indirect if params.indirect_selection else []),
@@ -132,10 +137,9 @@ class FreshrankDbtCliResource(DbtCliResource):
             "--no-write-json",
         ]
         raw_events: list[dict[str, Any]] = []
-        with _dbt_environment():
-            result = dbtRunner(
-                callbacks=[lambda event: raw_events.append(msg_to_dict(event))]
-            ).invoke(command)
+        result = dbtRunner(callbacks=[lambda event: raw_events.append(msg_to_dict(event))]).invoke(
+            command
+        )
         release_duckdb()
         events = [
             event
@@ -240,9 +244,9 @@ def keep_partial_parse(run_target: Path) -> None:
     partial_parse.msgpack. That file must come from a parse with the same --vars, or dbt parses
     the whole project again (seconds, on every refresh). Each run's folder would also pile up.
     """
-    parsed = run_target / "partial_parse.msgpack"
+    parsed = run_target / PARTIAL_PARSE
     if parsed.exists():
-        shared = Path(dbt_project.project_dir) / dbt_project.target_path / parsed.name
+        shared = _shared_partial_parse()
         staged = shared.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(parsed, staged)
         os.replace(staged, shared)  # atomic: a concurrent run reads the old file or the new one
@@ -251,26 +255,15 @@ def keep_partial_parse(run_target: Path) -> None:
 
 def seed_partial_parse(run_target: Path) -> None:
     """Start a run's target folder from the project's last parse (see keep_partial_parse)."""
-    shared = Path(dbt_project.project_dir) / dbt_project.target_path / "partial_parse.msgpack"
+    shared = _shared_partial_parse()
     if shared.exists():
         run_target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shared, run_target / shared.name)
+        shutil.copyfile(shared, run_target / PARTIAL_PARSE)
 
 
-@contextlib.contextmanager
-def _dbt_environment() -> Iterator[None]:
-    """What dagster-dbt sets for a dbt process, for the length of an in-process command."""
-    values = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DAGSTER_DBT_CLI": "true"}
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _shared_partial_parse() -> Path:
+    """The parse every run starts from: the project target folder's partial_parse.msgpack."""
+    return Path(dbt_project.project_dir) / dbt_project.target_path / PARTIAL_PARSE
 
 
 def release_duckdb() -> None:
