@@ -10,9 +10,7 @@ checks.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -36,7 +34,13 @@ from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.rules import context_trending, context_trending_lists
 from orchestration.compute import LOCAL, ComputeResource
 from orchestration.model.assets import pipeline_config
-from orchestration.serving.state import ServingState, load_state, save_state
+from orchestration.serving.state import (
+    ServingState,
+    load_state,
+    remember_champion,
+    remembered_champion,
+    save_state,
+)
 from orchestration.serving.store import ServingVersion
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
@@ -128,33 +132,17 @@ def champion_version(settings: Settings) -> str | None:
     """
     from ml.tracking import registry_stamp
 
-    memo = settings.home / "cache" / "serving" / "champion.json"
     stamp = registry_stamp(settings.mlflow_tracking_uri)
     if stamp is not None:
-        try:
-            remembered = json.loads(memo.read_text())
-        except (FileNotFoundError, ValueError):
-            remembered = None
-        if (
-            isinstance(remembered, dict)
-            and remembered.get("tracking_uri") == settings.mlflow_tracking_uri
-            and remembered.get("stamp") == stamp
-        ):
-            return remembered.get("champion")
+        known, champion = remembered_champion(settings, stamp)
+        if known:
+            return champion
     from ml import tracking
 
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
     champion = tracking.alias_version(client, tracking.CHAMPION)
     if stamp is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        record = {
-            "tracking_uri": settings.mlflow_tracking_uri,
-            "stamp": stamp,
-            "champion": champion,
-        }
-        partial = memo.with_name(f".{memo.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(record))
-        os.replace(partial, memo)
+        remember_champion(settings, stamp, champion)
     return champion
 
 

@@ -16,6 +16,7 @@ that cannot be read is ignored with a warning, never trusted.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -57,15 +58,44 @@ def state_path(settings: Settings, name: str = DEFAULT_STATE) -> Path:
 def save_state(settings: Settings, state: ServingState, name: str = DEFAULT_STATE) -> Path:
     """Write the state atomically; returns its path."""
     path = state_path(settings, name)
+    _write_atomically(path, pickle.dumps((STATE_FORMAT, state), protocol=pickle.HIGHEST_PROTOCOL))
+    return path
+
+
+def remembered_champion(settings: Settings, stamp: str) -> tuple[bool, str | None]:
+    """(whether a champion was remembered for this registry ``stamp``, that champion)."""
+    try:
+        remembered = json.loads(_champion_path(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return False, None
+    if (
+        isinstance(remembered, dict)
+        and remembered.get("tracking_uri") == settings.mlflow_tracking_uri
+        and remembered.get("stamp") == stamp
+    ):
+        return True, remembered.get("champion")
+    return False, None
+
+
+def remember_champion(settings: Settings, stamp: str, champion: str | None) -> None:
+    """Keep the registry's answer beside the state, with the registry's stamp when asked."""
+    record = {"tracking_uri": settings.mlflow_tracking_uri, "stamp": stamp, "champion": champion}
+    _write_atomically(_champion_path(settings), json.dumps(record).encode())
+
+
+def _champion_path(settings: Settings) -> Path:
+    return state_path(settings).with_name("champion.json")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file renamed over ``path``: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        with partial.open("wb") as handle:
-            pickle.dump((STATE_FORMAT, state), handle, protocol=pickle.HIGHEST_PROTOCOL)
+        partial.write_bytes(data)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    return path
 
 
 # A warm process (`freshrank refresh --watch`) keeps the last state it read: (path, mtime, state).
