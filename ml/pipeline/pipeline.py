@@ -51,6 +51,7 @@ from ml.pipeline.sources import (
     SequentialSourceConfig,
     TextNeighbourSource,
     merge_scores,
+    run_starts,
     top_per_user_mask,
 )
 from ml.ranking import comparable_scores
@@ -628,7 +629,7 @@ def _strongest_source(contributions: pd.DataFrame, pairs: pd.DataFrame) -> np.nd
     given, wanted = keys[: len(contributions)], keys[len(contributions) :]
     values = contributions["covisitation_all"].to_numpy(dtype=float)
     order = np.lexsort((np.arange(len(given)), -values, given))
-    first = order[np.r_[True, given[order][1:] != given[order][:-1]]]
+    first = order[run_starts(given[order])]
     known = given[first]  # ascending
     found = np.minimum(np.searchsorted(known, wanted), len(known) - 1)
     hit = known[found] == wanted

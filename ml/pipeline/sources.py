@@ -73,6 +73,19 @@ class CandidateSource(ABC):
         return top_per_user(self.scores(behaviour, recent), self.columns, n)
 
 
+def run_starts(ordered: np.ndarray) -> np.ndarray:
+    """Positions where a new run of equal values begins in an ordered array."""
+    return np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])[: len(ordered)]
+
+
+def expand_runs(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, position) of every element of the runs starts[i] .. starts[i] + lengths[i] - 1,
+    run after run: a join of each row with its run of the other side, in integer positions."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, np.repeat(starts, lengths) + within
+
+
 def top_per_user(frame: pd.DataFrame, columns: tuple[str, ...], n: int) -> pd.DataFrame:
     """Rows that are among a user's `n` highest for at least one column (ties to the lower id),
     sorted by user and item."""
@@ -93,8 +106,7 @@ def top_per_user_mask(ordered: pd.DataFrame, columns: tuple[str, ...], n: int) -
         positive = np.flatnonzero(values > 0)
         # Stable: within a user, best value first and equal values in item order.
         order = positive[np.lexsort((-values[positive], users[positive]))]
-        runs = users[order]
-        starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])[: len(order)]
+        starts = run_starts(users[order])
         place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
         keep[order[place < n]] = True
     return keep
@@ -340,15 +352,13 @@ class CoVisitationSource(CandidateSource):
         # The join on the source item by positions: `related` holds each item's rows together
         # (sorted by item), so every recent row meets its item's run, in order.
         sources = related[ITEM_ID].to_numpy()
-        starts = np.flatnonzero(np.r_[True, sources[1:] != sources[:-1]])[: len(sources)]
+        starts = run_starts(sources)
         counts = np.diff(np.r_[starts, len(sources)])
         found = pd.Index(sources[starts]).get_indexer(recent[ITEM_ID])
         known = found >= 0
         first, repeats = np.zeros((2, len(recent)), dtype=np.int64)
         first[known], repeats[known] = starts[found[known]], counts[found[known]]
-        left = np.repeat(np.arange(len(recent)), repeats)
-        within = np.arange(len(left)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-        right = np.repeat(first, repeats) + within
+        left, right = expand_runs(first, repeats)
         recency = recent[RECENCY].to_numpy()[left]
         weight = recency_weight(recency)
 
@@ -524,10 +534,8 @@ class TextNeighbourSource(CandidateSource):
         by_user = np.argsort(history_users, kind="stable")
         counts = np.bincount(history_users, minlength=len(users))
         starts = np.cumsum(counts) - counts
-        repeats = counts[pair_users]
-        pair = np.repeat(known, repeats)
-        within = np.arange(len(pair)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-        matched = by_user[np.repeat(starts[pair_users], repeats) + within]
+        owner, position = expand_runs(starts[pair_users], counts[pair_users])
+        pair, matched = known[owner], by_user[position]
         if exclude_self:
             other = history_items[matched] != pairs[ITEM_ID].to_numpy()[pair]
             pair, matched = pair[other], matched[other]
