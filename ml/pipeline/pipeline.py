@@ -452,7 +452,7 @@ class RankingPipeline:
         because = np.full(len(pairs), None, dtype=object)
         covisitation = self.sources.get("covisitation")
         if isinstance(covisitation, CoVisitationSource) and not recent.empty:
-            contributions = covisitation.contributions(recent, pd.unique(pairs[ITEM_ID]))
+            contributions = covisitation.contributions(recent, pairs)
             because = _strongest_source(contributions, pairs)
         similar, cosine = _most_similar_recent(self.sources.get("text"), pairs, recent)
         similar = np.asarray(similar, dtype=object)

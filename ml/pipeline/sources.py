@@ -37,6 +37,8 @@ KNN_NEIGHBOURS = 100
 KNN_MAX_ITEMS = 30_000  # above this many catalog items, item-kNN keeps the most popular
 KNN_BLOCK_ITEMS = 1_024
 EXACT_INDEX_MAX_ITEMS = 50_000  # above this, an HNSW graph instead of exhaustive search
+# sparse_top_per_row tells values apart to this fraction of a row's largest value.
+TIE_STEPS = 2**39
 
 
 def recency_weight(recency: np.ndarray | pd.Series) -> np.ndarray:
@@ -147,23 +149,55 @@ def merge_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.Data
     return frame
 
 
+def sparse_top_per_row(
+    matrices: list[sp.csr_array], per_row: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, columns, values) of the entries among their row's `per_row` largest positive
+    values in at least one of the same-shaped matrices (ties to the lower column), sorted by
+    row and column; `values` holds one column per matrix, 0 where a matrix has no entry.
+
+    top_per_user for scores that are sparse products: no frame of text keys is grouped."""
+    entries = []
+    for matrix in matrices:
+        matrix = sp.csr_array(matrix)
+        matrix.sum_duplicates()  # canonical: each row's columns sorted, once each
+        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+        keys = rows.astype(np.int64) * matrix.shape[1] + matrix.indices
+        entries.append((keys, matrix.data))  # keys ascending
+    width = matrices[0].shape[1]
+    kept = [np.zeros(0, np.int64)]
+    for keys, data in entries:
+        positive = np.flatnonzero(data > 0)
+        rows, values = keys[positive] // width, data[positive]
+        if not len(rows):
+            continue
+        # One stable sort of an integer key: the row, then how far below the row's largest
+        # value, in steps of 2^-39 of it (so by row, the largest first, equal values in column
+        # order as keys ascend). Values closer than that tie: float noise (a sum taken in
+        # another order) cannot reorder a row.
+        starts = run_starts(rows)
+        largest = np.repeat(np.maximum.reduceat(values, starts), np.diff(np.r_[starts, len(rows)]))
+        below = np.rint((1.0 - values / largest) * TIE_STEPS).astype(np.int64)
+        order = positive[np.argsort(rows * (TIE_STEPS + 1) + below, kind="stable")]
+        starts = run_starts(keys[order] // width)
+        place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        kept.append(keys[order[place < per_row]])
+    union = np.unique(np.concatenate(kept))
+    values = np.zeros((len(union), len(matrices)))
+    for column, (keys, data) in enumerate(entries):
+        if len(keys):
+            found = np.minimum(np.searchsorted(keys, union), len(keys) - 1)
+            hit = keys[found] == union
+            values[hit, column] = data[found[hit]]
+    return union // width, union % width, values
+
+
 def _sparse_rows_to_frame(
     matrix: sp.csr_array, users: np.ndarray, items: np.ndarray, column: str, per_row: int
 ) -> pd.DataFrame:
     """(user_id, item_id, column) of each row's `per_row` largest positive entries."""
-    matrix = sp.csr_array(matrix)
-    matrix.eliminate_zeros()
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    keep = matrix.data > 0
-    rows, columns, values = rows[keep], matrix.indices[keep], matrix.data[keep]
-    order = np.lexsort((columns, -values, rows))
-    rows, columns, values = rows[order], columns[order], values[order]
-    starts = np.searchsorted(rows, rows, side="left")
-    place = np.arange(len(rows)) - starts
-    kept = place < per_row
-    return pd.DataFrame(
-        {USER_ID: users[rows[kept]], ITEM_ID: items[columns[kept]], column: values[kept]}
-    )
+    rows, columns, values = sparse_top_per_row([matrix], per_row)
+    return pd.DataFrame({USER_ID: users[rows], ITEM_ID: items[columns], column: values[:, 0]})
 
 
 def _dense_rows_to_frame(
@@ -299,12 +333,15 @@ class CoVisitationSource(CandidateSource):
         self.related_per_item = related_per_item
         self.per_user = per_user
         self.related = pd.DataFrame(columns=[ITEM_ID, "related_item_id", "covisitation"])
+        self._matrices: tuple[pd.Index, dict[str, sp.csr_array]] | None = None
+        self._related_codes = np.zeros(0, dtype=np.int64)
 
     @property
     def columns(self) -> tuple[str, ...]:
         return ("covisitation", "covisitation_365d", "covisitation_all", "covisitation_last")
 
     def fit(self, snapshot: Snapshot) -> CoVisitationSource:
+        self._matrices = None
         pairs = snapshot.covisitation
         if pairs.empty:
             # Text ids even when empty: a float key cannot merge with users' recent items.
@@ -343,12 +380,36 @@ class CoVisitationSource(CandidateSource):
         self.related = related[keep].reset_index(drop=True)
         return self
 
-    def contributions(self, recent: pd.DataFrame, items: np.ndarray | None = None) -> pd.DataFrame:
+    @property
+    def matrices(self) -> tuple[pd.Index, dict[str, sp.csr_array]]:
+        """(item index, source item x related item matrix per measure) of `related`: a
+        block's scores are then sparse products instead of a join and a grouped sum."""
+        if getattr(self, "_matrices", None) is None:
+            related = self.related
+            codes, items = pd.factorize(
+                np.concatenate([related[ITEM_ID], related["related_item_id"]]), sort=True
+            )
+            rows, columns = codes[: len(related)], codes[len(related) :]
+            items = pd.Index(items)
+            shape = (len(items), len(items))
+            self._related_codes = columns  # each related row's related item, in `items`
+            self._matrices = (
+                items,
+                {
+                    measure: sp.csr_array(
+                        (related[measure].to_numpy(dtype=float), (rows, columns)), shape=shape
+                    )
+                    for measure in ("covisitation", "covisitation_365d", "covisitation_all")
+                },
+            )
+        return self._matrices
+
+    def contributions(
+        self, recent: pd.DataFrame, pairs: pd.DataFrame | None = None
+    ) -> pd.DataFrame:
         """(user_id, source item, item_id, and each measure) per recent item and related item;
-        only related items among ``items`` when given (what a list's reasons need)."""
+        only the (user_id, item_id) rows of ``pairs`` when given (what a list's reasons need)."""
         related = self.related
-        if items is not None:
-            related = related[related["related_item_id"].isin(items)]
         # The join on the source item by positions: `related` holds each item's rows together
         # (sorted by item), so every recent row meets its item's run, in order.
         sources = related[ITEM_ID].to_numpy()
@@ -359,6 +420,8 @@ class CoVisitationSource(CandidateSource):
         first, repeats = np.zeros((2, len(recent)), dtype=np.int64)
         first[known], repeats[known] = starts[found[known]], counts[found[known]]
         left, right = expand_runs(first, repeats)
+        if pairs is not None:
+            left, right = self._within(pairs, recent, left, right)
         recency = recent[RECENCY].to_numpy()[left]
         weight = recency_weight(recency)
 
@@ -378,12 +441,50 @@ class CoVisitationSource(CandidateSource):
             }
         )
 
+    def _within(
+        self, pairs: pd.DataFrame, recent: pd.DataFrame, left: np.ndarray, right: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The (recent row, related row) matches whose user and related item are a pair of
+        ``pairs``: one integer key per (user, item), so no text is compared per match."""
+        items, _ = self.matrices
+        users = pd.factorize(np.concatenate([recent[USER_ID], pairs[USER_ID]]))[0]
+        pair_items = items.get_indexer(pairs[ITEM_ID])
+        wanted = users[len(recent) :].astype(np.int64) * len(items) + pair_items
+        wanted = np.unique(wanted[pair_items >= 0])
+        keys = users[: len(recent)][left].astype(np.int64) * len(items) + self._related_codes[right]
+        if not len(wanted):
+            return left[:0], right[:0]
+        found = np.minimum(np.searchsorted(wanted, keys), len(wanted) - 1)
+        keep = wanted[found] == keys
+        return left[keep], right[keep]
+
     def scores(self, behaviour: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
-        contributions = self.contributions(recent)
-        summed = contributions.groupby([USER_ID, ITEM_ID], as_index=False, sort=False)[
-            list(self.columns)
-        ].sum()
-        return top_per_user(summed, self.columns, self.per_user)
+        """The recency-weighted sums of `contributions`, as products of the users' recent
+        items (users x items, weighted by recency) with each measure's item x item matrix;
+        `covisitation_last` multiplies the newest item alone by the all-time weights."""
+        items, measures = self.matrices
+        columns = items.get_indexer(recent[ITEM_ID])
+        known = columns >= 0
+        users, rows = np.unique(recent[USER_ID].to_numpy()[known], return_inverse=True)
+        if len(users) == 0:
+            return pd.DataFrame({USER_ID: [], ITEM_ID: [], **{c: [] for c in self.columns}})
+        recency = recent[RECENCY].to_numpy()[known]
+        shape = (len(users), len(items))
+        history = sp.csr_array((recency_weight(recency), (rows, columns[known])), shape=shape)
+        newest = recency == 0
+        last = sp.csr_array(
+            (np.ones(int(newest.sum())), (rows[newest], columns[known][newest])), shape=shape
+        )
+        products = [
+            history @ measures["covisitation"],
+            history @ measures["covisitation_365d"],
+            history @ measures["covisitation_all"],
+            last @ measures["covisitation_all"],
+        ]
+        user_rows, item_columns, values = sparse_top_per_row(products, self.per_user)
+        frame = pd.DataFrame({USER_ID: users[user_rows], ITEM_ID: items[item_columns]})
+        frame[list(self.columns)] = values
+        return frame
 
 
 class TextNeighbourSource(CandidateSource):

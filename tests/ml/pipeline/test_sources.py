@@ -16,6 +16,7 @@ from ml.pipeline.sources import (
     TextNeighbourSource,
     merge_scores,
     recency_weight,
+    sparse_top_per_row,
     top_per_user,
 )
 from tests.ml.pipeline.tiny import events, pairs, vectors
@@ -167,6 +168,52 @@ def test_covisitation_contributions_name_the_recent_item_behind_each_candidate()
     )
 
 
+def test_covisitation_contributions_keep_only_the_asked_pairs() -> None:
+    source = CoVisitationSource(half_life_days=10.0).fit(snapshot(covisitation=PAIRS))
+    recent = pd.concat(
+        [viewer("i1", "i2").recent_items(10), viewer("i1", user="y").recent_items(10)],
+        ignore_index=True,
+    )
+    asked = pd.DataFrame({USER_ID: ["x", "y", "y", "z"], ITEM_ID: ["i3", "i3", "i4", "i3"]})
+    rows = source.contributions(recent, asked)
+    # x reaches i3 through both recent items; y's i1 leads to i3 (not to i4); z has no history.
+    found = sorted(zip(rows[USER_ID], rows["source_item_id"], rows[ITEM_ID], strict=True))
+    assert found == [("x", "i1", "i3"), ("x", "i2", "i3"), ("y", "i1", "i3")]
+    assert source.contributions(recent, asked.iloc[:0]).empty
+
+
+def test_covisitation_scores_equal_the_grouped_sums_of_contributions() -> None:
+    """The sparse products give what summing contributions per (user, item) gives, on random
+    pairs and histories (the definition the scores implement)."""
+    rng = np.random.default_rng(3)
+    items = [f"i{n:02d}" for n in range(30)]
+    random_pairs = pairs(
+        [
+            (items[a], items[b], f"2024-01-{day:02d}", float(weight))
+            for a, b, day, weight in zip(
+                rng.integers(0, 30, 400),
+                rng.integers(0, 30, 400),
+                rng.integers(1, 31, 400),
+                rng.integers(1, 5, 400),
+                strict=True,
+            )
+            if a != b
+        ]
+    )
+    source = CoVisitationSource(half_life_days=10.0, per_user=1_000)
+    source.fit(snapshot(covisitation=random_pairs))
+    histories = [
+        viewer(*rng.choice(items, 6, replace=False), user=user).recent_items(10)
+        for user in ("a", "b", "c")
+    ]
+    recent = pd.concat(histories, ignore_index=True)
+    scores = source.scores(Behaviour(EVENTS.iloc[:0]), recent).set_index([USER_ID, ITEM_ID])
+    summed = source.contributions(recent).groupby([USER_ID, ITEM_ID])[list(source.columns)].sum()
+    summed = summed[(summed > 0).any(axis=1)]
+    assert sorted(scores.index) == sorted(summed.index)
+    pd.testing.assert_frame_equal(scores.sort_index(), summed.sort_index(), check_exact=False)
+
+
 def test_covisitation_keeps_each_items_strongest_related_items() -> None:
     source = CoVisitationSource(half_life_days=10.0, related_per_item=1)
     source.fit(snapshot(covisitation=PAIRS))
@@ -313,6 +360,23 @@ def test_top_per_user_keeps_ties_to_the_lower_id_and_never_zero_scores() -> None
     both = top_per_user(frame, ("first", "second"), 1)
     assert both[[USER_ID, ITEM_ID]].to_numpy().tolist() == [["u", "d"], ["v", "b"]]
     assert top_per_user(frame.iloc[:0], ("first",), 2).empty
+
+
+def test_sparse_top_per_row_keeps_any_matrixs_best_with_ties_to_the_lower_column() -> None:
+    import scipy.sparse as sp
+
+    first = sp.csr_array(np.array([[1.0, 1.0, 1.0, 5.0], [0.0, 0.0, 0.0, 0.0]]))
+    second = sp.csr_array(np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 2.0, -1.0, 0.0]]))
+    rows, columns, values = sparse_top_per_row([first], 2)
+    # Row 0: 5 at column 3, then the tie at 1 goes to column 0; row 1 has nothing positive.
+    assert list(zip(rows, columns, strict=True)) == [(0, 0), (0, 3)]
+    rows, columns, values = sparse_top_per_row([first, second], 1)
+    assert list(zip(rows, columns, strict=True)) == [(0, 3), (1, 1)]
+    # Every matrix's value at each kept entry, 0 where it has none.
+    np.testing.assert_array_equal(values, [[5.0, 0.0], [0.0, 2.0]])
+    # Values closer than float noise tie, so summation order cannot reorder them.
+    noisy = sp.csr_array(np.array([[0.3, 0.1 + 0.2]]))
+    assert sparse_top_per_row([noisy], 1)[1].tolist() == [0]
 
 
 @pytest.mark.slow
