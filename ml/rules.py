@@ -1046,6 +1046,16 @@ def _pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray) -
     return similarity
 
 
+def display_titles(items: np.ndarray, titles: pd.Series) -> np.ndarray:
+    """display_title of many items at once (one look-up, not one per item)."""
+    found = titles.reindex(pd.Index(items, dtype=object)).to_numpy(dtype=object)
+    usable = np.asarray(pd.notna(found), dtype=bool)
+    usable[usable] = pd.Series(found[usable]).astype(str).str.strip().to_numpy() != ""
+    shown = np.array([str(item) for item in items], dtype=object)
+    shown[usable] = [str(title) for title in found[usable]]
+    return shown
+
+
 def display_title(item: Hashable, titles: Mapping[Hashable, str] | pd.Series) -> str:
     """The item's title, or its id when it has no usable title."""
     title = titles.get(item)

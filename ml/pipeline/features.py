@@ -18,6 +18,7 @@ import pandas as pd
 
 from ml.constants import CONTEXT, ITEM_ID, OCCURRED_AT, USER_ID, WEIGHT
 from ml.pipeline.snapshot import Behaviour, Snapshot
+from ml.pipeline.sources import run_starts
 
 RANKED_SOURCE_COLUMNS = (
     "covisitation",
@@ -35,44 +36,64 @@ SHARE_SUFFIX = "_share"
 USER_SHARE_SUFFIX = "_user_share"
 
 
-def add_source_ranks(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """`<column>_rank`: 1 for the user's best candidate by that column; NaN without a score."""
+Columns = dict[str, np.ndarray]  # a candidate frame's columns, in the frame's order
+
+
+def user_codes(users: np.ndarray | pd.Series) -> np.ndarray:
+    """One integer per distinct user: the per-user features group by these, not by text."""
+    return pd.factorize(np.asarray(users, dtype=object))[0]
+
+
+def source_ranks(
+    frame: Columns | pd.DataFrame, columns: tuple[str, ...], users: np.ndarray
+) -> Columns:
+    """`<column>_rank` of each column present: 1 for the user's (``users``: user_codes) best
+    candidate by that column, ties in frame order; NaN without a score."""
+    ranks = {}
     for column in columns:
         if column not in frame:
             continue
-        has_score = frame[column] > 0
-        ranks = (
-            frame[column]
-            .where(has_score)
-            .groupby(frame[USER_ID])
-            .rank(method="first", ascending=False)
-        )
-        frame[f"{column}_rank"] = ranks
-    return frame
+        values = np.asarray(frame[column], dtype=float)
+        scored = np.flatnonzero(values > 0)
+        order = scored[np.lexsort((scored, -values[scored], users[scored]))]
+        starts = run_starts(users[order])
+        place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        rank = np.full(len(values), np.nan)
+        rank[order] = place + 1.0
+        ranks[f"{column}_rank"] = rank
+    return ranks
 
 
-def add_popularity_shares(frame: pd.DataFrame, totals: pd.Series) -> pd.DataFrame:
+def popularity_shares(frame: Columns | pd.DataFrame, totals: pd.Series) -> Columns:
     """`<column>_share`: each popularity column as a share of its window's total (0 for an
     empty window). A count doubles when traffic doubles; a share means the same at every cut."""
+    shares = {}
     for column, total in totals.items():
         if column in frame:
-            share = frame[column].to_numpy(dtype=float) / total if total > 0 else 0.0
-            frame[f"{column}{SHARE_SUFFIX}"] = share
-    return frame
+            values = np.asarray(frame[column], dtype=float)
+            shares[f"{column}{SHARE_SUFFIX}"] = (
+                values / total if total > 0 else np.zeros(len(values))
+            )
+    return shares
 
 
-def add_user_shares(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+def user_shares(
+    frame: Columns | pd.DataFrame, columns: tuple[str, ...], users: np.ndarray
+) -> Columns:
     """`<column>_user_share`: the score over the user's best candidate's (1 for the best, 0
     without a score): how strong a signal is for this user, whatever the log's size."""
+    shares = {}
     for column in columns:
         if column not in frame:
             continue
-        values = frame[column].to_numpy(dtype=float)
-        best = frame[column].groupby(frame[USER_ID]).transform("max").to_numpy(dtype=float)
-        frame[f"{column}{USER_SHARE_SUFFIX}"] = np.divide(
-            values, best, out=np.zeros(len(frame)), where=best > 0
+        values = np.asarray(frame[column], dtype=float)
+        best = np.zeros(int(users.max()) + 1 if len(users) else 0)
+        np.maximum.at(best, users, values)
+        best = best[users]
+        shares[f"{column}{USER_SHARE_SUFFIX}"] = np.divide(
+            values, best, out=np.zeros(len(values)), where=best > 0
         )
-    return frame
+    return shares
 
 
 def item_features(snapshot: Snapshot, items: pd.Series) -> pd.DataFrame:
@@ -139,17 +160,20 @@ def context_popularity(
     return values
 
 
-def trend_features(frame: pd.DataFrame) -> pd.DataFrame:
+def trend_features(frame: Columns | pd.DataFrame) -> Columns:
     """Whether an item is rising: recent popularity against its longer-run rate."""
-    if {"popularity_7d", "popularity_30d"} <= set(frame.columns):
-        frame["trend_7d_vs_30d"] = (frame["popularity_7d"] + 1.0) / (
-            frame["popularity_30d"] * 7.0 / 30.0 + 1.0
+    trends = {}
+
+    def popularity(days: int) -> np.ndarray:
+        return np.asarray(frame[f"popularity_{days}d"], dtype=float)
+
+    if "popularity_7d" in frame and "popularity_30d" in frame:
+        trends["trend_7d_vs_30d"] = (popularity(7) + 1.0) / (popularity(30) * 7.0 / 30.0 + 1.0)
+    if "popularity_30d" in frame and "popularity_365d" in frame:
+        trends["trend_30d_vs_365d"] = (popularity(30) + 1.0) / (
+            popularity(365) * 30.0 / 365.0 + 1.0
         )
-    if {"popularity_30d", "popularity_365d"} <= set(frame.columns):
-        frame["trend_30d_vs_365d"] = (frame["popularity_30d"] + 1.0) / (
-            frame["popularity_365d"] * 30.0 / 365.0 + 1.0
-        )
-    return frame
+    return trends
 
 
 def feature_columns(frame: pd.DataFrame) -> list[str]:

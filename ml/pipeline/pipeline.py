@@ -31,15 +31,16 @@ from ml.constants import (
 from ml.pipeline.features import (
     RANKED_SOURCE_COLUMNS,
     USER_SHARE_COLUMNS,
-    add_popularity_shares,
-    add_source_ranks,
-    add_user_shares,
     context_popularity,
     feature_columns,
     item_features,
+    popularity_shares,
+    source_ranks,
     trend_features,
+    user_codes,
     user_contexts,
     user_features,
+    user_shares,
 )
 from ml.pipeline.ranker import Ranker
 from ml.pipeline.snapshot import Behaviour, Snapshot
@@ -58,7 +59,7 @@ from ml.ranking import comparable_scores
 from ml.rules import (
     RankingRules,
     context_trending,
-    display_title,
+    display_titles,
     excluded_mask,
     feedback_multipliers_at,
     mmr_rerank,
@@ -234,28 +235,39 @@ class RankingPipeline:
         return behaviour.blocks(self.config.users_per_block)
 
     def _block_features(self, block: Behaviour) -> pd.DataFrame:
+        """The block's candidate frame: gathered as arrays, in the frame's column order, and
+        made a frame once (a column at a time, pandas copies the growing frame over and over)."""
         snapshot = self.snapshot
         recent = block.recent_items(self.config.history_length)
         columns = self.score_columns
-        frame = self._drop_excluded(self._candidates(block, recent), block)
+        pairs = self._drop_excluded(self._candidates(block, recent), block)
+        frame = {column: pairs[column].to_numpy() for column in pairs.columns}
+        users = user_codes(frame[USER_ID])
         popularity: PopularitySource = self.sources["popularity"]
-        frame[list(popularity.columns)] = popularity.item_features(frame[ITEM_ID]).to_numpy()
-        frame = add_popularity_shares(frame, popularity.window_totals())
-        frame = add_source_ranks(frame, tuple(c for c in RANKED_SOURCE_COLUMNS if c in columns))
-        frame = add_user_shares(frame, tuple(c for c in USER_SHARE_COLUMNS if c in columns))
+        windows = popularity.item_features(pairs[ITEM_ID])
+        frame.update({column: windows[column].to_numpy() for column in popularity.columns})
+        frame.update(popularity_shares(frame, popularity.window_totals()))
+        ranked = tuple(c for c in RANKED_SOURCE_COLUMNS if c in columns)
+        frame.update(source_ranks(frame, ranked, users))
+        frame.update(
+            user_shares(frame, tuple(c for c in USER_SHARE_COLUMNS if c in columns), users)
+        )
         text = self.sources.get("text")
         if isinstance(text, TextNeighbourSource):
-            similarity = text.pair_similarity(frame, recent)
+            similarity = text.pair_similarity(pairs[[USER_ID, ITEM_ID]], recent)
             frame["text"] = similarity["text"].fillna(0.0).to_numpy()
             frame["text_mean"] = similarity["text_mean"].to_numpy()
             frame["text_max"] = similarity["text_max"].to_numpy()
-        frame[["item_age_days", "item_is_new"]] = item_features(snapshot, frame[ITEM_ID]).to_numpy()
-        users = user_features(block, snapshot.as_of)
-        frame = frame.join(users, on=USER_ID)
+        items = item_features(snapshot, pairs[ITEM_ID])
+        frame.update({column: items[column].to_numpy() for column in items.columns})
+        per_user = user_features(block, snapshot.as_of)
+        rows = per_user.index.get_indexer(frame[USER_ID])
+        frame.update({column: per_user[column].to_numpy()[rows] for column in per_user.columns})
         frame["context_popularity"] = context_popularity(
-            frame, user_contexts(block, self.config.context_key), self._context_scores
+            pairs, user_contexts(block, self.config.context_key), self._context_scores
         )
-        return trend_features(frame).reset_index(drop=True)
+        frame.update(trend_features(frame))
+        return pd.DataFrame(frame)
 
     def _candidates(self, block: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
         """(user, item, every source's score) of each user's candidates, sorted by user and item:
@@ -469,8 +481,9 @@ class RankingPipeline:
             (because_reason, REASON_BECAUSE, because),
             (similar_reason, REASON_SIMILAR, similar),
         ):
-            for row in np.flatnonzero(chosen):
-                reasons[row] = template.format(title=display_title(named[row], titles))
+            rows = np.flatnonzero(chosen)
+            for row, title in zip(rows, display_titles(named[rows], titles), strict=True):
+                reasons[row] = template.format(title=title)
         return reasons
 
     # --- related items ---------------------------------------------------------------------

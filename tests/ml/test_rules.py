@@ -14,6 +14,8 @@ from ml.rules import (
     context_trending,
     context_trending_lists,
     context_value,
+    display_title,
+    display_titles,
     event_trending,
     excluded_mask,
     feedback_multipliers,
@@ -593,3 +595,12 @@ def test_feedback_multipliers_at_cells_are_the_matrices_product_there() -> None:
     np.testing.assert_allclose(
         without_vectors, feedback_multipliers(events, USERS, ITEMS, rules)[rows, columns]
     )
+
+
+def test_display_titles_fall_back_to_the_id_without_a_usable_title() -> None:
+    titles = pd.Series({"a": "Alpha", "b": None, "c": "  ", "d": np.nan, "e": 5})
+    items = np.array(["a", "b", "c", "d", "e", "unknown"], dtype=object)
+    shown = display_titles(items, titles)
+    assert shown.tolist() == ["Alpha", "b", "c", "d", "5", "unknown"]
+    # The same as asking one item at a time.
+    assert shown.tolist() == [display_title(item, titles) for item in items]

@@ -8,15 +8,16 @@ import pytest
 
 from ml.constants import ITEM_ID, USER_ID
 from ml.pipeline.features import (
-    add_popularity_shares,
-    add_source_ranks,
-    add_user_shares,
     context_popularity,
     feature_columns,
     item_features,
+    popularity_shares,
+    source_ranks,
     trend_features,
+    user_codes,
     user_contexts,
     user_features,
+    user_shares,
 )
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from tests.ml.pipeline.tiny import events
@@ -32,10 +33,14 @@ def test_source_ranks_count_from_the_best_and_skip_missing_scores() -> None:
             "covisitation": [0.5, 0.9, 0.0, 0.9, 0.2],
         }
     )
-    ranked = add_source_ranks(frame, ("covisitation", "ease"))
+    ranked = source_ranks(frame, ("covisitation", "ease"), user_codes(frame[USER_ID]))
     # Ties keep frame order; no score, no rank; each user counts from 1.
     np.testing.assert_array_equal(ranked["covisitation_rank"], [3.0, 1.0, np.nan, 2.0, 1.0])
     assert "ease_rank" not in ranked
+    # Users need not be contiguous: v's row in the middle still counts on its own.
+    mixed = frame.iloc[[0, 4, 1, 2, 3]]
+    mixed_ranks = source_ranks(mixed, ("covisitation",), user_codes(mixed[USER_ID]))
+    np.testing.assert_array_equal(mixed_ranks["covisitation_rank"], [3.0, 1.0, 1.0, np.nan, 2.0])
 
 
 def test_item_age_counts_from_the_first_positive_event_else_created_at() -> None:
@@ -99,9 +104,9 @@ def test_trend_features_compare_recent_popularity_with_the_longer_run_rate() -> 
     frame = pd.DataFrame(
         {"popularity_7d": [7.0], "popularity_30d": [30.0], "popularity_365d": [0.0]}
     )
-    trend_features(frame)
-    assert frame["trend_7d_vs_30d"].iloc[0] == pytest.approx(8.0 / 8.0)
-    assert frame["trend_30d_vs_365d"].iloc[0] == pytest.approx(31.0)
+    trends = trend_features(frame)
+    assert trends["trend_7d_vs_30d"][0] == pytest.approx(8.0 / 8.0)
+    assert trends["trend_30d_vs_365d"][0] == pytest.approx(31.0)
     assert "trend_7d_vs_30d" not in trend_features(pd.DataFrame({"popularity_7d": [1.0]}))
 
 
@@ -150,12 +155,12 @@ def test_feature_columns_leave_out_a_count_that_has_a_share_beside_it() -> None:
 def test_popularity_shares_divide_by_the_window_total_and_mean_the_same_at_any_traffic() -> None:
     frame = pd.DataFrame({ITEM_ID: ["a", "b"], "popularity_7d": [3.0, 1.0], "trending": [1.0, 0]})
     totals = pd.Series({"popularity_7d": 10.0, "trending": 0.0, "popularity_30d": 5.0})
-    shared = add_popularity_shares(frame.copy(), totals)
+    shared = popularity_shares(frame, totals)
     np.testing.assert_allclose(shared["popularity_7d_share"], [0.3, 0.1])
     np.testing.assert_allclose(shared["trending_share"], [0.0, 0.0])  # an empty window
     assert "popularity_30d_share" not in shared  # not among the columns
     # Twice the traffic, the same shares: what the ranker learned at one cut holds at the next.
-    doubled = add_popularity_shares(frame.assign(popularity_7d=[6.0, 2.0]), totals * 2)
+    doubled = popularity_shares(frame.assign(popularity_7d=[6.0, 2.0]), totals * 2)
     np.testing.assert_allclose(doubled["popularity_7d_share"], shared["popularity_7d_share"])
 
 
@@ -167,7 +172,9 @@ def test_user_shares_compare_each_score_with_the_users_best() -> None:
             "covisitation_all": [4.0, 1.0, 0.0, 0.0, 0.0],
         }
     )
-    shared = add_user_shares(frame, ("covisitation_all", "covisitation_last"))
+    shared = user_shares(
+        frame, ("covisitation_all", "covisitation_last"), user_codes(frame[USER_ID])
+    )
     # v has no co-visitation at all: 0, not a division by zero.
     np.testing.assert_allclose(shared["covisitation_all_user_share"], [1.0, 0.25, 0.0, 0.0, 0.0])
     assert "covisitation_last_user_share" not in shared
