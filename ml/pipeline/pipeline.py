@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -209,6 +210,14 @@ class RankingPipeline:
         if self._snapshot is not None:
             self._snapshot = self._snapshot.summary()
         return self
+
+    def compile_ranker(self, cache_dir: Path) -> bool:
+        """Predict with the ranker's trees compiled to native code (Ranker.compile) where this
+        pipeline orders by its ranker: serving scores every user's candidates with it."""
+        ranker = self.ranker
+        if self.ordering != RANKER or ranker is None or not ranker.fitted:
+            return False
+        return ranker.compile(cache_dir)
 
     @property
     def snapshot(self) -> Snapshot:

@@ -1,13 +1,25 @@
-"""The learned ranker: gradient-boosted LambdaRank (LightGBM) over candidate features."""
+"""The learned ranker: gradient-boosted LambdaRank (LightGBM) over candidate features.
+
+LightGBM trains it. Serving, which scores every candidate of every user, predicts with the same
+trees compiled to native code by lleaves (LLVM): the same scores to about 1e-14, several times
+faster than LightGBM's own loop (benchmarks/ranker_predict.py). Compiled trees are cached on
+disk by the model's hash, so a process that loads a known ranker compiles nothing.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ml.constants import USER_ID
+
+logger = logging.getLogger("freshrank.ranker")
 
 WEIGHT = "_training_weight"
 
@@ -46,6 +58,13 @@ class Ranker:
         self.config = config or RankerConfig()
         self.models: list = []
         self.features: list[str] = []
+        self._compiled: list | None = None  # lleaves models of `models`, once compiled
+
+    def __getstate__(self) -> dict:
+        # Compiled trees are native code in this process: a copy compiles (or loads) its own.
+        state = self.__dict__.copy()
+        state["_compiled"] = None
+        return state
 
     @property
     def fitted(self) -> bool:
@@ -93,13 +112,57 @@ class Ranker:
             )
             self.models.append(model)
         self.features = list(features)
+        self._compiled = None
         return self
+
+    def compile(self, cache_dir: Path) -> bool:
+        """Predict with the trees compiled by lleaves from now on; the compiled code is kept
+        in ``cache_dir`` (by model hash) for the next process. False, and LightGBM goes on
+        predicting, where lleaves is not installed or cannot compile on this platform."""
+        if getattr(self, "_compiled", None) is not None:
+            return True
+        if not self.models:
+            return False
+        try:
+            import lleaves
+        except ImportError:
+            logger.info("lleaves is not installed: LightGBM predicts")
+            return False
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        compiled = []
+        try:
+            for model in self.models:
+                text = model.booster_.model_to_string()
+                key = hashlib.sha256(text.encode()).hexdigest()[:32]
+                model_file = _written(cache_dir / f"{key}.txt", text)
+                native = lleaves.Model(model_file=str(model_file))
+                object_file = cache_dir / f"{key}.o"
+                if object_file.exists():
+                    native.compile(cache=str(object_file))
+                else:
+                    # Compiled beside, then moved in whole: another process never loads half.
+                    staging = cache_dir / f".{key}.{os.getpid()}.o"
+                    native.compile(cache=str(staging))
+                    os.replace(staging, object_file)
+                compiled.append(native)
+        except Exception as error:  # noqa: BLE001 - LLVM's failures have no common type
+            logger.warning("lleaves could not compile the ranker (%s): LightGBM predicts", error)
+            return False
+        self._compiled = compiled
+        return True
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         if not self.models:
             raise RuntimeError("the ranker is not fitted yet")
-        values = frame.reindex(columns=self.features).to_numpy(dtype=np.float32)
         threads = getattr(self.config, "predict_threads", 0)  # rankers saved before it: 0
+        # Single precision, as the trees were trained: a value must fall on the same side of
+        # a split whichever code predicts.
+        values = frame.reindex(columns=self.features).to_numpy(dtype=np.float32)
+        compiled = getattr(self, "_compiled", None)
+        if compiled is not None:
+            values = np.ascontiguousarray(values, dtype=np.float64)
+            jobs = threads or len(os.sched_getaffinity(0))
+            return np.mean([model.predict(values, n_jobs=jobs) for model in compiled], axis=0)
         return np.mean(
             [model.predict(values, num_threads=threads) for model in self.models], axis=0
         )
@@ -129,3 +192,12 @@ def within_budget(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame
     share = max(max_rows - int(positive.sum()), 0) / max(negatives, 1)
     keep = positive | (np.random.default_rng(seed).random(len(frame)) < share)
     return frame[keep]
+
+
+def _written(path: Path, text: str) -> Path:
+    """``path`` holding ``text``, written beside and moved in whole unless already there."""
+    if not path.exists():
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.write_text(text)
+        os.replace(staging, path)
+    return path

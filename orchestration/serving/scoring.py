@@ -250,6 +250,7 @@ def _ranked(
     """The behaviour's users' lists and candidates, and the cold-start list, from one pipeline
     (over user shards on Ray when ``compute`` says so; each shard written ``into`` a serving
     version as it arrives). ``cold_start``: the pipeline's cold_start_list(), when known."""
+    pipeline.compile_ranker(settings.home / "cache" / "rankers")
     ranked, candidates = (compute or ComputeResource()).rank(
         settings,
         pipeline,

@@ -69,3 +69,34 @@ def test_training_over_its_row_budget_keeps_every_positive_and_still_learns() ->
     budgeted = RankerConfig(n_estimators=30, min_child_samples=5, bagged_models=1, max_rows=900)
     ranker = Ranker(budgeted).fit(frame, ["signal", "noise"])
     assert ranker.importance().index[0] == "signal"
+
+
+def test_compiled_trees_predict_what_lightgbm_predicts_and_are_cached(tmp_path) -> None:
+    import pickle
+
+    ranker = Ranker(SMALL).fit(candidates(60, seed=1), ["signal", "noise"])
+    fresh = candidates(40, seed=4)
+    fresh.loc[::7, "noise"] = np.nan  # missing values take the trees' default branches
+    expected = ranker.predict(fresh)
+    assert ranker.compile(tmp_path / "rankers")
+    np.testing.assert_allclose(ranker.predict(fresh), expected, rtol=0, atol=1e-12)
+    cached = sorted(path.suffix for path in (tmp_path / "rankers").iterdir())
+    assert cached == [".o", ".o", ".txt", ".txt"]  # one model file and one object per bag
+    # A copy (a saved serving state, a Ray worker) is plain LightGBM until it compiles, and
+    # then loads the cached objects instead of compiling again.
+    copy = pickle.loads(pickle.dumps(ranker))
+    assert copy._compiled is None
+    np.testing.assert_allclose(copy.predict(fresh), expected, rtol=0, atol=1e-12)
+    stamps = {path: path.stat().st_mtime_ns for path in (tmp_path / "rankers").iterdir()}
+    assert copy.compile(tmp_path / "rankers")
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
+    np.testing.assert_allclose(copy.predict(fresh), expected, rtol=0, atol=1e-12)
+
+
+def test_without_lleaves_lightgbm_keeps_predicting(tmp_path, monkeypatch) -> None:
+    import sys
+
+    ranker = Ranker(SMALL).fit(candidates(60, seed=1), ["signal", "noise"])
+    monkeypatch.setitem(sys.modules, "lleaves", None)  # import lleaves raises ImportError
+    assert not ranker.compile(tmp_path)
+    assert ranker._compiled is None and ranker.predict(candidates(3, seed=5)).shape == (30,)
