@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import statistics
 import sys
 import tempfile
@@ -46,6 +47,13 @@ def candidate_rows(rows: int, seed: int) -> pd.DataFrame:
     signal = np.nan_to_num(values[:, 0] + 0.5 * values[:, 1] - 0.3 * values[:, 2])
     frame[LABEL] = (signal + random.normal(scale=0.5, size=rows) > 1.8).astype(int)
     return frame
+
+
+def on_threads(ranker: Ranker, threads: int) -> Ranker:
+    """The same fitted (and, if so, compiled) ranker, predicting on ``threads`` threads."""
+    other = Ranker(RankerConfig(predict_threads=threads))
+    other.__dict__.update({**ranker.__dict__, "config": other.config})
+    return other
 
 
 def timed(predict, repeats: int) -> tuple[float, np.ndarray]:
@@ -80,9 +88,8 @@ def main() -> None:
     results: dict[str, float] = {}
     predictions: dict[str, np.ndarray] = {}
     for threads in sorted({1, cores}):
-        one = Ranker(RankerConfig(predict_threads=threads))
-        one.models, one.features = ranker.models, ranker.features
         name = f"LightGBM, {threads} thread(s)"
+        one = on_threads(ranker, threads)
         results[name], predictions[name] = timed(
             lambda one=one: one.predict(block), arguments.repeats
         )
@@ -90,19 +97,13 @@ def main() -> None:
         started = time.perf_counter()
         ranker.compile(Path(cache))
         compile_seconds = time.perf_counter() - started
-        later = Ranker(config)
-        later.models, later.features = ranker.models, ranker.features
+        later = pickle.loads(pickle.dumps(ranker))  # what a later process holds: the texts
         started = time.perf_counter()
         later.compile(Path(cache))
         load_seconds = time.perf_counter() - started
         for threads in sorted({1, cores}):
-            one = Ranker(RankerConfig(predict_threads=threads))
-            one.models, one.features, one._compiled = (
-                ranker.models,
-                ranker.features,
-                ranker._compiled,
-            )
             name = f"lleaves, {threads} thread(s)"
+            one = on_threads(ranker, threads)
             results[name], predictions[name] = timed(
                 lambda one=one: one.predict(block), arguments.repeats
             )

@@ -52,23 +52,48 @@ class RankerConfig:
 
 
 class Ranker:
-    """Scores candidates by how likely the user is to pick them next, trained per user group."""
+    """Scores candidates by how likely the user is to pick them next, trained per user group.
+
+    A fitted ranker is its models' text (LightGBM's model format): what is saved, what the
+    compiled trees are built from, and what LightGBM boosters are loaded from when they are
+    needed. A process that predicts with compiled trees never imports LightGBM (over a second,
+    with scikit-learn, of every cold refresh).
+    """
 
     def __init__(self, config: RankerConfig | None = None) -> None:
         self.config = config or RankerConfig()
-        self.models: list = []
         self.features: list[str] = []
-        self._compiled: list | None = None  # lleaves models of `models`, once compiled
+        self._texts: list[str] = []  # each bagged model as LightGBM model text
+        self._boosters: list | None = None  # lightgbm.Booster of each text, once loaded
+        self._compiled: list | None = None  # lleaves models of each text, once compiled
 
     def __getstate__(self) -> dict:
-        # Compiled trees are native code in this process: a copy compiles (or loads) its own.
+        # The texts travel; boosters and compiled trees are rebuilt from them where needed.
         state = self.__dict__.copy()
+        state["_boosters"] = None
         state["_compiled"] = None
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        if "_texts" not in state:  # saved before the texts: a list of fitted LGBMRankers
+            models = state.pop("models", [])
+            state["_texts"] = [model.booster_.model_to_string() for model in models]
+            state.setdefault("_boosters", None)
+            state.setdefault("_compiled", None)
+        self.__dict__.update(state)
+
     @property
     def fitted(self) -> bool:
-        return bool(self.models)
+        return bool(self._texts)
+
+    @property
+    def models(self) -> list:
+        """The bagged models as LightGBM boosters (loaded from their text on first use)."""
+        if self._boosters is None:
+            import lightgbm
+
+            self._boosters = [lightgbm.Booster(model_str=text) for text in self._texts]
+        return self._boosters
 
     def fit(
         self, frame: pd.DataFrame, features: list[str], weights: np.ndarray | None = None
@@ -87,7 +112,7 @@ class Ranker:
         frame = frame.sort_values(USER_ID, kind="stable")
         groups = frame.groupby(USER_ID, sort=False).size().to_numpy()
         config = self.config
-        self.models = []
+        boosters = []
         for member in range(config.bagged_models):
             model = lightgbm.LGBMRanker(
                 objective="lambdarank",
@@ -110,8 +135,10 @@ class Ranker:
                 group=groups,
                 sample_weight=frame[WEIGHT].to_numpy(),
             )
-            self.models.append(model)
+            boosters.append(model.booster_)
         self.features = list(features)
+        self._boosters = boosters
+        self._texts = [booster.model_to_string() for booster in boosters]
         self._compiled = None
         return self
 
@@ -119,9 +146,9 @@ class Ranker:
         """Predict with the trees compiled by lleaves from now on; the compiled code is kept
         in ``cache_dir`` (by model hash) for the next process. False, and LightGBM goes on
         predicting, where lleaves is not installed or cannot compile on this platform."""
-        if getattr(self, "_compiled", None) is not None:
+        if self._compiled is not None:
             return True
-        if not self.models:
+        if not self.fitted:
             return False
         try:
             import lleaves
@@ -131,8 +158,7 @@ class Ranker:
         cache_dir.mkdir(parents=True, exist_ok=True)
         compiled = []
         try:
-            for model in self.models:
-                text = model.booster_.model_to_string()
+            for text in self._texts:
                 key = hashlib.sha256(text.encode()).hexdigest()[:32]
                 model_file = _written(cache_dir / f"{key}.txt", text)
                 native = lleaves.Model(model_file=str(model_file))
@@ -152,13 +178,13 @@ class Ranker:
         return True
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        if not self.models:
+        if not self.fitted:
             raise RuntimeError("the ranker is not fitted yet")
         threads = getattr(self.config, "predict_threads", 0)  # rankers saved before it: 0
         # Single precision, as the trees were trained: a value must fall on the same side of
         # a split whichever code predicts.
         values = frame.reindex(columns=self.features).to_numpy(dtype=np.float32)
-        compiled = getattr(self, "_compiled", None)
+        compiled = self._compiled
         if compiled is not None:
             values = np.ascontiguousarray(values, dtype=np.float64)
             jobs = threads or len(os.sched_getaffinity(0))
@@ -169,11 +195,10 @@ class Ranker:
 
     def importance(self) -> pd.Series:
         """Total gain per feature, largest first: what the ranker leans on."""
-        if not self.models:
+        if not self.fitted:
             return pd.Series(dtype=float)
         gains = np.mean(
-            [model.booster_.feature_importance(importance_type="gain") for model in self.models],
-            axis=0,
+            [model.feature_importance(importance_type="gain") for model in self.models], axis=0
         )
         return pd.Series(gains, index=self.features).sort_values(ascending=False)
 

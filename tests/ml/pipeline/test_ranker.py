@@ -100,3 +100,49 @@ def test_without_lleaves_lightgbm_keeps_predicting(tmp_path, monkeypatch) -> Non
     monkeypatch.setitem(sys.modules, "lleaves", None)  # import lleaves raises ImportError
     assert not ranker.compile(tmp_path)
     assert ranker._compiled is None and ranker.predict(candidates(3, seed=5)).shape == (30,)
+
+
+def test_a_saved_ranker_predicts_compiled_without_importing_lightgbm(tmp_path) -> None:
+    """What a cold refresh does: load the saved ranker, compile (from the cache), predict; the
+    LightGBM import (over a second, with scikit-learn) is never paid."""
+    import pickle
+    import subprocess
+    import sys
+
+    ranker = Ranker(SMALL).fit(candidates(60, seed=1), ["signal", "noise"])
+    fresh = candidates(20, seed=6)
+    ranker.compile(tmp_path / "rankers")
+    (tmp_path / "ranker.pkl").write_bytes(pickle.dumps(ranker))
+    fresh.to_pickle(tmp_path / "fresh.pkl")
+    np.save(tmp_path / "expected.npy", ranker.predict(fresh))
+    script = f"""
+import pickle, sys
+from pathlib import Path
+import numpy as np, pandas as pd
+folder = Path({str(tmp_path)!r})
+ranker = pickle.loads((folder / "ranker.pkl").read_bytes())
+assert ranker.compile(folder / "rankers")
+predicted = ranker.predict(pd.read_pickle(folder / "fresh.pkl"))
+np.testing.assert_allclose(predicted, np.load(folder / "expected.npy"), rtol=0, atol=1e-12)
+assert "lightgbm" not in sys.modules and "sklearn" not in sys.modules, "LightGBM was imported"
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_ranker_saved_as_lightgbm_models_still_loads_and_predicts() -> None:
+    """Rankers pickled before the model texts (a list of fitted LGBMRankers) load as texts."""
+    import lightgbm
+
+    frame = candidates(60, seed=1)
+    model = lightgbm.LGBMRanker(n_estimators=20, min_child_samples=5, verbose=-1)
+    model.fit(frame[["signal", "noise"]], frame[LABEL], group=[10] * 60)
+    old = Ranker.__new__(Ranker)
+    old.__setstate__(
+        {"config": SMALL, "models": [model], "features": ["signal", "noise"], "_compiled": None}
+    )
+    fresh = candidates(5, seed=7)
+    assert old.fitted
+    np.testing.assert_allclose(
+        old.predict(fresh), model.predict(fresh[["signal", "noise"]].to_numpy(np.float32))
+    )
