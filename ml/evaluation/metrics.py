@@ -160,8 +160,9 @@ def intra_list_diversity(
     Lists with fewer than two vectored items have no pairs and are left out of the mean (0.0 when
     no list has a pair). With non-negative vectors the result lies in [0, 1]; `truth` is unused.
     """
-    vectors = dict(item_vectors.items())
     top = _top_k(recommendations, k)
+    # Only the listed items' vectors are looked up (the catalog's may be many thousands).
+    vectors = {item: item_vectors[item] for item in pd.unique(top[ITEM_ID]) if item in item_vectors}
     top = top.loc[top[ITEM_ID].isin(list(vectors))]
     if top.empty:
         return 0.0

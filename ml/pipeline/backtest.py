@@ -294,9 +294,11 @@ def run_backtests(
         if data.evaluated:
             ranker = _train_ranker(training_frames, data.pipeline, backtest)
             orderings = _orderings(data.pipeline) + ([RANKER] if ranker is not None else [])
+            # The same demotions whatever orders the candidates: computed once per cut.
+            multipliers = data.pipeline.feedback_multipliers(data.frame, data.behaviour)
             for ordering in orderings:
                 pipeline = data.pipeline.with_ordering(ordering, ranker)
-                lists = pipeline.rank(data.frame, data.behaviour, reasons=False)
+                lists = pipeline.rank(data.frame, data.behaviour, False, multipliers)
                 name = "ranker" if ordering == RANKER else ordering
                 table, per_user = _measure(name, lists, data, k)
                 tables.append(table)

@@ -337,13 +337,20 @@ class RankingPipeline:
         # Lowest candidate at 0.1, not 0, so that a demotion can still move it.
         return 0.1 + 0.9 * np.clip((raw - low) / span, 0.0, 1.0)  # clip: rounding
 
-    def rank(self, frame: pd.DataFrame, behaviour: Behaviour, reasons: bool = True) -> pd.DataFrame:
+    def rank(
+        self,
+        frame: pd.DataFrame,
+        behaviour: Behaviour,
+        reasons: bool = True,
+        multipliers: np.ndarray | None = None,
+    ) -> pd.DataFrame:
         """Top-k lists from a candidate frame: order, feedback rules, new-item slots, MMR,
         reasons (empty without ``reasons``: evaluation needs only the order). Users without
-        candidates get no rows."""
+        candidates get no rows. ``multipliers``: feedback_multipliers(frame, behaviour), when
+        the caller ranks the same frame under several orderings (they do not depend on it)."""
         if frame.empty:
             return empty_lists()
-        lists = self._top(self._scored(frame, behaviour))
+        lists = self._top(self._scored(frame, behaviour, multipliers))
         lists[REASON] = self._reasons(lists, behaviour) if reasons else ""
         return lists[list(LIST_COLUMNS)]
 
@@ -386,13 +393,16 @@ class RankingPipeline:
         ).to_numpy()
         return lists[list(LIST_COLUMNS)], pool[list(LIST_COLUMNS)].reset_index(drop=True)
 
-    def _scored(self, frame: pd.DataFrame, behaviour: Behaviour) -> pd.DataFrame:
+    def _scored(
+        self, frame: pd.DataFrame, behaviour: Behaviour, multipliers: np.ndarray | None = None
+    ) -> pd.DataFrame:
         """Every candidate's final score (order score x feedback multipliers), best first per
         user; scores equal to SCORE_DECIMALS places tie and go to the smaller item_id, so float
         noise cannot reorder a list (comparable_scores)."""
         scored = frame[[USER_ID, ITEM_ID, "item_is_new"]].copy()
         scored[SCORE] = comparable_scores(
-            self.order_scores(frame) * self._multipliers(frame, behaviour)
+            self.order_scores(frame)
+            * (self.feedback_multipliers(frame, behaviour) if multipliers is None else multipliers)
         )
         return scored.sort_values([USER_ID, SCORE, ITEM_ID], ascending=[True, False, True])
 
@@ -418,7 +428,7 @@ class RankingPipeline:
         nobody = Behaviour(_no_events(), users=np.array(["*"], dtype=object))
         return self.recommend(nobody)
 
-    def _multipliers(self, frame: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
+    def feedback_multipliers(self, frame: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
         """Feedback demotions (ignored impressions, clicks without conversion, dislikes) of
         each candidate row, computed at the candidates' cells only."""
         events = behaviour.events[behaviour.events[USER_ID].isin(pd.unique(frame[USER_ID]))]
