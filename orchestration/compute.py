@@ -94,9 +94,22 @@ class ComputeResource(ConfigurableResource):
         on_shard: Callable[[Ranked], None] | None = None,
     ) -> Ranked:
         """``ranking(pipeline, behaviour)``, over user shards on Ray when the engine is Ray
-        (see ml/distributed/scoring.py for what ``ranking`` must be). ``on_shard`` gets each
+        (see ml/distributed/scoring.py for what ``ranking`` must be), or in local worker
+        processes when there are many users (settings.rank_processes). ``on_shard`` gets each
         shard's result as it arrives (in this process the whole result is one shard)."""
         if self.engine_for(settings) == LOCAL:
+            many = len(behaviour.users) >= settings.rank_processes_min_users
+            if settings.rank_processes > 1 and many:
+                from ml.pipeline.parallel import rank_in_processes
+
+                return rank_in_processes(
+                    pipeline,
+                    behaviour,
+                    settings.rank_processes,
+                    ranking,
+                    on_shard,
+                    compiled_rankers=settings.compiled_rankers,
+                )
             ranked = ranking(pipeline, behaviour)
             if on_shard is not None:
                 on_shard(ranked)

@@ -92,6 +92,11 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 def _env_positive(name: str, default: float) -> float:
     value = _env_float(name, default)
     if not value > 0:
@@ -146,6 +151,10 @@ class Settings:
     context_key: str = DEFAULT_CONTEXT_KEY  # the context field new users' trending follows
     # Scale-out (README: Scale-out): where the heavy steps and the dbt models run.
     compute: str = "local"  # local (in-process) or ray
+    # Local: scoring at least this many users at once (a full publish) ranks shards in this
+    # many worker processes (ml/pipeline/parallel.py); 1 keeps it in the run's process.
+    rank_processes: int = 1
+    rank_processes_min_users: int = 10_000
     ray_address: str | None = None  # None: start a local Ray on 127.0.0.1; else join this cluster
     ray_workers: int = 2  # embedding model workers and scoring shards on Ray
     ray_train_workers: int = 1  # DDP world size of the sequential model's training on Ray
@@ -228,6 +237,10 @@ class Settings:
             else None,
             context_key=os.environ.get("FRESHRANK_CONTEXT_KEY", "").strip() or DEFAULT_CONTEXT_KEY,
             compute=_env_choice("FRESHRANK_COMPUTE", ("local", "ray")),
+            rank_processes=int(_env_positive("FRESHRANK_RANK_PROCESSES", _usable_cores())),
+            rank_processes_min_users=int(
+                _env_positive("FRESHRANK_RANK_PROCESSES_MIN_USERS", 10_000)
+            ),
             ray_address=os.environ.get("FRESHRANK_RAY_ADDRESS", "").strip() or None,
             ray_workers=int(_env_float("FRESHRANK_RAY_WORKERS", 2)),
             ray_train_workers=int(_env_float("FRESHRANK_RAY_TRAIN_WORKERS", 1)),
@@ -278,6 +291,11 @@ class Settings:
     def pseudonymiser(self) -> Pseudonymiser | None:
         """The keyed hash that replaces user ids, or None when pseudonymisation is off."""
         return Pseudonymiser.from_secret(self.pseudonymise_key)
+
+    @property
+    def compiled_rankers(self) -> Path:
+        """Where rankers compiled for serving are cached (Ranker.compile), for every process."""
+        return self.home / "cache" / "rankers"
 
     @property
     def event_types(self) -> tuple[str, ...]:

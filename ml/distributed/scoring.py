@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ml.distributed.session import OnRay
+from ml.pipeline.parallel import concatenated
 from ml.pipeline.pipeline import RankingPipeline
 from ml.pipeline.snapshot import Behaviour
 
@@ -26,15 +27,6 @@ def recommend(pipeline: RankingPipeline, behaviour: Behaviour) -> pd.DataFrame:
 
 def _rank_shard(ranking: Ranking, pipeline: RankingPipeline, shard: Behaviour) -> tuple:
     return ranking(pipeline, shard), os.getpid()
-
-
-def _concatenated(parts: list[Ranked]) -> Ranked:
-    if isinstance(parts[0], pd.DataFrame):
-        return pd.concat(parts, ignore_index=True)
-    return tuple(
-        pd.concat([part[position] for part in parts], ignore_index=True)
-        for position in range(len(parts[0]))
-    )
 
 
 def rank_on_ray(
@@ -77,5 +69,5 @@ def rank_on_ray(
             on_shard(finished[position[done]][0])
     in_order = [finished[number] for number in range(len(user_shards))]
     return OnRay(
-        _concatenated([part for part, _ in in_order]), frozenset(pid for _, pid in in_order)
+        concatenated([part for part, _ in in_order]), frozenset(pid for _, pid in in_order)
     )

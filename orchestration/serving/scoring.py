@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -122,11 +121,6 @@ def build_context_trending(
     return lists
 
 
-def compiled_rankers(settings: Settings) -> Path:
-    """Where rankers compiled for serving are kept (Ranker.compile), for every process."""
-    return settings.home / "cache" / "rankers"
-
-
 def champion_version(settings: Settings) -> str | None:
     """The registered version that holds the champion alias (None: nothing promoted yet).
 
@@ -219,7 +213,7 @@ def score_users(
         snapshot = read_snapshot(connection)
         catalog = catalog_stamp(connection)
     pipeline, version = champion_pipeline(settings, snapshot, champion)
-    pipeline.compile_ranker(compiled_rankers(settings))
+    pipeline.compile_ranker(settings.compiled_rankers)
     cold_start = pipeline.cold_start_list()
     save_state(settings, ServingState(champion, version, catalog, pipeline, cold_start))
     generated_at = _now()
@@ -257,7 +251,7 @@ def _ranked(
     """The behaviour's users' lists and candidates, and the cold-start list, from one pipeline
     (over user shards on Ray when ``compute`` says so; each shard written ``into`` a serving
     version as it arrives). ``cold_start``: the pipeline's cold_start_list(), when known."""
-    pipeline.compile_ranker(compiled_rankers(settings))
+    pipeline.compile_ranker(settings.compiled_rankers)
     ranked, candidates = (compute or ComputeResource()).rank(
         settings,
         pipeline,

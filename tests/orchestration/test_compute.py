@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
 from orchestration.compute import ComputeResource
@@ -52,6 +53,27 @@ def test_local_compute_ranks_in_process(settings: Settings) -> None:
     )
     assert ranked.equals(fitted.recommend(behaviour))
     assert len(shards) == 1 and shards[0] is ranked  # in this process the result is one shard
+
+
+@pytest.mark.slow
+def test_many_users_are_ranked_in_worker_processes(settings: Settings, caplog) -> None:
+    from dataclasses import replace
+
+    caplog.set_level("INFO", logger="freshrank.parallel")
+    fitted, behaviour = pipeline(), shoppers()  # three users
+    shards: list = []
+    parallel = replace(settings, rank_processes=2, rank_processes_min_users=3)
+    ranked = ComputeResource().rank(
+        parallel, fitted, behaviour, type(fitted).recommend, on_shard=shards.append
+    )
+    pd.testing.assert_frame_equal(ranked, fitted.recommend(behaviour))
+    assert len(shards) == 1  # three users fit one shard of the workers
+    assert "in worker processes" in caplog.text
+    caplog.clear()
+    # Below the threshold the run's own process ranks them.
+    alone = replace(parallel, rank_processes_min_users=4)
+    assert ComputeResource().rank(alone, fitted, behaviour, type(fitted).recommend).equals(ranked)
+    assert "in worker processes" not in caplog.text
 
 
 @pytest.mark.parametrize(
