@@ -66,17 +66,17 @@ def test_many_users_are_ranked_in_worker_processes(settings: Settings, monkeypat
     monkeypatch.setattr(
         parallel, "rank_in_processes", lambda *args, **kw: calls.append(1) or real(*args, **kw)
     )
-    fitted, behaviour = pipeline(), shoppers()  # three users
+    fitted, behaviour = pipeline(), shoppers()  # two users
     shards: list = []
-    parallel = replace(settings, rank_processes=2, rank_processes_min_users=3)
+    parallel = replace(settings, rank_processes=2, rank_processes_min_users=2)
     ranked = ComputeResource().rank(
         parallel, fitted, behaviour, type(fitted).recommend, on_shard=shards.append
     )
     pd.testing.assert_frame_equal(ranked, fitted.recommend(behaviour))
-    assert len(shards) == 1  # three users fit one shard of the workers
+    assert len(shards) == 1  # two users fit one shard of the workers
     assert calls == [1]
     # Below the threshold the run's own process ranks them.
-    alone = replace(parallel, rank_processes_min_users=4)
+    alone = replace(parallel, rank_processes_min_users=3)
     assert ComputeResource().rank(alone, fitted, behaviour, type(fitted).recommend).equals(ranked)
     assert calls == [1]  # not called again
 
