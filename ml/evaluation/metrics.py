@@ -61,7 +61,11 @@ def recall_at_k(
     The denominator is the user's number of held-out items, so a user with more than k of them
     cannot reach 1 (the same definition as recommenders-team's recall_at_k).
     """
-    hits_per_user = _hits(recommendations, truth, k).groupby(USER_ID, sort=False).size()
+    return _recall(_hits(recommendations, truth, k), truth)
+
+
+def _recall(hits: pd.DataFrame, truth: pd.DataFrame) -> float:
+    hits_per_user = hits.groupby(USER_ID, sort=False).size()
     truth_per_user = _truth_pairs(truth).groupby(USER_ID, sort=False).size()
     recall = hits_per_user.reindex(truth_per_user.index, fill_value=0) / truth_per_user
     return _mean_over_truth_users(recall, truth)
@@ -80,7 +84,10 @@ def ndcg_per_user(
     recommendations: pd.DataFrame, truth: pd.DataFrame, k: int = DEFAULT_TOP_K
 ) -> pd.Series:
     """NDCG@k of every truth user (indexed by user_id, 0 for a user with no list); in [0, 1]."""
-    hits = _hits(recommendations, truth, k)
+    return _ndcg_per_user(_hits(recommendations, truth, k), truth, k)
+
+
+def _ndcg_per_user(hits: pd.DataFrame, truth: pd.DataFrame, k: int) -> pd.Series:
     gains = 1.0 / np.log2(hits[POSITION].to_numpy(dtype=float) + 1.0)
     dcg = pd.Series(gains, index=hits[USER_ID].to_numpy()).groupby(level=0, sort=False).sum()
     truth_per_user = _truth_pairs(truth).groupby(USER_ID, sort=False).size()
@@ -94,13 +101,21 @@ def hit_rate_at_k(
     recommendations: pd.DataFrame, truth: pd.DataFrame, k: int = DEFAULT_TOP_K
 ) -> float:
     """Share of truth users with at least one held-out item in their top k; in [0, 1]."""
-    hit_users = pd.unique(_hits(recommendations, truth, k)[USER_ID])
+    return _hit_rate(_hits(recommendations, truth, k), truth)
+
+
+def _hit_rate(hits: pd.DataFrame, truth: pd.DataFrame) -> float:
+    hit_users = pd.unique(hits[USER_ID])
     return _mean_over_truth_users(pd.Series(1.0, index=hit_users), truth)
 
 
 def mrr(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int = DEFAULT_TOP_K) -> float:
     """Mean reciprocal rank of each user's first hit within the top k (0 if none); in [0, 1]."""
-    first_hit = _hits(recommendations, truth, k).groupby(USER_ID, sort=False)[POSITION].min()
+    return _mrr(_hits(recommendations, truth, k), truth)
+
+
+def _mrr(hits: pd.DataFrame, truth: pd.DataFrame) -> float:
+    first_hit = hits.groupby(USER_ID, sort=False)[POSITION].min()
     return _mean_over_truth_users(1.0 / first_hit.astype(float), truth)
 
 
@@ -115,9 +130,13 @@ def catalog_coverage(
 
     `truth` is unused: coverage describes the lists, not how well they predict.
     """
+    return _coverage(_top_k(recommendations, k), catalog_size)
+
+
+def _coverage(top: pd.DataFrame, catalog_size: int) -> float:
     if catalog_size < 1:
         raise ValueError(f"catalog_size must be at least 1, got {catalog_size!r}")
-    return _top_k(recommendations, k)[ITEM_ID].nunique() / catalog_size
+    return top[ITEM_ID].nunique() / catalog_size
 
 
 def novelty(
@@ -134,11 +153,14 @@ def novelty(
     count as the least popular known item, so brand-new items score high but finite. Each user's
     top-k list is averaged first, then the users who have a list; `truth` is unused.
     """
+    return _novelty(_top_k(recommendations, k), item_popularity)
+
+
+def _novelty(top: pd.DataFrame, item_popularity: Mapping[Hashable, float] | pd.Series) -> float:
     popularity = pd.Series(item_popularity, dtype=float)
     positive = popularity[popularity > 0]
     if positive.empty:
         raise ValueError("item_popularity has no item with positive popularity")
-    top = _top_k(recommendations, k)
     if top.empty:
         return 0.0
     item_popularity_values = positive.reindex(top[ITEM_ID].to_numpy()).fillna(positive.min())
@@ -160,7 +182,12 @@ def intra_list_diversity(
     Lists with fewer than two vectored items have no pairs and are left out of the mean (0.0 when
     no list has a pair). With non-negative vectors the result lies in [0, 1]; `truth` is unused.
     """
-    top = _top_k(recommendations, k)
+    return _diversity(_top_k(recommendations, k), item_vectors)
+
+
+def _diversity(
+    top: pd.DataFrame, item_vectors: Mapping[Hashable, Sequence[float] | np.ndarray] | pd.Series
+) -> float:
     # Only the listed items' vectors are looked up (the catalog's may be many thousands).
     vectors = {item: item_vectors[item] for item in pd.unique(top[ITEM_ID]) if item in item_vectors}
     top = top.loc[top[ITEM_ID].isin(list(vectors))]
@@ -186,3 +213,29 @@ def intra_list_diversity(
     if not has_pairs.any():
         return 0.0
     return float(np.mean(1.0 - similarity_sums[has_pairs] / pairs[has_pairs]))
+
+
+def list_metrics(
+    recommendations: pd.DataFrame,
+    truth: pd.DataFrame,
+    k: int = DEFAULT_TOP_K,
+    *,
+    catalog_size: int,
+    item_popularity: Mapping[Hashable, float] | pd.Series,
+    item_vectors: Mapping[Hashable, Sequence[float] | np.ndarray] | pd.Series | None = None,
+) -> dict[str, float]:
+    """Every metric above of the same lists and truth, from one top-k and one join with the
+    truth (what calling each function gives, without redoing them per metric)."""
+    top = _top_k(recommendations, k)
+    hits = top.merge(_truth_pairs(truth), on=[USER_ID, ITEM_ID], how="inner")
+    figures = {
+        f"ndcg@{k}": _mean_over_truth_users(_ndcg_per_user(hits, truth, k), truth),
+        f"recall@{k}": _recall(hits, truth),
+        f"hit_rate@{k}": _hit_rate(hits, truth),
+        "mrr": _mrr(hits, truth),
+        "coverage": _coverage(top, catalog_size),
+        "novelty": _novelty(top, item_popularity),
+    }
+    if item_vectors is not None:
+        figures["diversity"] = _diversity(top, item_vectors)
+    return figures

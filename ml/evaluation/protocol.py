@@ -26,15 +26,7 @@ from ml.constants import (
     USER_ID,
     WEIGHT,
 )
-from ml.evaluation.metrics import (
-    catalog_coverage,
-    hit_rate_at_k,
-    intra_list_diversity,
-    mrr,
-    ndcg_at_k,
-    novelty,
-    recall_at_k,
-)
+from ml.evaluation.metrics import list_metrics
 
 OVERALL = "overall"
 NEW_ITEM_TARGETS = "new_item_targets"
@@ -153,16 +145,14 @@ def segment_metrics(
             rows.append(row)
             continue
         row.update(
-            {
-                f"ndcg@{k}": ndcg_at_k(listed, truth, k),
-                f"recall@{k}": recall_at_k(listed, truth, k),
-                f"hit_rate@{k}": hit_rate_at_k(listed, truth, k),
-                "mrr": mrr(listed, truth, k),
-                "coverage": catalog_coverage(listed, truth, k, catalog_size=catalog_size),
-                "novelty": novelty(listed, truth, k, item_popularity=item_popularity),
-            }
+            list_metrics(
+                listed,
+                truth,
+                k,
+                catalog_size=catalog_size,
+                item_popularity=item_popularity,
+                item_vectors=item_vectors,
+            )
         )
-        if item_vectors is not None:
-            row["diversity"] = intra_list_diversity(listed, truth, k, item_vectors=item_vectors)
         rows.append(row)
     return pd.DataFrame(rows)

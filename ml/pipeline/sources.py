@@ -700,18 +700,19 @@ class ItemKNNSource(CandidateSource):
         )
         by_item = sp.csr_array(matrix.T)
         rows, columns, values = [], [], []
-        # Blocks of items at a time: only one block's similarities are ever dense.
+        # Blocks of items at a time, each a sparse product: items that share no user with an
+        # item never appear in its row.
         for start in range(0, n_items, KNN_BLOCK_ITEMS):
             stop = min(start + KNN_BLOCK_ITEMS, n_items)
-            block = (by_item[start:stop] @ matrix).toarray()
-            block[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            width = min(self.neighbours, n_items)
-            top = np.argpartition(-block, width - 1, axis=1)[:, :width]
-            picked = np.take_along_axis(block, top, axis=1)
-            keep = picked > 0
-            rows.append(np.broadcast_to(np.arange(start, stop)[:, None], top.shape)[keep])
-            columns.append(top[keep])
-            values.append(picked[keep])
+            block = sp.coo_array(by_item[start:stop] @ matrix)
+            other = block.col != block.row + start  # an item is not its own neighbour
+            block = sp.csr_array(
+                (block.data[other], (block.row[other], block.col[other])), shape=block.shape
+            )
+            block_rows, block_columns, block_values = sparse_top_per_row([block], self.neighbours)
+            rows.append(block_rows + start)
+            columns.append(block_columns)
+            values.append(block_values[:, 0])
         self.similarity = sp.csr_array(
             (
                 np.concatenate(values or [np.zeros(0)]),

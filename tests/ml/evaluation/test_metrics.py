@@ -11,6 +11,7 @@ from ml.evaluation.metrics import (
     catalog_coverage,
     hit_rate_at_k,
     intra_list_diversity,
+    list_metrics,
     mrr,
     ndcg_at_k,
     novelty,
@@ -230,3 +231,31 @@ def test_intra_list_diversity_without_pairs_is_zero() -> None:
     single = recommendations_frame({"u1": ["a"]})
     assert intra_list_diversity(single, TRUTH, k=3, item_vectors={"a": [1.0, 0.0]}) == 0.0
     assert intra_list_diversity(single, TRUTH, k=3, item_vectors={"b": [1.0, 0.0]}) == 0.0
+
+
+def test_list_metrics_give_what_each_metric_gives_alone() -> None:
+    popularity = pd.Series({"a": 5.0, "b": 1.0, "x": 2.0, "y": 8.0})
+    vectors = {"a": [1.0, 0.0], "b": [0.0, 1.0], "c": [1.0, 1.0], "x": [1.0, 0.0], "y": [1.0, 0.0]}
+    for k in (1, 2, 4):
+        figures = list_metrics(
+            RECOMMENDATIONS,
+            TRUTH,
+            k,
+            catalog_size=10,
+            item_popularity=popularity,
+            item_vectors=vectors,
+        )
+        assert figures == {
+            f"ndcg@{k}": ndcg_at_k(RECOMMENDATIONS, TRUTH, k),
+            f"recall@{k}": recall_at_k(RECOMMENDATIONS, TRUTH, k),
+            f"hit_rate@{k}": hit_rate_at_k(RECOMMENDATIONS, TRUTH, k),
+            "mrr": mrr(RECOMMENDATIONS, TRUTH, k),
+            "coverage": catalog_coverage(RECOMMENDATIONS, TRUTH, k, catalog_size=10),
+            "novelty": novelty(RECOMMENDATIONS, TRUTH, k, item_popularity=popularity),
+            "diversity": intra_list_diversity(RECOMMENDATIONS, TRUTH, k, item_vectors=vectors),
+        }
+    # Known answers at k=4: u1's hits at 2 and 4 of three held-out items, u2's at 1, u3 none.
+    at_four = list_metrics(RECOMMENDATIONS, TRUTH, 4, catalog_size=10, item_popularity=popularity)
+    assert at_four["hit_rate@4"] == pytest.approx(2 / 3)
+    assert at_four["mrr"] == pytest.approx((1 / 2 + 1) / 3)
+    assert "diversity" not in at_four
