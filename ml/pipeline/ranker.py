@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,9 +112,11 @@ class Ranker:
         frame = within_budget(frame, self.config.max_rows, self.config.seed)
         frame = frame.sort_values(USER_ID, kind="stable")
         groups = frame.groupby(USER_ID, sort=False).size().to_numpy()
+        values = frame[features].to_numpy(dtype=np.float32)
+        labels, weights = frame[LABEL].to_numpy(), frame[WEIGHT].to_numpy()
         config = self.config
-        boosters = []
-        for member in range(config.bagged_models):
+
+        def member(number: int):
             model = lightgbm.LGBMRanker(
                 objective="lambdarank",
                 n_estimators=config.n_estimators,
@@ -123,19 +126,21 @@ class Ranker:
                 subsample=config.subsample,
                 subsample_freq=1,
                 colsample_bytree=config.colsample_bytree,
-                random_state=config.seed + member,
+                random_state=config.seed + number,
                 n_jobs=config.threads,
                 deterministic=True,
                 force_row_wise=True,
                 verbose=-1,
             )
-            model.fit(
-                frame[features].to_numpy(dtype=np.float32),
-                frame[LABEL],
-                group=groups,
-                sample_weight=frame[WEIGHT].to_numpy(),
-            )
-            boosters.append(model.booster_)
+            model.fit(values, labels, group=groups, sample_weight=weights)
+            return model.booster_
+
+        # The bagged models are independent: one thread each (LightGBM leaves Python while it
+        # trains), as many at once as there are cores. Each model is single-threaded, so a
+        # busy neighbour slows them down in proportion, not many times over as OpenMP does.
+        workers = min(config.bagged_models, len(os.sched_getaffinity(0)))
+        with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+            boosters = list(pool.map(member, range(config.bagged_models)))
         self.features = list(features)
         self._boosters = boosters
         self._texts = [booster.model_to_string() for booster in boosters]
