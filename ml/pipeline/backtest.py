@@ -63,6 +63,10 @@ class BacktestConfig:
     ablations: bool = False  # also run the ranker without the text source and features
     ranker_half_life_cuts: float = 2.0  # a cut's labelled users weigh half every this many cuts
     ranker: RankerConfig = field(default_factory=RankerConfig)
+    # Cuts are prepared (sources fitted, candidates built) in this many worker processes when
+    # the log has at least parallel_min_events events (each worker loads the snapshot once).
+    processes: int = 1
+    parallel_min_events: int = 200_000
 
 
 @dataclass
@@ -184,6 +188,26 @@ def prepare_cut(
     )
 
 
+def _prepared_cuts(
+    snapshot: Snapshot,
+    cuts: list[pd.Timestamp],
+    ends: list[pd.Timestamp],
+    config: PipelineConfig,
+    backtest: BacktestConfig,
+) -> list[CutData]:
+    """prepare_cut at every cut, in worker processes when the log is large enough."""
+    tasks = [
+        (cut, end, config, backtest.reveal_fraction, backtest.max_users)
+        for cut, end in zip(cuts, ends, strict=True)
+    ]
+    parallel = min(backtest.processes, len(tasks))
+    if parallel > 1 and len(snapshot.interactions) >= backtest.parallel_min_events:
+        from ml.pipeline.parallel import in_processes
+
+        return in_processes(prepare_cut, snapshot, tasks, parallel, what="backtest cut")
+    return [prepare_cut(snapshot, *task) for task in tasks]
+
+
 def _orderings(pipeline: RankingPipeline) -> list[str]:
     """Every single-source pipeline this configuration can compete with."""
     return list(pipeline.score_columns)
@@ -263,8 +287,8 @@ def run_backtests(
     cuts = cut_points(snapshot.interactions, total, backtest.window_fraction)
     ends = [*cuts[1:], snapshot.as_of]
     prepared: list[CutData] = []
-    for position, (cut, end) in enumerate(zip(cuts, ends, strict=True)):
-        data = prepare_cut(snapshot, cut, end, config, backtest.reveal_fraction, backtest.max_users)
+    for position, data in enumerate(_prepared_cuts(snapshot, cuts, ends, config, backtest)):
+        cut = data.cut
         data.evaluated = position >= len(cuts) - backtest.cuts
         users = len(data.task.users)
         logger.info(

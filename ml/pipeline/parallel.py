@@ -16,9 +16,10 @@ import logging
 import multiprocessing
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,7 +37,7 @@ ShardHandler = Callable[[Ranked], None]
 SHARD_USERS = 5_000
 IN_FLIGHT_PER_WORKER = 2
 
-_pipeline: RankingPipeline | None = None  # a worker's own copy, loaded once
+_shared: object = None  # a worker's own copy of what every task reads, loaded once
 
 
 def concatenated(parts: list[Ranked]) -> Ranked:
@@ -49,22 +50,84 @@ def concatenated(parts: list[Ranked]) -> Ranked:
     )
 
 
-def _start_worker(saved_pipeline: bytes, compiled_rankers: str) -> None:
-    """Load the pipeline in a new worker, predicting on one thread (compiled when it can)."""
-    global _pipeline
+def _start_worker(saved: bytes, setup: Callable[[object], object] | None) -> None:
+    """Load the shared object in a new worker (``setup`` prepares it), one thread per worker."""
+    global _shared
     from threadpoolctl import threadpool_limits
 
-    pipeline = pickle.loads(saved_pipeline)
+    shared = pickle.loads(saved)
+    _shared = shared if setup is None else setup(shared)
+    threadpool_limits(limits=1)  # BLAS and OpenMP (FAISS): the processes are the parallelism
+
+
+def _apply(function: Callable, arguments: tuple) -> object:
+    return function(_shared, *arguments)
+
+
+def in_processes(
+    function: Callable,
+    shared: object,
+    tasks: Iterable[tuple],
+    processes: int,
+    on_result: Callable[[int, object], None] | None = None,
+    setup: Callable[[object], object] | None = None,
+    what: str = "task",
+) -> list:
+    """``[function(shared, *task) for task in tasks]``, computed in ``processes`` spawned worker
+    processes that each load ``shared`` once (then ``setup(shared)``); results in task order.
+    ``on_result(number, result)`` is called here as each result arrives, in the order they
+    finish. Tasks are handed out as workers free up, at most two per worker ahead. ``function``
+    and ``setup`` must be importable (module-level functions or partials of them)."""
+    if processes < 1:
+        raise ValueError(f"worker processes: at least one, not {processes}")
+    started = time.perf_counter()
+    results: dict[int, object] = {}
+    with ProcessPoolExecutor(
+        processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(pickle.dumps(shared), setup),
+    ) as pool:
+        pending: dict[Future, int] = {}
+        for number, task in enumerate(tasks):
+            pending[pool.submit(_apply, function, task)] = number
+            while len(pending) >= IN_FLIGHT_PER_WORKER * processes:
+                _collect(pending, results, on_result, started, what)
+        while pending:
+            _collect(pending, results, on_result, started, what)
+    return [results[number] for number in range(len(results))]
+
+
+def _collect(
+    pending: dict[Future, int],
+    results: dict[int, object],
+    on_result: Callable[[int, object], None] | None,
+    started: float,
+    what: str,
+) -> None:
+    """Wait for at least one task, keep its result and hand it on."""
+    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+    for future in done:
+        number = pending.pop(future)
+        results[number] = future.result()
+        if on_result is not None:
+            on_result(number, results[number])
+        logger.info(
+            "%s %d done in worker processes (%d so far, %.0f s)",
+            what,
+            number + 1,
+            len(results),
+            time.perf_counter() - started,
+        )
+
+
+def _serving_copy(pipeline: RankingPipeline, compiled_rankers: str) -> RankingPipeline:
+    """A worker's pipeline: its ranker predicting on one thread, compiled when it can."""
     if pipeline.ranker is not None:
         pipeline.ranker.config = replace(pipeline.ranker.config, predict_threads=1)
         if compiled_rankers:
             pipeline.compile_ranker(Path(compiled_rankers))
-    threadpool_limits(limits=1)  # BLAS and OpenMP (FAISS): one thread per worker
-    _pipeline = pipeline
-
-
-def _rank_shard(ranking: Ranking, shard: Behaviour) -> Ranked:
-    return ranking(_pipeline, shard)
+    return pipeline
 
 
 def rank_in_processes(
@@ -79,50 +142,13 @@ def rank_in_processes(
     """``ranking(pipeline, behaviour)`` over shards of ``shard_users`` users in ``processes``
     worker processes. ``on_shard`` gets each shard's result here as it arrives, in the order
     they finish. ``compiled_rankers``: where compiled rankers are cached (Ranker.compile)."""
-    if processes < 1:
-        raise ValueError(f"ranking in processes needs at least one process, not {processes}")
-    shards = behaviour.blocks(shard_users)
-    total = -(-len(behaviour.users) // shard_users)
-    started = time.perf_counter()
-    context = multiprocessing.get_context("spawn")
-    saved = pickle.dumps(pipeline)
-    results: dict[int, Ranked] = {}
-    with ProcessPoolExecutor(
+    parts = in_processes(
+        ranking,
+        pipeline,
+        ((shard,) for shard in behaviour.blocks(shard_users)),
         processes,
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(saved, str(compiled_rankers or "")),
-    ) as pool:
-        pending: dict[Future, int] = {}
-        handed_out = 0
-        for number, shard in enumerate(shards):
-            pending[pool.submit(_rank_shard, ranking, shard)] = number
-            handed_out += 1
-            while len(pending) >= IN_FLIGHT_PER_WORKER * processes:
-                _collect(pending, results, on_shard, total, started)
-        while pending:
-            _collect(pending, results, on_shard, total, started)
-    return concatenated([results[number] for number in range(handed_out)])
-
-
-def _collect(
-    pending: dict[Future, int],
-    results: dict[int, Ranked],
-    on_shard: ShardHandler | None,
-    total: int,
-    started: float,
-) -> None:
-    """Wait for at least one shard, keep its result and hand it on."""
-    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-    for future in done:
-        number = pending.pop(future)
-        results[number] = future.result()
-        if on_shard is not None:
-            on_shard(results[number])
-        logger.info(
-            "ranked shard %d of %d in worker processes (%d done, %.0f s so far)",
-            number + 1,
-            total,
-            len(results),
-            time.perf_counter() - started,
-        )
+        on_result=None if on_shard is None else lambda _, ranked: on_shard(ranked),
+        setup=partial(_serving_copy, compiled_rankers=str(compiled_rankers or "")),
+        what="ranking shard",
+    )
+    return concatenated(parts)

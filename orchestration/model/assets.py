@@ -61,6 +61,7 @@ def backtest_config(settings: Settings, run: BacktestRunConfig | None = None) ->
         max_users=settings.backtest_max_users,
         min_ranker_users=2 * settings.backtest_min_users,
         ablations=settings.ablations,
+        processes=settings.rank_processes,
         ranker=RankerConfig(
             n_estimators=run.ranker_trees,
             num_leaves=run.ranker_leaves,

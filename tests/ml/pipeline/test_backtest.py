@@ -149,3 +149,15 @@ def test_a_handful_of_events_falls_back_to_popularity_with_a_note(sessions: Snap
     popularity = first.groupby(ITEM_ID)["weight"].sum()
     expected = popularity.sort_values(ascending=False, kind="stable").index[:3].tolist()
     assert cold[ITEM_ID].tolist() == expected
+
+
+@pytest.mark.slow
+def test_cuts_prepared_in_worker_processes_judge_the_same(
+    sessions: Snapshot, backtest: BacktestResult
+) -> None:
+    from dataclasses import replace
+
+    parallel = replace(BACKTEST, processes=2, parallel_min_events=0)
+    result = run_backtests(sessions, CONFIG, parallel)
+    pd.testing.assert_frame_equal(result.table, backtest.table)
+    assert result.winner == backtest.winner
