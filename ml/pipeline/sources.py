@@ -36,6 +36,7 @@ EASE_MAX_ITEMS = 2_000
 KNN_NEIGHBOURS = 100
 KNN_MAX_ITEMS = 30_000  # above this many catalog items, item-kNN keeps the most popular
 KNN_BLOCK_ITEMS = 1_024
+KNN_DENSE_SHARE = 0.05  # a block of similarities with more nonzeros than this is ranked dense
 EXACT_INDEX_MAX_ITEMS = 50_000  # above this, an HNSW graph instead of exhaustive search
 # sparse_top_per_row tells values apart to this fraction of a row's largest value.
 TIE_STEPS = 2**39
@@ -198,6 +199,19 @@ def _sparse_rows_to_frame(
     """(user_id, item_id, column) of each row's `per_row` largest positive entries."""
     rows, columns, values = sparse_top_per_row([matrix], per_row)
     return pd.DataFrame({USER_ID: users[rows], ITEM_ID: items[columns], column: values[:, 0]})
+
+
+def _dense_top_per_row(
+    values: np.ndarray, per_row: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's ``per_row`` largest positive entries of a dense matrix as (rows, columns,
+    values), unordered (ties at the cut go to whichever the partition keeps)."""
+    width = min(per_row, values.shape[1])
+    top = np.argpartition(-values, width - 1, axis=1)[:, :width]
+    picked = np.take_along_axis(values, top, axis=1)
+    keep = picked > 0
+    rows = np.broadcast_to(np.arange(len(values))[:, None], top.shape)[keep]
+    return rows, top[keep], picked[keep][:, None]
 
 
 def _dense_rows_to_frame(
@@ -704,15 +718,22 @@ class ItemKNNSource(CandidateSource):
         # item never appear in its row.
         for start in range(0, n_items, KNN_BLOCK_ITEMS):
             stop = min(start + KNN_BLOCK_ITEMS, n_items)
-            block = sp.coo_array(by_item[start:stop] @ matrix)
-            other = block.col != block.row + start  # an item is not its own neighbour
-            block = sp.csr_array(
-                (block.data[other], (block.row[other], block.col[other])), shape=block.shape
-            )
-            block_rows, block_columns, block_values = sparse_top_per_row([block], self.neighbours)
-            rows.append(block_rows + start)
-            columns.append(block_columns)
-            values.append(block_values[:, 0])
+            block = by_item[start:stop] @ matrix
+            if block.nnz > KNN_DENSE_SHARE * block.shape[0] * block.shape[1]:
+                # Most pairs share a user (a small, busy catalog): a dense pass is faster.
+                dense = block.toarray()
+                dense[np.arange(stop - start), np.arange(start, stop)] = 0.0  # not its own
+                found = _dense_top_per_row(dense, self.neighbours)
+            else:
+                block = sp.coo_array(block)
+                other = block.col != block.row + start  # an item is not its own neighbour
+                block = sp.csr_array(
+                    (block.data[other], (block.row[other], block.col[other])), shape=block.shape
+                )
+                found = sparse_top_per_row([block], self.neighbours)
+            rows.append(found[0] + start)
+            columns.append(found[1])
+            values.append(found[2][:, 0])
         self.similarity = sp.csr_array(
             (
                 np.concatenate(values or [np.zeros(0)]),
