@@ -284,10 +284,18 @@ def bulk_insert(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
     processors = [
         table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
     ]
+    # A processor runs once per distinct value (a publish's rows share one time, one version).
+    memos: list[dict] = [{} for _ in columns]
+
+    def bound(process, memo: dict, value: object) -> object:
+        if value not in memo:
+            memo[value] = process(value)
+        return memo[value]
+
     values = [
         tuple(
-            value if process is None or value is None else process(value)
-            for process, value in zip(processors, row.values(), strict=True)
+            value if process is None or value is None else bound(process, memo, value)
+            for process, memo, value in zip(processors, memos, row.values(), strict=True)
         )
         for row in rows
     ]
