@@ -513,3 +513,33 @@ def test_titles_and_related_items_are_read_together(serving_url: str) -> None:
     with pytest.raises(ValueError, match="title"):
         store.publish(make_lists(["u1"], 1, "v1"), titles=titles.drop(columns=["title"]))
     store.dispose()
+
+
+def test_records_carry_each_columns_stored_type() -> None:
+    from orchestration.serving.store import SERVING_COLUMNS, _to_records
+
+    frame = pd.DataFrame(
+        {
+            "user_id": [7, 7],  # ids become text
+            "rank": [1.0, 2.0],  # ranks whole numbers
+            "item_id": ["a", 3],
+            "score": [1, 0.5],
+            "reason": ["popular now", "popular now"],
+            "model_version": ["m/1", "m/1"],
+            # Times become naive UTC; a missing one stays missing.
+            "generated_at": [pd.Timestamp("2026-12-02 13:00", tz="Europe/Paris"), pd.NaT],
+        }
+    )
+    records = _to_records(frame, SERVING_COLUMNS)
+    assert records[0] == {
+        "user_id": "7",
+        "rank": 1,
+        "item_id": "a",
+        "score": 1.0,
+        "reason": "popular now",
+        "model_version": "m/1",
+        "generated_at": datetime(2026, 12, 2, 12, 0),
+    }
+    assert type(records[0]["rank"]) is int and isinstance(records[0]["generated_at"], datetime)
+    assert records[0]["generated_at"].tzinfo is None
+    assert records[1]["item_id"] == "3" and records[1]["generated_at"] is None
