@@ -1,4 +1,6 @@
-"""Great Expectations 1.x suites, run on DataFrames (see STACK.md: no dagster-ge, no SQL source).
+"""Great Expectations 1.x suites over the marts, run on DataFrames with every full build (see
+STACK.md: no dagster-ge, no SQL source). Each raw batch's checks run in DuckDB instead
+(batch_checks.py): a batch's path to published lists cannot wait for this import.
 
 `great_expectations` takes seconds to import, so `_gx()` imports it when a suite first runs.
 """
@@ -18,7 +20,6 @@ from ml.constants import (
     ITEM_ID,
     OCCURRED_AT,
     TITLE,
-    USER_ID,
     WEIGHT,
 )
 
@@ -63,35 +64,6 @@ class SuiteOutcome:
         }
 
 
-def _raw_event_expectations(event_types: Sequence[str]) -> list[Any]:
-    gx = _gx()
-
-    expectations = [
-        gx.expectations.ExpectColumnValuesToNotBeNull(column=column)
-        for column in (EVENT_ID, USER_ID, ITEM_ID, EVENT_TYPE, OCCURRED_AT)
-    ]
-    expectations.append(
-        gx.expectations.ExpectColumnValuesToBeInSet(column=EVENT_TYPE, value_set=list(event_types))
-    )
-    expectations.append(
-        gx.expectations.ExpectColumnValueLengthsToBeBetween(column=USER_ID, min_value=1)
-    )
-    expectations.append(
-        gx.expectations.ExpectColumnValueLengthsToBeBetween(column=ITEM_ID, min_value=1)
-    )
-    return expectations
-
-
-def _raw_item_expectations() -> list[Any]:
-    gx = _gx()
-
-    return [
-        gx.expectations.ExpectColumnValuesToNotBeNull(column=ITEM_ID),
-        gx.expectations.ExpectColumnValuesToNotBeNull(column=TITLE),
-        gx.expectations.ExpectColumnValueLengthsToBeBetween(column=TITLE, min_value=1),
-    ]
-
-
 def _interaction_expectations(event_types: Sequence[str]) -> list[Any]:
     gx = _gx()
 
@@ -115,8 +87,6 @@ def _catalog_expectations() -> list[Any]:
 
 
 SUITES: dict[str, Callable[..., list[Any]]] = {
-    "raw_events": _raw_event_expectations,
-    "raw_items": _raw_item_expectations,
     "interactions": _interaction_expectations,
     "items": _catalog_expectations,
 }

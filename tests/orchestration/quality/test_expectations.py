@@ -25,25 +25,6 @@ def events(**overrides: list) -> pd.DataFrame:
     return frame
 
 
-def test_clean_raw_events_pass() -> None:
-    outcome = run_suite(events(), "raw_events", event_types=EVENT_TYPES)
-    assert outcome.success
-    assert outcome.evaluated >= 6
-    assert outcome.failures == []
-
-
-def test_unknown_event_type_and_empty_id_fail_with_details() -> None:
-    outcome = run_suite(
-        events(event_type=["view", "teleport"], user_id=["u1", ""]),
-        "raw_events",
-        event_types=EVENT_TYPES,
-    )
-    assert not outcome.success
-    text = "; ".join(outcome.failures)
-    assert "event_type" in text and "user_id" in text
-    assert outcome.metadata()["expectations_failed"] == 2
-
-
 def test_duplicate_interaction_ids_fail() -> None:
     outcome = run_suite(events(event_id=["e1", "e1"]), "interactions", event_types=EVENT_TYPES)
     assert not outcome.success

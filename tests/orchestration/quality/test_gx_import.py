@@ -8,7 +8,7 @@ import sys
 
 SNIPPET = (
     "import pandas as pd; from orchestration.quality.expectations import run_suite; "
-    "outcome = run_suite(pd.DataFrame({'item_id': ['a'], 'title': ['']}), 'raw_items'); "
+    "outcome = run_suite(pd.DataFrame({'item_id': ['a'], 'title': [None]}), 'items'); "
     "print('suite ran:', outcome.success, len(outcome.failures))"
 )
 
@@ -18,5 +18,5 @@ def test_a_suite_runs_to_the_end_under_python_c() -> None:
         [sys.executable, "-c", SNIPPET], capture_output=True, text=True, timeout=300, check=False
     )
     assert completed.returncode == 0, completed.stderr
-    # The empty title breaks one expectation: the suite ran and reported it.
+    # The missing title breaks one expectation: the suite ran and reported it.
     assert "suite ran: False 1" in completed.stdout, completed.stdout + completed.stderr
