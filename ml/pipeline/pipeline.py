@@ -678,11 +678,17 @@ def _most_similar_recent(
     if not isinstance(text, TextNeighbourSource) or text.index is None or recent.empty:
         return found, cosine
     joined = text.recent_cosines(pairs, recent, exclude_self=True)
-    best = joined.sort_values("cosine", ascending=False, kind="stable").drop_duplicates("pair")
-    for pair, item, value in zip(best["pair"], best["recent_item_id"], best["cosine"], strict=True):
-        found[pair] = item
-        cosine[pair] = value
-    return found, cosine
+    if joined.empty:
+        return found, cosine
+    # Pairs come in ascending runs: order each run by cosine, highest first (ties: the earlier
+    # recent item), and keep its first row.
+    pair, values = joined["pair"].to_numpy(), joined["cosine"].to_numpy(dtype=float)
+    order = np.lexsort((-values, pair))
+    best = order[run_starts(pair[order])]
+    items = np.array(found, dtype=object)
+    items[pair[best]] = joined["recent_item_id"].to_numpy()[best]
+    cosine[pair[best]] = values[best]
+    return items.tolist(), cosine
 
 
 def _no_events() -> pd.DataFrame:
