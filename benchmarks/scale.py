@@ -10,9 +10,10 @@ person runs, each command a process of its own in a fresh FRESHRANK_HOME with de
 4. a refresh: 1,000 new events (deployment.write_batch: 80% known users, 20% new) as a file,
    `freshrank ingest` then `freshrank refresh`, cold (new processes).
 
-Each row gives seconds, rows/s where rows flow, and the process's peak resident memory (from
-the kernel's accounting of the finished child). The build's stage table follows, with each
-stage's seconds and peak memory as `freshrank build` printed them.
+Each row gives seconds, rows/s where rows flow, and peak resident memory twice: the largest
+single process's (the kernel's accounting of the finished child) and all the command's processes
+together, worker processes included (sampled from /proc every half second). The build's stage
+table follows, with each stage's seconds and peak memory as `freshrank build` printed them.
 
     .venv/bin/python benchmarks/scale.py [--events 1000000 10000000] [--data DIR] [--keep DIR]
 """
@@ -26,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,22 +47,87 @@ REFRESH_EVENTS = 1_000
 
 @dataclass
 class Measured:
-    """A finished command: wall seconds (start-up included), peak resident MB, its output."""
+    """A finished command: wall seconds (start-up included), peak resident MB of its largest
+    process, peak resident MB of all its processes together (workers included), its output."""
 
     run: CommandRun
     peak_mb: float
+    tree_peak_mb: float
 
 
-def timed(home: Path, *arguments: object) -> Measured:
-    """`freshrank ARGUMENTS` in ``home``, with the child's own peak memory (wait4's rusage)."""
+def _children() -> dict[int, list[int]]:
+    """Every live process's children, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # the command name is in parentheses and may hold spaces: split after the last ")"
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident MB of ``root`` and all its descendants now (0 for processes that are gone)."""
+    children, pending, total = _children(), [root], 0
+    page = os.sysconf("SC_PAGE_SIZE")
+    while pending:
+        pid = pending.pop()
+        pending.extend(children.get(pid, []))
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 2**20
+
+
+class TreeMemory(threading.Thread):
+    """Samples a process tree's resident memory every ``interval`` seconds and keeps the
+    peak; above ``limit_mb`` it kills the tree's process group (a run that would exhaust the
+    machine's memory stops instead of inviting the kernel's OOM killer)."""
+
+    def __init__(self, pid: int, interval: float = 0.5, limit_mb: float | None = None):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.limit_mb = pid, interval, limit_mb
+        self.peak_mb = 0.0
+        self.killed = False
+        self.finished = threading.Event()
+
+    def run(self) -> None:
+        while not self.finished.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, tree_rss_mb(self.pid))
+            if self.limit_mb is not None and self.peak_mb > self.limit_mb and not self.killed:
+                self.killed = True
+                print(f"  memory {self.peak_mb:,.0f} MB > {self.limit_mb:,.0f} MB: stopping")
+                os.killpg(self.pid, 9)
+
+    def stop(self) -> float:
+        self.finished.set()
+        self.join()
+        return self.peak_mb
+
+
+def timed(home: Path, *arguments: object, limit_mb: float | None = None) -> Measured:
+    """`freshrank ARGUMENTS` in ``home``, with the child's own peak memory (wait4's rusage) and
+    its process tree's (sampled); stopped when the tree passes ``limit_mb``."""
     command = [str(FRESHRANK), *map(str, arguments)]
     print(f"  $ freshrank {' '.join(map(str, arguments))}", flush=True)
     with tempfile.TemporaryFile("w+") as output:
         started = time.perf_counter()
         child = subprocess.Popen(
-            command, env=environment(home), stdout=output, stderr=subprocess.STDOUT
+            command,
+            env=environment(home),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so the watchdog can stop it all
         )
+        memory = TreeMemory(child.pid, limit_mb=limit_mb)
+        memory.start()
         _, status, usage = os.wait4(child.pid, 0)
+        tree_peak = memory.stop()
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
         output.seek(0)
@@ -69,7 +136,7 @@ def timed(home: Path, *arguments: object) -> Measured:
     if child.returncode != 0:
         raise CommandFailed(f"`{' '.join(command)}` exited {child.returncode}:\n{text[-5000:]}")
     # ru_maxrss is in KiB on Linux
-    return Measured(finished, usage.ru_maxrss / 1024)
+    return Measured(finished, usage.ru_maxrss / 1024, max(tree_peak, usage.ru_maxrss / 1024))
 
 
 def synthetic_log(events: int, data: Path) -> tuple[Path, Path, str]:
@@ -88,7 +155,9 @@ def synthetic_log(events: int, data: Path) -> tuple[Path, Path, str]:
     return files.items, events_file, f"{note} ({config.users:,} users, {config.items:,} items)"
 
 
-def run_size(events: int, data: Path, root: Path) -> tuple[list[list[str]], list[list[str]]]:
+def run_size(
+    events: int, data: Path, root: Path, limit_mb: float | None = None
+) -> tuple[list[list[str]], list[list[str]]]:
     """The summary rows and the build's stage rows for one log size."""
     items_file, events_file, note = synthetic_log(events, data)
     print(f"\n{events:,} events: {note}", flush=True)
@@ -97,13 +166,14 @@ def run_size(events: int, data: Path, root: Path) -> tuple[list[list[str]], list
     home.mkdir(parents=True)
     print("  floor: DuckDB alone reads the events file into a table ...", flush=True)
     ours, floor = measure(events_file, repeats=1)
-    ingest = timed(home, "ingest", "--items", items_file, "--events", events_file)
-    build = timed(home, "build")
+    files = ("--items", items_file, "--events", events_file)
+    ingest = timed(home, "ingest", *files, limit_mb=limit_mb)
+    build = timed(home, "build", limit_mb=limit_mb)
     batch = deployment.write_batch(
         home, home / "refresh-events.csv", REFRESH_EVENTS, np.random.default_rng(7)
     )
-    refresh_ingest = timed(home, "ingest", "--events", batch.path)
-    refresh = timed(home, "refresh")
+    refresh_ingest = timed(home, "ingest", "--events", batch.path, limit_mb=limit_mb)
+    refresh = timed(home, "refresh", limit_mb=limit_mb)
     label = f"{events / 1e6:g}M"
     rows = [
         [
@@ -111,37 +181,49 @@ def run_size(events: int, data: Path, root: Path) -> tuple[list[list[str]], list
             f"{floor['seconds']:.1f}",
             f"{events / floor['seconds']:,.0f}",
             f"{floor['peak_rss_mb']:,.0f}",
+            "",
         ],
         [
             f"{label} ingest's own work (start-up excluded)",
             f"{ours['seconds']:.1f}",
             f"{events / ours['seconds']:,.0f}",
             f"{ours['peak_rss_mb']:,.0f}",
+            "",
         ],
         [
             f"{label} freshrank ingest",
             f"{ingest.run.seconds:.1f}",
             f"{events / ingest.run.seconds:,.0f}",
             f"{ingest.peak_mb:,.0f}",
+            f"{ingest.tree_peak_mb:,.0f}",
         ],
-        [f"{label} freshrank build", f"{build.run.seconds:.1f}", "", f"{build.peak_mb:,.0f}"],
+        [
+            f"{label} freshrank build",
+            f"{build.run.seconds:.1f}",
+            "",
+            f"{build.peak_mb:,.0f}",
+            f"{build.tree_peak_mb:,.0f}",
+        ],
         [
             f"{label} refresh: ingest {REFRESH_EVENTS:,} events",
             f"{refresh_ingest.run.seconds:.1f}",
             "",
             f"{refresh_ingest.peak_mb:,.0f}",
+            f"{refresh_ingest.tree_peak_mb:,.0f}",
         ],
         [
             f"{label} refresh: freshrank refresh ({batch.users} users)",
             f"{refresh.run.seconds:.1f}",
             "",
             f"{refresh.peak_mb:,.0f}",
+            f"{refresh.tree_peak_mb:,.0f}",
         ],
         [
             f"{label} ingest's own work / floor",
             f"{ours['seconds'] / floor['seconds']:.2f}x",
             "",
             f"{ours['peak_rss_mb'] / floor['peak_rss_mb']:.2f}x",
+            "",
         ],
     ]
     stages = _stage_rows(label, build.run) + _stage_rows(f"{label} refresh:", refresh.run)
@@ -160,15 +242,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--data", type=Path, help="keep (and reuse) the synthetic logs here")
     parser.add_argument("--keep", type=Path, help="build under this folder and keep it")
+    parser.add_argument(
+        "--memory-limit-mb",
+        type=float,
+        help="stop a command whose processes together pass this much resident memory",
+    )
     arguments = parser.parse_args()
     data = arguments.data or Path(tempfile.mkdtemp(prefix="freshrank-scale-data-"))
     root = arguments.keep or Path(tempfile.mkdtemp(prefix="freshrank-scale-"))
     load = os.getloadavg()[0]
-    summary = [["step", "seconds", "rows/s", "peak MB"]]
+    summary = [["step", "seconds", "rows/s", "peak MB (largest process)", "peak MB (all)"]]
     stages = [["build stage", "status", "seconds", "peak MB"]]
     try:
         for events in arguments.events:
-            rows, stage_rows = run_size(events, data, root)
+            rows, stage_rows = run_size(events, data, root, arguments.memory_limit_mb)
             summary += rows
             stages += stage_rows
     finally:
