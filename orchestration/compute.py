@@ -10,18 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TypeVar
 
 import numpy as np
-import pandas as pd
 from dagster import ConfigurableResource
 
 from ml.embeddings import EmbeddingConfig, TextEmbedder
+from ml.pipeline.parallel import Ranked, ShardHandler, handled
 from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 from ml.pipeline.snapshot import Behaviour
 from orchestration.settings import Settings
-
-Ranked = TypeVar("Ranked", pd.DataFrame, tuple[pd.DataFrame, ...])
 
 LOCAL = "local"
 RAY = "ray"
@@ -91,12 +88,13 @@ class ComputeResource(ConfigurableResource):
         pipeline: RankingPipeline,
         behaviour: Behaviour,
         ranking: Callable[[RankingPipeline, Behaviour], Ranked],
-        on_shard: Callable[[Ranked], None] | None = None,
+        on_shard: ShardHandler | None = None,
     ) -> Ranked:
         """``ranking(pipeline, behaviour)``, over user shards on Ray when the engine is Ray
         (see ml/distributed/scoring.py for what ``ranking`` must be), or in local worker
         processes when there are many users (settings.rank_processes). ``on_shard`` gets each
-        shard's result as it arrives (in this process the whole result is one shard)."""
+        shard's result as it arrives (in this process the whole result is one shard) and says
+        what of it to keep (ml.pipeline.parallel.ShardHandler)."""
         if self.engine_for(settings) == LOCAL:
             many = len(behaviour.users) >= settings.rank_processes_min_users
             if settings.rank_processes > 1 and many:
@@ -110,10 +108,7 @@ class ComputeResource(ConfigurableResource):
                     on_shard,
                     compiled_rankers=settings.compiled_rankers,
                 )
-            ranked = ranking(pipeline, behaviour)
-            if on_shard is not None:
-                on_shard(ranked)
-            return ranked
+            return handled(on_shard, ranking(pipeline, behaviour))
         from ml.distributed.scoring import rank_on_ray
 
         with self.session(settings):

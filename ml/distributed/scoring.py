@@ -4,20 +4,14 @@ the caller may handle each shard's result as it arrives (e.g. write it where it 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from ml.distributed.session import OnRay
-from ml.pipeline.parallel import concatenated
+from ml.pipeline.parallel import Ranked, Ranking, ShardHandler, concatenated, handled
 from ml.pipeline.pipeline import RankingPipeline
 from ml.pipeline.snapshot import Behaviour
-
-Ranked = TypeVar("Ranked", pd.DataFrame, tuple[pd.DataFrame, ...])
-Ranking = Callable[[RankingPipeline, Behaviour], Ranked]
-ShardHandler = Callable[[Ranked], None]
 
 
 def recommend(pipeline: RankingPipeline, behaviour: Behaviour) -> pd.DataFrame:
@@ -42,7 +36,8 @@ def rank_on_ray(
     user's rows depend only on the pipeline and that user's events (true of ``recommend``): the
     shards' results, concatenated in order, then equal the in-process ones row for row.
     ``on_shard`` gets each shard's result in this process as soon as it arrives, in the order
-    they finish, while the other shards are still ranked. Needs a Ray session (``ray_session``).
+    they finish, while the other shards are still ranked, and says what of it to keep. Needs a
+    Ray session (``ray_session``).
     """
     import ray
 
@@ -50,10 +45,7 @@ def rank_on_ray(
         raise ValueError(f"ranking on Ray needs at least one shard, not {shards}")
     user_shards = [users for users in np.array_split(behaviour.users, shards) if len(users)]
     if len(user_shards) <= 1:
-        ranked = ranking(pipeline, behaviour)
-        if on_shard is not None:
-            on_shard(ranked)
-        return OnRay(ranked, frozenset({os.getpid()}))
+        return OnRay(handled(on_shard, ranking(pipeline, behaviour)), frozenset({os.getpid()}))
     shared_pipeline = ray.put(pipeline)
     rank_shard = ray.remote(num_cpus=1)(_rank_shard)
     position = {
@@ -64,9 +56,8 @@ def rank_on_ray(
     waiting = list(position)
     while waiting:
         (done,), waiting = ray.wait(waiting, num_returns=1)
-        finished[position[done]] = ray.get(done)
-        if on_shard is not None:
-            on_shard(finished[position[done]][0])
+        ranked, pid = ray.get(done)
+        finished[position[done]] = (handled(on_shard, ranked), pid)
     in_order = [finished[number] for number in range(len(user_shards))]
     return OnRay(
         concatenated([part for part, _ in in_order]), frozenset(pid for _, pid in in_order)

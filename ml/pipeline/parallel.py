@@ -32,7 +32,19 @@ logger = logging.getLogger("freshrank.parallel")
 
 Ranked = TypeVar("Ranked", pd.DataFrame, tuple[pd.DataFrame, ...])
 Ranking = Callable[[RankingPipeline, Behaviour], Ranked]
-ShardHandler = Callable[[Ranked], None]
+# Gets a shard's result as it arrives; returns what of it the whole result keeps (None: all of
+# it). A handler that wrote the shard somewhere can drop what it wrote, so memory follows the
+# shards in flight rather than every user's rows.
+ShardHandler = Callable[[Ranked], Ranked | None]
+
+
+def handled(on_shard: ShardHandler | None, ranked: Ranked) -> Ranked:
+    """What of ``ranked`` to keep once ``on_shard`` has had it."""
+    if on_shard is None:
+        return ranked
+    kept = on_shard(ranked)
+    return ranked if kept is None else kept
+
 
 SHARD_USERS = 5_000
 IN_FLIGHT_PER_WORKER = 2
@@ -69,15 +81,16 @@ def in_processes(
     shared: object,
     tasks: Iterable[tuple],
     processes: int,
-    on_result: Callable[[int, object], None] | None = None,
+    on_result: Callable[[int, object], object] | None = None,
     setup: Callable[[object], object] | None = None,
     what: str = "task",
 ) -> list:
     """``[function(shared, *task) for task in tasks]``, computed in ``processes`` spawned worker
     processes that each load ``shared`` once (then ``setup(shared)``); results in task order.
     ``on_result(number, result)`` is called here as each result arrives, in the order they
-    finish. Tasks are handed out as workers free up, at most two per worker ahead. ``function``
-    and ``setup`` must be importable (module-level functions or partials of them)."""
+    finish, and the list keeps what it returns in place of the result. Tasks are handed out as
+    workers free up, at most two per worker ahead. ``function`` and ``setup`` must be
+    importable (module-level functions or partials of them)."""
     if processes < 1:
         raise ValueError(f"worker processes: at least one, not {processes}")
     started = time.perf_counter()
@@ -101,7 +114,7 @@ def in_processes(
 def _collect(
     pending: dict[Future, int],
     results: dict[int, object],
-    on_result: Callable[[int, object], None] | None,
+    on_result: Callable[[int, object], object] | None,
     started: float,
     what: str,
 ) -> None:
@@ -111,7 +124,7 @@ def _collect(
         number = pending.pop(future)
         results[number] = future.result()
         if on_result is not None:
-            on_result(number, results[number])
+            results[number] = on_result(number, results[number])
         logger.info(
             "%s %d done in worker processes (%d so far, %.0f s)",
             what,
@@ -141,13 +154,14 @@ def rank_in_processes(
 ) -> Ranked:
     """``ranking(pipeline, behaviour)`` over shards of ``shard_users`` users in ``processes``
     worker processes. ``on_shard`` gets each shard's result here as it arrives, in the order
-    they finish. ``compiled_rankers``: where compiled rankers are cached (Ranker.compile)."""
+    they finish, and says what of it to keep (see ShardHandler). ``compiled_rankers``: where
+    compiled rankers are cached (Ranker.compile)."""
     parts = in_processes(
         ranking,
         pipeline,
         ((shard,) for shard in behaviour.blocks(shard_users)),
         processes,
-        on_result=None if on_shard is None else lambda _, ranked: on_shard(ranked),
+        on_result=lambda _, ranked: handled(on_shard, ranked),
         setup=partial(_serving_copy, compiled_rankers=str(compiled_rankers or "")),
         what="ranking shard",
     )

@@ -278,10 +278,13 @@ def _write_shard(
     version: str,
     generated_at: datetime,
     shard: tuple[pd.DataFrame, pd.DataFrame],
-) -> None:
-    """Write one shard's (lists, candidates) into a serving version, stamped as served."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write one shard's (lists, candidates) into a serving version, stamped as served; keep
+    its lists (the checks and the staging read them) but not its candidates, which nothing
+    reads again: at 50 per user they would be most of a full scoring's memory."""
     lists, candidates = shard
     into.write(_stamped(lists, version, generated_at), _stamped(candidates, version, generated_at))
+    return lists, candidates.iloc[:0]
 
 
 def _now() -> datetime:

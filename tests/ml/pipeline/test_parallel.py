@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ml.constants import USER_ID
-from ml.pipeline.parallel import rank_in_processes
+from ml.pipeline.parallel import handled, rank_in_processes
 from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 from ml.pipeline.ranker import Ranker, RankerConfig
 from ml.pipeline.snapshot import Behaviour
@@ -28,21 +28,34 @@ def test_worker_processes_rank_every_shard_as_this_process_does(tmp_path) -> Non
     behaviour = Behaviour(session_log(users=9, seed=3)[0])
     ranking = partial(RankingPipeline.recommend_with_candidates, candidates=8)
     arrived = []
-    in_workers = rank_in_processes(
+
+    def keep_lists(shard):  # as a publish does: the candidates were written, keep the lists
+        arrived.append(shard)
+        lists, candidates = shard
+        return lists, candidates.iloc[:0]
+
+    lists, candidates = rank_in_processes(
         pipeline,
         behaviour,
         processes=2,
         ranking=ranking,
-        on_shard=arrived.append,
+        on_shard=keep_lists,
         shard_users=2,
         compiled_rankers=tmp_path / "rankers",
     )
     here = ranking(pipeline, behaviour)
-    for left, right in zip(in_workers, here, strict=True):
-        pd.testing.assert_frame_equal(left, right)
-    # Five shards of at most two users, each handed on once, together every user.
+    pd.testing.assert_frame_equal(lists, here[0])
+    assert candidates.empty and list(candidates.columns) == list(here[1].columns)
+    # Five shards of at most two users, each handed on once, together every user's rows.
     assert len(arrived) == 5
-    assert sorted(u for lists, _ in arrived for u in lists[USER_ID].unique()) == sorted(
-        here[0][USER_ID].unique()
-    )
+    handed = pd.concat([shard[1] for shard in arrived]).sort_values([USER_ID, "rank"])
+    expected = here[1].sort_values([USER_ID, "rank"])
+    pd.testing.assert_frame_equal(handed.reset_index(drop=True), expected.reset_index(drop=True))
     assert any((tmp_path / "rankers").glob("*.o"))  # the workers compiled the ranker
+
+
+def test_a_shard_handler_says_what_to_keep() -> None:
+    frame = pd.DataFrame({USER_ID: ["a", "b"]})
+    assert handled(None, frame) is frame
+    assert handled(lambda shard: None, frame) is frame  # None: keep all of it
+    assert handled(lambda shard: shard.iloc[:0], frame).empty

@@ -17,7 +17,7 @@ from ml.rules import REASON_TRENDING_CONTEXT
 from orchestration.compute import ComputeResource
 from orchestration.serving import assets as serving_assets
 from orchestration.serving.assets import publish_staged, score_everyone, stage_lists
-from orchestration.serving.scoring import ScoredLists, build_context_trending
+from orchestration.serving.scoring import ScoredLists, _write_shard, build_context_trending
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 
@@ -305,6 +305,24 @@ def test_a_full_scoring_is_published_by_switching_to_the_version_it_wrote(
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as connection:
         staged = {row[0] for row in connection.execute("show tables from ml").fetchall()}
     assert "recommendation_candidates" not in staged and "recommendation_lists" in staged
+
+
+def test_a_written_shard_keeps_its_lists_but_not_its_candidates() -> None:
+    written = []
+
+    class Version:
+        def write(self, lists: pd.DataFrame, candidates: pd.DataFrame) -> None:
+            written.append((lists, candidates))
+
+    lists = one_user_list("u1", "news", "ignored").drop(columns=[MODEL_VERSION, GENERATED_AT])
+    candidates = pd.concat([lists, lists.assign(item_id="film", rank=2)], ignore_index=True)
+    kept_lists, kept_candidates = _write_shard(Version(), "v9", GENERATED, (lists, candidates))
+    ((served_lists, served_candidates),) = written
+    assert served_candidates["item_id"].tolist() == ["news", "film"]
+    assert set(served_lists[MODEL_VERSION]) == {"v9"}
+    assert set(served_candidates[GENERATED_AT]) == {GENERATED}
+    pd.testing.assert_frame_equal(kept_lists, lists)  # the checks and the staging read these
+    assert kept_candidates.empty and list(kept_candidates.columns) == list(candidates.columns)
 
 
 def test_a_failed_full_scoring_leaves_nothing_in_the_serving_store(
