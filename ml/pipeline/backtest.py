@@ -76,12 +76,24 @@ class CutData:
     cut: pd.Timestamp
     end: pd.Timestamp
     task: EvaluationTask
-    behaviour: Behaviour
-    pipeline: RankingPipeline  # fitted before the cut; its snapshot is a summary (no events)
-    frame: pd.DataFrame
+    behaviour: Behaviour | None  # None: a training-only cut (see training_only)
+    pipeline: RankingPipeline | None  # fitted before the cut; its snapshot is a summary
+    frame: pd.DataFrame  # labelled candidates; a training-only cut's training rows
     evaluated: bool
     item_popularity: pd.Series  # positive weight per item before the cut (novelty)
     catalog_size: int
+    candidates: int = 0  # labelled candidate rows before any were left out
+    hits: int = 0  # truth hits among them
+    training_only: bool = False  # reduced to its ranker training rows where it was prepared
+
+    def reduce_to_training_rows(self, position: int, max_rows: int) -> CutData:
+        """Keep only what a cut that is never evaluated gives the backtests: its ranker
+        training rows (user ids prefixed by ``position``). Its fitted sources, behaviour and
+        other candidates are most of a prepared cut's memory, and the worker that prepared it
+        need not send them back."""
+        self.frame = _training_rows(_prefixed(self.frame, position), max_rows)
+        self.pipeline, self.behaviour, self.training_only = None, None, True
+        return self
 
     @cached_property
     def item_vectors(self) -> dict | None:
@@ -149,9 +161,11 @@ def prepare_cut(
     config: PipelineConfig,
     reveal_fraction: float,
     max_users: int | None = None,
+    training_rows: tuple[int, int] | None = None,
 ) -> CutData:
     """Fit sources before `cut`, build the task for [cut, end) (for at most `max_users` of the
-    users active in it), and label the candidates."""
+    users active in it), and label the candidates. ``training_rows`` (position, row budget):
+    the cut only trains the ranker, so keep just its training rows."""
     before = snapshot.before(cut)
     events = snapshot.interactions
     window = events[(events[OCCURRED_AT] >= cut) & (events[OCCURRED_AT] < end)]
@@ -175,7 +189,7 @@ def prepare_cut(
     frame = labelled(pipeline.candidate_features(behaviour), task)
     popularity = before.positive.groupby(ITEM_ID)[WEIGHT].sum()
     catalog_size = len(before.item_ids)
-    return CutData(
+    data = CutData(
         cut,
         end,
         task,
@@ -185,7 +199,13 @@ def prepare_cut(
         evaluated=True,
         item_popularity=popularity,
         catalog_size=catalog_size,
+        candidates=len(frame),
+        hits=int(frame[LABEL].sum()),
     )
+    if training_rows is not None:
+        data.evaluated = False
+        data.reduce_to_training_rows(*training_rows)
+    return data
 
 
 def _prepared_cuts(
@@ -195,10 +215,20 @@ def _prepared_cuts(
     config: PipelineConfig,
     backtest: BacktestConfig,
 ) -> list[CutData]:
-    """prepare_cut at every cut, in worker processes when the log is large enough."""
+    """prepare_cut at every cut, in worker processes when the log is large enough. Cuts that
+    only train the ranker come back as their training rows (unless ablations need them whole)."""
+    training_only = len(cuts) - backtest.cuts
+    budget = _cut_budget(backtest, len(cuts))
     tasks = [
-        (cut, end, config, backtest.reveal_fraction, backtest.max_users)
-        for cut, end in zip(cuts, ends, strict=True)
+        (
+            cut,
+            end,
+            config,
+            backtest.reveal_fraction,
+            backtest.max_users,
+            (position, budget) if position < training_only and not backtest.ablations else None,
+        )
+        for position, (cut, end) in enumerate(zip(cuts, ends, strict=True))
     ]
     parallel = min(backtest.processes, len(tasks))
     if parallel > 1 and len(snapshot.interactions) >= backtest.parallel_min_events:
@@ -206,6 +236,11 @@ def _prepared_cuts(
 
         return in_processes(prepare_cut, snapshot, tasks, parallel, what="backtest cut")
     return [prepare_cut(snapshot, *task) for task in tasks]
+
+
+def _cut_budget(backtest: BacktestConfig, cuts: int) -> int:
+    """Each cut's share of the ranker's training rows."""
+    return backtest.ranker.max_rows // max(cuts, 1)
 
 
 def _orderings(pipeline: RankingPipeline) -> list[str]:
@@ -298,8 +333,8 @@ def run_backtests(
             cut,
             users,
             int((data.task.segments[SEGMENT] == NEW_USER).sum()),
-            len(data.frame),
-            int(data.frame[LABEL].sum()),
+            data.candidates,
+            data.hits,
         )
         if data.evaluated and users < backtest.min_users:
             notes.append(
@@ -313,7 +348,7 @@ def run_backtests(
         no_text = replace(config, sources=tuple(s for s in config.sources if s != "text"))
 
     tables, per_users, training_frames, ablation_frames = [], [], [], []
-    cut_budget = backtest.ranker.max_rows // max(len(prepared), 1)  # each cut's share
+    cut_budget = _cut_budget(backtest, len(prepared))
     for position, data in enumerate(prepared):
         if data.evaluated:
             ranker = _train_ranker(training_frames, data.pipeline, backtest)
@@ -341,9 +376,9 @@ def run_backtests(
                 k,
                 train_only=True,
             )
-        training_frames.append(_training_rows(_prefixed(data.frame, position), cut_budget))
-        if not data.evaluated:
-            data.frame = data.frame.iloc[:0]  # kept only as its training rows, not twice
+        if not data.training_only:
+            data.reduce_to_training_rows(position, cut_budget)
+        training_frames.append(data.frame)
 
     evaluated = [data for data in prepared if data.evaluated]
     if not evaluated:

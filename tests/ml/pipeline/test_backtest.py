@@ -138,6 +138,25 @@ def test_an_evaluated_list_is_the_list_that_would_be_published(sessions: Snapsho
         np.testing.assert_allclose(evaluated[SCORE], published[SCORE], rtol=0, atol=1e-12)
 
 
+def test_a_training_only_cut_comes_back_as_its_training_rows(sessions: Snapshot) -> None:
+    config = PipelineConfig(k=5)
+    cuts = cut_points(sessions.interactions, 2, 0.15)
+    whole = prepare_cut(sessions, cuts[0], cuts[1], config, BACKTEST.reveal_fraction)
+    budget = len(whole.frame) // 2
+    reduced = prepare_cut(
+        sessions, cuts[0], cuts[1], config, BACKTEST.reveal_fraction, training_rows=(3, budget)
+    )
+    assert reduced.training_only and not reduced.evaluated
+    assert reduced.pipeline is None and reduced.behaviour is None
+    # What the backtests would have kept of the whole cut, no more: the users with a hit, every
+    # positive, within the budget, user ids prefixed by the cut's position.
+    assert reduced.candidates == len(whole.frame) and reduced.hits == whole.frame[LABEL].sum()
+    assert reduced.hits == reduced.frame[LABEL].sum() and len(reduced.frame) <= budget + 1
+    assert reduced.frame[USER_ID].str.startswith("3:").all()
+    hit_users = whole.frame.loc[whole.frame[LABEL] > 0, USER_ID].unique()
+    assert set(reduced.frame[USER_ID]) == {f"3:{user}" for user in hit_users}
+
+
 def test_a_handful_of_events_falls_back_to_popularity_with_a_note(sessions: Snapshot) -> None:
     first = sessions.interactions.sort_values(OCCURRED_AT).iloc[:14]
     tiny = Snapshot(first, sessions.items)
