@@ -534,7 +534,7 @@ class TextNeighbourSource(CandidateSource):
         import faiss
 
         dimension = self.vectors.shape[1]
-        if len(self.item_ids) <= EXACT_INDEX_MAX_ITEMS:
+        if self._exact:
             index = faiss.IndexFlatIP(dimension)
         else:
             index = faiss.IndexHNSWFlat(dimension, 32, faiss.METRIC_INNER_PRODUCT)
@@ -543,17 +543,39 @@ class TextNeighbourSource(CandidateSource):
         self.index = index
 
     def __getstate__(self) -> dict:
-        # A FAISS index is not picklable; it is rebuilt from the vectors on load.
+        # A FAISS index is not picklable. An exact index is rebuilt from the vectors on load (a
+        # copy); an HNSW graph travels as FAISS's own bytes, since building it again costs about
+        # a minute at 100,000 items: in every worker that loads the pipeline and every refresh
+        # that loads the serving state.
         state = self.__dict__.copy()
         state["index"] = None
         state["_had_index"] = self.index is not None
+        if self.index is not None and not self._exact:
+            import faiss
+
+            state["_graph"] = faiss.serialize_index(self.index)
         return state
 
     def __setstate__(self, state: dict) -> None:
         had_index = state.pop("_had_index", False)
+        graph = state.pop("_graph", None)
         self.__dict__.update(state)
-        if had_index:
-            self._build_index()
+        if not had_index:
+            return
+        if graph is not None:
+            import faiss
+
+            try:
+                self.index = faiss.deserialize_index(graph)
+                return
+            except RuntimeError as error:  # another FAISS's bytes: build the graph again
+                logger.warning("text index from another FAISS (%s): rebuilding it", error)
+        self._build_index()
+
+    @property
+    def _exact(self) -> bool:
+        """Whether the index searches exhaustively (else an HNSW graph)."""
+        return len(self.item_ids) <= EXACT_INDEX_MAX_ITEMS
 
     def queries(self, recent: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(users, unit query vectors) for users with at least one recent item that has text."""

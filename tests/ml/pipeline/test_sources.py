@@ -434,3 +434,33 @@ def test_merge_scores_is_an_outer_union_with_zeros_sorted_by_user_and_item() -> 
     pd.testing.assert_frame_equal(merged, expected)
     nothing = merge_scores([first.iloc[:0]], ("x", "y"))
     assert nothing.empty and list(nothing.columns) == [USER_ID, ITEM_ID, "x", "y"]
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_a_pickled_text_source_searches_as_the_original_without_rebuilding_a_graph(
+    exact: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    from ml.pipeline import sources
+
+    rng = np.random.default_rng(3)
+    catalog = vectors({f"i{n}": list(rng.normal(size=8)) for n in range(300)})
+    # Above this many items the source keeps an HNSW graph instead of an exact index.
+    monkeypatch.setattr(sources, "EXACT_INDEX_MAX_ITEMS", 1_000 if exact else 100)
+    source = TextNeighbourSource(per_user=10).fit(snapshot(vectors=catalog))
+    saved = pickle.dumps(source)
+    built, original = [], TextNeighbourSource._build_index
+
+    def counted(self) -> None:
+        built.append(self)
+        original(self)
+
+    monkeypatch.setattr(TextNeighbourSource, "_build_index", counted)
+    copy = pickle.loads(saved)
+    # An exact index is rebuilt from the vectors (a copy); a graph is loaded as it was built.
+    assert len(built) == (1 if exact else 0)
+    assert copy.index.ntotal == source.index.ntotal == 300
+    query = source.vectors[:20]
+    found, found_again = source.index.search(query, 10)[1], copy.index.search(query, 10)[1]
+    np.testing.assert_array_equal(found, found_again)
