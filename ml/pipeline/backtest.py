@@ -84,7 +84,11 @@ class CutData:
     catalog_size: int
     candidates: int = 0  # labelled candidate rows before any were left out
     hits: int = 0  # truth hits among them
-    training_only: bool = False  # reduced to its ranker training rows where it was prepared
+
+    @property
+    def training_only(self) -> bool:
+        """Whether the cut was reduced to its ranker training rows (reduce_to_training_rows)."""
+        return self.pipeline is None
 
     def reduce_to_training_rows(self, position: int, max_rows: int) -> CutData:
         """Keep only what a cut that is never evaluated gives the backtests: its ranker
@@ -92,7 +96,7 @@ class CutData:
         other candidates are most of a prepared cut's memory, and the worker that prepared it
         need not send them back."""
         self.frame = _training_rows(_prefixed(self.frame, position), max_rows)
-        self.pipeline, self.behaviour, self.training_only = None, None, True
+        self.pipeline, self.behaviour = None, None
         return self
 
     @cached_property

@@ -17,7 +17,6 @@ ingest` then `freshrank refresh`). A check here costs one scan of the batch's ro
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 
 from ml.constants import EVENT_ID, EVENT_TYPE, ITEM_ID, OCCURRED_AT, TITLE, USER_ID
@@ -90,13 +89,6 @@ def check_batch(
         suite=table.replace(".", "_"), success=not failures, evaluated=len(rules), failures=failures
     )
     return rows, outcome
-
-
-def read_warehouse(query: str, parameters: list | None = None) -> pd.DataFrame:
-    settings = get_settings()
-    # A short-lived connection under the writer lock: DuckDB admits one process per file.
-    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        return connection.execute(query, parameters or []).df()
 
 
 def suite_result(

@@ -1,12 +1,21 @@
 """Great Expectations suites as blocking Dagster asset checks on the key marts."""
 
+import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
 from dagster_dbt import get_asset_key_for_model
 
-from orchestration.quality.batch_checks import batch_checks, read_warehouse, suite_result
+from orchestration.quality.batch_checks import batch_checks, suite_result
 from orchestration.quality.expectations import run_suite
 from orchestration.settings import get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
+from orchestration.warehouse.guard import open_warehouse
+
+
+def read_warehouse(query: str) -> pd.DataFrame:
+    """A mart's rows for a suite, over a short-lived read-only connection (DuckDB admits one
+    writing process per file)."""
+    with open_warehouse(get_settings().warehouse_path, read_only=True) as connection:
+        return connection.execute(query).df()
 
 
 @asset_check(

@@ -37,8 +37,14 @@ def test_ingest_checks_the_batch_without_great_expectations(tmp_path: Path) -> N
         "user_id,item_id,event_type,timestamp\n"
         "u1,i1,view,2024-01-01T00:00:00Z\nu2,i2,click,2024-01-02T00:00:00Z\n"
     )
-    environment = {**os.environ, "FRESHRANK_HOME": str(tmp_path / "home")}
-    environment.pop("DAGSTER_HOME", None)
+    # Only this home: other tests in this process may have set FRESHRANK_* paths (the
+    # warehouse's, say), and a file already loaded there would be a duplicate here.
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("FRESHRANK_") and name != "DAGSTER_HOME"
+    }
+    environment["FRESHRANK_HOME"] = str(tmp_path / "home")
     completed = subprocess.run(
         [sys.executable, "-c", SNIPPET, str(events)],
         capture_output=True,
