@@ -677,18 +677,9 @@ def _most_similar_recent(
     cosine = np.full(len(pairs), -1.0)
     if not isinstance(text, TextNeighbourSource) or text.index is None or recent.empty:
         return found, cosine
-    joined = text.recent_cosines(pairs, recent, exclude_self=True)
-    if joined.empty:
-        return found, cosine
-    # Pairs come in ascending runs: order each run by cosine, highest first (ties: the earlier
-    # recent item), and keep its first row.
-    pair, values = joined["pair"].to_numpy(), joined["cosine"].to_numpy(dtype=float)
-    order = np.lexsort((-values, pair))
-    best = order[run_starts(pair[order])]
-    items = np.array(found, dtype=object)
-    items[pair[best]] = joined["recent_item_id"].to_numpy()[best]
-    cosine[pair[best]] = values[best]
-    return items.tolist(), cosine
+    similarity = text.recent_similarity(pairs, recent, exclude_self=True)
+    found = similarity["most_similar"].tolist()
+    return found, similarity["max"].fillna(-1.0).to_numpy()
 
 
 def _no_events() -> pd.DataFrame:

@@ -626,15 +626,9 @@ class TextNeighbourSource(CandidateSource):
             products = query @ self.vectors[items].T  # users x distinct candidate items
             result.loc[known, "text"] = products[user_rows[known], item_codes]
         history = recent[recent[RECENCY] < self.query_length]
-        cosines = self.recent_cosines(pairs, history)
-        if cosines.empty:
-            return result
-        # recent_cosines lists each pair's rows together, pairs in ascending order: reduce runs.
-        pair, cosine = cosines["pair"].to_numpy(), cosines["cosine"].to_numpy(dtype=float)
-        starts = run_starts(pair)
-        counts = np.diff(np.r_[starts, len(pair)])
-        result.iloc[pair[starts], 1] = np.add.reduceat(cosine, starts) / counts
-        result.iloc[pair[starts], 2] = np.maximum.reduceat(cosine, starts)
+        similarity = self.recent_similarity(pairs, history)
+        result["text_mean"] = similarity["mean"].to_numpy()
+        result["text_max"] = similarity["max"].to_numpy()
         return result
 
     def rows(self, item_ids: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
@@ -648,23 +642,27 @@ class TextNeighbourSource(CandidateSource):
         vectors[rows >= 0] = self.vectors[rows[rows >= 0]]
         return vectors
 
-    def recent_cosines(
+    def recent_similarity(
         self, pairs: pd.DataFrame, recent: pd.DataFrame, exclude_self: bool = False
     ) -> pd.DataFrame:
-        """(pair, recent_item_id, cosine): each (user, item) row of `pairs` (by position)
-        against each of that user's `recent` items with a vector; a pair's rows are together,
-        pairs in ascending order, its recent items in `recent`'s order.
+        """For each (user, item) row of `pairs` (by position): the mean and the max cosine of
+        the item's vector with the user's `recent` items that have one, and which of them is
+        the most similar (ties: the earlier in `recent`). NaN and None where the item has no
+        vector or the user no such recent item; ``exclude_self`` leaves the item itself out.
 
-        One product between the distinct items on each side, then look-ups: far cheaper than
-        gathering a vector per (pair, recent item)."""
+        One product per user, their candidates against their own recent items, reduced at
+        once: a product between every candidate and every recent item of a block of users, or
+        a row per (pair, recent item), costs far more than the few products each user needs."""
+        mean = np.full(len(pairs), np.nan)
+        best = np.full(len(pairs), np.nan)
+        most = np.full(len(pairs), -1)  # position in the history arrays below
         history_rows = self.rows(recent[ITEM_ID])
         has_vector = history_rows >= 0
         history_rows = history_rows[has_vector]
         history_items = recent[ITEM_ID].to_numpy()[has_vector]
         item_rows = self.rows(pairs[ITEM_ID])
         known = np.flatnonzero(item_rows >= 0)
-        # The join on user in integer codes (a text-keyed merge was most of the cost): each pair,
-        # in order, meets its user's recent items, in their order.
+        # Users as integer codes on both sides (a text-keyed join was most of the cost).
         codes, users = pd.factorize(
             np.concatenate(
                 [pairs[USER_ID].to_numpy()[known], recent[USER_ID].to_numpy()[has_vector]]
@@ -674,23 +672,33 @@ class TextNeighbourSource(CandidateSource):
         by_user = np.argsort(history_users, kind="stable")
         counts = np.bincount(history_users, minlength=len(users))
         starts = np.cumsum(counts) - counts
-        owner, position = expand_runs(starts[pair_users], counts[pair_users])
-        pair, matched = known[owner], by_user[position]
-        if exclude_self:
-            other = history_items[matched] != pairs[ITEM_ID].to_numpy()[pair]
-            pair, matched = pair[other], matched[other]
-        if len(pair) == 0:
-            return pd.DataFrame({"pair": [], "recent_item_id": [], "cosine": []})
-        # One product between the distinct items on each side, then look-ups by vector row.
-        left, right = np.unique(item_rows[known]), np.unique(history_rows)
-        left_code = np.zeros(len(self.vectors), dtype=np.int64)
-        right_code = np.zeros(len(self.vectors), dtype=np.int64)
-        left_code[left], right_code[right] = np.arange(len(left)), np.arange(len(right))
-        products = self.vectors[left] @ self.vectors[right].T
-        cosine = products[left_code[item_rows[pair]], right_code[history_rows[matched]]]
-        return pd.DataFrame(
-            {"pair": pair, "recent_item_id": history_items[matched], "cosine": cosine}
-        )
+        order = np.argsort(pair_users, kind="stable")
+        bounds = run_starts(pair_users[order])
+        for begin, end in zip(bounds, np.r_[bounds[1:], len(order)], strict=True):
+            user = pair_users[order[begin]]
+            mine = by_user[starts[user] : starts[user] + counts[user]]
+            if not len(mine):
+                continue
+            owners = known[order[begin:end]]
+            block = (self.vectors[item_rows[owners]] @ self.vectors[history_rows[mine]].T).astype(
+                float
+            )
+            if exclude_self:
+                block[item_rows[owners][:, None] == history_rows[mine][None, :]] = np.nan
+                compared = ~np.isnan(block).all(axis=1)
+                owners, block = owners[compared], block[compared]
+                if not len(owners):
+                    continue
+                mean[owners] = np.nanmean(block, axis=1)
+                best[owners] = np.nanmax(block, axis=1)
+                most[owners] = mine[np.nanargmax(block, axis=1)]
+            else:
+                mean[owners] = block.mean(axis=1)
+                best[owners] = block.max(axis=1)
+                most[owners] = mine[block.argmax(axis=1)]
+        similar = np.full(len(pairs), None, dtype=object)
+        similar[most >= 0] = history_items[most[most >= 0]]
+        return pd.DataFrame({"mean": mean, "max": best, "most_similar": similar})
 
 
 class ItemKNNSource(CandidateSource):

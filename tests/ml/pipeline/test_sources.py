@@ -274,6 +274,34 @@ def test_pair_similarity_query_uses_only_the_latest_query_length_items() -> None
     np.testing.assert_allclose(similarity.to_numpy(), [[0.6, 0.6, 0.6]], atol=1e-6)
 
 
+def test_recent_similarity_names_each_pairs_most_similar_recent_item() -> None:
+    source = TextNeighbourSource().fit(snapshot(vectors=VECTORS))
+    # x's recent items, newest first: i2, i1; y's: i3 only. Pairs of the two users interleave.
+    recent = pd.concat(
+        [viewer("i1", "i2").recent_items(10), viewer("i3", user="y").recent_items(10)],
+        ignore_index=True,
+    )
+    asked = pd.DataFrame(
+        {USER_ID: ["x", "y", "x", "x", "y", "x"], ITEM_ID: ["i9", "i2", "i2", "i4", "i3", "i5"]}
+    )
+    similarity = source.recent_similarity(asked, recent)
+    # i9: 0.96 to i2, 0.6 to i1; y's i2: 0.6 to i3; x's i2: 1 to itself, 0.8 to i1;
+    # i4: 0 to both (a tie: the newer, i2, is named); y's i3 is its own recent item.
+    assert similarity["most_similar"].tolist() == ["i2", "i3", "i2", "i2", "i3", None]
+    np.testing.assert_allclose(
+        similarity[["mean", "max"]].to_numpy()[:5],
+        [[0.78, 0.96], [0.6, 0.6], [0.9, 1.0], [0.0, 0.0], [1.0, 1.0]],
+        atol=1e-6,
+    )
+    assert similarity.iloc[5, :2].isna().all()  # i5 has no vector
+
+    # Leaving the item itself out: x's i2 is most like i1; y's i3 has nothing left to compare.
+    apart = source.recent_similarity(asked, recent, exclude_self=True)
+    assert apart["most_similar"].tolist() == ["i2", "i3", "i1", "i2", None, None]
+    np.testing.assert_allclose(apart["max"].to_numpy()[:4], [0.96, 0.6, 0.8, 0.0], atol=1e-6)
+    assert np.isnan(apart["max"].to_numpy()[4])
+
+
 def test_text_without_vectors_nominates_nothing() -> None:
     source = TextNeighbourSource().fit(snapshot())
     behaviour = viewer("i1")
