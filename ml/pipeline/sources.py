@@ -172,17 +172,15 @@ def sparse_top_per_row(
         rows, values = keys[positive] // width, data[positive]
         if not len(rows):
             continue
-        # One stable sort of an integer key: the row, then how far below the row's largest
-        # value, in steps of 2^-39 of it (so by row, the largest first, equal values in column
-        # order as keys ascend). Values closer than that tie: float noise (a sum taken in
-        # another order) cannot reorder a row.
+        # How far below its row's largest value each entry is, in steps of 2^-39 of it: values
+        # closer than that tie, so float noise (a sum taken in another order) cannot reorder
+        # a row. A row keeps its per_row smallest steps, equal steps in column order.
         starts = run_starts(rows)
-        largest = np.repeat(np.maximum.reduceat(values, starts), np.diff(np.r_[starts, len(rows)]))
+        ends = np.r_[starts[1:], len(rows)]
+        largest = np.repeat(np.maximum.reduceat(values, starts), ends - starts)
         below = np.rint((1.0 - values / largest) * TIE_STEPS).astype(np.int64)
-        order = positive[np.argsort(rows * (TIE_STEPS + 1) + below, kind="stable")]
-        starts = run_starts(keys[order] // width)
-        place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-        kept.append(keys[order[place < per_row]])
+        chosen = positive[_smallest_per_run(below, starts, ends, per_row)]
+        kept.append(keys[chosen])
     union = np.unique(np.concatenate(kept))
     values = np.zeros((len(union), len(matrices)))
     for column, (keys, data) in enumerate(entries):
@@ -191,6 +189,25 @@ def sparse_top_per_row(
             hit = keys[found] == union
             values[hit, column] = data[found[hit]]
     return union // width, union % width, values
+
+
+def _smallest_per_run(
+    values: np.ndarray, starts: np.ndarray, ends: np.ndarray, n: int
+) -> np.ndarray:
+    """Positions of the ``n`` smallest values of each run values[start:end], equal values to
+    the earlier position: a partition per run that is longer than ``n`` (one sort of every
+    entry of a block costs several times more), the whole of shorter runs."""
+    long = np.flatnonzero(ends - starts > n)
+    keep = np.ones(len(values), dtype=bool)
+    for run in long:
+        start, end = starts[run], ends[run]
+        mine = values[start:end]
+        cut = np.partition(mine, n - 1)[n - 1]
+        inside = mine < cut
+        tied = np.flatnonzero(mine == cut)[: n - int(inside.sum())]
+        inside[tied] = True
+        keep[start:end] = inside
+    return np.flatnonzero(keep)
 
 
 def _sparse_rows_to_frame(
