@@ -107,11 +107,10 @@ def top_per_user_mask(ordered: pd.DataFrame, columns: tuple[str, ...], n: int) -
         # Only positive values can be kept, and they come first in each user's order: the
         # others need no sorting (most rows of a merged frame have none from a given source).
         positive = np.flatnonzero(values > 0)
-        # Stable: within a user, best value first and equal values in item order.
-        order = positive[np.lexsort((-values[positive], users[positive]))]
-        starts = run_starts(users[order])
-        place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-        keep[order[place < n]] = True
+        # Within a user, the best values, equal values in item order (the frame's order).
+        starts = run_starts(users[positive])
+        ends = np.r_[starts[1:], len(positive)]
+        keep[positive[_smallest_per_run(-values[positive], starts, ends, n)]] = True
     return keep
 
 
