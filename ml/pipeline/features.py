@@ -152,11 +152,17 @@ def context_popularity(
     values = np.zeros(len(pairs))
     if not by_context or contexts.empty:
         return values
-    user_context = contexts.reindex(pairs[USER_ID].to_numpy()).to_numpy()
-    for value, scores in by_context.items():
-        mine = user_context == value
-        if mine.any():
-            values[mine] = scores.reindex(pairs[ITEM_ID].to_numpy()[mine]).fillna(0.0).to_numpy()
+    # Each row's context as an integer code: one text comparison per row, not one per value.
+    codes, seen = pd.factorize(contexts.reindex(pairs[USER_ID].to_numpy()).to_numpy())
+    items = pairs[ITEM_ID].to_numpy()
+    for code, value in enumerate(seen):
+        scores = by_context.get(value)
+        if scores is None:
+            continue
+        mine = np.flatnonzero(codes == code)
+        positions = scores.index.get_indexer(items[mine])
+        found = positions >= 0
+        values[mine[found]] = scores.to_numpy()[positions[found]]
     return values
 
 
