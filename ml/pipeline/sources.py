@@ -688,30 +688,37 @@ class TextNeighbourSource(CandidateSource):
         by_user = np.argsort(history_users, kind="stable")
         counts = np.bincount(history_users, minlength=len(users))
         starts = np.cumsum(counts) - counts
+        # Pairs and recent items grouped by user, so each user's share is a contiguous slice.
         order = np.argsort(pair_users, kind="stable")
+        owners = known[order]
+        candidate_rows = item_rows[owners]
+        recent_rows = history_rows[by_user]
         bounds = run_starts(pair_users[order])
-        for begin, end in zip(bounds, np.r_[bounds[1:], len(order)], strict=True):
-            user = pair_users[order[begin]]
-            mine = by_user[starts[user] : starts[user] + counts[user]]
-            if not len(mine):
+        ends = np.r_[bounds[1:], len(order)]
+        grouped = np.full((3, len(order)), np.nan)  # mean, max, most similar (recent_rows slot)
+        for begin, end, user in zip(bounds, ends, pair_users[order][bounds], strict=True):
+            first, count = starts[user], counts[user]
+            if not count:
                 continue
-            owners = known[order[begin:end]]
-            block = (self.vectors[item_rows[owners]] @ self.vectors[history_rows[mine]].T).astype(
-                float
-            )
+            left, right = candidate_rows[begin:end], recent_rows[first : first + count]
+            block = (self.vectors[left] @ self.vectors[right].T).astype(float)
             if exclude_self:
-                block[item_rows[owners][:, None] == history_rows[mine][None, :]] = np.nan
-                compared = ~np.isnan(block).all(axis=1)
-                owners, block = owners[compared], block[compared]
-                if not len(owners):
-                    continue
-                mean[owners] = np.nanmean(block, axis=1)
-                best[owners] = np.nanmax(block, axis=1)
-                most[owners] = mine[np.nanargmax(block, axis=1)]
+                itself = left[:, None] == right[None, :]
+                others = count - itself.sum(axis=1)
+                block[itself] = -np.inf
+                compared = others > 0
+                totals = np.where(itself, 0.0, block).sum(axis=1)
+                grouped[0, begin:end][compared] = totals[compared] / others[compared]
+                grouped[1, begin:end][compared] = block.max(axis=1)[compared]
+                grouped[2, begin:end][compared] = first + block.argmax(axis=1)[compared]
             else:
-                mean[owners] = block.mean(axis=1)
-                best[owners] = block.max(axis=1)
-                most[owners] = mine[block.argmax(axis=1)]
+                grouped[0, begin:end] = block.mean(axis=1)
+                grouped[1, begin:end] = block.max(axis=1)
+                grouped[2, begin:end] = first + block.argmax(axis=1)
+        mean[owners], best[owners] = grouped[0], grouped[1]
+        slots = grouped[2]
+        found = ~np.isnan(slots)
+        most[owners[found]] = by_user[slots[found].astype(np.int64)]
         similar = np.full(len(pairs), None, dtype=object)
         similar[most >= 0] = history_items[most[most >= 0]]
         return pd.DataFrame({"mean": mean, "max": best, "most_similar": similar})
