@@ -677,13 +677,10 @@ def _most_similar_recent(
     text: CandidateSource | None, pairs: pd.DataFrame, recent: pd.DataFrame
 ) -> tuple[list, np.ndarray]:
     """For each (user, item): the user's recent item most similar by text, and the cosine."""
-    found: list = [None] * len(pairs)
-    cosine = np.full(len(pairs), -1.0)
     if not isinstance(text, TextNeighbourSource) or text.index is None or recent.empty:
-        return found, cosine
+        return [None] * len(pairs), np.full(len(pairs), -1.0)
     similarity = text.recent_similarity(pairs, recent, exclude_self=True)
-    found = similarity["most_similar"].tolist()
-    return found, similarity["max"].fillna(-1.0).to_numpy()
+    return similarity["most_similar"].tolist(), similarity["max"].fillna(-1.0).to_numpy()
 
 
 def _no_events() -> pd.DataFrame:

@@ -671,7 +671,7 @@ class TextNeighbourSource(CandidateSource):
         a row per (pair, recent item), costs far more than the few products each user needs."""
         mean = np.full(len(pairs), np.nan)
         best = np.full(len(pairs), np.nan)
-        most = np.full(len(pairs), -1)  # position in the history arrays below
+        similar = np.full(len(pairs), None, dtype=object)
         history_rows = self.rows(recent[ITEM_ID])
         has_vector = history_rows >= 0
         history_rows = history_rows[has_vector]
@@ -695,7 +695,8 @@ class TextNeighbourSource(CandidateSource):
         recent_rows = history_rows[by_user]
         bounds = run_starts(pair_users[order])
         ends = np.r_[bounds[1:], len(order)]
-        grouped = np.full((3, len(order)), np.nan)  # mean, max, most similar (recent_rows slot)
+        grouped = np.full((2, len(order)), np.nan)  # mean and max, in `order`
+        slot = np.full(len(order), -1)  # the most similar recent item's place in `recent_rows`
         for begin, end, user in zip(bounds, ends, pair_users[order][bounds], strict=True):
             first, count = starts[user], counts[user]
             if not count:
@@ -710,17 +711,14 @@ class TextNeighbourSource(CandidateSource):
                 totals = np.where(itself, 0.0, block).sum(axis=1)
                 grouped[0, begin:end][compared] = totals[compared] / others[compared]
                 grouped[1, begin:end][compared] = block.max(axis=1)[compared]
-                grouped[2, begin:end][compared] = first + block.argmax(axis=1)[compared]
+                slot[begin:end][compared] = first + block.argmax(axis=1)[compared]
             else:
                 grouped[0, begin:end] = block.mean(axis=1)
                 grouped[1, begin:end] = block.max(axis=1)
-                grouped[2, begin:end] = first + block.argmax(axis=1)
-        mean[owners], best[owners] = grouped[0], grouped[1]
-        slots = grouped[2]
-        found = ~np.isnan(slots)
-        most[owners[found]] = by_user[slots[found].astype(np.int64)]
-        similar = np.full(len(pairs), None, dtype=object)
-        similar[most >= 0] = history_items[most[most >= 0]]
+                slot[begin:end] = first + block.argmax(axis=1)
+        mean[owners], best[owners] = grouped
+        found = slot >= 0
+        similar[owners[found]] = history_items[by_user[slot[found]]]
         return pd.DataFrame({"mean": mean, "max": best, "most_similar": similar})
 
 
