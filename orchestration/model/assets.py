@@ -32,6 +32,7 @@ class BacktestRunConfig(Config):
 
     cuts: int = 0
     training_cuts: int = 0
+    ranker_objective: str = "lambdarank"  # LightGBM's lambdarank or rank_xendcg
     ranker_trees: int = 150
     ranker_leaves: int = 7
     ranker_learning_rate: float = 0.05
@@ -63,6 +64,7 @@ def backtest_config(settings: Settings, run: BacktestRunConfig | None = None) ->
         ablations=settings.ablations,
         processes=settings.rank_processes,
         ranker=RankerConfig(
+            objective=run.ranker_objective,
             n_estimators=run.ranker_trees,
             num_leaves=run.ranker_leaves,
             learning_rate=run.ranker_learning_rate,

@@ -1,6 +1,9 @@
-"""The LambdaRank ranker learns a trivially learnable label and ranks those items first."""
+"""The ranker (LambdaRank or XE-NDCG) learns a trivially learnable label and ranks those items
+first."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -28,8 +31,11 @@ def candidates(users: int, seed: int) -> pd.DataFrame:
     return frame
 
 
-def test_the_ranker_puts_the_labelled_items_first_on_unseen_users() -> None:
-    ranker = Ranker(SMALL).fit(candidates(60, seed=1), ["signal", "noise"])
+@pytest.mark.parametrize("objective", ["rank_xendcg", "lambdarank"])
+def test_the_ranker_puts_the_labelled_items_first_on_unseen_users(objective: str) -> None:
+    ranker = Ranker(replace(SMALL, objective=objective)).fit(
+        candidates(60, seed=1), ["signal", "noise"]
+    )
     assert ranker.fitted and len(ranker.models) == 2
     fresh = candidates(30, seed=2)
     fresh["predicted"] = ranker.predict(fresh)
@@ -39,6 +45,8 @@ def test_the_ranker_puts_the_labelled_items_first_on_unseen_users() -> None:
         assert ordered[LABEL].iloc[:positives].all(), user
     assert ranker.importance().index[0] == "signal"
     assert ranker.params()["n_estimators"] == 30
+    assert ranker.params()["objective"] == objective
+    assert f"objective={objective}" in ranker._texts[0]  # what LightGBM actually trained
 
 
 def test_predict_reads_the_features_by_name() -> None:

@@ -1,0 +1,102 @@
+"""The ranker's two LightGBM objectives side by side: LambdaRank (the default) and XE-NDCG.
+
+On a built deployment (FRESHRANK_HOME, or --home), the build's own backtests run once per
+objective, everything else as the deployment's settings say (set
+FRESHRANK_BACKTEST_WINDOW_FRACTION to move the cuts). Printed per objective: backtest seconds,
+the ranker's mean NDCG@10 overall, for new and returning users and for new-item targets (with
+their hit rate), the newest cut's figures, and the best single baseline's beside them; then
+each figure of XE-NDCG as a ratio of LambdaRank's.
+
+    .venv/bin/python benchmarks/ranker_objective.py --home DIR [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import print_table, quiet_logging  # noqa: E402
+
+OBJECTIVES = ("lambdarank", "rank_xendcg")
+SEGMENTS = ("overall", "new_user", "returning_user", "new_item_targets")
+
+
+def figures(result, pipeline: str) -> dict[str, float]:
+    """The pipeline's means by segment, new-item hit rate and newest-cut NDCG@k."""
+    k = result.k
+    table = result.table[result.table["pipeline"] == pipeline]
+    newest = table[table["cut"] == table["cut"].max()]
+    row = {segment: result.mean_ndcg(pipeline, segment) for segment in SEGMENTS}
+    new_items = table[table["segment"] == "new_item_targets"]
+    row["new-item hit rate"] = float(new_items[f"hit_rate@{k}"].mean())
+    for segment in ("overall", "new_user"):
+        row[f"newest cut {segment}"] = float(
+            newest.loc[newest["segment"] == segment, f"ndcg@{k}"].mean()
+        )
+    return row
+
+
+def ratio(mine: float, theirs: float) -> str:
+    return f"{mine / theirs:.2f}" if theirs else ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", type=Path, help="a built deployment (default FRESHRANK_HOME)")
+    parser.add_argument("--seed", type=int, default=7, help="the ranker's first bagged seed")
+    arguments = parser.parse_args()
+    if arguments.home:
+        os.environ["FRESHRANK_HOME"] = str(arguments.home)
+    quiet_logging()
+
+    from ml.pipeline.backtest import run_backtests
+    from orchestration.compute import ComputeResource
+    from orchestration.model.assets import backtest_config, pipeline_config
+    from orchestration.settings import get_settings
+    from orchestration.warehouse.reads import load_snapshot
+
+    settings = get_settings()
+    snapshot = load_snapshot(settings)
+    pipeline = ComputeResource().training(settings, pipeline_config(settings))
+    base = backtest_config(settings)
+    results = {}
+    for objective in OBJECTIVES:
+        ranker = replace(base.ranker, objective=objective, seed=arguments.seed)
+        results[objective] = run_backtests(snapshot, pipeline, replace(base, ranker=ranker))
+        print(f"{objective}: backtests {results[objective].seconds:.1f} s", flush=True)
+
+    first = results[OBJECTIVES[0]]
+    baselines = first.summary.drop(index=["ranker"], errors="ignore")
+    best = str(baselines.index[0])
+    rows = {name: figures(result, "ranker") for name, result in results.items()}
+    rows[f"best baseline ({best})"] = figures(first, best)
+    columns = list(rows[OBJECTIVES[0]])
+    table = [["pipeline", "backtest s", *columns]]
+    for name, row in rows.items():
+        seconds = f"{results[name].seconds:.1f}" if name in results else ""
+        table.append([name, seconds, *(f"{row[column]:.4f}" for column in columns)])
+    mine, theirs = rows[OBJECTIVES[1]], rows[OBJECTIVES[0]]
+    table.append(
+        [
+            f"{OBJECTIVES[1]} / {OBJECTIVES[0]}",
+            f"{results[OBJECTIVES[1]].seconds / first.seconds:.2f}",
+            *(
+                f"{mine[column] / theirs[column]:.2f}" if theirs[column] else ""
+                for column in columns
+            ),
+        ]
+    )
+    print(
+        f"\nranker objectives on {settings.home} (cuts {', '.join(map(str, first.cuts))}; "
+        f"load average {os.getloadavg()[0]:.2f})"
+    )
+    print_table(table)
+
+
+if __name__ == "__main__":
+    main()
