@@ -7,7 +7,7 @@ import time
 import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from orchestration.instance import run_job_in_process
+from orchestration.instance import prepare_dagster_home, run_job_in_process
 from orchestration.memory import MemorySampler, lifetime_peak_bytes
 from orchestration.settings import Settings
 
@@ -47,10 +47,11 @@ def _materialization_metadata(result: ExecuteInProcessResult) -> dict[str, dict[
 def report_run(job_name: str, settings: Settings) -> bool:
     """Run ``job_name`` in-process, print its stages, checks and counts; True if all passed."""
     started = time.perf_counter()
-    with MemorySampler() as memory:
-        result = run_job_in_process(job_name, settings)
-    elapsed = time.perf_counter() - started
+    prepare_dagster_home(settings)
     with DagsterInstance.get() as instance:
+        with MemorySampler() as memory:
+            result = run_job_in_process(job_name, settings, instance=instance)
+        elapsed = time.perf_counter() - started
         timings = _stage_timings(instance, result.run_id, memory)
     if result.success:
         outcome = "succeeded"
