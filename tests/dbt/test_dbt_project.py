@@ -6,6 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
+import duckdb
 import pytest
 
 from tests.dbt.warehouse_runs import (
@@ -61,6 +62,14 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuildOutcome]:
     first = run_dbt(work_dir, warehouse, arguments=orchestration_vars())
     load_batch(warehouse, SECOND_EVENTS, SECOND_ITEMS, "b2", SECOND_LOAD_AT)
     second = run_dbt(work_dir, warehouse, arguments=orchestration_vars())
+    # What a full build's interactions would hold now: the intermediate view over every raw event.
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        relation = connection.sql(
+            "select * from intermediate.int_interactions_weighted order by all"
+        )
+        second.views["int_interactions_weighted"] = [
+            dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()
+        ]
     rerun = run_dbt(work_dir, warehouse, arguments=orchestration_vars())
     return {"first": first, "second": second, "rerun": rerun}
 
@@ -116,6 +125,17 @@ def test_second_load_adds_late_events_and_replaces_redelivered_ones(
     assert rows["e11"]["loaded_at"] == SECOND_LOAD_AT
     assert rows["e3"]["loaded_at"] == SECOND_LOAD_AT
     assert rows["e1"]["loaded_at"] == FIRST_LOAD_AT
+
+
+def test_the_incremental_interactions_equal_a_full_build_over_every_raw_event(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    """The second build deduplicated and weighed only the second batch's rows; the result must be
+    what deduplicating and weighing every raw event gives (the intermediate view)."""
+    assert (
+        builds["second"].marts["interactions"]
+        == builds["second"].views["int_interactions_weighted"]
+    )
 
 
 def test_rerun_without_a_new_batch_changes_nothing(builds: dict[str, BuildOutcome]) -> None:

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ class BuildOutcome:
 
     statuses: dict[str, str]
     marts: dict[str, list[dict[str, Any]]]
+    views: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # read by a test
 
 
 def orchestration_vars(**overrides: Any) -> list[str]:

@@ -11,28 +11,15 @@
     Incremental on load time, not event time: a late event with an old occurred_at still arrives
     in a new load batch, and a re-delivered event_id replaces its earlier row. A re-run with no new
     batch inserts nothing. Changing the event_weights var needs a --full-refresh to reweigh old rows.
+    An incremental run deduplicates and weighs only the rows loaded since the last run (any
+    re-delivery among them is the event's latest copy, and delete+insert replaces the older one):
+    the same definitions as the intermediate views (macros/event_deliveries.sql), without numbering
+    every raw event again.
 -#}
 
-with weighted_interactions as (
+with new_deliveries as (
 
-    select * from {{ ref('int_interactions_weighted') }}
-
-),
-
-new_interactions as (
-
-    select
-        event_id,
-        user_id,
-        item_id,
-        event_type,
-        occurred_at,
-        value,
-        weight,
-        session_id,
-        context,
-        loaded_at
-    from weighted_interactions
+    select * from {{ ref('stg_raw__events') }}
     {% if is_incremental() %}
         where
             loaded_at > (
@@ -41,6 +28,29 @@ new_interactions as (
             )
     {% endif %}
 
+),
+
+new_events as (
+
+    {{ latest_deliveries('new_deliveries') }}
+
+),
+
+new_interactions as (
+
+    {{ weighted_events('new_events') }}
+
 )
 
-select * from new_interactions
+select
+    event_id,
+    user_id,
+    item_id,
+    event_type,
+    occurred_at,
+    value,
+    weight,
+    session_id,
+    context,
+    loaded_at
+from new_interactions
