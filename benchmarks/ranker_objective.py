@@ -84,11 +84,8 @@ def main() -> None:
     table.append(
         [
             f"{OBJECTIVES[1]} / {OBJECTIVES[0]}",
-            f"{results[OBJECTIVES[1]].seconds / first.seconds:.2f}",
-            *(
-                f"{mine[column] / theirs[column]:.2f}" if theirs[column] else ""
-                for column in columns
-            ),
+            ratio(results[OBJECTIVES[1]].seconds, first.seconds),
+            *(ratio(mine[column], theirs[column]) for column in columns),
         ]
     )
     print(

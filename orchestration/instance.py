@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
@@ -47,12 +48,10 @@ def run_job_in_process(
 
         definitions = defs
     job = definitions.resolve_job_def(job_name)
-    run_config = {**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE
-    if instance is not None:
+    with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
         return job.execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags, run_config=run_config
-        )
-    with DagsterInstance.get() as instance:
-        return job.execute_in_process(
-            instance=instance, raise_on_error=False, tags=tags, run_config=run_config
+            instance=active,
+            raise_on_error=False,
+            tags=tags,
+            run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
         )

@@ -42,15 +42,4 @@ new_interactions as (
 
 )
 
-select
-    event_id,
-    user_id,
-    item_id,
-    event_type,
-    occurred_at,
-    value,
-    weight,
-    session_id,
-    context,
-    loaded_at
-from new_interactions
+select * from new_interactions
