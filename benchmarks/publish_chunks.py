@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from common import print_table, quiet_logging
 
 from ml.constants import RANK, SERVING_COLUMNS, USER_ID
-from orchestration.serving.store import ServingStore, _to_records
+from orchestration.serving.store import ServingStore, _to_columns
 from orchestration.serving.versions import DEFAULT_CHUNK_ROWS
 
 K = 10
@@ -126,7 +126,8 @@ def fill(engine: sa.Engine, users: int) -> None:
 
 def publish_in_one_transaction(engine: sa.Engine, lists: pd.DataFrame) -> None:
     """The old publish: every row replaced in one transaction."""
-    rows = _to_records(lists, SERVING_COLUMNS)
+    columns = _to_columns(lists, SERVING_COLUMNS)
+    rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
     with engine.begin() as connection:
         connection.execute(unversioned_table.delete())
         connection.execute(unversioned_table.insert(), rows)

@@ -36,10 +36,12 @@ from orchestration.serving.versions import (
     DEFAULT_CHUNK_ROWS,
     VERSION,
     NewVersion,
+    bulk_insert,
     current_versions,
     prepare,
     served,
     version_column,
+    with_version,
 )
 
 EXPERIMENT = "experiment"
@@ -251,7 +253,7 @@ class ExperimentStore:
         try:
             for start in range(0, len(lists), self.chunk_rows):
                 chunk = lists.iloc[start : start + self.chunk_rows]
-                version.insert(table, _list_records(name, chunk))
+                version.insert(table, _list_columns(name, chunk))
             with self.engine.begin() as connection:
                 version.switch(connection)
                 connection.execute(_mark_running(name))
@@ -270,9 +272,7 @@ class ExperimentStore:
             for start in range(0, len(affected), _DELETE_CHUNK):
                 chunk = affected[start : start + _DELETE_CHUNK]
                 connection.execute(table.delete().where(mine, table.c[USER_ID].in_(chunk)))
-            rows = _list_records(name, lists)
-            if rows:
-                connection.execute(table.insert().values({VERSION: served_version}), rows)
+            bulk_insert(connection, table, with_version(_list_columns(name, lists), served_version))
             connection.execute(_mark_running(name))
 
     def lists(self, name: str) -> pd.DataFrame:
@@ -409,11 +409,12 @@ def _record(row) -> ExperimentRecord:
     )
 
 
-def _list_records(name: str, lists: pd.DataFrame) -> list[dict[str, object]]:
-    """List rows as plain values of the table's types: ids as text, times as naive UTC."""
+def _list_columns(name: str, lists: pd.DataFrame) -> dict[str, list]:
+    """List rows column by column as plain values of the table's types (ids as text, times as
+    naive UTC), as bulk_insert takes them."""
     frame = lists.loc[:, [VARIANT, *SERVING_COLUMNS]].astype(
         {VARIANT: str, USER_ID: str, ITEM_ID: str, RANK: int, SCORE: float, REASON: str}
     )
     frame[GENERATED_AT] = [naive_utc(moment) for moment in frame[GENERATED_AT]]
     frame.insert(0, EXPERIMENT, name)
-    return frame.to_dict("records")
+    return {column: frame[column].tolist() for column in frame.columns}

@@ -50,11 +50,13 @@ from orchestration.serving.versions import (
     DEFAULT_CHUNK_ROWS,
     VERSION,
     NewVersion,
+    bulk_insert,
     current_versions,
     prepare,
     served,
     unversioned_columns,
     version_column,
+    with_version,
 )
 
 TABLE_NAME = "recommendations"
@@ -324,14 +326,13 @@ class ServingStore:
                 (candidates_table, candidates, SERVING_COLUMNS),
             ):
                 if frame is not None:
-                    _insert(connection, table, _to_records(frame, columns), versions[table.name])
+                    _insert(connection, table, _to_columns(frame, columns), versions[table.name])
             for table, frame, columns in (
                 (related_table, related, RELATED_COLUMNS),
                 (titles_table, titles, TITLE_COLUMNS),
             ):
                 if frame is not None:
-                    rows = _to_records(frame, columns)
-                    _replace(connection, table, rows, versions[table.name])
+                    _replace(connection, table, _to_columns(frame, columns), versions[table.name])
             _replace_trending(connection, trending, context_trending)
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
@@ -563,8 +564,8 @@ class ServingVersion:
         self._insert(titles_table, titles, TITLE_COLUMNS)
 
     def _insert(self, table: sa.Table, frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
-        for rows in _record_chunks(frame, columns, self._version.chunk_rows):
-            self._version.insert(table, rows)
+        for chunk in _column_chunks(frame, columns, self._version.chunk_rows):
+            self._version.insert(table, chunk)
 
     def commit(
         self,
@@ -606,27 +607,25 @@ class ServingVersion:
 def _insert(
     connection: sa.Connection,
     table: sa.Table,
-    rows: list[dict[str, object]],
+    columns: dict[str, list],
     version: int | None = None,
 ) -> None:
-    """Insert rows, into ``version`` of a versioned table."""
-    if rows:
-        statement = table.insert() if version is None else table.insert().values({VERSION: version})
-        connection.execute(statement, rows)
+    """Insert rows given column by column (_to_columns), into ``version`` of a versioned table."""
+    bulk_insert(connection, table, columns if version is None else with_version(columns, version))
 
 
 def _replace(
     connection: sa.Connection,
     table: sa.Table,
-    rows: list[dict[str, object]],
+    columns: dict[str, list],
     version: int | None = None,
 ) -> None:
-    """Replace every row of a table (of ``version`` of a versioned one) with ``rows``."""
+    """Replace every row of a table (of ``version`` of a versioned one) with these rows."""
     delete = table.delete()
     if version is not None:
         delete = delete.where(table.c[VERSION] == version)
     connection.execute(delete)
-    _insert(connection, table, rows, version)
+    _insert(connection, table, columns, version)
 
 
 def _replace_trending(
@@ -637,10 +636,10 @@ def _replace_trending(
     """Replace the trending and context trending lists whole (None keeps one): they are small
     enough to go in the transaction that switches the lists."""
     if trending is not None:
-        _replace(connection, trending_table, _to_records(trending, TRENDING_COLUMNS))
+        _replace(connection, trending_table, _to_columns(trending, TRENDING_COLUMNS))
     if context_trending is not None:
-        rows = _to_records(context_trending, CONTEXT_TRENDING_COLUMNS)
-        _replace(connection, context_trending_table, rows)
+        columns = _to_columns(context_trending, CONTEXT_TRENDING_COLUMNS)
+        _replace(connection, context_trending_table, columns)
 
 
 def _delete_reflected_events(
@@ -657,13 +656,13 @@ def _delete_reflected_events(
     connection.execute(table.delete().where(condition))
 
 
-def _record_chunks(
+def _column_chunks(
     frame: pd.DataFrame, columns: tuple[str, ...], chunk_rows: int
-) -> Iterator[list[dict[str, object]]]:
-    """The frame's rows as records, ``chunk_rows`` at a time (converted chunk by chunk, so a
-    large publish never holds every row as Python objects at once)."""
+) -> Iterator[dict[str, list]]:
+    """The frame's rows as _to_columns gives them, ``chunk_rows`` at a time (converted chunk by
+    chunk, so a large publish never holds every row as Python objects at once)."""
     for start in range(0, len(frame), chunk_rows):
-        yield _to_records(frame.iloc[start : start + chunk_rows], columns)
+        yield _to_columns(frame.iloc[start : start + chunk_rows], columns)
 
 
 def _dicts(result: sa.CursorResult) -> list[dict[str, Any]]:
@@ -678,12 +677,12 @@ def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -
         raise ValueError(f"{what} to publish lack column(s): {', '.join(missing)}")
 
 
-def _to_records(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[dict[str, object]]:
-    """Rows as plain Python values of the table's types: ids as text, times as naive UTC. Each
-    column is converted at once (a time once per distinct value), then zipped into rows: a
-    full publish converts millions of rows, and a conversion per value was most of it."""
-    values = [_column_values(frame[column], column) for column in columns]
-    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+def _to_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> dict[str, list]:
+    """The frame's ``columns`` as plain Python values of the table's types ({column: values}):
+    ids as text, times as naive UTC. Each column is converted at once (a time once per
+    distinct value): a full publish converts millions of rows, and a conversion per value, or
+    a dict per row, was most of it (see bulk_insert)."""
+    return {column: _column_values(frame[column], column) for column in columns}
 
 
 def _column_values(series: pd.Series, column: str) -> list:

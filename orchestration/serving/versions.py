@@ -16,7 +16,7 @@ failed or was killed leaves rows nobody reads, deleted by its abort or by the ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -173,13 +173,15 @@ class NewVersion:
     def replaces(self, table: sa.Table) -> bool:
         return table in self.tables
 
-    def insert(self, table: sa.Table, rows: list[dict[str, object]]) -> None:
-        """Add one chunk of rows (without the version column) in one transaction."""
+    def insert(self, table: sa.Table, columns: Mapping[str, Sequence[object]]) -> None:
+        """Add one chunk of rows, given column by column without the version column (see
+        bulk_insert), in one transaction."""
         if not self.replaces(table):
             raise ValueError(f"version {self.number} does not replace {table.name}")
+        rows = len(next(iter(columns.values()), ()))
         if rows:
             with self.engine.begin() as connection:
-                bulk_insert(connection, table, [{VERSION: self.number, **row} for row in rows])
+                bulk_insert(connection, table, with_version(columns, self.number))
 
     def switch(self, connection: sa.Connection) -> None:
         """Serve this version of its tables from the end of the caller's transaction (which
@@ -262,50 +264,50 @@ def _chunk_delete(
     )
 
 
+def with_version(
+    columns: Mapping[str, Sequence[object]], version: int
+) -> dict[str, Sequence[object]]:
+    """Rows given column by column, the version column first."""
+    rows = len(next(iter(columns.values()), ()))
+    return {VERSION: [version] * rows, **columns}
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def bulk_insert(connection: sa.Connection, table: sa.Table, rows: list[dict[str, object]]) -> None:
-    """Insert rows (dicts with the same keys) at the driver's own bulk speed.
+def bulk_insert(
+    connection: sa.Connection, table: sa.Table, columns: Mapping[str, Sequence[object]]
+) -> None:
+    """Insert rows given column by column ({name: its values}, every column as long) at the
+    driver's own bulk speed.
 
-    SQLAlchemy's executemany processes every row's parameters in Python; for millions of rows
-    that was most of a publish. Here each value goes through its column type's bind processor
-    once (times become what SQLAlchemy itself would store), then the rows go to the driver in
+    SQLAlchemy's executemany processes every row's parameters in Python, and rows built as
+    dicts cost as much again; for millions of rows that was most of a publish. Here each
+    column's values go through its type's bind processor once per distinct value (times
+    become what SQLAlchemy itself would store; a publish's rows share one time, one model
+    version), the columns are zipped into tuples in one pass, and the rows go to the driver in
     one call: sqlite3's executemany, psycopg2's execute_values. Other drivers take the plain
     SQLAlchemy path.
     """
-    if not rows:
+    names = list(columns)
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"columns of different lengths for {table.name}: {sorted(lengths)}")
+    if not names or not lengths or 0 in lengths:
         return
-    columns = list(rows[0])
     dialect = connection.dialect
-    names = ", ".join(dialect.identifier_preparer.quote(column) for column in columns)
+    bound = [_bound(table.c[name], dialect, columns[name]) for name in names]
+    values = list(zip(*bound, strict=True))
+    quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in names)
     target = dialect.identifier_preparer.format_table(table)
-    processors = [
-        table.c[column].type.dialect_impl(dialect).bind_processor(dialect) for column in columns
-    ]
-    # A processor runs once per distinct value (a publish's rows share one time, one version).
-    memos: list[dict] = [{} for _ in columns]
-
-    def bound(process, memo: dict, value: object) -> object:
-        if value not in memo:
-            memo[value] = process(value)
-        return memo[value]
-
-    values = [
-        tuple(
-            value if process is None or value is None else bound(process, memo, value)
-            for process, memo, value in zip(processors, memos, row.values(), strict=True)
-        )
-        for row in rows
-    ]
     if dialect.name == "sqlite":
-        marks = ", ".join("?" for _ in columns)
-        connection.exec_driver_sql(f"INSERT INTO {target} ({names}) VALUES ({marks})", values)
+        marks = ", ".join("?" for _ in names)
+        connection.exec_driver_sql(f"INSERT INTO {target} ({quoted}) VALUES ({marks})", values)
     elif dialect.driver == "psycopg2":
         from psycopg2.extras import execute_values
 
-        statement = f"INSERT INTO {target} ({names}) VALUES %s"
+        statement = f"INSERT INTO {target} ({quoted}) VALUES %s"
         cursor = connection.connection.cursor()
         try:
             execute_values(cursor, statement, values, page_size=5_000)
@@ -316,4 +318,14 @@ def bulk_insert(connection: sa.Connection, table: sa.Table, rows: list[dict[str,
         finally:
             cursor.close()
     else:
-        connection.execute(table.insert(), rows)
+        connection.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in values])
+
+
+def _bound(column: sa.Column, dialect: sa.Dialect, values: Sequence[object]) -> Sequence[object]:
+    """A column's values as the driver takes them: its type's bind processor applied once per
+    distinct value (None stays None), or the values themselves when the type has none."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None:
+        return values
+    memo = {value: None if value is None else process(value) for value in dict.fromkeys(values)}
+    return list(map(memo.__getitem__, values))

@@ -515,8 +515,8 @@ def test_titles_and_related_items_are_read_together(serving_url: str) -> None:
     store.dispose()
 
 
-def test_records_carry_each_columns_stored_type() -> None:
-    from orchestration.serving.store import SERVING_COLUMNS, _to_records
+def test_rows_carry_each_columns_stored_type() -> None:
+    from orchestration.serving.store import SERVING_COLUMNS, _to_columns
 
     frame = pd.DataFrame(
         {
@@ -530,7 +530,8 @@ def test_records_carry_each_columns_stored_type() -> None:
             "generated_at": [pd.Timestamp("2026-12-02 13:00", tz="Europe/Paris"), pd.NaT],
         }
     )
-    records = _to_records(frame, SERVING_COLUMNS)
+    columns = _to_columns(frame, SERVING_COLUMNS)
+    records = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
     assert records[0] == {
         "user_id": "7",
         "rank": 1,
