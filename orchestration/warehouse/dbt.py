@@ -222,6 +222,10 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
                 export_raw_tables(connection, settings.spark_dir)
         command = ["build", "--target", settings.dbt_target]
         command += ["--vars", json.dumps(dbt_vars(settings))]
+        if not context.selected_asset_check_keys:
+            # A run without the data tests (a refresh) leaves out the unit tests of the models'
+            # SQL too: they test the code, not the data, and every full build runs them.
+            command += ["--exclude-resource-type", "unit_test"]
         # Spark's session would outlive the command in this process: it keeps a dbt process.
         if settings.dbt_in_process and not on_spark and isinstance(dbt, FreshrankDbtCliResource):
             events, run_target = dbt.build_in_process(command, context)

@@ -66,3 +66,38 @@ def test_in_process_dbt_records_the_assets_and_checks_of_a_dbt_process(
     assert "marts/interactions" in materialized and "marts/item_covisitation" in materialized
     assert any(not passed and severity == "WARN" for _, _, passed, severity in checks)
     assert sum(passed for _, _, passed, _ in checks) >= 40  # the not-null, unique... tests ran
+
+
+def _dbt_log(settings: Settings, selection: AssetSelection) -> str:
+    """The dbt log of one run of ``selection`` (the warehouse's models, with or without their
+    dbt tests)."""
+    from dagster import Definitions, define_asset_job
+
+    from orchestration.definitions import defs
+
+    prepare_dagster_home(settings)
+    job = Definitions.merge(
+        defs, Definitions(jobs=[define_asset_job("dbt_only", selection=selection)])
+    ).resolve_job_def("dbt_only")
+    with DagsterInstance.get() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success
+    return (settings.home / "logs" / f"dbt-{result.run_id}.log").read_text()
+
+
+def test_a_run_without_the_dbt_tests_leaves_out_the_unit_tests_of_the_sql_too(
+    settings: Settings, tmp_path
+) -> None:
+    from orchestration.jobs import REFRESH_WAREHOUSE
+
+    items, events = movielens_sample()
+    few = events.head(300)
+    items[items["item_id"].isin(few["item_id"])].to_csv(tmp_path / "items.csv", index=False)
+    few.to_csv(tmp_path / "events.csv", index=False)
+    ingest_files(settings, {"items": [tmp_path / "items.csv"], "events": [tmp_path / "events.csv"]})
+
+    with_tests = _dbt_log(settings, AssetSelection.groups("warehouse"))
+    assert "START unit_test" in with_tests  # a full build tests the SQL
+    refresh = _dbt_log(settings, REFRESH_WAREHOUSE)  # what refresh_job selects of the warehouse
+    assert "START sql incremental model marts.interactions" in refresh
+    assert "unit_test" not in refresh
