@@ -245,29 +245,42 @@ def keep_partial_parse(run_target: Path) -> None:
     """Make this run's parse the one the next run starts from, then drop the run's target folder.
 
     dagster-dbt gives each invocation a target folder of its own and seeds it with the project's
-    partial_parse.msgpack. That file must come from a parse with the same --vars, or dbt parses
-    the whole project again (seconds, on every refresh). Each run's folder would also pile up.
+    partial_parse.msgpack. That file must come from a parse with the same --vars and profile
+    (the profile names the deployment's warehouse file), or dbt parses the whole project again
+    (seconds, on every refresh). So the parse is kept twice: in the project's target folder,
+    which dagster-dbt seeds a dbt process from, and in this deployment's cache, which the
+    in-process runs start from (seed_partial_parse): two deployments on one checkout (tests, a
+    second FRESHRANK_HOME) would otherwise invalidate each other's parse on every run. Each
+    run's folder would also pile up.
     """
     parsed = run_target / PARTIAL_PARSE
     if parsed.exists():
-        shared = _shared_partial_parse()
-        staged = shared.with_suffix(f".{os.getpid()}.tmp")
-        shutil.copyfile(parsed, staged)
-        os.replace(staged, shared)  # atomic: a concurrent run reads the old file or the new one
+        for kept in (_deployment_partial_parse(), _project_partial_parse()):
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            staged = kept.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(parsed, staged)
+            os.replace(staged, kept)  # atomic: a concurrent run reads the old file or the new one
     shutil.rmtree(run_target, ignore_errors=True)
 
 
 def seed_partial_parse(run_target: Path) -> None:
-    """Start a run's target folder from the project's last parse (see keep_partial_parse)."""
-    shared = _shared_partial_parse()
-    if shared.exists():
-        run_target.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shared, run_target / PARTIAL_PARSE)
+    """Start a run's target folder from this deployment's last parse, else the project's (see
+    keep_partial_parse)."""
+    for kept in (_deployment_partial_parse(), _project_partial_parse()):
+        if kept.exists():
+            run_target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept, run_target / PARTIAL_PARSE)
+            return
 
 
-def _shared_partial_parse() -> Path:
-    """The parse every run starts from: the project target folder's partial_parse.msgpack."""
+def _project_partial_parse() -> Path:
+    """The project target folder's partial_parse.msgpack (what dagster-dbt seeds from)."""
     return Path(dbt_project.project_dir) / dbt_project.target_path / PARTIAL_PARSE
+
+
+def _deployment_partial_parse() -> Path:
+    """This deployment's last parse (FRESHRANK_HOME's cache)."""
+    return get_settings().home / "cache" / "dbt" / PARTIAL_PARSE
 
 
 def release_duckdb() -> None:

@@ -101,3 +101,31 @@ def test_a_run_without_the_dbt_tests_leaves_out_the_unit_tests_of_the_sql_too(
     refresh = _dbt_log(settings, REFRESH_WAREHOUSE)  # what refresh_job selects of the warehouse
     assert "START sql incremental model marts.interactions" in refresh
     assert "unit_test" not in refresh
+
+
+def test_two_deployments_on_one_checkout_each_start_from_their_own_dbt_parse(
+    settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dbt's partial parse holds the profile, which names the deployment's warehouse: a parse
+    shared by the checkout would make each deployment's next run parse the whole project."""
+    _, events = movielens_sample()
+    events.head(300).to_csv(tmp_path / "events.csv", index=False)
+    models = AssetSelection.groups("warehouse").without_checks()
+
+    def deployment(home) -> Settings:
+        monkeypatch.setenv("FRESHRANK_HOME", str(home))
+        for variable in ("FRESHRANK_WAREHOUSE_PATH", "DAGSTER_HOME"):  # runs set them
+            monkeypatch.delenv(variable, raising=False)
+        chosen = Settings.from_env()
+        chosen.ensure_dirs()
+        return chosen
+
+    logs = []
+    for home in (settings.home, tmp_path / "second", settings.home):
+        chosen = deployment(home)
+        if len(logs) < 2:
+            ingest_files(chosen, {"events": [tmp_path / "events.csv"]})
+        logs.append(_dbt_log(chosen, models))
+    assert "Unable to do partial parsing because profile has changed" in logs[1]
+    assert "Unable to do partial parsing" not in logs[2]
+    assert "START sql incremental model marts.interactions" in logs[2]
