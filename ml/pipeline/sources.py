@@ -139,14 +139,13 @@ def merge_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.Data
         for column in part.columns.intersection(list(columns)):
             values[mine, position[column]] = part[column].to_numpy(dtype=float)
         start += len(part)
-    frame = pd.DataFrame(
-        {
-            USER_ID: user_values[unique // len(item_values)],
-            ITEM_ID: item_values[unique % len(item_values)],
-        }
-    )
-    frame[list(columns)] = values
-    return frame
+    ids = {
+        USER_ID: user_values[unique // len(item_values)],
+        ITEM_ID: item_values[unique % len(item_values)],
+    }
+    # Columns of the one values array, not assigned into a frame a block at a time.
+    scores = {column: values[:, place] for place, column in enumerate(columns)}
+    return pd.DataFrame({**ids, **scores}, copy=False)
 
 
 def sparse_top_per_row(
