@@ -137,19 +137,23 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
     # Import what every refresh needs once, before the first batch arrives.
     import mlflow  # noqa: F401
     import torch  # noqa: F401
+    from dagster import DagsterInstance
 
     import orchestration.definitions  # noqa: F401
     import orchestration.serving.scoring  # noqa: F401
+    from orchestration.instance import prepare_dagster_home
     from orchestration.watch import watch as watch_loop
 
     click.echo(f"watching {settings.landing_dir} and the raw tables every {interval:g} s")
-    runs = watch_loop(
-        settings,
-        lambda: report_run(REFRESH_JOB, settings),
-        interval_seconds=interval,
-        max_runs=max_runs,
-        idle_timeout_seconds=idle_timeout,
-    )
+    prepare_dagster_home(settings)
+    with DagsterInstance.get() as instance:  # opened once, for every refresh
+        runs = watch_loop(
+            settings,
+            lambda: report_run(REFRESH_JOB, settings, instance),
+            interval_seconds=interval,
+            max_runs=max_runs,
+            idle_timeout_seconds=idle_timeout,
+        )
     click.echo(f"stopped after {runs} refresh(es)")
 
 
