@@ -116,13 +116,21 @@ def environment(home: Path) -> dict[str, str]:
     return variables
 
 
-def run(home: Path, command: Sequence[str], check: bool = True) -> CommandRun:
-    """Run ``command`` on the deployment in ``home`` and time it from start to exit."""
+def run(
+    home: Path, command: Sequence[str], check: bool = True, code: Path | None = None
+) -> CommandRun:
+    """Run ``command`` on the deployment in ``home`` and time it from start to exit; ``code``:
+    a checkout whose freshrank to run instead of the installed one (its folder is the working
+    directory and first on PYTHONPATH, so `python -m orchestration.cli` imports from it)."""
     command = [str(part) for part in command]
+    variables = environment(home)
+    if code is not None:
+        variables["PYTHONPATH"] = str(code)
     started = time.perf_counter()
     completed = subprocess.run(
         command,
-        env=environment(home),
+        cwd=code,
+        env=variables,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
