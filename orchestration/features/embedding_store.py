@@ -95,3 +95,57 @@ def load_vectors(connection: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     dimension = embedding.type.list_size
     values = embedding.flatten().to_numpy(zero_copy_only=False).reshape(-1, dimension)
     return pd.DataFrame(values, index=pd.Index(item_ids, name="item_id"))
+
+
+def vector_health(
+    connection: duckdb.DuckDBPyConnection, catalog: str, tolerance: float
+) -> dict[str, object]:
+    """What the embeddings check judges, counted in the warehouse (no vector leaves it): vectors,
+    whether every one is finite, how many are off unit length by more than ``tolerance``, their
+    dimension (None: no vectors, or several widths), catalog items (``catalog``, a table with an
+    item_id column) without a vector, vectors of items not in it, and duplicated item ids."""
+    if not _table_exists(connection):
+        vectors = finite_count = off_norm = duplicated = extra = 0
+        widths: tuple = (None, None)
+    else:
+        # A non-finite value makes the sum of squares non-finite, so one product per vector
+        # answers both questions; NaN compares as neither off nor on, hence `not (... <= ...)`.
+        vectors, finite_count, off_norm, duplicated, shortest, longest = connection.execute(
+            f"""
+            select
+                count(*),
+                count(*) filter (where isfinite(list_inner_product(embedding, embedding))),
+                count(*) filter (
+                    where not (abs(sqrt(list_inner_product(embedding, embedding)) - 1) <= ?)
+                ),
+                count(*) - count(distinct item_id),
+                min(len(embedding)),
+                max(len(embedding))
+            from {TABLE}
+            """,
+            [tolerance],
+        ).fetchall()[0]
+        widths = (shortest, longest)
+        ((extra,),) = connection.execute(
+            f"select count(distinct item_id) from {TABLE} "
+            f"where item_id not in (select item_id from {catalog})"
+        ).fetchall()
+    ((catalog_items,),) = connection.execute(
+        f"select count(distinct item_id) from {catalog}"
+    ).fetchall()
+    ((missing,),) = connection.execute(
+        f"select count(distinct item_id) from {catalog} where item_id not in "
+        f"(select item_id from {TABLE})"
+        if _table_exists(connection)
+        else f"select count(distinct item_id) from {catalog}"
+    ).fetchall()
+    return {
+        "vectors": int(vectors),
+        "catalog_items": int(catalog_items),
+        "all_finite": int(finite_count) == int(vectors),
+        "vectors_off_unit_norm": int(off_norm),
+        "dimension": widths[0] if widths[0] == widths[1] else None,
+        "items_without_vector": int(missing),
+        "vectors_without_item": int(extra),
+        "duplicate_vectors": int(duplicated),
+    }
