@@ -1,5 +1,6 @@
 """Features: transformer text embeddings of every catalog item, embedded only when text changes."""
 
+import hashlib
 import time
 from datetime import UTC, datetime
 
@@ -14,7 +15,15 @@ from ml.embeddings import (
 )
 from ml.text import item_texts
 from orchestration.compute import ComputeResource
-from orchestration.features.embedding_store import delete_missing, stored_hashes, upsert_vectors
+from orchestration.features.embedding_store import (
+    TABLE,
+    catalog_text_stamp,
+    delete_missing,
+    embedded_stamp,
+    record_stamp,
+    stored_hashes,
+    upsert_vectors,
+)
 from orchestration.settings import Settings, get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
 from orchestration.warehouse.guard import open_warehouse
@@ -50,15 +59,24 @@ def refresh_item_embeddings(
 ) -> dict:
     """Embed new or changed items into ml.item_embeddings; returns figures for the UI and logs.
 
-    The texts are embedded in this process, or by model workers on Ray (``compute``).
+    The texts are embedded in this process, or by model workers on Ray (``compute``). When
+    nothing the vectors are made from changed since the last run (the catalog's text fields,
+    the model, the template: catalog_text_stamp), nothing is read or hashed: a refresh whose
+    batch holds only events pays a query, not a pass over the catalog.
     """
+    model_name = model_identity(config.model)
+    dimension = model_dimension(config.model)
+    embedder = (
+        f"{model_name}/{dimension}/{hashlib.md5(settings.text_template.encode()).hexdigest()}"
+    )
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        stamp = catalog_text_stamp(connection, embedder)
+        if not full_refresh and stamp == embedded_stamp(connection):
+            return _unchanged(connection, model_name, dimension)
         items = connection.sql(
             "select item_id, title, description, categories, attributes from marts.items"
         ).df()
     texts = item_texts(items, settings.text_template)
-    model_name = model_identity(config.model)
-    dimension = model_dimension(config.model)
     with open_warehouse(settings.warehouse_path) as connection:
         stored = stored_hashes(connection, dimension)
     if full_refresh:
@@ -73,6 +91,7 @@ def refresh_item_embeddings(
         "device": "not loaded",
         "seconds_embedding": 0.0,
         "texts_per_second": 0.0,
+        "catalog_unchanged": False,
     }
     if len(pending):
         started = time.perf_counter()
@@ -98,8 +117,28 @@ def refresh_item_embeddings(
             )
     with open_warehouse(settings.warehouse_path) as connection:
         figures["removed"] = delete_missing(connection, texts.index.tolist())
+        record_stamp(connection, stamp)
     figures["sample_texts"] = texts.head(5).tolist()
     return figures
+
+
+def _unchanged(connection, model_name: str, dimension: int) -> dict:
+    """refresh_item_embeddings' figures when the catalog's texts are as last embedded."""
+    ((items,),) = connection.execute("select count(*) from marts.items").fetchall()
+    samples = connection.execute(f"select text from {TABLE} order by item_id limit 5").fetchall()
+    return {
+        "items": int(items),
+        "embedded": 0,
+        "reused": int(items),
+        "model": model_name,
+        "dimension": dimension,
+        "device": "not loaded",
+        "seconds_embedding": 0.0,
+        "texts_per_second": 0.0,
+        "removed": 0,
+        "catalog_unchanged": True,
+        "sample_texts": [text for (text,) in samples],
+    }
 
 
 @asset(

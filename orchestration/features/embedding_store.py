@@ -149,3 +149,39 @@ def vector_health(
         "vectors_without_item": int(extra),
         "duplicate_vectors": int(duplicated),
     }
+
+
+STAMP_TABLE = "ml.item_embeddings_stamp"
+
+
+def catalog_text_stamp(connection: duckdb.DuckDBPyConnection, embedder: str) -> str:
+    """A fingerprint of everything the vectors are made from: every catalog item's text fields
+    (marts.items) and ``embedder`` (the model, its width and the text template). Equal stamps:
+    embedding again would change nothing."""
+    ((fields,),) = connection.execute(
+        "select coalesce(md5(string_agg(concat_ws(chr(31), item_id, "
+        + ", ".join(
+            f"coalesce('=' || {column}::varchar, '-')"
+            for column in ("title", "description", "categories", "attributes")
+        )
+        + "), chr(30) order by item_id)), '') from marts.items"
+    ).fetchall()
+    return f"{embedder}/{fields}"
+
+
+def embedded_stamp(connection: duckdb.DuckDBPyConnection) -> str | None:
+    """The stamp of the catalog the stored vectors were last brought up to date with."""
+    found = connection.execute(
+        "select count(*) from information_schema.tables "
+        "where table_schema = 'ml' and table_name = 'item_embeddings_stamp'"
+    ).fetchall()[0][0]
+    if not found:
+        return None
+    rows = connection.execute(f"select stamp from {STAMP_TABLE}").fetchall()
+    return rows[0][0] if rows else None
+
+
+def record_stamp(connection: duckdb.DuckDBPyConnection, stamp: str) -> None:
+    connection.execute(
+        f"create or replace table {STAMP_TABLE} as select ?::varchar as stamp", [stamp]
+    )
