@@ -204,3 +204,25 @@ def test_user_recent_history_lists_positive_events_newest_first(
     assert [row["event_id"] for row in history] == ["e10", "e7", "e2", "e1"]
     assert [row["recency_rank"] for row in history] == [1, 2, 3, 4]
     assert all(row["weight"] > 0 for row in builds["second"].marts["user_recent_history"])
+
+
+def test_the_incremental_recent_histories_equal_a_full_computation(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    """The second build recomputed only the users its batch touched (u2's re-delivered purchase,
+    u4's late click); every user's history must still be what ranking all of their positive
+    interactions gives, and the untouched users' rows are the first build's."""
+    positive: dict[str, list[dict[str, Any]]] = {}
+    for row in builds["second"].marts["interactions"]:
+        if row["weight"] > 0:
+            positive.setdefault(row["user_id"], []).append(row)
+    expected = set()
+    for user, rows in positive.items():
+        rows.sort(key=lambda row: (row["occurred_at"], row["event_id"]), reverse=True)
+        expected |= {(user, rank, row["event_id"]) for rank, row in enumerate(rows[:50], 1)}
+    history = builds["second"].marts["user_recent_history"]
+    assert {(row["user_id"], row["recency_rank"], row["event_id"]) for row in history} == expected
+    through = {row["user_id"]: row["loaded_through"] for row in history}
+    assert through["u2"] == through["u4"] == SECOND_LOAD_AT
+    assert through["u1"] == FIRST_LOAD_AT  # not rewritten
+    assert builds["rerun"].marts["user_recent_history"] == history

@@ -1,8 +1,39 @@
+{{
+    config(
+        materialized=incremental_where_supported(),
+        unique_key='user_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns'
+    )
+}}
+
+{#-
+    Incremental by user: a run recomputes the histories of the users with interactions loaded
+    since the last run (all of their interactions, so a late or re-delivered event lands in its
+    place), and delete+insert replaces exactly those users' rows. loaded_through is the newest
+    interaction load the run saw; the table's largest is the watermark. A table from before the
+    column (or a full refresh) has no watermark: every user is recomputed.
+-#}
+
+{% set watermarked = is_incremental() and (
+    'loaded_through' in (adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list)
+) %}
+
 with interactions as (
 
     select * from {{ ref('interactions') }}
 
 ),
+
+{% if watermarked %}
+changed_users as (
+
+    select distinct user_id
+    from interactions
+    where loaded_at > (select max(loaded_through) from {{ this }})
+
+),
+{% endif %}
 
 positive_interactions as (
 
@@ -15,6 +46,9 @@ positive_interactions as (
         weight
     from interactions
     where weight > 0
+    {% if watermarked %}
+        and user_id in (select user_id from changed_users)
+    {% endif %}
 
 ),
 
@@ -39,7 +73,8 @@ recent_history as (
         occurred_at,
         weight,
         recency_rank,
-        event_id
+        event_id,
+        (select max(loaded_at) from interactions) as loaded_through
     from interactions_by_recency
     where recency_rank <= {{ var('history_length') }}
 
