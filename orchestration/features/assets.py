@@ -4,6 +4,7 @@ import hashlib
 import time
 from datetime import UTC, datetime
 
+import duckdb
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from dagster_dbt import get_asset_key_for_model
 
@@ -122,7 +123,7 @@ def refresh_item_embeddings(
     return figures
 
 
-def _unchanged(connection, model_name: str, dimension: int) -> dict:
+def _unchanged(connection: duckdb.DuckDBPyConnection, model_name: str, dimension: int) -> dict:
     """refresh_item_embeddings' figures when the catalog's texts are as last embedded."""
     ((items,),) = connection.execute("select count(*) from marts.items").fetchall()
     samples = connection.execute(f"select text from {TABLE} order by item_id limit 5").fetchall()
