@@ -226,3 +226,48 @@ def test_the_incremental_recent_histories_equal_a_full_computation(
     assert through["u2"] == through["u4"] == SECOND_LOAD_AT
     assert through["u1"] == FIRST_LOAD_AT  # not rewritten
     assert builds["rerun"].marts["user_recent_history"] == history
+
+
+def test_the_incremental_users_follow_new_loads_and_retention(tmp_path) -> None:
+    """users recomputes the users a batch touched and those whose old events retention deleted
+    (as orchestration.privacy.retention deletes them: every table with occurred_at); a user with
+    no event left goes. Every row must equal the aggregate over the interactions left."""
+    from orchestration.privacy.erase import delete_in_warehouse
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    create_warehouse(warehouse)
+    load_batch(warehouse, FIRST_EVENTS, FIRST_ITEMS, "b1", FIRST_LOAD_AT)
+    run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+    load_batch(warehouse, SECOND_EVENTS, SECOND_ITEMS, "b2", SECOND_LOAD_AT)
+    second = run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+    through = {row["user_id"]: row["loaded_through"] for row in second.marts["users"]}
+    # Only the second batch's users (u2 re-delivered, u4 new) were recomputed.
+    assert through == {
+        "u1": FIRST_LOAD_AT,
+        "u2": SECOND_LOAD_AT,
+        "u3": FIRST_LOAD_AT,
+        "u4": SECOND_LOAD_AT,
+    }
+    # Everything before 2024-01-08 12:30 goes: u2 and u3 keep nothing, u1 and u4 one event each.
+    delete_in_warehouse(
+        warehouse, {"occurred_at": lambda column: f"{column} < timestamp '2024-01-08 12:30'"}
+    )
+    after = run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+
+    expected: dict[str, tuple] = {}
+    for row in after.marts["interactions"]:
+        first, last, count, items = expected.get(
+            row["user_id"], (row["occurred_at"], row["occurred_at"], 0, set())
+        )
+        expected[row["user_id"]] = (
+            min(first, row["occurred_at"]),
+            max(last, row["occurred_at"]),
+            count + 1,
+            items | {row["item_id"]},
+        )
+    users = by_key(after.marts["users"], "user_id")
+    assert set(users) == set(expected) == {"u1", "u4"}
+    for user, (first, last, count, items) in expected.items():
+        row = users[user]
+        assert (row["first_event_at"], row["last_event_at"]) == (first, last)
+        assert (row["event_count"], row["item_count"]) == (count, len(items))

@@ -1,8 +1,47 @@
+{{
+    config(
+        materialized=incremental_where_supported(),
+        unique_key='user_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='append_new_columns',
+        post_hook="{{ remove_users_without_events() }}"
+    )
+}}
+
+{#-
+    Incremental by user. A run recomputes the users with interactions loaded since the last run
+    (loaded_through, the newest load a run saw, is the watermark) and the users some of whose
+    events are gone: retention deletes events older than its cut-off, so a stored first event
+    older than any event left means fewer events now. A user with none left is removed after the
+    run (remove_users_without_events). A table from before the watermark column is recomputed
+    whole once.
+-#}
+
+{% set watermarked = is_incremental() and (
+    'loaded_through' in (adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list)
+) %}
+
 with interactions as (
 
     select * from {{ ref('interactions') }}
 
 ),
+
+{% if watermarked %}
+changed_users as (
+
+    select user_id
+    from interactions
+    where loaded_at > (select max(loaded_through) from {{ this }})
+
+    union
+
+    select user_id
+    from {{ this }}
+    where first_event_at < (select min(occurred_at) from interactions)
+
+),
+{% endif %}
 
 user_activity as (
 
@@ -13,8 +52,14 @@ user_activity as (
         count(*) as event_count,
         count(distinct item_id) as item_count
     from interactions
+    {% if watermarked %}
+        where user_id in (select user_id from changed_users)
+    {% endif %}
     group by user_id
 
 )
 
-select * from user_activity
+select
+    *,
+    (select max(loaded_at) from interactions) as loaded_through
+from user_activity
