@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
@@ -48,10 +48,16 @@ def run_job_in_process(
 
         definitions = defs
     job = definitions.resolve_job_def(job_name)
-    with nullcontext(instance) if instance is not None else DagsterInstance.get() as active:
+    with opened(instance) as active:
         return job.execute_in_process(
             instance=active,
             raise_on_error=False,
             tags=tags,
             run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
         )
+
+
+def opened(instance: DagsterInstance | None) -> AbstractContextManager[DagsterInstance]:
+    """``instance`` as it is (the caller keeps it open), or the deployment's instance opened for
+    the block (DAGSTER_HOME must be prepared: prepare_dagster_home)."""
+    return nullcontext(instance) if instance is not None else DagsterInstance.get()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 
 import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from orchestration.instance import prepare_dagster_home, run_job_in_process
+from orchestration.instance import opened, prepare_dagster_home, run_job_in_process
 from orchestration.memory import MemorySampler, lifetime_peak_bytes
 from orchestration.settings import Settings
 
@@ -53,7 +52,7 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
     it is opened for this run."""
     started = time.perf_counter()
     prepare_dagster_home(settings)
-    with nullcontext(instance) if instance is not None else DagsterInstance.get() as instance:
+    with opened(instance) as instance:
         with MemorySampler() as memory:
             result = run_job_in_process(job_name, settings, instance=instance)
         elapsed = time.perf_counter() - started

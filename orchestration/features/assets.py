@@ -83,17 +83,7 @@ def refresh_item_embeddings(
     if full_refresh:
         stored = stored.iloc[0:0]
     pending = items_to_embed(texts, stored, model_name)
-    figures = {
-        "items": len(texts),
-        "embedded": len(pending),
-        "reused": len(texts) - len(pending),
-        "model": model_name,
-        "dimension": dimension,
-        "device": "not loaded",
-        "seconds_embedding": 0.0,
-        "texts_per_second": 0.0,
-        "catalog_unchanged": False,
-    }
+    figures = _figures(len(texts), len(pending), model_name, dimension, catalog_unchanged=False)
     if len(pending):
         started = time.perf_counter()
         vectors, engine = (compute or ComputeResource()).encode(
@@ -123,23 +113,29 @@ def refresh_item_embeddings(
     return figures
 
 
-def _unchanged(connection: duckdb.DuckDBPyConnection, model_name: str, dimension: int) -> dict:
-    """refresh_item_embeddings' figures when the catalog's texts are as last embedded."""
-    ((items,),) = connection.execute("select count(*) from marts.items").fetchall()
-    samples = connection.execute(f"select text from {TABLE} order by item_id limit 5").fetchall()
+def _figures(
+    items: int, embedded: int, model_name: str, dimension: int, catalog_unchanged: bool
+) -> dict:
+    """refresh_item_embeddings' figures before any text is embedded."""
     return {
-        "items": int(items),
-        "embedded": 0,
-        "reused": int(items),
+        "items": items,
+        "embedded": embedded,
+        "reused": items - embedded,
         "model": model_name,
         "dimension": dimension,
         "device": "not loaded",
         "seconds_embedding": 0.0,
         "texts_per_second": 0.0,
-        "removed": 0,
-        "catalog_unchanged": True,
-        "sample_texts": [text for (text,) in samples],
+        "catalog_unchanged": catalog_unchanged,
     }
+
+
+def _unchanged(connection: duckdb.DuckDBPyConnection, model_name: str, dimension: int) -> dict:
+    """refresh_item_embeddings' figures when the catalog's texts are as last embedded."""
+    ((items,),) = connection.execute("select count(*) from marts.items").fetchall()
+    samples = connection.execute(f"select text from {TABLE} order by item_id limit 5").fetchall()
+    figures = _figures(int(items), 0, model_name, dimension, catalog_unchanged=True)
+    return {**figures, "removed": 0, "sample_texts": [text for (text,) in samples]}
 
 
 @asset(

@@ -12,11 +12,13 @@ import pyarrow as pa
 TABLE = "ml.item_embeddings"
 
 
-def _table_exists(connection: duckdb.DuckDBPyConnection) -> bool:
+def _table_exists(connection: duckdb.DuckDBPyConnection, table: str = TABLE) -> bool:
+    """Whether ``table`` (schema.name) exists."""
+    schema, name = table.split(".")
     # fetchall() finishes the result: DuckDB refuses new work on a half-read one.
     rows = connection.execute(
-        "select count(*) from information_schema.tables "
-        "where table_schema = 'ml' and table_name = 'item_embeddings'"
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+        [schema, name],
     ).fetchall()
     return bool(rows[0][0])
 
@@ -104,7 +106,8 @@ def vector_health(
     whether every one is finite, how many are off unit length by more than ``tolerance``, their
     dimension (None: no vectors, or several widths), catalog items (``catalog``, a table with an
     item_id column) without a vector, vectors of items not in it, and duplicated item ids."""
-    if not _table_exists(connection):
+    stored = _table_exists(connection)
+    if not stored:
         vectors = finite_count = off_norm = duplicated = extra = 0
         widths: tuple = (None, None)
     else:
@@ -136,7 +139,7 @@ def vector_health(
     ((missing,),) = connection.execute(
         f"select count(distinct item_id) from {catalog} where item_id not in "
         f"(select item_id from {TABLE})"
-        if _table_exists(connection)
+        if stored
         else f"select count(distinct item_id) from {catalog}"
     ).fetchall()
     return {
@@ -171,11 +174,7 @@ def catalog_text_stamp(connection: duckdb.DuckDBPyConnection, embedder: str) -> 
 
 def embedded_stamp(connection: duckdb.DuckDBPyConnection) -> str | None:
     """The stamp of the catalog the stored vectors were last brought up to date with."""
-    found = connection.execute(
-        "select count(*) from information_schema.tables "
-        "where table_schema = 'ml' and table_name = 'item_embeddings_stamp'"
-    ).fetchall()[0][0]
-    if not found:
+    if not _table_exists(connection, STAMP_TABLE):
         return None
     rows = connection.execute(f"select stamp from {STAMP_TABLE}").fetchall()
     return rows[0][0] if rows else None

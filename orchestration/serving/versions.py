@@ -178,8 +178,7 @@ class NewVersion:
         bulk_insert), in one transaction."""
         if not self.replaces(table):
             raise ValueError(f"version {self.number} does not replace {table.name}")
-        rows = len(next(iter(columns.values()), ()))
-        if rows:
+        if row_count(columns):
             with self.engine.begin() as connection:
                 bulk_insert(connection, table, with_version(columns, self.number))
 
@@ -268,8 +267,12 @@ def with_version(
     columns: Mapping[str, Sequence[object]], version: int
 ) -> dict[str, Sequence[object]]:
     """Rows given column by column, the version column first."""
-    rows = len(next(iter(columns.values()), ()))
-    return {VERSION: [version] * rows, **columns}
+    return {VERSION: [version] * row_count(columns), **columns}
+
+
+def row_count(columns: Mapping[str, Sequence[object]]) -> int:
+    """How many rows a mapping of columns holds (its first column's length; 0 for none)."""
+    return len(next(iter(columns.values()), ()))
 
 
 def _now() -> datetime:
@@ -294,7 +297,7 @@ def bulk_insert(
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         raise ValueError(f"columns of different lengths for {table.name}: {sorted(lengths)}")
-    if not names or not lengths or 0 in lengths:
+    if not row_count(columns):
         return
     dialect = connection.dialect
     bound = [_bound(table.c[name], dialect, columns[name]) for name in names]

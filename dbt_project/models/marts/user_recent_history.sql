@@ -15,9 +15,7 @@
     column (or a full refresh) has no watermark: every user is recomputed.
 -#}
 
-{% set watermarked = is_incremental() and (
-    'loaded_through' in (adapter.get_columns_in_relation(this) | map(attribute='name') | map('lower') | list)
-) %}
+{% set watermarked = has_watermark('loaded_through') %}
 
 with interactions as (
 
