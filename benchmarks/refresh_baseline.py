@@ -35,8 +35,10 @@ STAGES_SHOWN = ("warehouse_dbt_models", "recommendation_lists", "published_recom
 
 
 def cli(home: Path, code: Path, *arguments: object) -> CommandRun:
-    """`python -m orchestration.cli ARGUMENTS` on ``home`` with the code in ``code``."""
-    return run(home, [sys.executable, "-m", "orchestration.cli", *arguments], code=code)
+    """`freshrank ARGUMENTS` on ``home`` with the code in ``code``: the module its console
+    script runs (`orchestration.launcher`; `orchestration.cli` in code older than it)."""
+    module = "launcher" if (code / "orchestration" / "launcher.py").exists() else "cli"
+    return run(home, [sys.executable, "-m", f"orchestration.{module}", *arguments], code=code)
 
 
 def main() -> None:

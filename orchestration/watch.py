@@ -4,7 +4,9 @@ A refresh started as a new process (the CLI, or a run the daemon's sensor launch
 of its time starting: Python, Dagster, dbt's Dagster integration, torch and MLflow imports. This
 loop pays that once. It polls the landing zone and the raw tables, and runs refresh_job in-process
 whenever files are waiting or rows were loaded since the last publish (by `freshrank ingest`,
-say). Each run is an ordinary Dagster run on the deployment's instance, under the same writer
+say). The landing zone is a directory listing, so it is looked at every FILE_POLL_SECONDS (a
+file is seen within a fifth of a second); the raw tables need a warehouse connection, which a
+writer in another process would have to wait for, so they are looked at once an interval. Each run is an ordinary Dagster run on the deployment's instance, under the same writer
 lock as any other, so it is safe next to the daemon; it just starts sooner.
 """
 
@@ -21,13 +23,16 @@ from orchestration.warehouse.guard import open_warehouse
 
 logger = logging.getLogger("freshrank.watch")
 
+FILE_POLL_SECONDS = 0.2
 
-def behind(settings: Settings) -> str | None:
-    """Why a refresh is due (files waiting, rows loaded since the last publish), or None."""
+
+def behind(settings: Settings, tables: bool = True) -> str | None:
+    """Why a refresh is due (files waiting, rows loaded since the last publish), or None;
+    without ``tables``, only the landing zone is looked at."""
     waiting = sum(len(pending_files(kind, settings)) for kind in KINDS)
     if waiting:
         return f"{waiting} landing file(s) waiting"
-    if not settings.warehouse_path.exists():
+    if not tables or not settings.warehouse_path.exists():
         return None
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         tables = {
@@ -54,7 +59,9 @@ def watch(
     idle_timeout_seconds: float | None = None,
 ) -> int:
     """Refresh whenever one is due until stopped (SIGINT/SIGTERM), ``max_runs`` refreshes have
-    run, or nothing was due for ``idle_timeout_seconds``. Returns the number of refreshes."""
+    run, or nothing was due for ``idle_timeout_seconds``. Landing files are looked for every
+    FILE_POLL_SECONDS (or ``interval_seconds``, if shorter), the raw tables every
+    ``interval_seconds``. Returns the number of refreshes."""
     stopping = False
 
     def stop(signum, _frame) -> None:
@@ -64,16 +71,20 @@ def watch(
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     runs, idle_since = 0, time.monotonic()
+    tables_due = time.monotonic()
     try:
         while not stopping and (max_runs is None or runs < max_runs):
-            reason = behind(settings)
+            tables = time.monotonic() >= tables_due
+            if tables:
+                tables_due = time.monotonic() + interval_seconds
+            reason = behind(settings, tables)
             if reason is None:
                 if (
                     idle_timeout_seconds is not None
                     and time.monotonic() - idle_since > idle_timeout_seconds
                 ):
                     break
-                time.sleep(interval_seconds)
+                time.sleep(min(FILE_POLL_SECONDS, interval_seconds))
                 continue
             logger.info("refreshing: %s", reason)
             if not refresh():

@@ -6,6 +6,7 @@ import duckdb
 import pytest
 
 from orchestration.settings import Settings
+from orchestration import watch as watch_module
 from orchestration.watch import behind, watch
 
 
@@ -79,3 +80,28 @@ def test_watch_stops_after_max_runs(settings: Settings) -> None:
 
     assert watch(settings, failing_refresh, interval_seconds=0.01, max_runs=3) == 3
     assert len(failures) == 3
+
+
+def test_without_tables_only_landing_files_make_a_refresh_due(settings: Settings) -> None:
+    _warehouse(settings, ["2024-01-01 10:00", "2024-01-01 12:00"], watermark="2024-01-01 11:00")
+    assert behind(settings, tables=False) is None
+    folder = settings.landing_folder("events")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "batch.csv").write_text("user_id,item_id,event_type,timestamp\n")
+    assert behind(settings, tables=False) == "1 landing file(s) waiting"
+
+
+def test_watch_looks_at_files_often_and_at_the_tables_once_an_interval(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[bool] = []
+
+    def recorded(_settings: Settings, tables: bool = True) -> str | None:
+        looks.append(tables)
+        return None
+
+    monkeypatch.setattr(watch_module, "behind", recorded)
+    watch(settings, lambda: True, interval_seconds=0.5, idle_timeout_seconds=1.1)
+    assert looks[0] is True  # the first look sees both
+    assert 2 <= looks.count(True) <= 3  # once per 0.5 s over about 1.1-1.3 s
+    assert looks.count(False) >= 3  # files every 0.2 s in between
