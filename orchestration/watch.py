@@ -6,8 +6,9 @@ loop pays that once. It polls the landing zone and the raw tables, and runs refr
 whenever files are waiting or rows were loaded since the last publish (by `freshrank ingest`,
 say). The landing zone is a directory listing, so it is looked at every FILE_POLL_SECONDS (a
 file is seen within a fifth of a second); the raw tables need a warehouse connection, which a
-writer in another process would have to wait for, so they are looked at once an interval. Each run is an ordinary Dagster run on the deployment's instance, under the same writer
-lock as any other, so it is safe next to the daemon; it just starts sooner.
+writer in another process would have to wait for, so they are looked at once an interval. Each
+run is an ordinary Dagster run on the deployment's instance, under the same writer lock as any
+other, so it is safe next to the daemon; it just starts sooner.
 """
 
 from __future__ import annotations

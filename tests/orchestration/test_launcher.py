@@ -1,8 +1,7 @@
-"""The console script's start and exit: statuses, output and exit handlers survive the quick exit."""
+"""The console script's quick exit keeps statuses, output and exit handlers; the GC thresholds."""
 
 from __future__ import annotations
 
-import gc
 import subprocess
 import sys
 import textwrap
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import orchestration
 from orchestration import launcher
 
 
@@ -84,16 +84,15 @@ def test_exit_now_waits_for_a_running_thread(tmp_path: Path) -> None:
     assert done.read_text() == "finished"  # the ordinary shutdown joined the thread
 
 
-def test_run_raises_the_collection_threshold_before_the_commands_import(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_run_exits_with_the_commands_status(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[object] = []
     monkeypatch.setattr(launcher, "exit_now", exits.append)
-    monkeypatch.setattr(sys, "argv", ["freshrank", "--help"])
-    before = gc.get_threshold()
-    try:
-        launcher.run()
-        assert gc.get_threshold() == launcher.GC_THRESHOLDS
-    finally:
-        gc.set_threshold(*before)
-    assert exits == [0]
+    monkeypatch.setattr(sys, "argv", ["freshrank", "ingest"])
+    launcher.run()
+    assert exits == [2]  # a usage error, as click's own exit would give
+
+
+def test_importing_the_package_raises_the_collection_threshold() -> None:
+    shown = _python("import gc, orchestration; print(*gc.get_threshold())")
+    assert shown.returncode == 0, shown.stderr
+    assert tuple(map(int, shown.stdout.split())) == orchestration.GC_THRESHOLDS != (700, 10, 10)

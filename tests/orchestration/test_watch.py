@@ -5,8 +5,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestration.settings import Settings
 from orchestration import watch as watch_module
+from orchestration.settings import Settings
 from orchestration.watch import behind, watch
 
 
