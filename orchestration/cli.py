@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
@@ -142,16 +143,23 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
     from dagster import DagsterInstance
 
     import orchestration.definitions  # noqa: F401
-    import orchestration.serving.scoring  # noqa: F401
+    from ml.pipeline.parallel import warm_pool
     from orchestration.instance import prepare_dagster_home
+    from orchestration.serving.scoring import warm_up_ranking
     from orchestration.watch import watch as watch_loop
 
-    # What is imported now lives as long as the process: out of the collector's sight, a full
-    # collection during a refresh walks only what the refreshes create (0.4 s -> 0.07 s each).
-    gc.freeze()
     click.echo(f"watching {settings.landing_dir} and the raw tables every {interval:g} s")
     prepare_dagster_home(settings)
-    with DagsterInstance.get() as instance:  # opened once, for every refresh
+    # The Dagster instance is opened once, for every refresh; with more than one core, the
+    # refreshes rank in worker processes that keep the serving pipeline loaded.
+    workers = settings.rank_processes
+    pool = warm_pool(workers, settings.compiled_rankers) if workers > 1 else nullcontext()
+    with DagsterInstance.get() as instance, pool as ranking:
+        if ranking is not None and warm_up_ranking(settings, ranking):
+            click.echo(f"{workers} ranking worker(s) hold the serving pipeline")
+        # What exists now lives as long as the process: out of the collector's sight, a full
+        # collection during a refresh walks only what the refreshes create (0.4 s -> 0.07 s).
+        gc.freeze()
         runs = watch_loop(
             settings,
             lambda: report_run(REFRESH_JOB, settings, instance),

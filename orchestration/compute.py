@@ -15,7 +15,7 @@ import numpy as np
 from dagster import ConfigurableResource
 
 from ml.embeddings import EmbeddingConfig, TextEmbedder
-from ml.pipeline.parallel import Ranked, ShardHandler, handled
+from ml.pipeline.parallel import Ranked, ShardHandler, active_warm_pool, handled
 from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 from ml.pipeline.snapshot import Behaviour
 from orchestration.settings import Settings
@@ -94,8 +94,13 @@ class ComputeResource(ConfigurableResource):
         (see ml/distributed/scoring.py for what ``ranking`` must be), or in local worker
         processes when there are many users (settings.rank_processes). ``on_shard`` gets each
         shard's result as it arrives (in this process the whole result is one shard) and says
-        what of it to keep (ml.pipeline.parallel.ShardHandler)."""
+        what of it to keep (ml.pipeline.parallel.ShardHandler). In a warm refresher (an open
+        ml.pipeline.parallel.warm_pool), a ranking whose whole result is kept (a refresh's)
+        goes to the pool's workers, which keep the pipeline loaded between calls."""
         if self.engine_for(settings) == LOCAL:
+            pool = active_warm_pool()
+            if pool is not None and on_shard is None:
+                return pool.rank(pipeline, behaviour, ranking)
             many = len(behaviour.users) >= settings.rank_processes_min_users
             if settings.rank_processes > 1 and many:
                 from ml.pipeline.parallel import rank_in_processes

@@ -378,3 +378,45 @@ def test_refresh_killed_midway_keeps_lists_and_the_next_one_completes(world: dic
     assert result.success
     after = ServingStore(settings.serving_url).all_lists()
     assert len(after[after["user_id"] == "late-arrival"]) == K
+
+
+def test_a_warm_refresher_ranks_in_its_workers_what_this_process_ranks(world: dict) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from orchestration.serving.scoring import score_users
+
+    settings = world["settings"]
+    catalog = world["catalog"]["item_id"].tolist()
+    newest = int(world["sample"]["timestamp"].max())
+    returning = world["sample"]["user_id"].iloc[1]
+    batch = [
+        {"user_id": "watched", "item_id": item, "event_type": "click", "timestamp": newest + i}
+        for i, item in enumerate(catalog[5:8])
+    ] + [{"user_id": returning, "item_id": catalog[9], "event_type": "view", "timestamp": newest}]
+    landing = settings.landing_folder("events")
+    landing.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(batch).to_csv(landing / "watched.csv", index=False)
+    watcher = subprocess.run(
+        [sys.executable, "-m", "orchestration.launcher", "refresh", "--watch", "--max-runs", "1"],
+        env={**os.environ, "FRESHRANK_RANK_PROCESSES": "2"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert watcher.returncode == 0, watcher.stdout[-3000:] + watcher.stderr[-3000:]
+    assert "2 ranking worker(s) hold the serving pipeline" in watcher.stdout
+    assert "stopped after 1 refresh(es)" in watcher.stdout
+    published = ServingStore(settings.serving_url).all_lists()
+    # The same users ranked again here, in this process, from the same serving state.
+    here = score_users(settings, ["watched", returning]).lists
+    columns = ["user_id", "rank", "item_id", "score", "reason"]
+    for user in ("watched", returning):
+        served = published[published["user_id"] == user].sort_values("rank")[columns]
+        ranked = here[here["user_id"] == user].sort_values("rank")[columns]
+        assert len(served) == K
+        pd.testing.assert_frame_equal(
+            served.reset_index(drop=True), ranked.reset_index(drop=True), check_dtype=False
+        )

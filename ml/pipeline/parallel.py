@@ -13,11 +13,14 @@ the in-process ones row for row.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import pickle
+import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -166,3 +169,99 @@ def rank_in_processes(
         what="ranking shard",
     )
     return concatenated(parts)
+
+
+def _ready(shared: object) -> bool:
+    return shared is not None
+
+
+def _start_warm_worker(saved: bytes, setup: Callable[[object], object] | None) -> None:
+    """_start_worker for a long-lived worker: Ctrl-C at the terminal reaches the whole process
+    group, and stopping is the parent's to decide (it closes the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _start_worker(saved, setup)
+
+
+class WarmPool:
+    """Worker processes that keep one pipeline loaded from one call to the next.
+
+    rank_in_processes starts its workers for each call: a fresh interpreter, its imports and the
+    pipeline, seconds that a full scoring's minutes repay but a refresh's few hundred users do
+    not. A warm refresher (`freshrank refresh --watch`) keeps this pool instead: the workers
+    load the serving pipeline once, and each batch's users are split into one shard per worker.
+    A different pipeline (a new serving state) restarts the workers with it. Results equal
+    ranking in this process, row for row (see rank_in_processes).
+    """
+
+    def __init__(self, processes: int, compiled_rankers: Path | None = None) -> None:
+        if processes < 1:
+            raise ValueError(f"worker processes: at least one, not {processes}")
+        self.processes = processes
+        self.compiled_rankers = compiled_rankers
+        self._pool: ProcessPoolExecutor | None = None
+        self._pipeline: RankingPipeline | None = None  # held: `is` tells a new one apart
+
+    def load(self, pipeline: RankingPipeline) -> None:
+        """Have every worker hold ``pipeline`` (started, or restarted, now, and waited for)."""
+        if self._pool is not None and pipeline is self._pipeline:
+            return
+        self.close()
+        started = time.perf_counter()
+        self._pool = ProcessPoolExecutor(
+            self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_warm_worker,
+            initargs=(
+                pickle.dumps(pipeline),
+                partial(_serving_copy, compiled_rankers=str(self.compiled_rankers or "")),
+            ),
+        )
+        self._pipeline = pipeline
+        # One task per worker at once: each of them starts and loads the pipeline now.
+        ready = [self._pool.submit(_apply, _ready, ()) for _ in range(self.processes)]
+        if not all(future.result() for future in ready):
+            raise RuntimeError("a ranking worker did not load the pipeline")
+        logger.info(
+            "%d warm ranking worker(s) loaded the pipeline in %.1f s",
+            self.processes,
+            time.perf_counter() - started,
+        )
+
+    def rank(self, pipeline: RankingPipeline, behaviour: Behaviour, ranking: Ranking) -> Ranked:
+        """``ranking(pipeline, behaviour)``, one shard of the users per worker."""
+        self.load(pipeline)
+        assert self._pool is not None
+        size = max(1, math.ceil(len(behaviour.users) / self.processes))
+        shards = [self._pool.submit(_apply, ranking, (shard,)) for shard in behaviour.blocks(size)]
+        if not shards:
+            return ranking(pipeline, behaviour)  # no users: the empty result, as shaped here
+        return concatenated([future.result() for future in shards])
+
+    def close(self) -> None:
+        """Stop the workers (waiting for them); the next call starts new ones."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool, self._pipeline = None, None
+
+
+_warm: WarmPool | None = None
+
+
+@contextmanager
+def warm_pool(processes: int, compiled_rankers: Path | None = None) -> Iterator[WarmPool]:
+    """A WarmPool that active_warm_pool() returns (to the serving code's ranking) while the
+    block runs; its workers stop when it ends."""
+    global _warm
+    if _warm is not None:
+        raise RuntimeError("a warm ranking pool is already open in this process")
+    _warm = WarmPool(processes, compiled_rankers)
+    try:
+        yield _warm
+    finally:
+        pool, _warm = _warm, None
+        pool.close()
+
+
+def active_warm_pool() -> WarmPool | None:
+    """The pool of the innermost open warm_pool block, or None."""
+    return _warm

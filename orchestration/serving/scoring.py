@@ -29,6 +29,7 @@ from ml.constants import (
     USER_ID,
 )
 from ml.pipeline.backtest import FALLBACK_PIPELINE
+from ml.pipeline.parallel import WarmPool
 from ml.pipeline.pipeline import RankingPipeline
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.rules import context_trending, context_trending_lists
@@ -172,6 +173,21 @@ def registered_pipeline(
     pipeline = tracking.load_version(settings.mlflow_tracking_uri, version, cache)
     label = f"{tracking.REGISTERED_MODEL}/{version}:{pipeline.ordering}"
     return pipeline.refreshed(snapshot), label
+
+
+def warm_up_ranking(settings: Settings, pool: WarmPool) -> bool:
+    """Have ``pool``'s workers load the current serving state's pipeline now, so that a warm
+    refresher's first batch finds them ready; False when there is no current state (the
+    workers then start with the first refresh that has one)."""
+    if not settings.warehouse_path.exists():
+        return False
+    champion = champion_version(settings)
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        state = load_state(settings, champion, connection)
+    if state is None:
+        return False
+    pool.load(state.pipeline)
+    return True
 
 
 def score_users(

@@ -81,6 +81,35 @@ def test_many_users_are_ranked_in_worker_processes(settings: Settings, monkeypat
     assert calls == [1]  # not called again
 
 
+class _RecordingPool:
+    """Stands in for a WarmPool: ranks in this process and says what it was given."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def rank(self, fitted, behaviour, ranking):
+        self.calls.append(len(behaviour.users))
+        return ranking(fitted, behaviour)
+
+
+def test_a_warm_pool_ranks_what_is_kept_whole_and_shard_handlers_stay_here(
+    settings: Settings, monkeypatch
+) -> None:
+    import orchestration.compute as compute
+
+    pool = _RecordingPool()
+    monkeypatch.setattr(compute, "active_warm_pool", lambda: pool)
+    fitted, behaviour = pipeline(), shoppers()
+    ranked = ComputeResource().rank(settings, fitted, behaviour, type(fitted).recommend)
+    assert ranked.equals(fitted.recommend(behaviour)) and pool.calls == [2]
+    # A full scoring writes shards as they come: not the warm pool's work.
+    shards: list = []
+    ComputeResource().rank(
+        settings, fitted, behaviour, type(fitted).recommend, on_shard=shards.append
+    )
+    assert pool.calls == [2] and len(shards) == 1
+
+
 @pytest.mark.parametrize(
     ("variable", "value"), [("FRESHRANK_COMPUTE", "spark"), ("FRESHRANK_DBT_TARGET", "ray")]
 )

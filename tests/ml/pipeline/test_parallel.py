@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import partial
 
 import numpy as np
@@ -9,7 +10,13 @@ import pandas as pd
 import pytest
 
 from ml.constants import USER_ID
-from ml.pipeline.parallel import handled, rank_in_processes
+from ml.pipeline.parallel import (
+    WarmPool,
+    active_warm_pool,
+    handled,
+    rank_in_processes,
+    warm_pool,
+)
 from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 from ml.pipeline.ranker import Ranker, RankerConfig
 from ml.pipeline.snapshot import Behaviour
@@ -59,3 +66,58 @@ def test_a_shard_handler_says_what_to_keep() -> None:
     assert handled(None, frame) is frame
     assert handled(lambda shard: None, frame) is frame  # None: keep all of it
     assert handled(lambda shard: shard.iloc[:0], frame).empty
+
+
+def worker_pids(_pipeline: RankingPipeline, behaviour: Behaviour) -> pd.DataFrame:
+    """A ranking that says which process ran it (importable: the workers look it up)."""
+    return pd.DataFrame({USER_ID: list(behaviour.users), "pid": os.getpid()})
+
+
+def _fitted(seed: int, tmp_path) -> RankingPipeline:
+    snapshot = session_snapshot(users=30, seed=seed)
+    pipeline = RankingPipeline(PipelineConfig(k=5)).fit_sources(snapshot)
+    frame = pipeline.candidate_features(Behaviour(snapshot.interactions))
+    frame["label"] = (np.random.default_rng(seed).uniform(size=len(frame)) < 0.3).astype(int)
+    config = RankerConfig(n_estimators=10, min_child_samples=2, bagged_models=1)
+    pipeline.ranker = Ranker(config).fit(frame, pipeline.training_columns(frame))
+    return pipeline
+
+
+@pytest.mark.slow
+def test_a_warm_pool_ranks_as_this_process_does_and_keeps_its_workers(tmp_path) -> None:
+    first, second = _fitted(1, tmp_path), _fitted(2, tmp_path)
+    behaviour = Behaviour(session_log(users=7, seed=3)[0])
+    ranking = partial(RankingPipeline.recommend_with_candidates, candidates=8)
+    pool = WarmPool(2, tmp_path / "rankers")
+    try:
+        for expected, got in zip(
+            ranking(first, behaviour), pool.rank(first, behaviour, ranking), strict=True
+        ):
+            pd.testing.assert_frame_equal(got, expected)
+        ran = pool.rank(first, behaviour, worker_pids)
+        assert ran[USER_ID].tolist() == list(behaviour.users)  # shards back in user order
+        workers = set(ran["pid"])
+        assert len(workers) == 2 and os.getpid() not in workers  # one shard per worker
+        assert set(pool.rank(first, behaviour, worker_pids)["pid"]) == workers  # kept warm
+        # Another pipeline (a new serving state): new workers, holding it.
+        for expected, got in zip(
+            ranking(second, behaviour), pool.rank(second, behaviour, ranking), strict=True
+        ):
+            pd.testing.assert_frame_equal(got, expected)
+        assert not set(pool.rank(second, behaviour, worker_pids)["pid"]) & workers
+        empty = Behaviour(session_log(users=7, seed=3)[0].iloc[:0])
+        assert pool.rank(second, empty, ranking)[0].empty
+    finally:
+        pool.close()
+
+
+def test_the_warm_pool_is_active_only_inside_its_block() -> None:
+    assert active_warm_pool() is None
+    with warm_pool(2) as pool:
+        assert active_warm_pool() is pool
+        with pytest.raises(RuntimeError, match="already open"), warm_pool(2):
+            pass
+        assert active_warm_pool() is pool
+    assert active_warm_pool() is None
+    with pytest.raises(ValueError, match="at least one"):
+        WarmPool(0)
