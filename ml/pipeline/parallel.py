@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -201,6 +202,11 @@ class WarmPool:
         self._pool: ProcessPoolExecutor | None = None
         self._pipeline: RankingPipeline | None = None  # held: `is` tells a new one apart
 
+    @property
+    def running(self) -> bool:
+        """Whether workers are started (and hold a pipeline)."""
+        return self._pool is not None
+
     def load(self, pipeline: RankingPipeline) -> None:
         """Have every worker hold ``pipeline`` (started, or restarted, now, and waited for)."""
         if self._pool is not None and pipeline is self._pipeline:
@@ -228,14 +234,23 @@ class WarmPool:
         )
 
     def rank(self, pipeline: RankingPipeline, behaviour: Behaviour, ranking: Ranking) -> Ranked:
-        """``ranking(pipeline, behaviour)``, one shard of the users per worker."""
-        self.load(pipeline)
-        assert self._pool is not None
-        size = max(1, math.ceil(len(behaviour.users) / self.processes))
-        shards = [self._pool.submit(_apply, ranking, (shard,)) for shard in behaviour.blocks(size)]
-        if not shards:
-            return ranking(pipeline, behaviour)  # no users: the empty result, as shaped here
-        return concatenated([future.result() for future in shards])
+        """``ranking(pipeline, behaviour)``, one shard of the users per worker. A worker that
+        died (killed for memory, say, or unable to load the pipeline) costs this call its
+        speed, not its result: the users are ranked here and new workers start next time."""
+        if not len(behaviour.users):
+            return ranking(pipeline, behaviour)  # the empty result, as shaped here
+        try:
+            self.load(pipeline)
+            assert self._pool is not None
+            size = math.ceil(len(behaviour.users) / self.processes)
+            shards = [
+                self._pool.submit(_apply, ranking, (shard,)) for shard in behaviour.blocks(size)
+            ]
+            return concatenated([future.result() for future in shards])
+        except BrokenProcessPool as error:
+            logger.warning("the warm ranking workers stopped (%s): ranking in this process", error)
+            self.close()
+            return ranking(pipeline, behaviour)
 
     def close(self) -> None:
         """Stop the workers (waiting for them); the next call starts new ones."""

@@ -11,6 +11,7 @@ checks.
 from __future__ import annotations
 
 import logging
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -186,7 +187,12 @@ def warm_up_ranking(settings: Settings, pool: WarmPool) -> bool:
         state = load_state(settings, champion, connection)
     if state is None:
         return False
-    pool.load(state.pipeline)
+    try:
+        pool.load(state.pipeline)
+    except BrokenProcessPool as error:  # the first refresh ranks here and tries again
+        logger.warning("the warm ranking workers did not start: %s", error)
+        pool.close()
+        return False
     return True
 
 

@@ -73,6 +73,28 @@ def worker_pids(_pipeline: RankingPipeline, behaviour: Behaviour) -> pd.DataFram
     return pd.DataFrame({USER_ID: list(behaviour.users), "pid": os.getpid()})
 
 
+def _explode(parent: int) -> object:
+    if os.getpid() != parent:
+        raise RuntimeError("this pipeline cannot be loaded in a worker")
+    return Unloadable()
+
+
+class Unloadable:
+    """A pipeline stand-in that unpickles only in the process that pickled it."""
+
+    def __reduce__(self):
+        return _explode, (os.getpid(),)
+
+
+def test_workers_that_cannot_load_the_pipeline_leave_the_ranking_to_this_process() -> None:
+    behaviour = Behaviour(session_log(users=4, seed=3)[0])
+    with warm_pool(2) as pool:
+        ranked = pool.rank(Unloadable(), behaviour, worker_pids)
+        assert set(ranked["pid"]) == {os.getpid()}  # ranked here, every user
+        assert ranked[USER_ID].tolist() == list(behaviour.users)
+        assert not pool.running  # closed: the next call starts new workers
+
+
 def _fitted(seed: int, tmp_path) -> RankingPipeline:
     snapshot = session_snapshot(users=30, seed=seed)
     pipeline = RankingPipeline(PipelineConfig(k=5)).fit_sources(snapshot)
@@ -99,6 +121,7 @@ def test_a_warm_pool_ranks_as_this_process_does_and_keeps_its_workers(tmp_path) 
         workers = set(ran["pid"])
         assert len(workers) == 2 and os.getpid() not in workers  # one shard per worker
         assert set(pool.rank(first, behaviour, worker_pids)["pid"]) == workers  # kept warm
+        assert pool.running
         # Another pipeline (a new serving state): new workers, holding it.
         for expected, got in zip(
             ranking(second, behaviour), pool.rank(second, behaviour, ranking), strict=True
