@@ -36,13 +36,13 @@ def behind(settings: Settings, tables: bool = True) -> str | None:
     if not tables or not settings.warehouse_path.exists():
         return None
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        tables = {
+        existing = {
             row[0]
             for row in connection.execute(
                 "select schema_name || '.' || table_name from duckdb_tables()"
             ).fetchall()
         }
-        if "raw.events" not in tables or "ml.publish_watermark" not in tables:
+        if "raw.events" not in existing or "ml.publish_watermark" not in existing:
             return None  # nothing built and published yet: that is a full build's job
         (unpublished,) = connection.execute(
             "select count(*) from raw.events where loaded_at > "

@@ -207,10 +207,12 @@ class WarmPool:
         """Whether workers are started (and hold a pipeline)."""
         return self._pool is not None
 
-    def load(self, pipeline: RankingPipeline) -> None:
-        """Have every worker hold ``pipeline`` (started, or restarted, now, and waited for)."""
+    def load(self, pipeline: RankingPipeline) -> bool:
+        """Have every worker hold ``pipeline`` (started, or restarted, now, and waited for).
+        False when a worker died or could not load it: the pool is closed, and the next call
+        starts new workers."""
         if self._pool is not None and pipeline is self._pipeline:
-            return
+            return True
         self.close()
         started = time.perf_counter()
         self._pool = ProcessPoolExecutor(
@@ -225,32 +227,39 @@ class WarmPool:
         self._pipeline = pipeline
         # One task per worker at once: each of them starts and loads the pipeline now.
         ready = [self._pool.submit(_apply, _ready, ()) for _ in range(self.processes)]
-        if not all(future.result() for future in ready):
-            raise RuntimeError("a ranking worker did not load the pipeline")
+        try:
+            if not all(future.result() for future in ready):
+                raise RuntimeError("a ranking worker did not load the pipeline")
+        except BrokenProcessPool as error:
+            self._stopped(error)
+            return False
         logger.info(
             "%d warm ranking worker(s) loaded the pipeline in %.1f s",
             self.processes,
             time.perf_counter() - started,
         )
+        return True
 
     def rank(self, pipeline: RankingPipeline, behaviour: Behaviour, ranking: Ranking) -> Ranked:
         """``ranking(pipeline, behaviour)``, one shard of the users per worker. A worker that
         died (killed for memory, say, or unable to load the pipeline) costs this call its
         speed, not its result: the users are ranked here and new workers start next time."""
-        if not len(behaviour.users):
-            return ranking(pipeline, behaviour)  # the empty result, as shaped here
+        if not len(behaviour.users) or not self.load(pipeline):
+            return ranking(pipeline, behaviour)  # no users: the empty result, as shaped here
+        assert self._pool is not None
+        size = math.ceil(len(behaviour.users) / self.processes)
         try:
-            self.load(pipeline)
-            assert self._pool is not None
-            size = math.ceil(len(behaviour.users) / self.processes)
             shards = [
                 self._pool.submit(_apply, ranking, (shard,)) for shard in behaviour.blocks(size)
             ]
             return concatenated([future.result() for future in shards])
         except BrokenProcessPool as error:
-            logger.warning("the warm ranking workers stopped (%s): ranking in this process", error)
-            self.close()
+            self._stopped(error)
             return ranking(pipeline, behaviour)
+
+    def _stopped(self, error: BrokenProcessPool) -> None:
+        logger.warning("the warm ranking workers stopped (%s): ranking in this process", error)
+        self.close()
 
     def close(self) -> None:
         """Stop the workers (waiting for them); the next call starts new ones."""
@@ -278,5 +287,5 @@ def warm_pool(processes: int, compiled_rankers: Path | None = None) -> Iterator[
 
 
 def active_warm_pool() -> WarmPool | None:
-    """The pool of the innermost open warm_pool block, or None."""
+    """The pool of the open warm_pool block, or None."""
     return _warm

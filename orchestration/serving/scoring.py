@@ -11,7 +11,6 @@ checks.
 from __future__ import annotations
 
 import logging
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -185,15 +184,8 @@ def warm_up_ranking(settings: Settings, pool: WarmPool) -> bool:
     champion = champion_version(settings)
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         state = load_state(settings, champion, connection)
-    if state is None:
-        return False
-    try:
-        pool.load(state.pipeline)
-    except BrokenProcessPool as error:  # the first refresh ranks here and tries again
-        logger.warning("the warm ranking workers did not start: %s", error)
-        pool.close()
-        return False
-    return True
+    # Workers that do not start leave the first refresh to this process (WarmPool.load).
+    return state is not None and pool.load(state.pipeline)
 
 
 def score_users(

@@ -13,34 +13,21 @@ import orchestration
 from orchestration import launcher
 
 
-def _python(code: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=cwd,
+        [sys.executable, *command], capture_output=True, text=True, timeout=120, check=False
     )
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return _run("-c", textwrap.dedent(code))
 
 
 def test_the_console_script_flushes_piped_output_and_keeps_click_statuses() -> None:
-    shown = subprocess.run(
-        [sys.executable, "-m", "orchestration.launcher", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    shown = _run("-m", "orchestration.launcher", "--help")
     assert shown.returncode == 0, shown.stderr
     assert "freshrank: batch-plus-refresh" in shown.stdout  # block-buffered into a pipe
-    misused = subprocess.run(
-        [sys.executable, "-m", "orchestration.launcher", "ingest"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    misused = _run("-m", "orchestration.launcher", "ingest")
     assert misused.returncode == 2  # click's usage error
     assert "give at least one --events or --items file" in misused.stderr
 
