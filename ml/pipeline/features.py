@@ -154,13 +154,15 @@ def context_popularity(
         return values
     # Each row's context as an integer code: one text comparison per row, not one per value.
     codes, seen = pd.factorize(contexts.reindex(pairs[USER_ID].to_numpy()).to_numpy())
-    items = pairs[ITEM_ID].to_numpy()
+    # Items as integer codes too: each context looks up its distinct items, not every row.
+    item_codes, items = pd.factorize(pairs[ITEM_ID].to_numpy())
     for code, value in enumerate(seen):
         scores = by_context.get(value)
         if scores is None:
             continue
         mine = np.flatnonzero(codes == code)
-        positions = scores.index.get_indexer(items[mine])
+        local, asked = pd.factorize(item_codes[mine])
+        positions = scores.index.get_indexer(items[asked])[local]
         found = positions >= 0
         values[mine[found]] = scores.to_numpy()[positions[found]]
     return values

@@ -252,9 +252,13 @@ class RankingPipeline:
         pairs = self._drop_excluded(self._candidates(block, recent), block)
         frame = {column: pairs[column].to_numpy() for column in pairs.columns}
         users = user_codes(frame[USER_ID])
+        # Per-item values are looked up once per distinct item and taken row by row: hashing
+        # every row's text id was a large share of a block's cost.
+        codes, distinct = pd.factorize(frame[ITEM_ID])
+        distinct = pd.Series(distinct, dtype=object)
         popularity: PopularitySource = self.sources["popularity"]
-        windows = popularity.item_features(pairs[ITEM_ID])
-        frame.update({column: windows[column].to_numpy() for column in popularity.columns})
+        windows = popularity.item_features(distinct)
+        frame.update({column: windows[column].to_numpy()[codes] for column in popularity.columns})
         frame.update(popularity_shares(frame, popularity.window_totals()))
         ranked = tuple(c for c in RANKED_SOURCE_COLUMNS if c in columns)
         frame.update(source_ranks(frame, ranked, users))
@@ -267,8 +271,8 @@ class RankingPipeline:
             frame["text"] = similarity["text"].fillna(0.0).to_numpy()
             frame["text_mean"] = similarity["text_mean"].to_numpy()
             frame["text_max"] = similarity["text_max"].to_numpy()
-        items = item_features(snapshot, pairs[ITEM_ID])
-        frame.update({column: items[column].to_numpy() for column in items.columns})
+        items = item_features(snapshot, distinct)
+        frame.update({column: items[column].to_numpy()[codes] for column in items.columns})
         per_user = user_features(block, snapshot.as_of)
         rows = per_user.index.get_indexer(frame[USER_ID])
         frame.update({column: per_user[column].to_numpy()[rows] for column in per_user.columns})

@@ -627,24 +627,24 @@ class TextNeighbourSource(CandidateSource):
     def pair_similarity(self, pairs: pd.DataFrame, recent: pd.DataFrame) -> pd.DataFrame:
         """Cosine of each (user, item)'s item vector with the user's recent items: the query
         (recency-weighted mean), the mean and the max over the recent items (NaN: no text)."""
-        result = pd.DataFrame(
-            np.nan, index=pairs.index, columns=["text", "text_mean", "text_max"], dtype=float
-        )
         if self.index is None or pairs.empty:
-            return result
-        users, query = self.queries(recent)
-        item_rows = self.rows(pairs[ITEM_ID])
-        user_rows = pd.Index(users).get_indexer(pairs[USER_ID])
-        known = (item_rows >= 0) & (user_rows >= 0)
-        if known.any():
-            items, item_codes = np.unique(item_rows[known], return_inverse=True)
-            products = query @ self.vectors[items].T  # users x distinct candidate items
-            result.loc[known, "text"] = products[user_rows[known], item_codes]
+            return pd.DataFrame(
+                np.nan, index=pairs.index, columns=["text", "text_mean", "text_max"], dtype=float
+            )
         history = recent[recent[RECENCY] < self.query_length]
-        similarity = self.recent_similarity(pairs, history)
-        result["text_mean"] = similarity["mean"].to_numpy()
-        result["text_max"] = similarity["max"].to_numpy()
-        return result
+        # The query's cosine from the same per-user products as the mean and the max: a
+        # product of every user's query with every distinct candidate grew with the catalog.
+        similarity = self.recent_similarity(
+            pairs, history, query_weights=recency_weight(history[RECENCY].to_numpy())
+        )
+        return pd.DataFrame(
+            {
+                "text": similarity["query"].to_numpy(),
+                "text_mean": similarity["mean"].to_numpy(),
+                "text_max": similarity["max"].to_numpy(),
+            },
+            index=pairs.index,
+        )
 
     def rows(self, item_ids: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
         """Each item's row in `vectors` (-1: the item has no text vector)."""
@@ -658,22 +658,30 @@ class TextNeighbourSource(CandidateSource):
         return vectors
 
     def recent_similarity(
-        self, pairs: pd.DataFrame, recent: pd.DataFrame, exclude_self: bool = False
+        self,
+        pairs: pd.DataFrame,
+        recent: pd.DataFrame,
+        exclude_self: bool = False,
+        query_weights: np.ndarray | None = None,
     ) -> pd.DataFrame:
         """For each (user, item) row of `pairs` (by position): the mean and the max cosine of
         the item's vector with the user's `recent` items that have one, and which of them is
         the most similar (ties: the earlier in `recent`). NaN and None where the item has no
         vector or the user no such recent item; ``exclude_self`` leaves the item itself out.
+        With ``query_weights`` (one per row of `recent`), also "query": the cosine with the
+        user's query, the weighted sum of those recent items' vectors (queries()).
 
         One product per user, their candidates against their own recent items, reduced at
         once: a product between every candidate and every recent item of a block of users, or
         a row per (pair, recent item), costs far more than the few products each user needs."""
         mean = np.full(len(pairs), np.nan)
         best = np.full(len(pairs), np.nan)
+        query = np.full(len(pairs), np.nan)
         similar = np.full(len(pairs), None, dtype=object)
         history_rows = self.rows(recent[ITEM_ID])
         has_vector = history_rows >= 0
         history_rows = history_rows[has_vector]
+        weights = None if query_weights is None else np.asarray(query_weights)[has_vector]
         history_items = recent[ITEM_ID].to_numpy()[has_vector]
         item_rows = self.rows(pairs[ITEM_ID])
         known = np.flatnonzero(item_rows >= 0)
@@ -692,9 +700,10 @@ class TextNeighbourSource(CandidateSource):
         owners = known[order]
         candidate_rows = item_rows[owners]
         recent_rows = history_rows[by_user]
+        recent_weights = None if weights is None else weights[by_user]
         bounds = run_starts(pair_users[order])
         ends = np.r_[bounds[1:], len(order)]
-        grouped = np.full((2, len(order)), np.nan)  # mean and max, in `order`
+        grouped = np.full((3, len(order)), np.nan)  # mean, max and query, in `order`
         slot = np.full(len(order), -1)  # the most similar recent item's place in `recent_rows`
         for begin, end, user in zip(bounds, ends, pair_users[order][bounds], strict=True):
             first, count = starts[user], counts[user]
@@ -702,6 +711,10 @@ class TextNeighbourSource(CandidateSource):
                 continue
             left, right = candidate_rows[begin:end], recent_rows[first : first + count]
             block = (self.vectors[left] @ self.vectors[right].T).astype(float)
+            if recent_weights is not None:
+                mine = recent_weights[first : first + count]
+                norm = float(np.linalg.norm(mine @ self.vectors[right].astype(float)))
+                grouped[2, begin:end] = (block @ mine) / norm if norm > 0 else 0.0
             if exclude_self:
                 itself = left[:, None] == right[None, :]
                 others = count - itself.sum(axis=1)
@@ -715,10 +728,13 @@ class TextNeighbourSource(CandidateSource):
                 grouped[0, begin:end] = block.mean(axis=1)
                 grouped[1, begin:end] = block.max(axis=1)
                 slot[begin:end] = first + block.argmax(axis=1)
-        mean[owners], best[owners] = grouped
+        mean[owners], best[owners], query[owners] = grouped
         found = slot >= 0
         similar[owners[found]] = history_items[by_user[slot[found]]]
-        return pd.DataFrame({"mean": mean, "max": best, "most_similar": similar})
+        frame = {"mean": mean, "max": best, "most_similar": similar}
+        if query_weights is not None:
+            frame["query"] = query
+        return pd.DataFrame(frame)
 
 
 class ItemKNNSource(CandidateSource):

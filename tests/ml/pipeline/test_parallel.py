@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
 
 import numpy as np
@@ -69,7 +70,10 @@ def test_a_shard_handler_says_what_to_keep() -> None:
 
 
 def worker_pids(_pipeline: RankingPipeline, behaviour: Behaviour) -> pd.DataFrame:
-    """A ranking that says which process ran it (importable: the workers look it up)."""
+    """A ranking that says which process ran it (importable: the workers look it up). It
+    takes a moment, as a real shard does: a worker that finished a shard at once could take
+    the next one before the other worker woke up (seen on a busy 2-core machine)."""
+    time.sleep(0.3)
     return pd.DataFrame({USER_ID: list(behaviour.users), "pid": os.getpid()})
 
 

@@ -274,6 +274,30 @@ def test_pair_similarity_query_uses_only_the_latest_query_length_items() -> None
     np.testing.assert_allclose(similarity.to_numpy(), [[0.6, 0.6, 0.6]], atol=1e-6)
 
 
+def test_pair_similarity_query_cosine_equals_the_searched_query() -> None:
+    # The query's cosine is taken from each user's own products (not a product of every query
+    # with every candidate): it must equal the cosine with the vector the index searches with.
+    rng = np.random.default_rng(7)
+    ids = [f"i{n}" for n in range(30)]
+    source = TextNeighbourSource(query_length=4).fit(
+        snapshot(vectors=vectors({item: rng.normal(size=5).tolist() for item in ids}))
+    )
+    recent = pd.concat(
+        [
+            viewer(*rng.choice(ids, size=6).tolist(), user=user).recent_items(10)
+            for user in ("a", "b", "c")
+        ],
+        ignore_index=True,
+    ).sample(frac=1.0, random_state=1)  # users' rows interleaved
+    asked = pd.DataFrame(
+        {USER_ID: np.repeat(["a", "b", "c"], 10), ITEM_ID: rng.choice(ids, size=30)}
+    )
+    users, queries = source.queries(recent)
+    searched = pd.DataFrame(queries @ source.vectors.T, index=users, columns=source.item_ids)
+    expected = [searched.at[user, item] for user, item in zip(asked[USER_ID], asked[ITEM_ID])]
+    np.testing.assert_allclose(source.pair_similarity(asked, recent)["text"], expected, atol=1e-6)
+
+
 def test_recent_similarity_names_each_pairs_most_similar_recent_item() -> None:
     source = TextNeighbourSource().fit(snapshot(vectors=VECTORS))
     # x's recent items, newest first: i2, i1; y's: i3 only. Pairs of the two users interleave.
