@@ -294,7 +294,8 @@ def test_pair_similarity_query_cosine_equals_the_searched_query() -> None:
     )
     users, queries = source.queries(recent)
     searched = pd.DataFrame(queries @ source.vectors.T, index=users, columns=source.item_ids)
-    expected = [searched.at[user, item] for user, item in zip(asked[USER_ID], asked[ITEM_ID])]
+    pairs = zip(asked[USER_ID], asked[ITEM_ID], strict=True)
+    expected = [searched.at[user, item] for user, item in pairs]
     np.testing.assert_allclose(source.pair_similarity(asked, recent)["text"], expected, atol=1e-6)
 
 
