@@ -32,6 +32,7 @@ from ml.constants import (
 from ml.pipeline.features import (
     RANKED_SOURCE_COLUMNS,
     USER_SHARE_COLUMNS,
+    columns_frame,
     context_popularity,
     feature_columns,
     item_features,
@@ -280,7 +281,7 @@ class RankingPipeline:
             pairs, user_contexts(block, self.config.context_key), self._context_scores
         )
         frame.update(trend_features(frame))
-        return pd.DataFrame(frame)
+        return columns_frame(frame)
 
     def _candidates(self, block: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
         """(user, item, every source's score) of each user's candidates, sorted by user and item:

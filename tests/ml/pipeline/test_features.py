@@ -8,6 +8,7 @@ import pytest
 
 from ml.constants import ITEM_ID, USER_ID
 from ml.pipeline.features import (
+    columns_frame,
     context_popularity,
     feature_columns,
     item_features,
@@ -178,3 +179,22 @@ def test_user_shares_compare_each_score_with_the_users_best() -> None:
     # v has no co-visitation at all: 0, not a division by zero.
     np.testing.assert_allclose(shared["covisitation_all_user_share"], [1.0, 0.25, 0.0, 0.0, 0.0])
     assert "covisitation_last_user_share" not in shared
+
+
+def test_columns_frame_keeps_every_column_in_place_with_its_dtype() -> None:
+    columns = {
+        "user_id": np.array(["u1", "u2", "u3"], dtype=object),
+        "score": np.array([0.5, 0.25, 1.0]),
+        "count": np.array([3, 1, 2]),
+        "share": np.array([0.1, 0.2, 0.3]),
+        "item_id": np.array(["a", "b", "c"], dtype=object),
+        "small": np.array([1.5, 2.5, 3.5], dtype=np.float32),
+    }
+    frame = columns_frame(columns)
+    expected = pd.DataFrame(columns)
+    pd.testing.assert_frame_equal(frame, expected)
+    # The float64 columns share one block (the point of it); ids, counts and float32 apart.
+    assert [block.dtype for block in frame._mgr.blocks].count(np.float64) == 1
+    assert columns_frame({}).empty
+    empty = columns_frame({"user_id": np.array([], dtype=object), "score": np.zeros(0)})
+    assert list(empty.columns) == ["user_id", "score"] and len(empty) == 0
