@@ -54,6 +54,7 @@ from orchestration.serving.versions import (
     current_versions,
     prepare,
     served,
+    served_version,
     unversioned_columns,
     version_column,
     with_version,
@@ -135,6 +136,19 @@ titles_table = sa.Table(
     version_column(),
     sa.Column(ITEM_ID, sa.String(255), primary_key=True),
     sa.Column(TITLE, sa.String(1000), nullable=False),
+)
+# Per version of the lists: their row and user counts and newest time, kept by every publish
+# (the summary is read by /health and each publish's metadata; counting millions of rows there
+# cost seconds, and grew with the store rather than with the refresh).
+SUMMARY_TABLE_NAME = "serving_summary"
+LIST_ROWS, LIST_USERS = "list_rows", "list_users"
+summary_table = sa.Table(
+    SUMMARY_TABLE_NAME,
+    _metadata,
+    sa.Column(VERSION, sa.Integer, primary_key=True, autoincrement=False),  # the lists' version
+    sa.Column(LIST_ROWS, sa.BigInteger, nullable=False),
+    sa.Column(LIST_USERS, sa.BigInteger, nullable=False),
+    sa.Column(GENERATED_AT, sa.DateTime, nullable=True),  # newest list row's (None: no rows)
 )
 # Written as versions by a full publish (the per-user tables always, the per-item ones when given).
 _PER_USER_TABLES = (recommendations_table, candidates_table)
@@ -312,8 +326,12 @@ class ServingStore:
         affected_users = sorted(affected)
         with self.engine.begin() as connection:
             versions = current_versions(connection, _VERSIONED_TABLES)
+            lists_version = versions[recommendations_table.name]
+            removed_rows = removed_users = 0
             for start in range(0, len(affected_users), _DELETE_CHUNK):
                 chunk = affected_users[start : start + _DELETE_CHUNK]
+                rows, users_before, _ = _count_lists(connection, lists_version, chunk)
+                removed_rows, removed_users = removed_rows + rows, removed_users + users_before
                 for table in _PER_USER_TABLES:
                     connection.execute(
                         table.delete().where(
@@ -334,6 +352,14 @@ class ServingStore:
                 if frame is not None:
                     _replace(connection, table, _to_columns(frame, columns), versions[table.name])
             _replace_trending(connection, trending, context_trending)
+            newest = pd.to_datetime(lists[GENERATED_AT], utc=True).max() if len(lists) else None
+            _adjust_summary(
+                connection,
+                lists_version,
+                len(lists) - removed_rows,
+                int(lists[USER_ID].nunique()) - removed_users,
+                None if newest is None or pd.isna(newest) else _naive_utc(newest),
+            )
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
         """One user's published list, best first (empty when the user has none)."""
@@ -507,17 +533,26 @@ class ServingStore:
     def summary(self) -> dict[str, object]:
         """List row and user counts, the newest publish time, and the trending row count."""
         lists = recommendations_table
-        # One statement, so every count comes from the same snapshot even during a publish.
+        kept = summary_table.c
+        version = served_version(lists)
+
+        def figure(column: sa.Column) -> sa.ScalarSelect:
+            return sa.select(column).where(kept[VERSION] == version).scalar_subquery()
+
+        # One statement, so every figure comes from the same snapshot even during a publish.
         query = sa.select(
-            sa.select(sa.func.count()).where(served(lists)).scalar_subquery(),
-            sa.select(sa.func.count(sa.distinct(lists.c[USER_ID])))
-            .where(served(lists))
-            .scalar_subquery(),
-            sa.select(sa.func.max(lists.c[GENERATED_AT])).where(served(lists)).scalar_subquery(),
+            figure(kept[LIST_ROWS]),
+            figure(kept[LIST_USERS]),
+            figure(kept[GENERATED_AT]),
             sa.select(sa.func.count()).select_from(trending_table).scalar_subquery(),
+            sa.select(sa.func.count()).where(kept[VERSION] == version).scalar_subquery(),
+            # One served row by the primary key: the lists table itself must answer too.
+            sa.select(lists.c[USER_ID]).where(served(lists)).limit(1).scalar_subquery(),
         )
         with self.engine.connect() as connection:
-            rows, users, newest, trending_rows = connection.execute(query).one()
+            rows, users, newest, trending_rows, known, _ = connection.execute(query).one()
+            if not known:  # lists published before the summary was kept: counted once here
+                rows, users, newest = _count_lists(connection, version)
         return {"rows": rows, "users": users, "generated_at": newest, "trending": trending_rows}
 
     def dispose(self) -> None:
@@ -581,11 +616,18 @@ class ServingVersion:
             _require_columns(trending, TRENDING_COLUMNS, "trending rows")
         if context_trending is not None:
             _require_columns(context_trending, CONTEXT_TRENDING_COLUMNS, "context trending rows")
+        number = self._version.number
+        with self._store.engine.connect() as connection:  # before the write lock is taken
+            figures = _count_lists(connection, number)
         with self._store.engine.begin() as connection:
             self._version.switch(connection)
             _replace_trending(connection, trending, context_trending)
             _delete_reflected_events(connection, events_loaded_through)
+            connection.execute(summary_table.delete().where(summary_table.c[VERSION] == number))
+            _insert_summary(connection, number, *figures)
         self._version.drop_replaced()
+        with self._store.engine.begin() as connection:
+            connection.execute(summary_table.delete().where(summary_table.c[VERSION] < number))
 
     def abort(self) -> None:
         """Delete what was written (nothing of it was served), unless it was committed."""
@@ -626,6 +668,69 @@ def _replace(
         delete = delete.where(table.c[VERSION] == version)
     connection.execute(delete)
     _insert(connection, table, columns, version)
+
+
+def _count_lists(
+    connection: sa.Connection, version: int | sa.ScalarSelect, users: list[str] | None = None
+) -> tuple[int, int, datetime | None]:
+    """(rows, distinct users, newest generated_at) of a version of the lists, or of ``users``'
+    rows in it (an index lookup per user)."""
+    lists = recommendations_table
+    conditions = [lists.c[VERSION] == version]
+    if users is not None:
+        conditions.append(lists.c[USER_ID].in_(users))
+    query = sa.select(
+        sa.func.count(),
+        sa.func.count(sa.distinct(lists.c[USER_ID])),
+        sa.func.max(lists.c[GENERATED_AT]),
+    ).where(*conditions)
+    rows, distinct, newest = connection.execute(query).one()
+    return int(rows), int(distinct), newest
+
+
+def _insert_summary(
+    connection: sa.Connection, version: int, rows: int, users: int, newest: datetime | None
+) -> None:
+    connection.execute(
+        summary_table.insert().values(
+            {VERSION: version, LIST_ROWS: rows, LIST_USERS: users, GENERATED_AT: newest}
+        )
+    )
+
+
+def _adjust_summary(
+    connection: sa.Connection,
+    version: int,
+    rows: int,
+    users: int,
+    newest: datetime | None,
+) -> None:
+    """Add a scoped publish's change in rows and users to the served version's figures (and
+    its newest time, when it wrote rows); count them whole where none were kept yet (a store
+    from before the summary, once)."""
+    kept = summary_table.c
+    current = connection.execute(
+        sa.select(kept[LIST_ROWS], kept[GENERATED_AT]).where(kept[VERSION] == version)
+    ).one_or_none()
+    if current is None:
+        _insert_summary(connection, version, *_count_lists(connection, version))
+        return
+    total_rows, latest = current
+    if not total_rows + rows:
+        latest = None
+    elif newest is not None and (latest is None or newest > latest):
+        latest = newest
+    connection.execute(
+        summary_table.update()
+        .where(kept[VERSION] == version)
+        .values(
+            {
+                LIST_ROWS: kept[LIST_ROWS] + rows,
+                LIST_USERS: kept[LIST_USERS] + users,
+                GENERATED_AT: latest,
+            }
+        )
+    )
 
 
 def _replace_trending(

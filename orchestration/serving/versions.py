@@ -59,14 +59,18 @@ def version_column() -> sa.Column:
     return sa.Column(VERSION, sa.Integer, primary_key=True, autoincrement=False)
 
 
-def served(table: sa.Table) -> sa.ColumnElement[bool]:
-    """True for the rows of ``table``'s served version, looked up by the read itself."""
-    current = (
+def served_version(table: sa.Table) -> sa.ScalarSelect:
+    """``table``'s served version, as a subquery of the statement that reads it."""
+    return (
         sa.select(pointers_table.c[VERSION])
         .where(pointers_table.c[TABLE_NAME] == table.name)
         .scalar_subquery()
     )
-    return table.c[VERSION] == current
+
+
+def served(table: sa.Table) -> sa.ColumnElement[bool]:
+    """True for the rows of ``table``'s served version, looked up by the read itself."""
+    return table.c[VERSION] == served_version(table)
 
 
 def unversioned_columns(table: sa.Table) -> list[sa.Column]:

@@ -544,3 +544,66 @@ def test_rows_carry_each_columns_stored_type() -> None:
     assert type(records[0]["rank"]) is int and isinstance(records[0]["generated_at"], datetime)
     assert records[0]["generated_at"].tzinfo is None
     assert records[1]["item_id"] == "3" and records[1]["generated_at"] is None
+
+
+def _counted(store: ServingStore) -> dict[str, object]:
+    """The summary's list figures counted from the served rows themselves."""
+    lists = store.all_lists()
+    newest = lists["generated_at"].max() if len(lists) else None
+    return {
+        "rows": len(lists),
+        "users": lists["user_id"].nunique(),
+        "generated_at": None if newest is None else pd.Timestamp(newest).to_pydatetime(),
+    }
+
+
+def _figures(store: ServingStore) -> dict[str, object]:
+    summary = store.summary()
+    return {key: summary[key] for key in ("rows", "users", "generated_at")}
+
+
+def test_the_summary_is_kept_by_every_publish_without_counting_the_lists(serving_url) -> None:
+    store = ServingStore(serving_url)
+    assert _figures(store) == {"rows": 0, "users": 0, "generated_at": None}
+    store.publish(make_lists(["u1", "u2", "u3"], 3, "v1"))
+    assert _figures(store) == _counted(store) == {
+        "rows": 9,
+        "users": 3,
+        "generated_at": datetime(2026, 1, 1, 12, 0, 0),
+    }
+    later = make_lists(["u2", "u4"], 2, "v2").assign(generated_at=datetime(2026, 1, 2, 8, 0, 0))
+    # u2 shrinks to 2 rows, u4 is new, u3's list goes (asked, no rows), "gone" never had one.
+    store.publish(later, users=["u2", "u3", "u4", "gone"])
+    assert _figures(store) == _counted(store) == {
+        "rows": 3 + 2 + 2,
+        "users": 3,
+        "generated_at": datetime(2026, 1, 2, 8, 0, 0),
+    }
+    # The figures come from the kept row: a change behind the store's back is not counted.
+    engine = sa.create_engine(serving_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM recommendations WHERE user_id = 'u1'"))
+    assert store.summary()["rows"] == 7
+    # Without a kept row (a store from before it), the lists are counted; the next scoped
+    # publish keeps the counted figures from then on.
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM serving_summary"))
+    assert _figures(store) == _counted(store) == {
+        "rows": 4,
+        "users": 2,
+        "generated_at": datetime(2026, 1, 2, 8, 0, 0),
+    }
+    store.publish(make_lists(["u5"], 1, "v3"), users=["u5"])
+    assert _figures(store) == _counted(store)
+    with engine.connect() as connection:
+        kept = connection.execute(sa.text("SELECT list_rows FROM serving_summary")).scalars().all()
+    assert kept == [5]
+    # A full publish keeps only its own version's row; emptied lists have no newest time.
+    store.publish(make_lists(["u6"], 4, "v4"))
+    assert _figures(store) == _counted(store)
+    store.publish(make_lists(["u6"], 1, "v5").iloc[:0], users=["u6"])
+    assert _figures(store) == {"rows": 0, "users": 0, "generated_at": None}
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM serving_summary")).scalar() == 1
+    engine.dispose()
+    store.dispose()
