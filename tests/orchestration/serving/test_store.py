@@ -566,19 +566,27 @@ def test_the_summary_is_kept_by_every_publish_without_counting_the_lists(serving
     store = ServingStore(serving_url)
     assert _figures(store) == {"rows": 0, "users": 0, "generated_at": None}
     store.publish(make_lists(["u1", "u2", "u3"], 3, "v1"))
-    assert _figures(store) == _counted(store) == {
-        "rows": 9,
-        "users": 3,
-        "generated_at": datetime(2026, 1, 1, 12, 0, 0),
-    }
+    assert (
+        _figures(store)
+        == _counted(store)
+        == {
+            "rows": 9,
+            "users": 3,
+            "generated_at": datetime(2026, 1, 1, 12, 0, 0),
+        }
+    )
     later = make_lists(["u2", "u4"], 2, "v2").assign(generated_at=datetime(2026, 1, 2, 8, 0, 0))
     # u2 shrinks to 2 rows, u4 is new, u3's list goes (asked, no rows), "gone" never had one.
     store.publish(later, users=["u2", "u3", "u4", "gone"])
-    assert _figures(store) == _counted(store) == {
-        "rows": 3 + 2 + 2,
-        "users": 3,
-        "generated_at": datetime(2026, 1, 2, 8, 0, 0),
-    }
+    assert (
+        _figures(store)
+        == _counted(store)
+        == {
+            "rows": 3 + 2 + 2,
+            "users": 3,
+            "generated_at": datetime(2026, 1, 2, 8, 0, 0),
+        }
+    )
     # The figures come from the kept row: a change behind the store's back is not counted.
     engine = sa.create_engine(serving_url)
     with engine.begin() as connection:
@@ -588,11 +596,15 @@ def test_the_summary_is_kept_by_every_publish_without_counting_the_lists(serving
     # publish keeps the counted figures from then on.
     with engine.begin() as connection:
         connection.execute(sa.text("DELETE FROM serving_summary"))
-    assert _figures(store) == _counted(store) == {
-        "rows": 4,
-        "users": 2,
-        "generated_at": datetime(2026, 1, 2, 8, 0, 0),
-    }
+    assert (
+        _figures(store)
+        == _counted(store)
+        == {
+            "rows": 4,
+            "users": 2,
+            "generated_at": datetime(2026, 1, 2, 8, 0, 0),
+        }
+    )
     store.publish(make_lists(["u5"], 1, "v3"), users=["u5"])
     assert _figures(store) == _counted(store)
     with engine.connect() as connection:
