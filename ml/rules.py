@@ -685,19 +685,51 @@ def _excluded_mask(
     unavailable: Iterable[Hashable],
 ) -> np.ndarray:
     """excluded_mask on coded events."""
+    cells, unavailable_items = _excluded_cells(coded, item_index, rules, unavailable)
     excluded = np.zeros(coded.shape, dtype=bool)
+    excluded.reshape(-1)[cells] = True  # a view: writing a cell writes the matrix
+    excluded[:, unavailable_items] = True
+    return excluded
+
+
+def excluded_at(
+    events: pd.DataFrame,
+    user_ids: Ids,
+    item_ids: Ids,
+    rows: np.ndarray,
+    columns: np.ndarray,
+    rules: RankingRules,
+    unavailable: Iterable[Hashable] = (),
+) -> np.ndarray:
+    """excluded_mask's value at the cells (rows[i], columns[i]) only: what dropping a block's
+    candidates needs, at the cost of its events and cells rather than users x items."""
+    item_index = _unique_index(item_ids, "item_ids")
+    coded = _code_events(events, _unique_index(user_ids, "user_ids"), item_index, need_time=False)
+    cells, unavailable_items = _excluded_cells(coded, item_index, rules, unavailable)
+    rows, columns = np.asarray(rows, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+    wanted = rows * coded.shape[1] + columns
+    return np.isin(wanted, cells) | np.isin(columns, unavailable_items)
+
+
+def _excluded_cells(
+    coded: _CodedEvents,
+    item_index: pd.Index,
+    rules: RankingRules,
+    unavailable: Iterable[Hashable],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(flat cells excluded by the user's history, columns of unavailable items). Rebuyable
+    items are exempt from the first, never from the second: no exemption undoes unavailability."""
     by_history = np.zeros(len(coded.users), dtype=bool)
     if rules.exclude_consumed:
         by_history |= ~coded.of_type(NON_CONSUMING_EVENT_TYPES)
     if rules.exclude_purchased:
         by_history |= coded.of_type((PURCHASE,))
-    excluded[coded.users[by_history], coded.items[by_history]] = True
     if rules.rebuyable_item_ids:
-        excluded[:, item_index.isin(list(rules.rebuyable_item_ids))] = False
-    # Unavailability comes last: no exemption undoes it.
+        rebuyable = item_index.isin(list(rules.rebuyable_item_ids))
+        by_history &= ~rebuyable[coded.items]
+    cells = np.unique(coded.pairs[by_history])
     unavailable_columns = item_index.get_indexer(pd.Index(list(unavailable)))
-    excluded[:, unavailable_columns[unavailable_columns >= 0]] = True
-    return excluded
+    return cells, unavailable_columns[unavailable_columns >= 0]
 
 
 def _feedback_multipliers(coded: _CodedEvents, rules: RankingRules) -> np.ndarray:

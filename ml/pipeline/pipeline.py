@@ -62,7 +62,7 @@ from ml.rules import (
     RankingRules,
     context_trending,
     display_titles,
-    excluded_mask,
+    excluded_at,
     feedback_multipliers_at,
     mmr_rerank,
 )
@@ -309,13 +309,17 @@ class RankingPipeline:
         if frame.empty:
             return frame
         users = pd.Index(block.users)
-        items = pd.Index(pd.unique(frame[ITEM_ID]))
-        excluded = excluded_mask(
-            block.events, users, items, self.config.rules, self.snapshot.unavailable
+        columns, items = pd.factorize(frame[ITEM_ID])
+        excluded = excluded_at(
+            block.events,
+            users,
+            items,
+            users.get_indexer(frame[USER_ID]),
+            columns,
+            self.config.rules,
+            self.snapshot.unavailable,
         )
-        rows = users.get_indexer(frame[USER_ID])
-        columns = items.get_indexer(frame[ITEM_ID])
-        return frame[~excluded[rows, columns]].reset_index(drop=True)
+        return frame[~excluded].reset_index(drop=True)
 
     # --- ranking --------------------------------------------------------------------------
     def order_scores(self, frame: pd.DataFrame) -> np.ndarray:

@@ -17,6 +17,7 @@ from ml.rules import (
     display_title,
     display_titles,
     event_trending,
+    excluded_at,
     excluded_mask,
     feedback_multipliers,
     feedback_multipliers_at,
@@ -176,6 +177,32 @@ def test_unavailable_items_are_excluded_for_everyone_even_when_rebuyable() -> No
     )
     mask = excluded_mask(events, USERS, ITEMS, rules, unavailable=["d", "not-an-item"])
     np.testing.assert_array_equal(mask, [[False, False, False, True], [False, False, False, True]])
+
+
+def test_excluded_at_cells_equals_the_mask_there() -> None:
+    # The cell form ranking uses must say what the matrix says, rules and exemptions included.
+    rng = np.random.default_rng(5)
+    users = [f"u{n}" for n in range(6)]
+    items = [f"i{n}" for n in range(9)]
+    kinds = ["view", "purchase", "impression", "click", "add_to_cart"]
+    events = events_frame(
+        [
+            (rng.choice(users), rng.choice(items), rng.choice(kinds), int(rng.integers(0, 5)))
+            for _ in range(40)
+        ]
+    )
+    rows = rng.integers(0, len(users), 80)
+    columns = rng.integers(0, len(items), 80)
+    for rules in (
+        RankingRules(),
+        RankingRules(rebuyable_item_ids=frozenset({"i1", "i2"})),
+        RankingRules(exclude_consumed=False),
+        RankingRules(exclude_consumed=False, exclude_purchased=False),
+    ):
+        for unavailable in ((), ("i2", "i7", "not-an-item")):
+            mask = excluded_mask(events, users, items, rules, unavailable)
+            at = excluded_at(events, users, items, rows, columns, rules, unavailable)
+            np.testing.assert_array_equal(at, mask[rows, columns])
 
 
 def test_excluded_mask_needs_no_event_time() -> None:
