@@ -250,13 +250,16 @@ class RankingPipeline:
         snapshot = self.snapshot
         recent = block.recent_items(self.config.history_length)
         columns = self.score_columns
-        pairs = self._drop_excluded(self._candidates(block, recent), block)
+        candidates = self._candidates(block, recent)
+        # Items as integer codes once: the exclusion and every per-item value look up each
+        # distinct item and take it row by row (hashing every row's text id was a large share
+        # of a block's cost).
+        codes, distinct = pd.factorize(candidates[ITEM_ID])
+        kept = ~self._excluded(candidates, codes, distinct, block)
+        pairs, codes = candidates[kept].reset_index(drop=True), codes[kept]
+        distinct = pd.Series(distinct, dtype=object)
         frame = {column: pairs[column].to_numpy() for column in pairs.columns}
         users = user_codes(frame[USER_ID])
-        # Per-item values are looked up once per distinct item and taken row by row: hashing
-        # every row's text id was a large share of a block's cost.
-        codes, distinct = pd.factorize(frame[ITEM_ID])
-        distinct = pd.Series(distinct, dtype=object)
         popularity: PopularitySource = self.sources["popularity"]
         windows = popularity.item_features(distinct)
         frame.update({column: windows[column].to_numpy()[codes] for column in popularity.columns})
@@ -304,22 +307,23 @@ class RankingPipeline:
         keep |= merged[ITEM_ID].isin(popular).to_numpy()
         return merged[keep].reset_index(drop=True)
 
-    def _drop_excluded(self, frame: pd.DataFrame, block: Behaviour) -> pd.DataFrame:
-        """Remove consumed, purchased and unavailable items as the rules say."""
+    def _excluded(
+        self, frame: pd.DataFrame, item_codes: np.ndarray, items: pd.Index, block: Behaviour
+    ) -> np.ndarray:
+        """Which candidate rows are consumed, purchased or unavailable items, as the rules say
+        (``item_codes``: each row's item in ``items``)."""
         if frame.empty:
-            return frame
+            return np.zeros(0, dtype=bool)
         users = pd.Index(block.users)
-        columns, items = pd.factorize(frame[ITEM_ID])
-        excluded = excluded_at(
+        return excluded_at(
             block.events,
             users,
             items,
             users.get_indexer(frame[USER_ID]),
-            columns,
+            item_codes,
             self.config.rules,
             self.snapshot.unavailable,
         )
-        return frame[~excluded].reset_index(drop=True)
 
     # --- ranking --------------------------------------------------------------------------
     def order_scores(self, frame: pd.DataFrame) -> np.ndarray:

@@ -710,10 +710,11 @@ class TextNeighbourSource(CandidateSource):
             if not count:
                 continue
             left, right = candidate_rows[begin:end], recent_rows[first : first + count]
-            block = (self.vectors[left] @ self.vectors[right].T).astype(float)
+            recent_vectors = self.vectors[right]
+            block = (self.vectors[left] @ recent_vectors.T).astype(float)
             if recent_weights is not None:
                 mine = recent_weights[first : first + count]
-                norm = float(np.linalg.norm(mine @ self.vectors[right].astype(float)))
+                norm = float(np.linalg.norm(mine @ recent_vectors.astype(float)))
                 grouped[2, begin:end] = (block @ mine) / norm if norm > 0 else 0.0
             if exclude_self:
                 itself = left[:, None] == right[None, :]

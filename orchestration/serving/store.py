@@ -352,13 +352,13 @@ class ServingStore:
                 if frame is not None:
                     _replace(connection, table, _to_columns(frame, columns), versions[table.name])
             _replace_trending(connection, trending, context_trending)
-            newest = pd.to_datetime(lists[GENERATED_AT], utc=True).max() if len(lists) else None
+            stamps = pd.to_datetime(lists[GENERATED_AT], utc=True)
             _adjust_summary(
                 connection,
                 lists_version,
                 len(lists) - removed_rows,
                 int(lists[USER_ID].nunique()) - removed_users,
-                None if newest is None or pd.isna(newest) else _naive_utc(newest),
+                None if stamps.isna().all() else _naive_utc(stamps.max()),
             )
 
     def recommendations(self, user_id: str, k: int | None = None) -> pd.DataFrame:
@@ -545,13 +545,12 @@ class ServingStore:
             figure(kept[LIST_USERS]),
             figure(kept[GENERATED_AT]),
             sa.select(sa.func.count()).select_from(trending_table).scalar_subquery(),
-            sa.select(sa.func.count()).where(kept[VERSION] == version).scalar_subquery(),
             # One served row by the primary key: the lists table itself must answer too.
             sa.select(lists.c[USER_ID]).where(served(lists)).limit(1).scalar_subquery(),
         )
         with self.engine.connect() as connection:
-            rows, users, newest, trending_rows, known, _ = connection.execute(query).one()
-            if not known:  # lists published before the summary was kept: counted once here
+            rows, users, newest, trending_rows, _ = connection.execute(query).one()
+            if rows is None:  # lists published before the summary was kept: counted here
                 rows, users, newest = _count_lists(connection, version)
         return {"rows": rows, "users": users, "generated_at": newest, "trending": trending_rows}
 
@@ -623,11 +622,10 @@ class ServingVersion:
             self._version.switch(connection)
             _replace_trending(connection, trending, context_trending)
             _delete_reflected_events(connection, events_loaded_through)
-            connection.execute(summary_table.delete().where(summary_table.c[VERSION] == number))
+            # This version's figures replace the older ones' with the switch itself.
+            connection.execute(summary_table.delete().where(summary_table.c[VERSION] <= number))
             _insert_summary(connection, number, *figures)
         self._version.drop_replaced()
-        with self._store.engine.begin() as connection:
-            connection.execute(summary_table.delete().where(summary_table.c[VERSION] < number))
 
     def abort(self) -> None:
         """Delete what was written (nothing of it was served), unless it was committed."""
