@@ -250,16 +250,17 @@ def test_failing_blocking_check_keeps_the_previous_lists(
 ) -> None:
     settings = world["settings"]
     before = ServingStore(settings.serving_url).all_lists()
-    import orchestration.serving.assets as serving_assets
+    import orchestration.serving.scoring as scoring
 
-    real_scoring = serving_assets.score_users
+    real_write = scoring._write_shard
 
-    def broken_scoring(*arguments, **keywords):
-        scored = real_scoring(*arguments, **keywords)
-        scored.lists["item_id"] = scored.lists.groupby("user_id")["item_id"].transform("first")
-        return scored
+    def broken_write(into, spool, version, generated_at, shard):
+        """Every shard's lists repeat their first item: into the new version and the spool."""
+        lists, candidates = shard
+        lists = lists.assign(item_id=lists.groupby("user_id")["item_id"].transform("first"))
+        return real_write(into, spool, version, generated_at, (lists, candidates))
 
-    monkeypatch.setattr(serving_assets, "score_users", broken_scoring)
+    monkeypatch.setattr(scoring, "_write_shard", broken_write)
     result = run_job_in_process(PUBLISH_JOB, settings)
     failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
     assert "check_recommendation_lists" in failed

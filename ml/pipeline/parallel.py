@@ -13,7 +13,6 @@ the in-process ones row for row.
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
 import pickle
 import signal
@@ -51,6 +50,9 @@ def handled(on_shard: ShardHandler | None, ranked: Ranked) -> Ranked:
 
 
 SHARD_USERS = 5_000
+# What ranking a user costs beside their events, in events: 2.8 ms a user against 8.7 us an
+# event of history (two halves of 557 MovieLens users, 22,000 and 44,000 events, one thread).
+USER_COST_IN_EVENTS = 300.0
 IN_FLIGHT_PER_WORKER = 2
 
 _shared: object = None  # a worker's own copy of what every task reads, loaded once
@@ -247,10 +249,10 @@ class WarmPool:
         if not len(behaviour.users) or not self.load(pipeline):
             return ranking(pipeline, behaviour)  # no users: the empty result, as shaped here
         assert self._pool is not None
-        size = math.ceil(len(behaviour.users) / self.processes)
         try:
             shards = [
-                self._pool.submit(_apply, ranking, (shard,)) for shard in behaviour.blocks(size)
+                self._pool.submit(_apply, ranking, (shard,))
+                for shard in behaviour.shares(self.processes, USER_COST_IN_EVENTS)
             ]
             return concatenated([future.result() for future in shards])
         except BrokenProcessPool as error:

@@ -244,11 +244,13 @@ class RankingPipeline:
         working a block at a time bounds memory by a block's candidates, not everyone's."""
         return behaviour.blocks(self.config.users_per_block)
 
-    def _block_features(self, block: Behaviour) -> pd.DataFrame:
+    def _block_features(self, block: Behaviour, recent: pd.DataFrame | None = None) -> pd.DataFrame:
         """The block's candidate frame: gathered as arrays, in the frame's column order, and
-        made a frame once (a column at a time, pandas copies the growing frame over and over)."""
+        made a frame once (a column at a time, pandas copies the growing frame over and over).
+        ``recent``: the block's recent_items(history_length), when the caller has them."""
         snapshot = self.snapshot
-        recent = block.recent_items(self.config.history_length)
+        if recent is None:
+            recent = block.recent_items(self.config.history_length)
         columns = self.score_columns
         candidates = self._candidates(block, recent)
         # Items as integer codes once: the exclusion and every per-item value look up each
@@ -386,7 +388,8 @@ class RankingPipeline:
         self, block: Behaviour, candidates: int
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """recommend_with_candidates for one block of users."""
-        frame = self._block_features(block)
+        recent = block.recent_items(self.config.history_length)
+        frame = self._block_features(block, recent)
         if frame.empty:
             return empty_lists(), empty_lists()
         scored = self._scored(frame, block)
@@ -398,7 +401,7 @@ class RankingPipeline:
         )
         # One pass of reasons over every row either table shows (it costs per user, not row).
         shown = pd.concat([lists, pool[~listed]], ignore_index=True)
-        shown[REASON] = self._reasons(shown, block)
+        shown[REASON] = self._reasons(shown, block, recent)
         reasons = shown.set_index([USER_ID, ITEM_ID])[REASON]
         lists[REASON] = shown[REASON].to_numpy()[: len(lists)]
         pool[REASON] = reasons.reindex(
@@ -486,15 +489,20 @@ class RankingPipeline:
                 rows.append((user, items[column], float(score)))
         return pd.DataFrame(rows, columns=[USER_ID, ITEM_ID, SCORE])
 
-    def _reasons(self, lists: pd.DataFrame, behaviour: Behaviour) -> np.ndarray:
-        """Why each listed item is there, naming one of the user's recent items when possible."""
+    def _reasons(
+        self, lists: pd.DataFrame, behaviour: Behaviour, recent: pd.DataFrame | None = None
+    ) -> np.ndarray:
+        """Why each listed item is there, naming one of the user's recent items when possible
+        (``recent``: the behaviour's recent_items(history_length), when the caller has them)."""
         reasons = np.full(len(lists), REASON_POPULAR, dtype=object)
         if lists.empty:
             return reasons
         titles = self.snapshot.titles
-        recent = behaviour.for_users(pd.unique(lists[USER_ID])).recent_items(
-            self.config.history_length
-        )
+        listed = pd.unique(lists[USER_ID])
+        if recent is None:
+            recent = behaviour.for_users(listed).recent_items(self.config.history_length)
+        else:  # a user's recent items do not depend on whoever else is in the behaviour
+            recent = recent[recent[USER_ID].isin(listed)].reset_index(drop=True)
         pairs = lists[[USER_ID, ITEM_ID]].reset_index(drop=True)
         new_items = ~pairs[ITEM_ID].isin(self.snapshot.first_seen.index).to_numpy()
         because = np.full(len(pairs), None, dtype=object)

@@ -9,7 +9,7 @@ refreshing system knows a user's latest clicks before it retrains anything).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -216,10 +216,35 @@ class Behaviour:
         once per block."""
         if size < 1:
             raise ValueError(f"block size must be at least 1; got {size}")
+        return self._slices(range(0, len(self.users), size))
+
+    def shares(self, count: int, events_per_user: float) -> Iterator[Behaviour]:
+        """The behaviour split into at most ``count`` parts of consecutive users (in `users`
+        order) that cost about the same to rank, a user costing as much as
+        ``events_per_user`` events plus their own events: equal numbers of users can differ
+        twofold in events (a shard of heavy users finishes last while the other worker waits).
+        """
+        if count < 1:
+            raise ValueError(f"parts: at least one, not {count}")
+        if not len(self.users):
+            return iter(())
+        per_user = np.bincount(
+            pd.Index(self.users).get_indexer(self.events[USER_ID]), minlength=len(self.users)
+        )
+        cost = np.cumsum(per_user + events_per_user)
+        # Each part starts after the user whose cumulative cost first reaches its share.
+        targets = cost[-1] * np.arange(1, count) / count
+        starts = np.unique(np.r_[0, np.searchsorted(cost, targets) + 1])
+        return self._slices(starts[starts < len(self.users)])
+
+    def _slices(self, starts: Iterable[int]) -> Iterator[Behaviour]:
+        """A Behaviour per run of users from each start to the next (the last to the end)."""
         codes = pd.Index(self.users).get_indexer(self.events[USER_ID])
         order = np.argsort(codes, kind="stable")
         sorted_codes = codes[order]
-        for start in range(0, len(self.users), size):
-            users = self.users[start : start + size]
-            first, last = np.searchsorted(sorted_codes, [start, start + len(users)])
+        starts = list(starts)
+        ends = [*starts[1:], len(self.users)] if starts else []
+        for start, end in zip(starts, ends, strict=True):
+            users = self.users[start:end]
+            first, last = np.searchsorted(sorted_codes, [start, end])
             yield Behaviour(self.events.iloc[order[first:last]], users=users)

@@ -157,17 +157,16 @@ def sparse_top_per_row(
 
     top_per_user for scores that are sparse products: no frame of text keys is grouped."""
     entries = []
+    kept = [np.zeros(0, np.int64)]
     for matrix in matrices:
         matrix = sp.csr_array(matrix)
         matrix.sum_duplicates()  # canonical: each row's columns sorted, once each
-        rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-        keys = rows.astype(np.int64) * matrix.shape[1] + matrix.indices
-        entries.append((keys, matrix.data))  # keys ascending
-    width = matrices[0].shape[1]
-    kept = [np.zeros(0, np.int64)]
-    for keys, data in entries:
+        all_rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+        keys = all_rows * matrix.shape[1] + matrix.indices
+        data = matrix.data
+        entries.append((keys, data))  # keys ascending
         positive = np.flatnonzero(data > 0)
-        rows, values = keys[positive] // width, data[positive]
+        rows, values = all_rows[positive], data[positive]
         if not len(rows):
             continue
         # How far below its row's largest value each entry is, in steps of 2^-39 of it: values
@@ -179,7 +178,11 @@ def sparse_top_per_row(
         below = np.rint((1.0 - values / largest) * TIE_STEPS).astype(np.int64)
         chosen = positive[_smallest_per_run(below, starts, ends, per_row)]
         kept.append(keys[chosen])
-    union = np.unique(np.concatenate(kept))
+    # Each matrix's keys are ascending: a stable sort (a merge of those runs) and a pass for
+    # the repeats cost less than hashing every key.
+    union = np.sort(np.concatenate(kept), kind="stable")
+    union = union[np.r_[True, union[1:] != union[:-1]]] if len(union) else union
+    width = matrices[0].shape[1]
     values = np.zeros((len(union), len(matrices)))
     for column, (keys, data) in enumerate(entries):
         if len(keys):

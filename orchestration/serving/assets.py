@@ -50,15 +50,25 @@ def stage_lists(
     publish replaces exactly those users' lists, also users whose new list is empty.
     ``serving_version`` is the serving version the scoring wrote the lists into (None: none);
     what it holds beside the lists (candidates, related items, titles) is not staged again.
+    Lists a full scoring spooled to files are read from them, and the files go.
     """
     scope_frame = pd.DataFrame({USER_ID: pd.Series(scope or [], dtype=str)})
     in_version = serving_version is not None
+    spool = scored.spool
     with open_warehouse(settings.warehouse_path) as connection:
         connection.execute("create schema if not exists ml")
         connection.register("scored_lists", scored.lists)
         connection.register("scored_trending", scored.trending)
         connection.register("scored_scope", scope_frame)
-        connection.execute(f"create or replace table {LISTS_TABLE} as select * from scored_lists")
+        if spool is not None and spool.files:
+            connection.execute(
+                f"create or replace table {LISTS_TABLE} as select * from read_parquet(?)",
+                [[str(path) for path in spool.files]],
+            )
+        else:
+            connection.execute(
+                f"create or replace table {LISTS_TABLE} as select * from scored_lists"
+            )
         connection.execute(
             f"create or replace table {TRENDING_TABLE} as select * from scored_trending"
         )
@@ -84,13 +94,16 @@ def stage_lists(
             "?::integer as serving_version",
             [through, serving_version],
         )
+    if spool is not None:
+        spool.remove()
 
 
 @dataclass
 class StagedLists:
     """What stage_lists left in the warehouse, read back for the publish."""
 
-    lists: pd.DataFrame
+    lists: pd.DataFrame  # empty when they are in a serving version already (see rows)
+    rows: int  # the staged lists' rows
     trending: pd.DataFrame
     context_trending: pd.DataFrame | None  # None: none staged, the served ones stay
     related: pd.DataFrame | None  # None: none staged, the served ones stay
@@ -118,8 +131,12 @@ def staged_lists(settings: Settings) -> StagedLists:
             ).fetchall()[0]
             return connection.sql(f"select * from {name}").df() if staged else None
 
+        # Lists already written into a serving version are switched to, not read again.
+        limit = "" if serving_version is None else " limit 0"
+        (rows,) = connection.execute(f"select count(*) from {LISTS_TABLE}").fetchall()[0]
         return StagedLists(
-            lists=connection.sql(f"select * from {LISTS_TABLE}").df(),
+            lists=connection.sql(f"select * from {LISTS_TABLE}{limit}").df(),
+            rows=rows,
             trending=connection.sql(f"select * from {TRENDING_TABLE}").df(),
             context_trending=optional(CONTEXT_TRENDING_TABLE),
             related=optional(RELATED_TABLE),
@@ -213,17 +230,16 @@ def recommendation_lists(
         scored, serving_version = score_everyone(settings, compute)
     else:
         scored, serving_version = score_users(settings, scope, compute), None
+    preview = lists_preview(scored.lists_head(PREVIEW_USERS), settings)  # before the spool goes
     stage_lists(settings, scored, scope, through, serving_version)
     rescored = "every user" if scope is None else f"{len(scope)} affected user(s)"
     context.log.info(f"ranked {rescored} with {scored.model_version}")
     return MaterializeResult(
         metadata={
             "scope": config.scope,
-            "users_rescored": len(scope)
-            if scope is not None
-            else int(scored.lists[USER_ID].nunique()),
-            "users": int(scored.lists[USER_ID].nunique()),
-            "rows": len(scored.lists),
+            "users_rescored": len(scope) if scope is not None else scored.list_users,
+            "users": scored.list_users,
+            "rows": scored.list_rows,
             "users_on_trending_fallback": scored.fallback_users,
             "context_trending_lists": 0
             if scored.context_trending is None
@@ -233,7 +249,7 @@ def recommendation_lists(
             else int(scored.related[ITEM_ID].nunique()),
             "model_version": scored.model_version,
             "serving_version": "none (a refresh)" if serving_version is None else serving_version,
-            "preview": MetadataValue.md(lists_preview(scored.lists, settings)),
+            "preview": MetadataValue.md(preview),
         }
     )
 
@@ -269,7 +285,7 @@ def publish_staged(settings: Settings) -> dict[str, object]:
     return {
         "users_replaced": len(staged.scope) if staged.scope is not None else "all",
         "related_items_replaced": related_replaced,
-        "rows_published": len(staged.lists),
+        "rows_published": staged.rows,
         "users": int(summary["users"]),
         "serving_store": store.engine.url.render_as_string(hide_password=True),
         "generated_at": str(summary["generated_at"]),

@@ -5,15 +5,18 @@ Used by the full build (every user) and the refresh (only the users a batch touc
 build also computes every item's related items (`RankingPipeline.related_items`); a refresh
 leaves the published ones in place. A full scoring can write each shard's lists into a new
 serving version as the shard arrives, for the publish to switch to once the lists pass their
-checks.
+checks; the lists' copy for those checks goes to Parquet files (a ListSpool) as the shards
+arrive, so the scoring process never holds every user's lists at once.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import shutil
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -56,6 +59,46 @@ logger = logging.getLogger("freshrank.scoring")
 
 
 @dataclass
+class ListSpool:
+    """A full scoring's lists, shard by shard, in Parquet files under ``directory``.
+
+    At a million users the lists are ten million rows of text (3 to 4 GB in pandas); kept in
+    the scoring process until every shard is in, they were most of its growth. The shards go
+    to files as they arrive and the staging reads the files; this process keeps counts.
+    """
+
+    directory: Path
+    files: list[Path] = field(default_factory=list)
+    rows: int = 0
+    users: int = 0
+
+    @classmethod
+    def begin(cls, directory: Path) -> ListSpool:
+        """An empty spool in ``directory`` (what an earlier, failed scoring left there goes)."""
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        return cls(directory)
+
+    def add(self, lists: pd.DataFrame) -> None:
+        """One shard's lists (its users are no other shard's)."""
+        path = self.directory / f"shard-{len(self.files):06d}.parquet"
+        lists.to_parquet(path, index=False)
+        self.files.append(path)
+        self.rows += len(lists)
+        self.users += int(lists[USER_ID].nunique())
+
+    def head(self, users: int) -> pd.DataFrame | None:
+        """The first shard's first ``users`` users' lists (None: no shard)."""
+        if not self.files:
+            return None
+        lists = pd.read_parquet(self.files[0])
+        return lists[lists[USER_ID].isin(lists[USER_ID].drop_duplicates().head(users))]
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
 class ScoredLists:
     """Lists for some users, the trending list for everyone else, and how they were made."""
 
@@ -74,6 +117,23 @@ class ScoredLists:
     # item_id, title of the catalog, for reasons that name an item; None: not computed (as
     # related)
     titles: pd.DataFrame | None = None
+    # where every user's lists are when a full scoring spooled them as its shards arrived
+    # (`lists` is then empty); None: `lists` holds them
+    spool: ListSpool | None = None
+
+    @property
+    def list_rows(self) -> int:
+        return self.spool.rows if self.spool is not None else len(self.lists)
+
+    @property
+    def list_users(self) -> int:
+        return self.spool.users if self.spool is not None else int(self.lists[USER_ID].nunique())
+
+    def lists_head(self, users: int) -> pd.DataFrame:
+        """The first ``users`` users' lists, for a preview."""
+        head = self.spool.head(users) if self.spool is not None else None
+        lists = self.lists if head is None else head
+        return lists[lists[USER_ID].isin(lists[USER_ID].drop_duplicates().head(users))]
 
 
 def read_check_inputs(
@@ -266,39 +326,53 @@ def _ranked(
     (over user shards on Ray when ``compute`` says so; each shard written ``into`` a serving
     version as it arrives). ``cold_start``: the pipeline's cold_start_list(), when known."""
     pipeline.compile_ranker(settings.compiled_rankers)
+    spool = None if into is None else ListSpool.begin(spool_directory(settings, into.number))
     ranked, candidates = (compute or ComputeResource()).rank(
         settings,
         pipeline,
         behaviour,
         partial(RankingPipeline.recommend_with_candidates, candidates=settings.serving_candidates),
-        on_shard=None if into is None else partial(_write_shard, into, version, generated_at),
+        on_shard=None
+        if into is None
+        else partial(_write_shard, into, spool, version, generated_at),
     )
     lists = _stamped(ranked, version, generated_at)
     if cold_start is None:
         cold_start = pipeline.cold_start_list()
     popular = _stamped(cold_start.drop(columns=[USER_ID]), version, generated_at)
     logger.info("scored %d users with %s", len(behaviour.users), version)
-    return ScoredLists(
+    scored = ScoredLists(
         lists=lists,
         trending=popular,
         model_version=version,
-        fallback_users=int(len(behaviour.users) - lists[USER_ID].nunique()),
+        fallback_users=0,
         candidates=_stamped(candidates, version, generated_at),
+        spool=spool,
     )
+    scored.fallback_users = len(behaviour.users) - scored.list_users
+    return scored
+
+
+def spool_directory(settings: Settings, serving_version: int) -> Path:
+    """Where a full scoring into ``serving_version`` spools its lists."""
+    return settings.home / "cache" / "staging" / f"lists-{serving_version}"
 
 
 def _write_shard(
     into: ServingVersion,
+    spool: ListSpool,
     version: str,
     generated_at: datetime,
     shard: tuple[pd.DataFrame, pd.DataFrame],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write one shard's (lists, candidates) into a serving version, stamped as served; keep
-    its lists (the checks and the staging read them) but not its candidates, which nothing
-    reads again: at 50 per user they would be most of a full scoring's memory."""
+    """Write one shard's (lists, candidates) into a serving version, stamped as served, and
+    its lists to the spool (the checks read them from the staging); keep neither: at a million
+    users the lists alone are gigabytes, the candidates (50 a user) five times that."""
     lists, candidates = shard
-    into.write(_stamped(lists, version, generated_at), _stamped(candidates, version, generated_at))
-    return lists, candidates.iloc[:0]
+    stamped = _stamped(lists, version, generated_at)
+    into.write(stamped, _stamped(candidates, version, generated_at))
+    spool.add(stamped)
+    return lists.iloc[:0], candidates.iloc[:0]
 
 
 def _now() -> datetime:

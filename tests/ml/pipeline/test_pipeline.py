@@ -325,3 +325,24 @@ def test_blocks_split_users_with_all_their_events() -> None:
         assert set(block.events[USER_ID]) <= set(block.users)
     with pytest.raises(ValueError, match="block size"):
         next(behaviour.blocks(0))
+
+
+def test_shares_split_consecutive_users_by_what_they_cost_to_rank() -> None:
+    heavy = [("a", f"i{n % 7}", "view", f"2024-02-{n + 1:02d} 09:00") for n in range(20)]
+    light = [(user, "i1", "view", "2024-02-28 10:00") for user in "bcdef"]
+    behaviour = Behaviour(events([*heavy, *light]))
+    # a: 20 events + 2 = 22; b..f: 1 + 2 = 3 each (15): a alone is more than half the cost.
+    parts = list(behaviour.shares(2, events_per_user=2.0))
+    assert [list(part.users) for part in parts] == [["a"], ["b", "c", "d", "e", "f"]]
+    # Users alone decide when events are free of cost: three and three.
+    parts = list(behaviour.shares(2, events_per_user=1e9))
+    assert [list(part.users) for part in parts] == [["a", "b", "c"], ["d", "e", "f"]]
+    for part in parts:
+        expected = behaviour.events[behaviour.events[USER_ID].isin(part.users)]
+        assert len(part.events) == len(expected)
+    # Never more parts than users, never an empty part.
+    parts = list(behaviour.shares(10, events_per_user=2.0))
+    assert [list(part.users) for part in parts] == [[user] for user in "abcdef"]
+    assert list(Behaviour(events([])).shares(2, 1.0)) == []
+    with pytest.raises(ValueError, match="parts"):
+        next(behaviour.shares(0, 1.0))

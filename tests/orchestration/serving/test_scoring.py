@@ -17,7 +17,12 @@ from ml.rules import REASON_TRENDING_CONTEXT
 from orchestration.compute import ComputeResource
 from orchestration.serving import assets as serving_assets
 from orchestration.serving.assets import publish_staged, score_everyone, stage_lists
-from orchestration.serving.scoring import ScoredLists, _write_shard, build_context_trending
+from orchestration.serving.scoring import (
+    ListSpool,
+    ScoredLists,
+    _write_shard,
+    build_context_trending,
+)
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 
@@ -307,7 +312,7 @@ def test_a_full_scoring_is_published_by_switching_to_the_version_it_wrote(
     assert "recommendation_candidates" not in staged and "recommendation_lists" in staged
 
 
-def test_a_written_shard_keeps_its_lists_but_not_its_candidates() -> None:
+def test_a_written_shard_goes_to_the_version_and_the_spool_and_is_not_kept(tmp_path) -> None:
     written = []
 
     class Version:
@@ -316,13 +321,20 @@ def test_a_written_shard_keeps_its_lists_but_not_its_candidates() -> None:
 
     lists = one_user_list("u1", "news", "ignored").drop(columns=[MODEL_VERSION, GENERATED_AT])
     candidates = pd.concat([lists, lists.assign(item_id="film", rank=2)], ignore_index=True)
-    kept_lists, kept_candidates = _write_shard(Version(), "v9", GENERATED, (lists, candidates))
+    spool = ListSpool.begin(tmp_path / "spool")
+    kept_lists, kept_candidates = _write_shard(
+        Version(), spool, "v9", GENERATED, (lists, candidates)
+    )
     ((served_lists, served_candidates),) = written
     assert served_candidates["item_id"].tolist() == ["news", "film"]
     assert set(served_lists[MODEL_VERSION]) == {"v9"}
     assert set(served_candidates[GENERATED_AT]) == {GENERATED}
-    pd.testing.assert_frame_equal(kept_lists, lists)  # the checks and the staging read these
-    assert kept_candidates.empty and list(kept_candidates.columns) == list(candidates.columns)
+    # The checks read the lists from the spool, stamped as served.
+    (spooled,) = [pd.read_parquet(path) for path in spool.files]
+    pd.testing.assert_frame_equal(spooled, served_lists)
+    assert (spool.rows, spool.users) == (1, 1)
+    for kept, shard in ((kept_lists, lists), (kept_candidates, candidates)):
+        assert kept.empty and list(kept.columns) == list(shard.columns)
 
 
 def test_a_failed_full_scoring_leaves_nothing_in_the_serving_store(

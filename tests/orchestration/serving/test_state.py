@@ -170,3 +170,54 @@ def test_the_champion_is_remembered_until_the_registry_commits(
     (settings.home / "cache" / "serving" / "champion.json").write_text("{torn")
     assert scoring.champion_version(settings) == "2"  # an unreadable memo is asked again
     assert len(asked) == 2
+
+
+def test_a_full_scoring_into_a_version_spools_its_lists_for_the_staging(
+    warehouse: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scoring everyone into a serving version keeps counts, not lists: the lists go to the
+    version and to Parquet files, which the staging reads (then removes); the staged table
+    holds what scoring in memory gives."""
+    from orchestration.serving.assets import LISTS_TABLE, stage_lists, staged_lists
+    from orchestration.serving.store import ServingStore
+
+    monkeypatch.setattr(scoring, "champion_version", lambda _settings: None)
+    in_memory = scoring.score_users(warehouse)
+    store = ServingStore(warehouse.serving_url)
+    try:
+        with store.begin_version(related=True, titles=True) as version:
+            spooled = scoring.score_users(warehouse, into=version)
+            number = version.number
+    finally:
+        store.dispose()
+    assert spooled.lists.empty and spooled.spool is not None and spooled.spool.files
+    assert spooled.list_rows == len(in_memory.lists) > 0
+    assert spooled.list_users == in_memory.lists["user_id"].nunique() == 4
+    assert spooled.fallback_users == in_memory.fallback_users
+    head = spooled.lists_head(2)
+    assert head["user_id"].nunique() == 2
+    stage_lists(warehouse, spooled, None, pd.Timestamp("2026-03-03"), number)
+    assert not spooled.spool.directory.exists()
+    columns = ["user_id", "rank", "item_id", "score", "reason", "model_version"]
+    with duckdb.connect(str(warehouse.warehouse_path), read_only=True) as connection:
+        staged = connection.sql(f"select * from {LISTS_TABLE}").df()
+    order = ["user_id", "rank"]
+    pd.testing.assert_frame_equal(
+        staged.sort_values(order)[columns].reset_index(drop=True),
+        in_memory.lists.sort_values(order)[columns].reset_index(drop=True),
+    )
+    published = staged_lists(warehouse)
+    assert published.rows == len(in_memory.lists) and published.lists.empty  # in the version
+
+
+def test_a_spool_counts_and_previews_its_shards(tmp_path) -> None:
+    spool = scoring.ListSpool.begin(tmp_path / "lists")
+    assert spool.head(3) is None and spool.rows == spool.users == 0
+    shard = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "rank": [1, 2, 1], "item_id": list("abc")})
+    spool.add(shard)
+    spool.add(shard.assign(user_id=["u3", "u3", "u4"]))
+    assert (spool.rows, spool.users, len(spool.files)) == (6, 4, 2)
+    assert spool.head(1)["user_id"].tolist() == ["u1", "u1"]
+    # Beginning again in the same place starts empty (a failed scoring's files go).
+    again = scoring.ListSpool.begin(tmp_path / "lists")
+    assert list(again.directory.iterdir()) == [] and again.rows == 0
