@@ -15,15 +15,15 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from ml.constants import GENERATED_AT, ITEM_ID, MODEL_VERSION, USER_ID
+from ml.constants import GENERATED_AT, MODEL_VERSION, USER_ID
 from ml.experiments.assignment import Variant
 from ml.pipeline.snapshot import Behaviour
 from orchestration.experiments.store import STARTING, VARIANT, ExperimentRecord, ExperimentStore
 from orchestration.serving.assets import StagedLists, staged_lists
-from orchestration.serving.scoring import read_check_inputs, registered_pipeline
+from orchestration.serving.scoring import registered_pipeline
 from orchestration.serving.state import ServingState, load_state, save_state
 from orchestration.serving.store import ServingStore
-from orchestration.serving.validation import ListProblems, find_list_problems
+from orchestration.serving.validation import ListProblems, warehouse_list_problems
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 from orchestration.warehouse.reads import (
@@ -141,9 +141,8 @@ def variant_lists(
 def list_problems(settings: Settings, lists: pd.DataFrame) -> ListProblems:
     """The publishing rules' verdict on the lists (what check_recommendation_lists applies)."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        consumed, items = read_check_inputs(connection, sorted(set(lists[USER_ID].astype(str))))
-    available = items.loc[items["available"].fillna(True).astype(bool), ITEM_ID]
-    return find_list_problems(lists, consumed, available, settings.top_k)
+        connection.register("variant_lists", lists)
+        return warehouse_list_problems(connection, "variant_lists", settings.top_k)
 
 
 @dataclass

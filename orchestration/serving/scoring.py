@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
 from ml.constants import (
@@ -27,7 +26,6 @@ from ml.constants import (
     GENERATED_AT,
     ITEM_ID,
     MODEL_VERSION,
-    NON_CONSUMING_EVENT_TYPES,
     SCORE,
     USER_ID,
 )
@@ -134,22 +132,6 @@ class ScoredLists:
         head = self.spool.head(users) if self.spool is not None else None
         lists = self.lists if head is None else head
         return lists[lists[USER_ID].isin(lists[USER_ID].drop_duplicates().head(users))]
-
-
-def read_check_inputs(
-    connection: duckdb.DuckDBPyConnection, user_ids: list[str]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(what ``user_ids`` consumed, the catalog's item_id and available): what the list check
-    compares the staged lists with."""
-    connection.register("checked_users", pd.DataFrame({USER_ID: pd.Series(user_ids, dtype=str)}))
-    consuming = ", ".join(f"'{event_type}'" for event_type in NON_CONSUMING_EVENT_TYPES)
-    consumed = connection.sql(
-        "select distinct user_id, item_id from marts.interactions "
-        f"where event_type not in ({consuming}) "
-        "and user_id in (select user_id from checked_users)"
-    ).df()
-    items = connection.sql("select item_id, available from marts.items").df()
-    return consumed, items
 
 
 def build_context_trending(

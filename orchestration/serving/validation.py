@@ -1,12 +1,13 @@
-"""Rules every list must meet before it is published (pure; the blocking asset check calls it)."""
+"""Rules every list must meet before it is published, counted where the lists are staged (the
+blocking asset check and the experiments' lists apply them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pandas as pd
+import duckdb
 
-from ml.constants import ITEM_ID, RANK, SCORE, USER_ID
+from ml.constants import NON_CONSUMING_EVENT_TYPES
 
 
 @dataclass(frozen=True)
@@ -42,55 +43,92 @@ class ListProblems:
 
 
 def find_list_problems(
-    lists: pd.DataFrame, consumed: pd.DataFrame, available_item_ids: pd.Series, k: int
+    connection: duckdb.DuckDBPyConnection, lists: str, consumed: str, available: str, k: int
 ) -> ListProblems:
-    """Check lists (user_id, rank, item_id, score) against the publishing rules.
+    """Check lists against the publishing rules, in the database that holds them.
 
-    ``consumed`` holds (user_id, item_id) pairs that must never be recommended back;
-    ``available_item_ids`` is the recommendable catalog, which bounds how long a list can be.
-    A user's list must hold min(k, recommendable items the user has not consumed) rows.
+    ``lists``, ``consumed`` and ``available`` name relations of ``connection`` (tables, views
+    or registered frames): lists (user_id, rank, item_id, score); consumed (user_id, item_id),
+    pairs that must never be recommended back; available (item_id), the recommendable catalog,
+    which bounds how long a list can be. A user's list must hold min(k, recommendable items
+    the user has not consumed) rows. Counted in SQL: a full build's ten million rows never
+    come into this process.
     """
+
+    def users(query: str) -> tuple[int, list[str]]:
+        (count,) = connection.execute(f"select count(*) from ({query})").fetchall()[0]
+        first = connection.execute(f"select * from ({query}) order by 1 limit 3").fetchall()
+        return count, [str(row[0]) for row in first]
+
     examples: list[str] = []
-    ordered = lists.sort_values([USER_ID, RANK])
-
-    duplicated = ordered[ordered.duplicated([USER_ID, ITEM_ID], keep=False)]
-    duplicate_users = duplicated[USER_ID].unique()
-    examples += [f"user {user} lists an item twice" for user in duplicate_users[:3]]
-
-    score_steps = ordered.groupby(USER_ID, sort=False)[SCORE].diff()
-    unsorted_users = ordered.loc[score_steps > 1e-12, USER_ID].unique()
-    examples += [f"user {user} has scores rising with rank" for user in unsorted_users[:3]]
-
-    expected_rank = ordered.groupby(USER_ID, sort=False).cumcount() + 1
-    broken_rank_users = ordered.loc[
-        ordered[RANK].to_numpy() != expected_rank.to_numpy(), USER_ID
-    ].unique()
-    examples += [f"user {user} has ranks that are not 1..n" for user in broken_rank_users[:3]]
-
-    pairs = consumed[[USER_ID, ITEM_ID]].drop_duplicates()
-    consumed_listed = ordered.merge(pairs, on=[USER_ID, ITEM_ID], how="inner")
-    examples += [
-        f"user {row.user_id} was recommended consumed item {row.item_id}"
-        for row in consumed_listed.head(3).itertuples()
-    ]
-
-    available = set(available_item_ids.astype(str))
-    consumed_available = pairs[pairs[ITEM_ID].isin(available)].groupby(USER_ID)[ITEM_ID].nunique()
-    list_lengths = ordered.groupby(USER_ID)[ITEM_ID].size()
-    allowed = (len(available) - consumed_available.reindex(list_lengths.index, fill_value=0)).clip(
-        upper=k
+    duplicate_items, first = users(
+        f"select distinct user_id from {lists} group by user_id, item_id having count(*) > 1"
     )
-    short_users = list_lengths.index[list_lengths < allowed]
+    examples += [f"user {user} lists an item twice" for user in first]
+    unsorted_scores, first = users(
+        "select distinct user_id from (select user_id, score - lag(score) over "
+        f"(partition by user_id order by rank) as step from {lists}) where step > 1e-12"
+    )
+    examples += [f"user {user} has scores rising with rank" for user in first]
+    broken_ranks, first = users(
+        "select distinct user_id from (select user_id, rank, row_number() over "
+        f"(partition by user_id order by rank) as expected from {lists}) where rank != expected"
+    )
+    examples += [f"user {user} has ranks that are not 1..n" for user in first]
+
+    pairs = f"(select distinct user_id, item_id from {consumed})"
+    listed_consumed = (
+        f"select listed.user_id, listed.rank, listed.item_id from {lists} listed "
+        f"join {pairs} eaten using (user_id, item_id)"
+    )
+    (consumed_items,) = connection.execute(f"select count(*) from ({listed_consumed})").fetchone()
     examples += [
-        f"user {user} has {list_lengths[user]} items where {allowed[user]} were possible"
-        for user in short_users[:3]
+        f"user {user} was recommended consumed item {item}"
+        for user, _, item in connection.execute(
+            f"{listed_consumed} order by listed.user_id, listed.rank limit 3"
+        ).fetchall()
     ]
 
+    catalog = f"(select distinct cast(item_id as varchar) as item_id from {available})"
+    short = f"""
+        with lengths as (select user_id, count(*) as length from {lists} group by user_id),
+        eaten as (
+            select user_id, count(distinct item_id) as items from {pairs}
+            where cast(item_id as varchar) in (select item_id from {catalog}) group by user_id
+        )
+        select lengths.user_id, length,
+            least((select count(*) from {catalog}) - coalesce(eaten.items, 0), {int(k)}) as allowed
+        from lengths left join eaten using (user_id)
+    """
+    (short_lists,) = connection.execute(
+        f"select count(*) from ({short}) where length < allowed"
+    ).fetchall()[0]
+    examples += [
+        f"user {user} has {length} items where {allowed} were possible"
+        for user, length, allowed in connection.execute(
+            f"select * from ({short}) where length < allowed order by user_id limit 3"
+        ).fetchall()
+    ]
     return ListProblems(
-        duplicate_items=len(duplicate_users),
-        unsorted_scores=len(unsorted_users),
-        broken_ranks=len(broken_rank_users),
-        consumed_items=len(consumed_listed),
-        short_lists=len(short_users),
+        duplicate_items=duplicate_items,
+        unsorted_scores=unsorted_scores,
+        broken_ranks=broken_ranks,
+        consumed_items=consumed_items,
+        short_lists=short_lists,
         examples=examples,
     )
+
+
+def warehouse_list_problems(
+    connection: duckdb.DuckDBPyConnection, lists: str, k: int
+) -> ListProblems:
+    """find_list_problems for the lists in relation ``lists`` of the warehouse: against what
+    their users consumed (marts.interactions) and the available catalog (marts.items)."""
+    non_consuming = ", ".join(f"'{event_type}'" for event_type in NON_CONSUMING_EVENT_TYPES)
+    consumed = (
+        "(select user_id, item_id from marts.interactions "
+        f"where event_type not in ({non_consuming}) "
+        f"and user_id in (select user_id from {lists}))"
+    )
+    available = "(select item_id from marts.items where coalesce(available, true))"
+    return find_list_problems(connection, lists, consumed, available, k)
