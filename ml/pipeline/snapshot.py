@@ -150,8 +150,9 @@ class Snapshot:
             getattr(self, derived)  # computed and cached on this snapshot
         slim = Snapshot.__new__(Snapshot)
         slim.__dict__.update(self.__dict__)
-        slim.interactions = self.interactions.iloc[:0]
-        slim.covisitation = self.covisitation.iloc[:0]
+        # Empty copies: an empty slice is a view that would hold every event in memory.
+        slim.interactions = self.interactions.iloc[:0].copy()
+        slim.covisitation = self.covisitation.iloc[:0].copy()
         slim.vectors = None
         return slim
 

@@ -349,12 +349,14 @@ def _write_shard(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write one shard's (lists, candidates) into a serving version, stamped as served, and
     its lists to the spool (the checks read them from the staging); keep neither: at a million
-    users the lists alone are gigabytes, the candidates (50 a user) five times that."""
+    users the lists alone are gigabytes, the candidates (50 a user) five times that. What is
+    kept is an empty copy: an empty slice would be a view that holds the shard's arrays, and
+    every string in them, until the scoring ends."""
     lists, candidates = shard
     stamped = _stamped(lists, version, generated_at)
     into.write(stamped, _stamped(candidates, version, generated_at))
     spool.add(stamped)
-    return lists.iloc[:0], candidates.iloc[:0]
+    return lists.iloc[:0].copy(), candidates.iloc[:0].copy()
 
 
 def _now() -> datetime:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from ml.constants import ITEM_ID, OCCURRED_AT, USER_ID
 from ml.pipeline.snapshot import Behaviour, Snapshot
-from tests.ml.pipeline.tiny import events, pairs
+from tests.ml.pipeline.tiny import events, pairs, shop_snapshot
 
 EVENTS = events(
     [
@@ -113,3 +113,21 @@ def test_consumed_leaves_out_impressions_and_listed_users_need_no_events() -> No
     chosen = behaviour.for_users(np.array(["b", "c"], dtype=object))
     assert chosen.users.tolist() == ["b", "c"]
     assert set(chosen.events[USER_ID]) == {"b"}
+
+
+def test_a_summary_holds_no_event_or_pair_in_memory() -> None:
+    """A fitted pipeline keeps its snapshot's summary; an empty slice of the events would be a
+    view holding every event for as long as the pipeline lives."""
+
+    def held_bytes(array) -> int:
+        while getattr(array, "base", None) is not None:
+            array = array.base
+        return getattr(array, "nbytes", 0)
+
+    snapshot = shop_snapshot()
+    assert len(snapshot.interactions) and len(snapshot.covisitation)
+    summary = snapshot.summary()
+    for frame in (summary.interactions, summary.covisitation):
+        assert frame.empty
+        assert all(held_bytes(block.values) == 0 for block in frame._mgr.blocks)
+    assert list(summary.interactions.columns) == list(snapshot.interactions.columns)

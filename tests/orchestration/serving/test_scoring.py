@@ -352,3 +352,29 @@ def test_a_failed_full_scoring_leaves_nothing_in_the_serving_store(
         rows = connection.execute(sa.text("SELECT count(*) FROM recommendations")).scalar_one()
     engine.dispose()
     assert rows == 0
+
+
+def test_what_a_written_shard_keeps_holds_none_of_its_rows(tmp_path) -> None:
+    """An empty slice of a frame is a view of its arrays: kept for every shard of a full
+    scoring, it held every list and candidate row until the scoring ended."""
+
+    class Version:
+        def write(self, lists: pd.DataFrame, candidates: pd.DataFrame) -> None:
+            pass
+
+    lists = one_user_list("u1", "news", "ignored").drop(columns=[MODEL_VERSION, GENERATED_AT])
+    candidates = pd.concat([lists] * 1_000, ignore_index=True)
+    spool = ListSpool.begin(tmp_path / "spool")
+    kept = _write_shard(Version(), spool, "v9", GENERATED, (lists, candidates))
+
+    def held_bytes(array) -> int:
+        """The bytes of the array that finally owns ``array``'s memory."""
+        while getattr(array, "base", None) is not None:
+            array = array.base
+        return getattr(array, "nbytes", 0)
+
+    for frame in kept:
+        assert frame.empty
+        assert all(held_bytes(block.values) == 0 for block in frame._mgr.blocks)
+    # What the test tells apart: the empty slice holds the shard.
+    assert any(held_bytes(block.values) > 0 for block in candidates.iloc[:0]._mgr.blocks)
