@@ -200,7 +200,11 @@ def lists_preview(lists: pd.DataFrame, settings: Settings) -> str:
     users = lists[USER_ID].drop_duplicates().head(PREVIEW_USERS)
     preview = lists[lists[USER_ID].isin(users)].copy()
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        titles = connection.sql("select item_id, title from marts.items").df()
+        connection.register("previewed", preview[[ITEM_ID]].drop_duplicates())
+        titles = connection.sql(
+            "select item_id, title from marts.items "
+            "where item_id in (select item_id from previewed)"
+        ).df()
     preview["title"] = preview["item_id"].map(titles.set_index("item_id")["title"]).fillna("")
     return preview[[USER_ID, "rank", "item_id", "title", "score", "reason"]].to_markdown(
         index=False, floatfmt=".4f"
