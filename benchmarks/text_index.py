@@ -6,7 +6,7 @@ FRESHRANK_HOME's serving state, makes the queries of --users users the way ranki
 and searches them (one thread, as a ranking worker does) with:
 
 - exact search (IndexFlatIP): the truth recall is measured against, and a cost baseline;
-- the serving state's own graph, at its efSearch and at lower ones (a search-time setting);
+- the serving state's own graph, at its efSearch and at others (a search-time setting);
 - the same graph shape over 8-bit scalar-quantised vectors (IndexHNSWSQ), built here.
 
 Each row gives recall@W (W = the neighbours ranking asks for: per_user + query_length), the
@@ -30,7 +30,9 @@ def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True, help="a built FRESHRANK_HOME")
     parser.add_argument("--users", type=int, default=2_000)
-    parser.add_argument("--ef", type=int, nargs="+", default=[32, 64, 96], help="lower efSearch")
+    parser.add_argument(
+        "--ef", type=int, nargs="+", default=[64, 96, 256], help="other efSearch values"
+    )
     return parser.parse_args()
 
 
@@ -103,7 +105,7 @@ def main() -> None:
         found, served_ms = timed_search(served, queries, width)
         results.append((f"served HNSW, efSearch {served_ef}", recall(found, truth), served_ms))
         for ef in arguments.ef:
-            served.hnsw.efSearch = max(ef, width)
+            served.hnsw.efSearch = ef  # FAISS returns W results even when efSearch < W
             found, ms = timed_search(served, queries, width)
             label = f"served HNSW, efSearch {served.hnsw.efSearch}"
             results.append((label, recall(found, truth), ms))
