@@ -323,16 +323,15 @@ def _ranked(
         cold_start = pipeline.cold_start_list()
     popular = _stamped(cold_start.drop(columns=[USER_ID]), version, generated_at)
     logger.info("scored %d users with %s", len(behaviour.users), version)
-    scored = ScoredLists(
+    listed = spool.users if spool is not None else int(lists[USER_ID].nunique())
+    return ScoredLists(
         lists=lists,
         trending=popular,
         model_version=version,
-        fallback_users=0,
+        fallback_users=len(behaviour.users) - listed,
         candidates=_stamped(candidates, version, generated_at),
         spool=spool,
     )
-    scored.fallback_users = len(behaviour.users) - scored.list_users
-    return scored
 
 
 def spool_directory(settings: Settings, serving_version: int) -> Path:
