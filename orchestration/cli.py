@@ -132,7 +132,11 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
 
     settings = get_settings()
     if not watch:
-        if not report_run(REFRESH_JOB, settings):
+        from orchestration.serving.scoring import ranking_helpers
+
+        with ranking_helpers(settings):
+            succeeded = report_run(REFRESH_JOB, settings)
+        if not succeeded:
             sys.exit(1)
         return
     # Import what every refresh needs once, before the first batch arrives.

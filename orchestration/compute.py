@@ -89,6 +89,7 @@ class ComputeResource(ConfigurableResource):
         behaviour: Behaviour,
         ranking: Callable[[RankingPipeline, Behaviour], Ranked],
         on_shard: ShardHandler | None = None,
+        stamp: str | None = None,
     ) -> Ranked:
         """``ranking(pipeline, behaviour)``, over user shards on Ray when the engine is Ray
         (see ml/distributed/scoring.py for what ``ranking`` must be), or in local worker
@@ -96,11 +97,12 @@ class ComputeResource(ConfigurableResource):
         shard's result as it arrives (in this process the whole result is one shard) and says
         what of it to keep (ml.pipeline.parallel.ShardHandler). In a warm refresher (an open
         ml.pipeline.parallel.warm_pool), a ranking whose whole result is kept (a refresh's)
-        goes to the pool's workers, which keep the pipeline loaded between calls."""
+        goes to the pool's workers, which keep the pipeline loaded between calls (``stamp``:
+        which saved serving state the pipeline was read from, for workers that read it too)."""
         if self.engine_for(settings) == LOCAL:
             pool = active_warm_pool()
             if pool is not None and on_shard is None:
-                return pool.rank(pipeline, behaviour, ranking)
+                return pool.rank(pipeline, behaviour, ranking, stamp)
             many = len(behaviour.users) >= settings.rank_processes_min_users
             if settings.rank_processes > 1 and many:
                 from ml.pipeline.parallel import rank_in_processes

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from ml.pipeline.pipeline import RankingPipeline
 from ml.pipeline.snapshot import Behaviour
@@ -71,8 +72,6 @@ def concatenated(parts: list[Ranked]) -> Ranked:
 def _start_worker(saved: bytes, setup: Callable[[object], object] | None) -> None:
     """Load the shared object in a new worker (``setup`` prepares it), one thread per worker."""
     global _shared
-    from threadpoolctl import threadpool_limits
-
     shared = pickle.loads(saved)
     _shared = shared if setup is None else setup(shared)
     threadpool_limits(limits=1)  # BLAS and OpenMP (FAISS): the processes are the parallelism
@@ -185,6 +184,25 @@ def _start_warm_worker(saved: bytes, setup: Callable[[object], object] | None) -
     _start_worker(saved, setup)
 
 
+# A preloaded worker's stamp of what it loaded (see WarmPool.preload).
+_stamp: str | None = None
+
+
+def _start_preloading_worker(
+    loader: Callable[[], tuple[str, RankingPipeline]], setup: Callable[[object], object]
+) -> None:
+    """Load the pipeline ``loader`` reads (and its stamp) in a new worker, one thread."""
+    global _shared, _stamp
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stamp, pipeline = loader()
+    _shared = setup(pipeline)
+    threadpool_limits(limits=1)
+
+
+def _loaded_stamp(shared: object) -> str | None:
+    return _stamp
+
+
 class WarmPool:
     """Worker processes that keep one pipeline loaded from one call to the next.
 
@@ -194,20 +212,33 @@ class WarmPool:
     load the serving pipeline once, and each batch's users are split into one shard per worker.
     A different pipeline (a new serving state) restarts the workers with it. Results equal
     ranking in this process, row for row (see rank_in_processes).
+
+    A one-shot command (a cold `freshrank refresh`) cannot keep workers, but it can start them
+    early: ``preload`` has them read the pipeline from disk while the command does its other
+    work, ``rank_here`` has this process rank a share beside them, and a call whose pipeline is
+    not the one they read (or that comes before they are ready) ranks here rather than wait.
     """
 
-    def __init__(self, processes: int, compiled_rankers: Path | None = None) -> None:
+    def __init__(
+        self, processes: int, compiled_rankers: Path | None = None, rank_here: bool = False
+    ) -> None:
         if processes < 1:
             raise ValueError(f"worker processes: at least one, not {processes}")
         self.processes = processes
         self.compiled_rankers = compiled_rankers
+        self.rank_here = rank_here
         self._pool: ProcessPoolExecutor | None = None
         self._pipeline: RankingPipeline | None = None  # held: `is` tells a new one apart
+        self._preloading: list[Future] | None = None  # each worker's stamp, once it has loaded
+        self.users_in_workers = 0  # users ranked in the workers so far (not here)
 
     @property
     def running(self) -> bool:
         """Whether workers are started (and hold a pipeline)."""
         return self._pool is not None
+
+    def _setup(self) -> Callable[[object], object]:
+        return partial(_serving_copy, compiled_rankers=str(self.compiled_rankers or ""))
 
     def load(self, pipeline: RankingPipeline) -> bool:
         """Have every worker hold ``pipeline`` (started, or restarted, now, and waited for).
@@ -221,10 +252,7 @@ class WarmPool:
             self.processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_warm_worker,
-            initargs=(
-                pickle.dumps(pipeline),
-                partial(_serving_copy, compiled_rankers=str(self.compiled_rankers or "")),
-            ),
+            initargs=(pickle.dumps(pipeline), self._setup()),
         )
         self._pipeline = pipeline
         # One task per worker at once: each of them starts and loads the pipeline now.
@@ -242,45 +270,109 @@ class WarmPool:
         )
         return True
 
-    def rank(self, pipeline: RankingPipeline, behaviour: Behaviour, ranking: Ranking) -> Ranked:
-        """``ranking(pipeline, behaviour)``, one shard of the users per worker. A worker that
-        died (killed for memory, say, or unable to load the pipeline) costs this call its
-        speed, not its result: the users are ranked here and new workers start next time."""
-        if not len(behaviour.users) or not self.load(pipeline):
-            return ranking(pipeline, behaviour)  # no users: the empty result, as shaped here
-        assert self._pool is not None
+    def preload(self, loader: Callable[[], tuple[str, RankingPipeline]]) -> None:
+        """Start workers that each call ``loader`` (importable: a module-level function or a
+        partial of one) for (a stamp of what it read, the pipeline), and return at once. A
+        later ``rank`` given the same stamp uses them if they are ready by then."""
+        self.close()
+        self._pool = ProcessPoolExecutor(
+            self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_preloading_worker,
+            initargs=(loader, self._setup()),
+        )
+        self._preloading = [
+            self._pool.submit(_apply, _loaded_stamp, ()) for _ in range(self.processes)
+        ]
+
+    def _preloaded(self, pipeline: RankingPipeline, stamp: str | None) -> bool:
+        """Whether the preloading workers are ready and read what ``stamp`` names (then they
+        hold ``pipeline`` from now on); never waits."""
+        if self._preloading is None:
+            return False
+        if stamp is None or not all(future.done() for future in self._preloading):
+            logger.info("the ranking workers are not ready: ranking in this process")
+            return False
         try:
-            shards = [
-                self._pool.submit(_apply, ranking, (shard,))
-                for shard in behaviour.shares(self.processes, USER_COST_IN_EVENTS)
+            stamps = {future.result() for future in self._preloading}
+        except Exception as error:  # noqa: BLE001 - a worker that could not load: rank here
+            logger.warning("a ranking worker could not load the pipeline (%s)", error)
+            return False
+        if stamps != {stamp}:
+            logger.info("the ranking workers read another pipeline: ranking in this process")
+            return False
+        self._preloading, self._pipeline = None, pipeline
+        return True
+
+    def rank(
+        self,
+        pipeline: RankingPipeline,
+        behaviour: Behaviour,
+        ranking: Ranking,
+        stamp: str | None = None,
+    ) -> Ranked:
+        """``ranking(pipeline, behaviour)``, one shard of the users per worker (and one here,
+        with ``rank_here``). A worker that died (killed for memory, say, or unable to load the
+        pipeline) costs this call its speed, not its result: the users are ranked here and new
+        workers start next time. ``stamp``: what the pipeline was read from, for a preloaded
+        pool (see preload)."""
+        if not len(behaviour.users):
+            return ranking(pipeline, behaviour)  # no users: the empty result, as shaped here
+        held = self._pool is not None and pipeline is self._pipeline
+        # A pool that ranks here too is a one-shot command's: it does not (re)load.
+        usable = (
+            held or self._preloaded(pipeline, stamp) or (not self.rank_here and self.load(pipeline))
+        )
+        if not usable:
+            return ranking(pipeline, behaviour)
+        assert self._pool is not None
+        parts = self.processes + int(self.rank_here)
+        shares = list(behaviour.shares(parts, USER_COST_IN_EVENTS))
+        # With rank_here, the last share (the only one, for a few users) stays here.
+        here = shares[-1:] if self.rank_here else []
+        try:
+            away = [
+                self._pool.submit(_apply, ranking, (share,))
+                for share in shares[: len(shares) - len(here)]
             ]
-            return concatenated([future.result() for future in shards])
+            # One thread here too: BLAS's second thread would take the worker's core.
+            with threadpool_limits(limits=1):
+                kept = [ranking(pipeline, share) for share in here]
+            ranked = concatenated([future.result() for future in away] + kept)
         except BrokenProcessPool as error:
             self._stopped(error)
             return ranking(pipeline, behaviour)
+        self.users_in_workers += len(behaviour.users) - sum(len(share.users) for share in here)
+        return ranked
 
     def _stopped(self, error: BrokenProcessPool) -> None:
         logger.warning("the warm ranking workers stopped (%s): ranking in this process", error)
         self.close()
 
     def close(self) -> None:
-        """Stop the workers (waiting for them); the next call starts new ones."""
+        """Stop the workers; the next call starts new ones. Workers still loading (preload) are
+        ended rather than waited for: a command that did not need them should not wait."""
         if self._pool is not None:
+            if self._preloading is not None and not all(f.done() for f in self._preloading):
+                for process in list(getattr(self._pool, "_processes", {}).values()):
+                    process.terminate()  # our own children; the executor notices and stops
             self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool, self._pipeline = None, None
+        self._pool, self._pipeline, self._preloading = None, None, None
 
 
 _warm: WarmPool | None = None
 
 
 @contextmanager
-def warm_pool(processes: int, compiled_rankers: Path | None = None) -> Iterator[WarmPool]:
+def warm_pool(
+    processes: int, compiled_rankers: Path | None = None, rank_here: bool = False
+) -> Iterator[WarmPool]:
     """A WarmPool that active_warm_pool() returns (to the serving code's ranking) while the
     block runs; its workers stop when it ends."""
     global _warm
     if _warm is not None:
         raise RuntimeError("a warm ranking pool is already open in this process")
-    _warm = WarmPool(processes, compiled_rankers)
+    _warm = WarmPool(processes, compiled_rankers, rank_here)
     try:
         yield _warm
     finally:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -30,7 +32,7 @@ from ml.constants import (
     USER_ID,
 )
 from ml.pipeline.backtest import FALLBACK_PIPELINE
-from ml.pipeline.parallel import WarmPool
+from ml.pipeline.parallel import WarmPool, warm_pool
 from ml.pipeline.pipeline import RankingPipeline
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.rules import context_trending, context_trending_lists
@@ -42,6 +44,8 @@ from orchestration.serving.state import (
     remember_champion,
     remembered_champion,
     save_state,
+    serving_pipeline,
+    state_path,
 )
 from orchestration.serving.store import ServingVersion
 from orchestration.settings import Settings
@@ -230,6 +234,32 @@ def warm_up_ranking(settings: Settings, pool: WarmPool) -> bool:
     return state is not None and pool.load(state.pipeline)
 
 
+# A state larger than this is not read a second time by a helper ahead of a cold refresh: its
+# copy would cost as much memory again, and reading it longer than the refresh's own work.
+HELPER_STATE_MAX_BYTES = 1 << 30
+
+
+@contextmanager
+def ranking_helpers(settings: Settings) -> Iterator[WarmPool | None]:
+    """For a one-shot refresh (`freshrank refresh`): while the block runs, worker processes
+    (one per core beside this one) read the saved serving state, so that by the time the
+    refresh ranks (after loading files and dbt's models, seconds it spends on one core) they
+    rank shares of its users beside this process. Ranking never waits for them: a refresh that
+    reaches its users first, or ranks with another pipeline, ranks here. None: no helpers
+    (one core, no state yet, or a state too large to read twice)."""
+    path = state_path(settings)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        size = None
+    if settings.rank_processes < 2 or size is None or size > HELPER_STATE_MAX_BYTES:
+        yield None
+        return
+    with warm_pool(settings.rank_processes - 1, settings.compiled_rankers, rank_here=True) as pool:
+        pool.preload(partial(serving_pipeline, str(path)))
+        yield pool
+
+
 def score_users(
     settings: Settings,
     user_ids: list[str] | None = None,
@@ -265,6 +295,7 @@ def score_users(
                     _now(),
                     local,
                     cold_start=state.cold_start,
+                    stamp=state.stamp,
                 )
         snapshot = read_snapshot(connection)
         catalog = catalog_stamp(connection)
@@ -303,10 +334,12 @@ def _ranked(
     compute: ComputeResource | None = None,
     into: ServingVersion | None = None,
     cold_start: pd.DataFrame | None = None,
+    stamp: str | None = None,
 ) -> ScoredLists:
     """The behaviour's users' lists and candidates, and the cold-start list, from one pipeline
     (over user shards on Ray when ``compute`` says so; each shard written ``into`` a serving
-    version as it arrives). ``cold_start``: the pipeline's cold_start_list(), when known."""
+    version as it arrives). ``cold_start``: the pipeline's cold_start_list(), when known;
+    ``stamp``: the saved serving state it was read from, if it was (see ComputeResource.rank)."""
     pipeline.compile_ranker(settings.compiled_rankers)
     spool = None if into is None else ListSpool.begin(spool_directory(settings, into.number))
     ranked, candidates = (compute or ComputeResource()).rank(
@@ -317,6 +350,7 @@ def _ranked(
         on_shard=None
         if into is None
         else partial(_write_shard, into, spool, version, generated_at),
+        stamp=stamp,
     )
     lists = _stamped(ranked, version, generated_at)
     if cold_start is None:

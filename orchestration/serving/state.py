@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -46,6 +46,7 @@ class ServingState:
     # The pipeline's cold_start_list() (the same for every refresh of this state); None: not
     # kept, a refresh computes it
     cold_start: pd.DataFrame | None = None
+    stamp: str = ""  # of the file it was read from (read_state sets it; saved with none)
 
 
 DEFAULT_STATE = "pipeline"  # the champion's; an experiment keeps one per variant beside it
@@ -98,8 +99,27 @@ def _write_atomically(path: Path, data: bytes) -> None:
         partial.unlink(missing_ok=True)
 
 
+def read_state(path: Path) -> ServingState:
+    """The state saved at ``path``, stamped with the file it was read from (its change time
+    and size, taken from the open file: a state saved meanwhile cannot borrow the stamp).
+    Raises when the file is missing, unreadable or of another format."""
+    with path.open("rb") as handle:
+        status = os.fstat(handle.fileno())
+        version, state = pickle.load(handle)
+    if version != STATE_FORMAT or not isinstance(state, ServingState):
+        raise ValueError(f"serving state {path} has another format")
+    return replace(state, stamp=f"{status.st_mtime_ns}:{status.st_size}")
+
+
+def serving_pipeline(path: str) -> tuple[str, RankingPipeline]:
+    """(the stamp, the pipeline) of the state at ``path``: what a ranking worker started
+    ahead of a refresh loads (ml.pipeline.parallel.WarmPool.preload)."""
+    state = read_state(Path(path))
+    return state.stamp, state.pipeline
+
+
 # A warm process (`freshrank refresh --watch`) keeps the last state it read: (path, mtime, state).
-_memo: tuple[Path, float, ServingState] | None = None
+_memo: tuple[Path, int, ServingState] | None = None
 
 
 def load_state(
@@ -113,7 +133,7 @@ def load_state(
     global _memo
     path = state_path(settings, name)
     try:
-        modified = path.stat().st_mtime
+        modified = path.stat().st_mtime_ns
     except FileNotFoundError:
         logger.info("no serving state yet: the refresh fits the pipeline on every event")
         return None
@@ -121,13 +141,9 @@ def load_state(
         state = _memo[2]
     else:
         try:
-            with path.open("rb") as handle:
-                version, state = pickle.load(handle)
+            state = read_state(path)
         except Exception as error:  # a torn, foreign or outdated file: refit instead
             logger.warning("serving state %s is unreadable (%s): refitting", path, error)
-            return None
-        if version != STATE_FORMAT or not isinstance(state, ServingState):
-            logger.warning("serving state %s has another format: refitting", path)
             return None
         _memo = (path, modified, state)
     if state.champion != champion:

@@ -86,9 +86,11 @@ class _RecordingPool:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.stamps: list[str | None] = []
 
-    def rank(self, fitted, behaviour, ranking):
+    def rank(self, fitted, behaviour, ranking, stamp=None):
         self.calls.append(len(behaviour.users))
+        self.stamps.append(stamp)
         return ranking(fitted, behaviour)
 
 
@@ -100,8 +102,11 @@ def test_a_warm_pool_ranks_what_is_kept_whole_and_shard_handlers_stay_here(
     pool = _RecordingPool()
     monkeypatch.setattr(compute, "active_warm_pool", lambda: pool)
     fitted, behaviour = pipeline(), shoppers()
-    ranked = ComputeResource().rank(settings, fitted, behaviour, type(fitted).recommend)
+    ranked = ComputeResource().rank(
+        settings, fitted, behaviour, type(fitted).recommend, stamp="read from a saved state"
+    )
     assert ranked.equals(fitted.recommend(behaviour)) and pool.calls == [2]
+    assert pool.stamps == ["read from a saved state"]  # for workers that read it too
     # A full scoring writes shards as they come: not the warm pool's work.
     shards: list = []
     ComputeResource().rank(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from functools import partial
 
@@ -148,3 +149,82 @@ def test_the_warm_pool_is_active_only_inside_its_block() -> None:
     assert active_warm_pool() is None
     with pytest.raises(ValueError, match="at least one"):
         WarmPool(0)
+
+
+def read_saved(path: str, pause: float = 0.0) -> tuple[str, RankingPipeline]:
+    """A preloading worker's loader (importable): (the file's name as its stamp, the pipeline
+    pickled in it), after ``pause`` seconds (a slow read)."""
+    time.sleep(pause)
+    with open(path, "rb") as handle:
+        return os.path.basename(path), pickle.load(handle)
+
+
+def _ready_within(pool: WarmPool, seconds: float) -> None:
+    """Wait until the pool's preloading workers have loaded (a test's stand-in for the refresh's
+    other work, which a real preload runs beside)."""
+    deadline = time.monotonic() + seconds
+    while pool._preloading is not None and not all(f.done() for f in pool._preloading):
+        assert time.monotonic() < deadline, "the workers did not load the pipeline in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_preloaded_pool_ranks_a_share_here_and_the_rest_in_its_worker(tmp_path) -> None:
+    pipeline = _fitted(1, tmp_path)
+    saved = tmp_path / "state-1"
+    saved.write_bytes(pickle.dumps(pipeline))
+    behaviour = Behaviour(session_log(users=7, seed=3)[0])
+    ranking = partial(RankingPipeline.recommend_with_candidates, candidates=8)
+    expected = ranking(pipeline, behaviour)
+    pool = WarmPool(1, tmp_path / "rankers", rank_here=True)
+    try:
+        pool.preload(partial(read_saved, str(saved)))
+        _ready_within(pool, 120)
+        ran = pool.rank(pipeline, behaviour, worker_pids, stamp="state-1")
+        assert ran[USER_ID].tolist() == list(behaviour.users)  # the shares back in user order
+        pids = ran.groupby("pid", sort=False)[USER_ID].count()
+        assert len(pids) == 2 and pids.index[-1] == os.getpid()  # the last share ranked here
+        for want, got in zip(
+            expected, pool.rank(pipeline, behaviour, ranking, stamp="state-1"), strict=True
+        ):
+            pd.testing.assert_frame_equal(got, want)
+    finally:
+        pool.close()
+
+
+@pytest.mark.slow
+def test_a_preloaded_pool_ranks_here_what_its_workers_did_not_read(tmp_path) -> None:
+    pipeline = _fitted(1, tmp_path)
+    saved = tmp_path / "state-1"
+    saved.write_bytes(pickle.dumps(pipeline))
+    behaviour = Behaviour(session_log(users=7, seed=3)[0])
+    pool = WarmPool(1, tmp_path / "rankers", rank_here=True)
+    try:
+        pool.preload(partial(read_saved, str(saved)))
+        _ready_within(pool, 120)
+        # A state saved since the workers read theirs: its stamp differs.
+        assert set(pool.rank(pipeline, behaviour, worker_pids, stamp="state-2")["pid"]) == {
+            os.getpid()
+        }
+        # A pipeline not read from a saved state (a refresh that refitted): no stamp.
+        assert set(pool.rank(pipeline, behaviour, worker_pids)["pid"]) == {os.getpid()}
+        assert pool.running  # a one-shot pool does not restart its workers with it
+    finally:
+        pool.close()
+
+
+def test_a_preloaded_pool_does_not_wait_for_workers_still_loading(tmp_path) -> None:
+    saved = tmp_path / "state-1"
+    saved.write_bytes(b"")  # never read: the loader is still pausing when the ranking comes
+    behaviour = Behaviour(session_log(users=4, seed=3)[0])
+    pool = WarmPool(1, rank_here=True)
+    started = time.monotonic()
+    try:
+        pool.preload(partial(read_saved, str(saved), pause=60.0))
+        ranked = pool.rank(object(), behaviour, worker_pids, stamp="state-1")
+        assert set(ranked["pid"]) == {os.getpid()}  # not ready: every user ranked here
+        assert ranked[USER_ID].tolist() == list(behaviour.users)
+    finally:
+        pool.close()  # ends the loading worker instead of waiting out its read
+    assert time.monotonic() - started < 30
+    assert not pool.running

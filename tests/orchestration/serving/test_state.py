@@ -3,6 +3,9 @@ refresh that reuses it ranks exactly as a refit would."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import duckdb
 import pandas as pd
 import pytest
@@ -10,7 +13,14 @@ import pytest
 from ml.pipeline.backtest import FALLBACK_PIPELINE
 from ml.pipeline.pipeline import RankingPipeline
 from orchestration.serving import scoring
-from orchestration.serving.state import ServingState, load_state, save_state, state_path
+from orchestration.serving.state import (
+    ServingState,
+    load_state,
+    read_state,
+    save_state,
+    serving_pipeline,
+    state_path,
+)
 from orchestration.settings import Settings
 from orchestration.warehouse.reads import catalog_stamp, read_snapshot, read_user_behaviour
 
@@ -221,3 +231,46 @@ def test_a_spool_counts_and_previews_its_shards(tmp_path) -> None:
     # Beginning again in the same place starts empty (a failed scoring's files go).
     again = scoring.ListSpool.begin(tmp_path / "lists")
     assert list(again.directory.iterdir()) == [] and again.rows == 0
+
+
+def test_a_state_read_is_stamped_with_the_file_it_came_from(warehouse: Settings) -> None:
+    """The stamp a refresh's helper reads with the pipeline is the one the refresh's own read
+    gets, until a new state is saved."""
+    path = save_state(warehouse, fitted_state(warehouse, "3"))
+    stamp = load(warehouse, "3").stamp
+    assert stamp and read_state(path).stamp == serving_pipeline(str(path))[0] == stamp
+    time.sleep(0.01)
+    save_state(warehouse, fitted_state(warehouse, "3"))
+    assert load(warehouse, "3").stamp != stamp
+
+
+def test_no_ranking_helpers_without_a_second_core_or_a_saved_state(warehouse: Settings) -> None:
+    with scoring.ranking_helpers(replace(warehouse, rank_processes=2)) as helpers:
+        assert helpers is None  # nothing saved yet
+    save_state(warehouse, fitted_state(warehouse, "3"))
+    with scoring.ranking_helpers(replace(warehouse, rank_processes=1)) as helpers:
+        assert helpers is None
+
+
+@pytest.mark.slow
+def test_a_refresh_ranks_beside_helpers_that_read_the_state_as_it_ranks_alone(
+    warehouse: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cold refresh's helper reads the saved state while the refresh does its other work;
+    the refresh then ranks a share of its users there, and its lists are those it ranks
+    alone."""
+    monkeypatch.setattr(scoring, "champion_version", lambda _settings: None)
+    scoring.score_users(warehouse)  # saves the state
+    users = ["u1", "u2", "u3", "new"]
+    alone = scoring.score_users(warehouse, users)
+    two_cores = replace(warehouse, rank_processes=2)
+    with scoring.ranking_helpers(two_cores) as helpers:
+        assert helpers is not None and helpers.rank_here
+        deadline = time.monotonic() + 120
+        while helpers.users_in_workers == 0:
+            assert time.monotonic() < deadline, "the helper never ranked a share"
+            beside = scoring.score_users(two_cores, users)
+            time.sleep(0.2)
+    columns = ["user_id", "rank", "item_id", "score", "reason"]
+    pd.testing.assert_frame_equal(beside.lists[columns], alone.lists[columns])
+    pd.testing.assert_frame_equal(beside.candidates[columns], alone.candidates[columns])
