@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -69,9 +71,30 @@ def concatenated(parts: list[Ranked]) -> Ranked:
     )
 
 
+# How often a worker looks whether the process that started it is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def _exit_with_parent() -> None:
+    """End this worker soon after the process that started it is gone (killed, say). Nothing
+    else tells it: it waits on a task queue whose other end it holds itself, and an orphan
+    would keep its copy of the pipeline (hundreds of MB at scale) until the machine restarts."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.pid is None:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent.pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _start_worker(saved: bytes, setup: Callable[[object], object] | None) -> None:
     """Load the shared object in a new worker (``setup`` prepares it), one thread per worker."""
     global _shared
+    _exit_with_parent()
     shared = pickle.loads(saved)
     _shared = shared if setup is None else setup(shared)
     threadpool_limits(limits=1)  # BLAS and OpenMP (FAISS): the processes are the parallelism
@@ -194,6 +217,7 @@ def _start_preloading_worker(
     """Load the pipeline ``loader`` reads (and its stamp) in a new worker, one thread."""
     global _shared, _stamp
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent()
     _stamp, pipeline = loader()
     _shared = setup(pipeline)
     threadpool_limits(limits=1)
@@ -290,7 +314,10 @@ class WarmPool:
         hold ``pipeline`` from now on); never waits."""
         if self._preloading is None:
             return False
-        if stamp is None or not all(future.done() for future in self._preloading):
+        if stamp is None:
+            logger.info("a pipeline not read from a saved state: ranking in this process")
+            return False
+        if not all(future.done() for future in self._preloading):
             logger.info("the ranking workers are not ready: ranking in this process")
             return False
         try:

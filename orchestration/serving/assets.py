@@ -195,10 +195,9 @@ class ListsConfig(Config):
     scope: str = "everyone"
 
 
-def lists_preview(lists: pd.DataFrame, settings: Settings) -> str:
-    """A markdown table of the first few users' lists, with titles."""
-    users = lists[USER_ID].drop_duplicates().head(PREVIEW_USERS)
-    preview = lists[lists[USER_ID].isin(users)].copy()
+def lists_preview(head: pd.DataFrame, settings: Settings) -> str:
+    """A markdown table of a few users' lists (ScoredLists.lists_head), with titles."""
+    preview = head.copy()
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         connection.register("previewed", preview[[ITEM_ID]].drop_duplicates())
         titles = connection.sql(

@@ -89,12 +89,9 @@ class ListSpool:
         self.rows += len(lists)
         self.users += int(lists[USER_ID].nunique())
 
-    def head(self, users: int) -> pd.DataFrame | None:
-        """The first shard's first ``users`` users' lists (None: no shard)."""
-        if not self.files:
-            return None
-        lists = pd.read_parquet(self.files[0])
-        return lists[lists[USER_ID].isin(lists[USER_ID].drop_duplicates().head(users))]
+    def first_shard(self) -> pd.DataFrame | None:
+        """The first shard's lists (None: no shard)."""
+        return pd.read_parquet(self.files[0]) if self.files else None
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -133,8 +130,8 @@ class ScoredLists:
 
     def lists_head(self, users: int) -> pd.DataFrame:
         """The first ``users`` users' lists, for a preview."""
-        head = self.spool.head(users) if self.spool is not None else None
-        lists = self.lists if head is None else head
+        first = self.spool.first_shard() if self.spool is not None else None
+        lists = self.lists if first is None else first
         return lists[lists[USER_ID].isin(lists[USER_ID].drop_duplicates().head(users))]
 
 

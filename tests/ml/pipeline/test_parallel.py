@@ -228,3 +228,60 @@ def test_a_preloaded_pool_does_not_wait_for_workers_still_loading(tmp_path) -> N
         pool.close()  # ends the loading worker instead of waiting out its read
     assert time.monotonic() - started < 30
     assert not pool.running
+
+
+def note_pid_and_wait(_shared: object, path: str) -> None:
+    """A task that writes its worker's PID to ``path`` and then waits (importable)."""
+    with open(path + ".partial", "w") as handle:
+        handle.write(str(os.getpid()))
+    os.replace(path + ".partial", path)
+    time.sleep(120)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (ended, not yet reaped by its new parent) is gone for this purpose.
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().split(") ")[-1][0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc"), reason="reads process states from /proc")
+def test_a_worker_ends_when_the_process_that_started_it_is_killed(tmp_path) -> None:
+    """A refresh killed mid-run (SIGKILL: no cleanup) must not leave its ranking workers
+    behind, each holding a copy of the serving pipeline."""
+    import subprocess
+    import sys
+
+    noted = tmp_path / "worker.pid"
+    script = tmp_path / "orphaning.py"
+    script.write_text(
+        "import sys\n"
+        "from ml.pipeline.parallel import in_processes\n"
+        "from tests.ml.pipeline.test_parallel import note_pid_and_wait\n"
+        "if __name__ == '__main__':\n"
+        "    in_processes(note_pid_and_wait, None, [(sys.argv[1],)], processes=1)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(noted)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not noted.exists():
+            assert parent.poll() is None, "the parent exited before its worker started"
+            assert time.monotonic() < deadline, "the worker never started its task"
+            time.sleep(0.1)
+        worker = int(noted.read_text())
+        assert _alive(worker)
+    finally:
+        parent.kill()  # our own child, by its PID
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(worker):
+        assert time.monotonic() < deadline, f"worker {worker} outlived its killed parent"
+        time.sleep(0.2)

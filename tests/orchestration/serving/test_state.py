@@ -222,12 +222,12 @@ def test_a_full_scoring_into_a_version_spools_its_lists_for_the_staging(
 
 def test_a_spool_counts_and_previews_its_shards(tmp_path) -> None:
     spool = scoring.ListSpool.begin(tmp_path / "lists")
-    assert spool.head(3) is None and spool.rows == spool.users == 0
+    assert spool.first_shard() is None and spool.rows == spool.users == 0
     shard = pd.DataFrame({"user_id": ["u1", "u1", "u2"], "rank": [1, 2, 1], "item_id": list("abc")})
     spool.add(shard)
     spool.add(shard.assign(user_id=["u3", "u3", "u4"]))
     assert (spool.rows, spool.users, len(spool.files)) == (6, 4, 2)
-    assert spool.head(1)["user_id"].tolist() == ["u1", "u1"]
+    assert spool.first_shard()["user_id"].tolist() == ["u1", "u1", "u2"]
     # Beginning again in the same place starts empty (a failed scoring's files go).
     again = scoring.ListSpool.begin(tmp_path / "lists")
     assert list(again.directory.iterdir()) == [] and again.rows == 0
