@@ -129,3 +129,41 @@ def test_an_unknown_engine_names_the_variable_and_the_choices(
 def test_a_resource_override_is_checked_too(settings: Settings) -> None:
     with pytest.raises(ValueError, match="compute engine 'gpu'"):
         ComputeResource(engine="gpu").engine_for(settings)
+
+
+def _run_context(job_name: str):
+    """An InitResourceContext stand-in: all a compute resource reads of it is the run's job."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(dagster_run=SimpleNamespace(job_name=job_name))
+
+
+def test_a_refresh_run_gets_ranking_helpers_for_its_duration(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run the daemon launches is a new process: the compute resource opens the helpers a
+    cold `freshrank refresh` opens, for a refresh run only, and closes them after it."""
+    from ml.pipeline.parallel import active_warm_pool, warm_pool
+    from orchestration.serving.state import state_path
+
+    monkeypatch.setenv("FRESHRANK_RANK_PROCESSES", "2")
+    state_path(settings).parent.mkdir(parents=True, exist_ok=True)
+    state_path(settings).write_bytes(b"a saved state")  # read by the helper, not here
+    resource = ComputeResource()
+    resource.setup_for_execution(_run_context("publish_job"))
+    assert active_warm_pool() is None  # a full scoring has worker processes of its own
+    resource.teardown_after_execution(_run_context("publish_job"))
+
+    resource.setup_for_execution(_run_context("refresh_job"))
+    try:
+        helpers = active_warm_pool()
+        assert helpers is not None and helpers.rank_here and helpers.processes == 1
+    finally:
+        resource.teardown_after_execution(_run_context("refresh_job"))
+    assert active_warm_pool() is None
+
+    with warm_pool(2) as watching:  # a `--watch` refresher's pool stays the one used
+        resource.setup_for_execution(_run_context("refresh_job"))
+        assert active_warm_pool() is watching
+        resource.teardown_after_execution(_run_context("refresh_job"))
+        assert active_warm_pool() is watching
