@@ -134,6 +134,8 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
     if not watch:
         from orchestration.serving.scoring import ranking_helpers
 
+        # Opened before the run (and the code location's imports): the helpers start seconds
+        # sooner than the compute resource would start them, which then leaves this pool be.
         with ranking_helpers(settings):
             succeeded = report_run(REFRESH_JOB, settings)
         if not succeeded:

@@ -44,16 +44,15 @@ class ComputeResource(ConfigurableResource):
         from orchestration.jobs import REFRESH_JOB
 
         run = context.dagster_run
-        settings = get_settings()
         if run is None or run.job_name != REFRESH_JOB or active_warm_pool() is not None:
             return
+        settings = get_settings()
         if self.engine_for(settings) != LOCAL:
             return
         from orchestration.serving.scoring import ranking_helpers
 
-        with ExitStack() as stack:
-            stack.enter_context(ranking_helpers(settings))
-            self._helpers = stack.pop_all()
+        self._helpers = ExitStack()
+        self._helpers.enter_context(ranking_helpers(settings))
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._helpers is not None:

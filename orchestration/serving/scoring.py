@@ -238,7 +238,9 @@ HELPER_STATE_MAX_BYTES = 1 << 30
 
 @contextmanager
 def ranking_helpers(settings: Settings) -> Iterator[WarmPool | None]:
-    """For a one-shot refresh (`freshrank refresh`): while the block runs, worker processes
+    """For a refresh in a new process (`freshrank refresh`, which opens this before its run
+    so the helpers start seconds sooner, and a run the daemon launches, whose compute resource
+    opens it when the run starts): while the block runs, worker processes
     (one per core beside this one) read the saved serving state, so that by the time the
     refresh ranks (after loading files and dbt's models, seconds it spends on one core) they
     rank shares of its users beside this process. Ranking never waits for them: a refresh that

@@ -104,11 +104,15 @@ def read_state(path: Path) -> ServingState:
     and size, taken from the open file: a state saved meanwhile cannot borrow the stamp).
     Raises when the file is missing, unreadable or of another format."""
     with path.open("rb") as handle:
-        status = os.fstat(handle.fileno())
+        stamp = _file_stamp(os.fstat(handle.fileno()))
         version, state = pickle.load(handle)
     if version != STATE_FORMAT or not isinstance(state, ServingState):
         raise ValueError(f"serving state {path} has another format")
-    return replace(state, stamp=f"{status.st_mtime_ns}:{status.st_size}")
+    return replace(state, stamp=stamp)
+
+
+def _file_stamp(status: os.stat_result) -> str:
+    return f"{status.st_mtime_ns}:{status.st_size}"
 
 
 def serving_pipeline(path: str) -> tuple[str, RankingPipeline]:
@@ -118,8 +122,8 @@ def serving_pipeline(path: str) -> tuple[str, RankingPipeline]:
     return state.stamp, state.pipeline
 
 
-# A warm process (`freshrank refresh --watch`) keeps the last state it read: (path, mtime, state).
-_memo: tuple[Path, int, ServingState] | None = None
+# A warm process (`freshrank refresh --watch`) keeps the last state it read: (path, state).
+_memo: tuple[Path, ServingState] | None = None
 
 
 def load_state(
@@ -133,19 +137,19 @@ def load_state(
     global _memo
     path = state_path(settings, name)
     try:
-        modified = path.stat().st_mtime_ns
+        stamp = _file_stamp(path.stat())
     except FileNotFoundError:
         logger.info("no serving state yet: the refresh fits the pipeline on every event")
         return None
-    if _memo is not None and _memo[0] == path and _memo[1] == modified:
-        state = _memo[2]
+    if _memo is not None and _memo[0] == path and _memo[1].stamp == stamp:
+        state = _memo[1]
     else:
         try:
             state = read_state(path)
         except Exception as error:  # a torn, foreign or outdated file: refit instead
             logger.warning("serving state %s is unreadable (%s): refitting", path, error)
             return None
-        _memo = (path, modified, state)
+        _memo = (path, state)
     if state.champion != champion:
         logger.info(
             "serving state was fitted for champion %s, now %s: refitting", state.champion, champion

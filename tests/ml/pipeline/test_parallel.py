@@ -168,18 +168,28 @@ def _ready_within(pool: WarmPool, seconds: float) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.slow
-def test_a_preloaded_pool_ranks_a_share_here_and_the_rest_in_its_worker(tmp_path) -> None:
+def _preloaded_pool(tmp_path) -> tuple[RankingPipeline, Behaviour, WarmPool]:
+    """(a fitted pipeline, some users' behaviour, a rank-here pool whose one worker has read
+    that pipeline from the file "state-1", and is ready)."""
     pipeline = _fitted(1, tmp_path)
     saved = tmp_path / "state-1"
     saved.write_bytes(pickle.dumps(pipeline))
-    behaviour = Behaviour(session_log(users=7, seed=3)[0])
+    pool = WarmPool(1, tmp_path / "rankers", rank_here=True)
+    pool.preload(partial(read_saved, str(saved)))
+    try:
+        _ready_within(pool, 120)
+    except BaseException:
+        pool.close()
+        raise
+    return pipeline, Behaviour(session_log(users=7, seed=3)[0]), pool
+
+
+@pytest.mark.slow
+def test_a_preloaded_pool_ranks_a_share_here_and_the_rest_in_its_worker(tmp_path) -> None:
+    pipeline, behaviour, pool = _preloaded_pool(tmp_path)
     ranking = partial(RankingPipeline.recommend_with_candidates, candidates=8)
     expected = ranking(pipeline, behaviour)
-    pool = WarmPool(1, tmp_path / "rankers", rank_here=True)
     try:
-        pool.preload(partial(read_saved, str(saved)))
-        _ready_within(pool, 120)
         ran = pool.rank(pipeline, behaviour, worker_pids, stamp="state-1")
         assert ran[USER_ID].tolist() == list(behaviour.users)  # the shares back in user order
         pids = ran.groupby("pid", sort=False)[USER_ID].count()
@@ -194,14 +204,8 @@ def test_a_preloaded_pool_ranks_a_share_here_and_the_rest_in_its_worker(tmp_path
 
 @pytest.mark.slow
 def test_a_preloaded_pool_ranks_here_what_its_workers_did_not_read(tmp_path) -> None:
-    pipeline = _fitted(1, tmp_path)
-    saved = tmp_path / "state-1"
-    saved.write_bytes(pickle.dumps(pipeline))
-    behaviour = Behaviour(session_log(users=7, seed=3)[0])
-    pool = WarmPool(1, tmp_path / "rankers", rank_here=True)
+    pipeline, behaviour, pool = _preloaded_pool(tmp_path)
     try:
-        pool.preload(partial(read_saved, str(saved)))
-        _ready_within(pool, 120)
         # A state saved since the workers read theirs: its stamp differs.
         assert set(pool.rank(pipeline, behaviour, worker_pids, stamp="state-2")["pid"]) == {
             os.getpid()
