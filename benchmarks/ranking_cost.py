@@ -13,7 +13,11 @@ worktree of an earlier commit) on PYTHONPATH, on the same home and users. The tw
 and candidate pools are compared row by row (same users, items, ranks, scores and reasons);
 the ratio is this code's best over the baseline's.
 
-    .venv/bin/python benchmarks/ranking_cost.py --home DIR [--users 500] [--baseline DIR]
+With --busy N, N processes that only spin keep the cores busy while both codes rank: what a
+refresh's ranking meets beside its helper loading the state, dbt, or the Dagster daemon (threaded
+BLAS and OpenMP code slows down many times over there, and the median says it).
+
+    .venv/bin/python benchmarks/ranking_cost.py --home DIR [--users 500] [--baseline DIR] [--busy 1]
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common import print_table
@@ -81,6 +87,18 @@ def measure(home: Path, code: Path, users: int, repeats: int, output: Path) -> d
     return json.loads(line[len("RESULT ") :])
 
 
+@contextmanager
+def busy_neighbours(count: int) -> Iterator[None]:
+    """``count`` processes that spin on a core each while the block runs (ended by PID)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
 def same_lists(first: Path, second: Path) -> str:
     """Whether two runs' (lists, pools) are the same, row by row; what differs if not."""
     import pandas as pd
@@ -104,6 +122,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2, help="alternating child runs per code")
     parser.add_argument("--baseline", type=Path, help="the code to compare with (a worktree)")
+    parser.add_argument("--busy", type=int, default=0, help="spinning neighbour processes")
     arguments = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="freshrank-ranking-"))
     codes = {"this code": ROOT}
@@ -111,15 +130,20 @@ def main() -> None:
         codes["baseline"] = arguments.baseline
     # Rounds alternate between the codes, so a busy spell of the machine falls on both.
     runs: dict[str, dict] = {}
-    for _ in range(arguments.rounds):
-        for index, (label, code) in enumerate(codes.items()):
-            run = measure(
-                arguments.home, code, arguments.users, arguments.repeats, scratch / f"{index}.pkl"
-            )
-            if label in runs:
-                run["best"] = min(run["best"], runs[label]["best"])
-                run["median"] = min(run["median"], runs[label]["median"])
-            runs[label] = run
+    with busy_neighbours(arguments.busy):
+        for _ in range(arguments.rounds):
+            for index, (label, code) in enumerate(codes.items()):
+                run = measure(
+                    arguments.home,
+                    code,
+                    arguments.users,
+                    arguments.repeats,
+                    scratch / f"{index}.pkl",
+                )
+                if label in runs:
+                    run["best"] = min(run["best"], runs[label]["best"])
+                    run["median"] = min(run["median"], runs[label]["median"])
+                runs[label] = run
     rows = [["code", "users", "best s", "median s", "best ms/user", "ratio"]]
     for label, run in runs.items():
         ratio = run["best"] / runs["baseline"]["best"] if "baseline" in runs else 1.0
@@ -135,7 +159,8 @@ def main() -> None:
         )
     print(
         f"ranking cost on {arguments.home}: {arguments.rounds} alternating rounds of "
-        f"{arguments.repeats} repeats after a warm-up (best and lowest median of the rounds)"
+        f"{arguments.repeats} repeats after a warm-up (best and lowest median of the rounds), "
+        f"{arguments.busy} busy neighbour process(es)"
     )
     print_table(rows)
     if "baseline" in runs:

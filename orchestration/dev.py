@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--dagster-port", type=int, default=3000)
     parser.add_argument("--mlflow-port", type=int, default=5000)
+    # MLflow's default is four server processes (about 250 MB each, and their start-up takes
+    # the cores the first sensor run needs); one serves a person reviewing runs.
+    parser.add_argument("--mlflow-workers", type=int, default=1)
     arguments = parser.parse_args()
 
     settings = get_settings()
@@ -54,6 +57,8 @@ def main() -> None:
             arguments.host,
             "--port",
             str(arguments.mlflow_port),
+            "--workers",
+            str(arguments.mlflow_workers),
         ],
         start_new_session=True,
     )

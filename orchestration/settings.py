@@ -84,14 +84,6 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "0").strip().lower() not in ("0", "false", "no", "")
 
 
-def _env_choice(name: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices`` (the first when unset)."""
-    value = os.environ.get(name, "").strip().lower() or choices[0]
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} must be one of: {', '.join(choices)}")
-    return value
-
-
 def _usable_cores() -> int:
     """The cores this process may run on."""
     return len(os.sched_getaffinity(0))

@@ -9,6 +9,7 @@ from ml.datasets import movielens_sample
 from orchestration.ingest.commands import ingest_files
 from orchestration.instance import run_job_in_process
 from orchestration.jobs import FULL_BUILD_JOB, PUBLISH_JOB
+from orchestration.serving.state import served_champion
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 
@@ -45,6 +46,8 @@ def test_fourteen_events_build_and_publish_popularity_lists(settings: Settings, 
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
     assert tracking.alias_version(client, tracking.CHAMPION) == "1"
     assert set(lists["model_version"]) == {f"{tracking.REGISTERED_MODEL}/1:{FALLBACK_PIPELINE}"}
+    # The full publish records the champion it served: champion_change_sensor leaves it be.
+    assert served_champion(settings) == (True, "1")
     consumed = set(zip(tiny["user_id"], tiny["item_id"], strict=True))
     assert not consumed & set(zip(lists["user_id"], lists["item_id"], strict=True))
     # Someone with no history gets the most popular items.

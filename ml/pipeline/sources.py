@@ -19,6 +19,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from ml.constants import ITEM_ID, OCCURRED_AT, USER_ID, WEIGHT
 from ml.pipeline.snapshot import Behaviour, Snapshot
@@ -708,30 +709,33 @@ class TextNeighbourSource(CandidateSource):
         ends = np.r_[bounds[1:], len(order)]
         grouped = np.full((3, len(order)), np.nan)  # mean, max and query, in `order`
         slot = np.full(len(order), -1)  # the most similar recent item's place in `recent_rows`
-        for begin, end, user in zip(bounds, ends, pair_users[order][bounds], strict=True):
-            first, count = starts[user], counts[user]
-            if not count:
-                continue
-            left, right = candidate_rows[begin:end], recent_rows[first : first + count]
-            recent_vectors = self.vectors[right]
-            block = (self.vectors[left] @ recent_vectors.T).astype(float)
-            if recent_weights is not None:
-                mine = recent_weights[first : first + count]
-                norm = float(np.linalg.norm(mine @ recent_vectors.astype(float)))
-                grouped[2, begin:end] = (block @ mine) / norm if norm > 0 else 0.0
-            if exclude_self:
-                itself = left[:, None] == right[None, :]
-                others = count - itself.sum(axis=1)
-                block[itself] = -np.inf
-                compared = others > 0
-                totals = np.where(itself, 0.0, block).sum(axis=1)
-                grouped[0, begin:end][compared] = totals[compared] / others[compared]
-                grouped[1, begin:end][compared] = block.max(axis=1)[compared]
-                slot[begin:end][compared] = first + block.argmax(axis=1)[compared]
-            else:
-                grouped[0, begin:end] = block.mean(axis=1)
-                grouped[1, begin:end] = block.max(axis=1)
-                slot[begin:end] = first + block.argmax(axis=1)
+        # A few hundred tiny products on one BLAS thread: two threads spin-wait on each other,
+        # and under a busy neighbour this loop took 20 times as long.
+        with threadpool_limits(limits=1, user_api="blas"):
+            for begin, end, user in zip(bounds, ends, pair_users[order][bounds], strict=True):
+                first, count = starts[user], counts[user]
+                if not count:
+                    continue
+                left, right = candidate_rows[begin:end], recent_rows[first : first + count]
+                recent_vectors = self.vectors[right]
+                block = (self.vectors[left] @ recent_vectors.T).astype(float)
+                if recent_weights is not None:
+                    mine = recent_weights[first : first + count]
+                    norm = float(np.linalg.norm(mine @ recent_vectors.astype(float)))
+                    grouped[2, begin:end] = (block @ mine) / norm if norm > 0 else 0.0
+                if exclude_self:
+                    itself = left[:, None] == right[None, :]
+                    others = count - itself.sum(axis=1)
+                    block[itself] = -np.inf
+                    compared = others > 0
+                    totals = np.where(itself, 0.0, block).sum(axis=1)
+                    grouped[0, begin:end][compared] = totals[compared] / others[compared]
+                    grouped[1, begin:end][compared] = block.max(axis=1)[compared]
+                    slot[begin:end][compared] = first + block.argmax(axis=1)[compared]
+                else:
+                    grouped[0, begin:end] = block.mean(axis=1)
+                    grouped[1, begin:end] = block.max(axis=1)
+                    slot[begin:end] = first + block.argmax(axis=1)
         mean[owners], best[owners], query[owners] = grouped
         found = slot >= 0
         similar[owners[found]] = history_items[by_user[slot[found]]]

@@ -11,12 +11,16 @@ from dagster import (
 )
 
 from orchestration.jobs import PUBLISH_JOB, full_build_job, publish_job
+from orchestration.serving.state import served_champion
 from orchestration.settings import get_settings
 
 
 @sensor(job=publish_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
 def champion_change_sensor(context: SensorEvaluationContext):
-    """A promotion or rollback in the registry (CLI, gate or MLflow UI) rescores every user."""
+    """A promotion or rollback in the registry (CLI, gate or MLflow UI) rescores every user,
+    unless the served lists already come from the new champion (the build that promoted it
+    published them): the sensor's first tick after `make dev` starts must not republish
+    everyone, which at a million users takes the machine for twenty minutes."""
     from ml import tracking
 
     settings = get_settings()
@@ -24,10 +28,17 @@ def champion_change_sensor(context: SensorEvaluationContext):
     champion = tracking.alias_version(client, tracking.CHAMPION)
     if champion is None:
         return SkipReason("no champion registered yet")
-    if context.cursor == champion:
+    previous = context.cursor
+    if previous == champion:
         return SkipReason(f"champion is still version {champion}")
     context.update_cursor(champion)
-    return RunRequest(run_key=f"champion-{champion}", tags={"freshrank/champion": champion})
+    if served_champion(settings) == (True, champion):
+        return SkipReason(f"the served lists already come from champion version {champion}")
+    # No run key: a rollback to an earlier champion must publish again, and the cursor
+    # already asks for one run per change.
+    return RunRequest(
+        tags={"freshrank/champion": champion, "freshrank/previous_champion": previous or "none"}
+    )
 
 
 @run_status_sensor(

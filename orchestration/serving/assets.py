@@ -15,6 +15,7 @@ from orchestration.compute import ComputeResource
 from orchestration.features.assets import item_embeddings
 from orchestration.model.assets import recommender_champion
 from orchestration.serving.scoring import ScoredLists, score_users
+from orchestration.serving.state import remember_served_champion
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings, get_settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
@@ -91,8 +92,8 @@ def stage_lists(
         connection.execute(
             f"create or replace table {SCOPE_FLAG_TABLE} as "
             f"select {scope is None} as everyone, ?::timestamp as through, "
-            "?::integer as serving_version",
-            [through, serving_version],
+            "?::integer as serving_version, ?::varchar as champion",
+            [through, serving_version, scored.champion],
         )
     if spool is not None:
         spool.remove()
@@ -112,13 +113,14 @@ class StagedLists:
     scope: list[str] | None  # the users rescored; None: everyone
     through: object  # the newest load time the lists cover
     serving_version: int | None  # the serving version holding the lists; None: publish them
+    champion: str | None  # the registered version that ranked them; None: none (popularity)
 
 
 def staged_lists(settings: Settings) -> StagedLists:
     """The staged lists and what travels with them, read in one connection."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        everyone, through, serving_version = connection.execute(
-            f"select everyone, through, serving_version from {SCOPE_FLAG_TABLE}"
+        everyone, through, serving_version, champion = connection.execute(
+            f"select everyone, through, serving_version, champion from {SCOPE_FLAG_TABLE}"
         ).fetchall()[0]
         scope = connection.sql(f"select {USER_ID} from {SCOPE_TABLE}").df()[USER_ID].tolist()
 
@@ -145,6 +147,7 @@ def staged_lists(settings: Settings) -> StagedLists:
             scope=None if everyone else scope,
             through=through,
             serving_version=serving_version,
+            champion=champion,
         )
 
 
@@ -285,6 +288,8 @@ def publish_staged(settings: Settings) -> dict[str, object]:
     finally:
         store.dispose()
     _advance_watermark(settings, staged.through)
+    if staged.scope is None:  # every list now comes from this champion (the sensor reads it)
+        remember_served_champion(settings, staged.champion)
     return {
         "users_replaced": len(staged.scope) if staged.scope is not None else "all",
         "related_items_replaced": related_replaced,

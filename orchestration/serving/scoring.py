@@ -119,6 +119,8 @@ class ScoredLists:
     # where every user's lists are when a full scoring spooled them as its shards arrived
     # (`lists` is then empty); None: `lists` holds them
     spool: ListSpool | None = None
+    # the registered version that ranked (None: no champion yet, popularity)
+    champion: str | None = None
 
     @property
     def list_rows(self) -> int:
@@ -307,6 +309,7 @@ def score_users(
     scored = _ranked(
         settings, pipeline, version, behaviour, generated_at, compute, into, cold_start
     )
+    scored.champion = champion
     by_context = build_context_trending(
         settings,
         snapshot.positive,

@@ -88,6 +88,28 @@ def _champion_path(settings: Settings) -> Path:
     return state_path(settings).with_name("champion.json")
 
 
+def remember_served_champion(settings: Settings, champion: str | None) -> None:
+    """Record which registered version ranked every served list (a full publish's)."""
+    record = {"serving_url": settings.serving_url, "champion": champion}
+    _write_atomically(_served_path(settings), json.dumps(record).encode())
+
+
+def served_champion(settings: Settings) -> tuple[bool, str | None]:
+    """(whether the last full publish into this serving store is known, the registered
+    version that ranked it: None for popularity, before any champion)."""
+    try:
+        record = json.loads(_served_path(settings).read_text())
+    except (FileNotFoundError, ValueError):
+        return False, None
+    if isinstance(record, dict) and record.get("serving_url") == settings.serving_url:
+        return True, record.get("champion")
+    return False, None
+
+
+def _served_path(settings: Settings) -> Path:
+    return state_path(settings).with_name("served.json")
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file renamed over ``path``: readers see old or new."""
     path.parent.mkdir(parents=True, exist_ok=True)

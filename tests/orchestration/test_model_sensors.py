@@ -1,0 +1,84 @@
+"""champion_change_sensor: a new champion rescores everyone once, unless the served lists
+already come from it; a rollback to an earlier champion rescores again."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dagster import RunRequest, SkipReason, build_sensor_context
+
+from orchestration.model.sensors import champion_change_sensor
+from orchestration.serving.state import remember_served_champion, served_champion
+from orchestration.settings import Settings
+
+
+def registry_with_versions(settings: Settings, count: int):
+    from ml import tracking
+
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    client.create_registered_model(tracking.REGISTERED_MODEL)
+    for _ in range(count):
+        client.create_model_version(tracking.REGISTERED_MODEL, source=settings.home.as_uri())
+    return client
+
+
+def tick(cursor: str | None):
+    """(what one evaluation returned, the cursor it left)."""
+    context = build_sensor_context(cursor=cursor)
+    result = champion_change_sensor(context)
+    return result, context.cursor
+
+
+def test_the_first_tick_does_not_republish_what_the_build_published(settings: Settings) -> None:
+    from ml import tracking
+
+    client = registry_with_versions(settings, 1)
+    result, cursor = tick(None)
+    assert isinstance(result, SkipReason) and cursor is None  # no champion yet
+
+    tracking.promote(client, "1")
+    remember_served_champion(settings, "1")  # what a build's full publish records
+    result, cursor = tick(None)  # `make dev` started after the build
+    assert isinstance(result, SkipReason)
+    assert "already come from champion version 1" in result.skip_message
+    assert cursor == "1"
+
+
+def test_a_change_rescores_once_and_a_rollback_rescores_again(settings: Settings) -> None:
+    from ml import tracking
+
+    client = registry_with_versions(settings, 2)
+    tracking.promote(client, "1")
+    remember_served_champion(settings, "1")
+    _, cursor = tick(None)
+
+    tracking.promote(client, "2")  # the CLI or MLflow UI: nothing republished yet
+    result, cursor = tick(cursor)
+    assert isinstance(result, RunRequest)
+    assert result.tags["freshrank/champion"] == "2"
+    assert result.tags["freshrank/previous_champion"] == "1"
+    result, cursor = tick(cursor)
+    assert isinstance(result, SkipReason) and cursor == "2"  # one run per change
+
+    remember_served_champion(settings, "2")  # that run's publish
+    tracking.rollback(client)
+    result, cursor = tick(cursor)
+    # Version 1 was champion before: its run must not be taken for a repeat of the first one.
+    assert isinstance(result, RunRequest) and result.run_key is None
+    assert result.tags["freshrank/champion"] == "1" and cursor == "1"
+
+
+def test_without_a_record_of_the_served_lists_the_first_tick_republishes(
+    settings: Settings,
+) -> None:
+    from ml import tracking
+
+    tracking.promote(registry_with_versions(settings, 1), "1")
+    assert served_champion(settings) == (False, None)
+    result, cursor = tick(None)
+    assert isinstance(result, RunRequest) and cursor == "1"
+
+    # A record for another serving store says nothing about this one's lists.
+    other = replace(settings, serving_url="sqlite:///elsewhere.db")
+    remember_served_champion(other, "1")
+    assert served_champion(settings) == (False, None)
