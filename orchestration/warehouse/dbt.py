@@ -37,18 +37,23 @@ PARTIAL_PARSE = "partial_parse.msgpack"
 NOT_PARSED = frozenset({"target", "logs", "dbt_packages", "__pycache__"})
 
 
-def manifest_is_current(project_dir: Path, manifest: Path) -> bool:
-    """Whether ``manifest`` was written after every file of the dbt project changed last."""
-    if not manifest.exists():
-        return False
-    written = manifest.stat().st_mtime
+def project_fingerprint(project_dir: Path) -> tuple[int, int]:
+    """(files, newest change time) of the dbt project's sources (NOT_PARSED folders aside)."""
+    files, newest = 0, 0
     for path in Path(project_dir).rglob("*"):
         parts = path.relative_to(project_dir).parts
         if parts[0] in NOT_PARSED or not path.is_file():
             continue
-        if path.stat().st_mtime > written:
-            return False
-    return True
+        files += 1
+        newest = max(newest, path.stat().st_mtime_ns)
+    return files, newest
+
+
+def manifest_is_current(project_dir: Path, manifest: Path) -> bool:
+    """Whether ``manifest`` was written after every file of the dbt project changed last."""
+    if not manifest.exists():
+        return False
+    return project_fingerprint(project_dir)[1] <= manifest.stat().st_mtime_ns
 
 
 # Under `dagster dev`, dagster-dbt re-parses the project (a dbt process of a few seconds) in every
@@ -137,9 +142,10 @@ class FreshrankDbtCliResource(DbtCliResource):
             "--no-write-json",
         ]
         raw_events: list[dict[str, Any]] = []
-        result = dbtRunner(callbacks=[lambda event: raw_events.append(msg_to_dict(event))]).invoke(
-            command
-        )
+        manifest = parsed_manifest(cleaned, project_dir, Path(self.profiles_dir), target_path)
+        result = dbtRunner(
+            manifest=manifest, callbacks=[lambda event: raw_events.append(msg_to_dict(event))]
+        ).invoke(command)
         release_duckdb()
         events = [
             event
@@ -164,6 +170,47 @@ class FreshrankDbtCliResource(DbtCliResource):
                 f"dbt {' '.join(cleaned[:1])} failed in-process:\n" + "\n".join(errors or ["?"])
             )
         return events, target_path
+
+
+# The last parse of this process: (what it depends on, dbt's Manifest). A warm refresher (`freshrank
+# refresh --watch`) builds the same project with the same vars every batch; its later builds
+# start from this parse instead of dbt's partial parse (reading and hashing every project file).
+_parsed: tuple[tuple, Any] | None = None
+
+
+def parsed_manifest(args: Sequence[str], project_dir: Path, profiles_dir: Path, target: Path):
+    """dbt's Manifest of the project for a command with ``args`` (its vars and target), parsed
+    once per process while the project's files, the vars, the target and the warehouse path
+    stay the same: dbt's documented reuse of a parsed manifest across invocations."""
+    global _parsed
+    key = (
+        _option(args, "--vars"),
+        _option(args, "--target"),
+        os.environ.get("FRESHRANK_WAREHOUSE_PATH"),
+        str(profiles_dir),
+        project_fingerprint(project_dir),
+    )
+    if _parsed is not None and _parsed[0] == key:
+        return _parsed[1]
+    from dbt.cli.main import dbtRunner
+
+    command = ["parse", "--no-send-anonymous-usage-stats", "--no-write-json"]
+    for name in ("--vars", "--target"):
+        if _option(args, name) is not None:
+            command += [name, _option(args, name)]
+    command += ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
+    command += ["--target-path", str(target), "--log-path", str(target)]
+    result = dbtRunner().invoke(command)
+    if not result.success:  # the build that follows parses again and names the error
+        return None
+    _parsed = (key, result.result)
+    return result.result
+
+
+def _option(args: Sequence[str], name: str) -> str | None:
+    """The value after ``name`` in a dbt command line (None: not given)."""
+    args = list(args)
+    return args[args.index(name) + 1] if name in args[:-1] else None
 
 
 def dbt_resource() -> DbtCliResource:

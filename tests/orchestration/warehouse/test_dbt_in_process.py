@@ -129,3 +129,31 @@ def test_two_deployments_on_one_checkout_each_start_from_their_own_dbt_parse(
     assert "Unable to do partial parsing because profile has changed" in logs[1]
     assert "Unable to do partial parsing" not in logs[2]
     assert "START sql incremental model marts.interactions" in logs[2]
+
+
+def test_a_process_parses_the_project_again_only_when_its_inputs_change(
+    settings: Settings, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A warm refresher's builds reuse one parse; an edited model or other vars parse again."""
+    import shutil
+
+    from orchestration.settings import DBT_PROJECT_DIR
+    from orchestration.warehouse import dbt
+
+    monkeypatch.setattr(dbt, "_parsed", None)
+    monkeypatch.setenv("FRESHRANK_WAREHOUSE_PATH", str(settings.warehouse_path))
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns(*dbt.NOT_PARSED))
+    target = tmp_path / "target"
+    args = ["build", "--target", "duckdb", "--vars", '{"history_length": 50}']
+
+    first = dbt.parsed_manifest(args, project, project, target)
+    assert first is not None and "model.freshrank.interactions" in first.nodes
+    assert dbt.parsed_manifest(args, project, project, target) is first
+
+    other_vars = ["build", "--target", "duckdb", "--vars", '{"history_length": 20}']
+    assert dbt.parsed_manifest(other_vars, project, project, target) is not first
+    again = dbt.parsed_manifest(args, project, project, target)
+    model = next((project / "models").rglob("interactions.sql"))
+    model.write_text(model.read_text() + "\n-- edited\n")
+    assert dbt.parsed_manifest(args, project, project, target) is not again
