@@ -16,6 +16,7 @@ that cannot be read is ignored with a warning, never trusted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -90,7 +91,7 @@ def _champion_path(settings: Settings) -> Path:
 
 def remember_served_champion(settings: Settings, champion: str | None) -> None:
     """Record which registered version ranked every served list (a full publish's)."""
-    record = {"serving_url": settings.serving_url, "champion": champion}
+    record = {"serving_store": _store_key(settings), "champion": champion}
     _write_atomically(_served_path(settings), json.dumps(record).encode())
 
 
@@ -101,9 +102,14 @@ def served_champion(settings: Settings) -> tuple[bool, str | None]:
         record = json.loads(_served_path(settings).read_text())
     except (FileNotFoundError, ValueError):
         return False, None
-    if isinstance(record, dict) and record.get("serving_url") == settings.serving_url:
+    if isinstance(record, dict) and record.get("serving_store") == _store_key(settings):
         return True, record.get("champion")
     return False, None
+
+
+def _store_key(settings: Settings) -> str:
+    """The serving store's URL as a digest: a PostgreSQL URL may carry a password."""
+    return hashlib.sha256(settings.serving_url.encode()).hexdigest()
 
 
 def _served_path(settings: Settings) -> Path:
