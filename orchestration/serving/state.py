@@ -72,7 +72,7 @@ def remembered_champion(settings: Settings, stamp: str) -> tuple[bool, str | Non
         return False, None
     if (
         isinstance(remembered, dict)
-        and remembered.get("tracking_uri") == settings.mlflow_tracking_uri
+        and remembered.get("registry") == _digest(settings.mlflow_tracking_uri)
         and remembered.get("stamp") == stamp
     ):
         return True, remembered.get("champion")
@@ -81,7 +81,11 @@ def remembered_champion(settings: Settings, stamp: str) -> tuple[bool, str | Non
 
 def remember_champion(settings: Settings, stamp: str, champion: str | None) -> None:
     """Keep the registry's answer beside the state, with the registry's stamp when asked."""
-    record = {"tracking_uri": settings.mlflow_tracking_uri, "stamp": stamp, "champion": champion}
+    record = {
+        "registry": _digest(settings.mlflow_tracking_uri),
+        "stamp": stamp,
+        "champion": champion,
+    }
     _write_atomically(_champion_path(settings), json.dumps(record).encode())
 
 
@@ -91,7 +95,7 @@ def _champion_path(settings: Settings) -> Path:
 
 def remember_served_champion(settings: Settings, champion: str | None) -> None:
     """Record which registered version ranked every served list (a full publish's)."""
-    record = {"serving_store": _store_key(settings), "champion": champion}
+    record = {"serving_store": _digest(settings.serving_url), "champion": champion}
     _write_atomically(_served_path(settings), json.dumps(record).encode())
 
 
@@ -102,14 +106,14 @@ def served_champion(settings: Settings) -> tuple[bool, str | None]:
         record = json.loads(_served_path(settings).read_text())
     except (FileNotFoundError, ValueError):
         return False, None
-    if isinstance(record, dict) and record.get("serving_store") == _store_key(settings):
+    if isinstance(record, dict) and record.get("serving_store") == _digest(settings.serving_url):
         return True, record.get("champion")
     return False, None
 
 
-def _store_key(settings: Settings) -> str:
-    """The serving store's URL as a digest: a PostgreSQL URL may carry a password."""
-    return hashlib.sha256(settings.serving_url.encode()).hexdigest()
+def _digest(url: str) -> str:
+    """A store's URL as kept in these records: a PostgreSQL URL may carry a password."""
+    return hashlib.sha256(url.encode()).hexdigest()
 
 
 def _served_path(settings: Settings) -> Path:
