@@ -39,14 +39,24 @@ def _events(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     """Events with the columns ranking reads, ids as text, optional columns filled with NA."""
     require_columns(frame, EVENT_COLUMNS, name=name)
     events = frame.copy()
-    events[USER_ID] = events[USER_ID].astype(str)
-    events[ITEM_ID] = events[ITEM_ID].astype(str)
+    events[USER_ID] = _as_text(events[USER_ID])
+    events[ITEM_ID] = _as_text(events[ITEM_ID])
     events[WEIGHT] = events[WEIGHT].astype(float)
-    events[OCCURRED_AT] = pd.to_datetime(events[OCCURRED_AT])
+    if not pd.api.types.is_datetime64_any_dtype(events[OCCURRED_AT]):
+        # (pd.to_datetime samples even a datetime column's values as Timestamps first.)
+        events[OCCURRED_AT] = pd.to_datetime(events[OCCURRED_AT])
     for column in (VALUE, CONTEXT):
         if column not in events:
             events[column] = None
     return events.reset_index(drop=True)
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """The column as text: as it is when every value already is (one pass in C, where
+    astype(str) converts each value in Python), converted otherwise."""
+    if pd.api.types.infer_dtype(column, skipna=False) == "string":
+        return column
+    return column.astype(str)
 
 
 @dataclass
@@ -246,6 +256,16 @@ class Behaviour:
         starts = list(starts)
         ends = [*starts[1:], len(self.users)] if starts else []
         for start, end in zip(starts, ends, strict=True):
-            users = self.users[start:end]
             first, last = np.searchsorted(sorted_codes, [start, end])
-            yield Behaviour(self.events.iloc[order[first:last]], users=users)
+            yield self._part(self.events.iloc[order[first:last]], self.users[start:end])
+
+    @classmethod
+    def _part(cls, events: pd.DataFrame, users: np.ndarray) -> Behaviour:
+        """A Behaviour of some of this one's users and all of their (already checked) events,
+        without checking them again: ranking splits its users into blocks and shares, and
+        copying and converting every event once more per part cost more than some parts'
+        ranking."""
+        part = cls.__new__(cls)
+        events.index = pd.RangeIndex(len(events))  # as _events leaves it
+        part.events, part.users = events, users
+        return part
