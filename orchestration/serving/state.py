@@ -66,27 +66,16 @@ def save_state(settings: Settings, state: ServingState, name: str = DEFAULT_STAT
 
 def remembered_champion(settings: Settings, stamp: str) -> tuple[bool, str | None]:
     """(whether a champion was remembered for this registry ``stamp``, that champion)."""
-    try:
-        remembered = json.loads(_champion_path(settings).read_text())
-    except (FileNotFoundError, ValueError):
-        return False, None
-    if (
-        isinstance(remembered, dict)
-        and remembered.get("registry") == _digest(settings.mlflow_tracking_uri)
-        and remembered.get("stamp") == stamp
-    ):
-        return True, remembered.get("champion")
-    return False, None
+    record = _read_record(
+        _champion_path(settings), registry=_digest(settings.mlflow_tracking_uri), stamp=stamp
+    )
+    return record is not None, None if record is None else record.get("champion")
 
 
 def remember_champion(settings: Settings, stamp: str, champion: str | None) -> None:
     """Keep the registry's answer beside the state, with the registry's stamp when asked."""
-    record = {
-        "registry": _digest(settings.mlflow_tracking_uri),
-        "stamp": stamp,
-        "champion": champion,
-    }
-    _write_atomically(_champion_path(settings), json.dumps(record).encode())
+    registry = _digest(settings.mlflow_tracking_uri)
+    _write_record(_champion_path(settings), registry=registry, stamp=stamp, champion=champion)
 
 
 def _champion_path(settings: Settings) -> Path:
@@ -95,20 +84,19 @@ def _champion_path(settings: Settings) -> Path:
 
 def remember_served_champion(settings: Settings, champion: str | None) -> None:
     """Record which registered version ranked every served list (a full publish's)."""
-    record = {"serving_store": _digest(settings.serving_url), "champion": champion}
-    _write_atomically(_served_path(settings), json.dumps(record).encode())
+    store = _digest(settings.serving_url)
+    _write_record(_served_path(settings), serving_store=store, champion=champion)
 
 
 def served_champion(settings: Settings) -> tuple[bool, str | None]:
     """(whether the last full publish into this serving store is known, the registered
     version that ranked it: None for popularity, before any champion)."""
-    try:
-        record = json.loads(_served_path(settings).read_text())
-    except (FileNotFoundError, ValueError):
-        return False, None
-    if isinstance(record, dict) and record.get("serving_store") == _digest(settings.serving_url):
-        return True, record.get("champion")
-    return False, None
+    record = _read_record(_served_path(settings), serving_store=_digest(settings.serving_url))
+    return record is not None, None if record is None else record.get("champion")
+
+
+def _served_path(settings: Settings) -> Path:
+    return state_path(settings).with_name("served.json")
 
 
 def _digest(url: str) -> str:
@@ -116,8 +104,21 @@ def _digest(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()
 
 
-def _served_path(settings: Settings) -> Path:
-    return state_path(settings).with_name("served.json")
+def _write_record(path: Path, **record: object) -> None:
+    _write_atomically(path, json.dumps(record).encode())
+
+
+def _read_record(path: Path, **expected: object) -> dict | None:
+    """The JSON record at ``path`` if it holds every ``expected`` value; None when it is
+    missing, torn, or about another store or stamp."""
+    try:
+        record = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    matches = all(record.get(key) == value for key, value in expected.items())
+    return record if matches else None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -123,26 +123,17 @@ class FreshrankDbtCliResource(DbtCliResource):
         target_path = project_dir / self._get_unique_target_path(context=context)
         seed_partial_parse(target_path)
         indirect = ["--indirect-selection", params.indirect_selection]
+        locations = dbt_locations(project_dir, Path(self.profiles_dir), target_path)
         command = [
             # What dagster-dbt's environment says to a dbt process: no usage reports.
             "--no-send-anonymous-usage-stats",
             *cleaned,
             *params.selection_args,
             *(indirect if params.indirect_selection else []),
-            "--project-dir",
-            str(project_dir),
-            "--profiles-dir",
-            str(self.profiles_dir),
-            "--target-path",
-            str(target_path),
-            "--log-path",
-            str(target_path),
-            # No manifest.json or run_results.json: nothing reads them, and writing the manifest
-            # costs a refresh a quarter of a second.
-            "--no-write-json",
+            *locations,
         ]
         raw_events: list[dict[str, Any]] = []
-        manifest = parsed_manifest(cleaned, project_dir, Path(self.profiles_dir), target_path)
+        manifest = parsed_manifest(cleaned, locations, project_dir)
         result = dbtRunner(
             manifest=manifest, callbacks=[lambda event: raw_events.append(msg_to_dict(event))]
         ).invoke(command)
@@ -178,28 +169,46 @@ class FreshrankDbtCliResource(DbtCliResource):
 _parsed: tuple[tuple, Any] | None = None
 
 
-def parsed_manifest(args: Sequence[str], project_dir: Path, profiles_dir: Path, target: Path):
-    """dbt's Manifest of the project for a command with ``args`` (its vars and target), parsed
-    once per process while the project's files, the vars, the target and the warehouse path
-    stay the same: dbt's documented reuse of a parsed manifest across invocations."""
-    global _parsed
-    key = (
-        _option(args, "--vars"),
-        _option(args, "--target"),
-        os.environ.get("FRESHRANK_WAREHOUSE_PATH"),
+def dbt_locations(project_dir: Path, profiles_dir: Path, target_path: Path) -> list[str]:
+    """Where an in-process dbt command reads the project and writes its target and logs."""
+    return [
+        "--project-dir",
+        str(project_dir),
+        "--profiles-dir",
         str(profiles_dir),
+        "--target-path",
+        str(target_path),
+        "--log-path",
+        str(target_path),
+        # No manifest.json or run_results.json: nothing reads them, and writing the manifest
+        # costs a refresh a quarter of a second.
+        "--no-write-json",
+    ]
+
+
+def parsed_manifest(args: Sequence[str], locations: Sequence[str], project_dir: Path):
+    """dbt's Manifest of the project for a command with ``args`` (its vars and target) run at
+    ``locations`` (dbt_locations), parsed once per process while the project's files, the vars,
+    the target, the profiles and the warehouse path stay the same: dbt's documented reuse of a
+    parsed manifest across invocations."""
+    global _parsed
+    parsing = [
+        part
+        for name in ("--vars", "--target")
+        if _option(args, name) is not None
+        for part in (name, _option(args, name))
+    ]
+    key = (
+        tuple(parsing),
+        _option(locations, "--profiles-dir"),
+        os.environ.get("FRESHRANK_WAREHOUSE_PATH"),
         project_fingerprint(project_dir),
     )
     if _parsed is not None and _parsed[0] == key:
         return _parsed[1]
     from dbt.cli.main import dbtRunner
 
-    command = ["parse", "--no-send-anonymous-usage-stats", "--no-write-json"]
-    for name in ("--vars", "--target"):
-        if _option(args, name) is not None:
-            command += [name, _option(args, name)]
-    command += ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
-    command += ["--target-path", str(target), "--log-path", str(target)]
+    command = ["parse", "--no-send-anonymous-usage-stats", *parsing, *locations]
     result = dbtRunner().invoke(command)
     if not result.success:  # the build that follows parses again and names the error
         return None

@@ -144,16 +144,16 @@ def test_a_process_parses_the_project_again_only_when_its_inputs_change(
     monkeypatch.setenv("FRESHRANK_WAREHOUSE_PATH", str(settings.warehouse_path))
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns(*dbt.NOT_PARSED))
-    target = tmp_path / "target"
+    locations = dbt.dbt_locations(project, project, tmp_path / "target")
     args = ["build", "--target", "duckdb", "--vars", '{"history_length": 50}']
 
-    first = dbt.parsed_manifest(args, project, project, target)
+    first = dbt.parsed_manifest(args, locations, project)
     assert first is not None and "model.freshrank.interactions" in first.nodes
-    assert dbt.parsed_manifest(args, project, project, target) is first
+    assert dbt.parsed_manifest(args, locations, project) is first
 
     other_vars = ["build", "--target", "duckdb", "--vars", '{"history_length": 20}']
-    assert dbt.parsed_manifest(other_vars, project, project, target) is not first
-    again = dbt.parsed_manifest(args, project, project, target)
+    assert dbt.parsed_manifest(other_vars, locations, project) is not first
+    again = dbt.parsed_manifest(args, locations, project)
     model = next((project / "models").rglob("interactions.sql"))
     model.write_text(model.read_text() + "\n-- edited\n")
-    assert dbt.parsed_manifest(args, project, project, target) is not again
+    assert dbt.parsed_manifest(args, locations, project) is not again
