@@ -40,6 +40,7 @@ from orchestration.instance import run_job_in_process
 from orchestration.jobs import REFRESH_JOB
 from orchestration.reporting import build_and_publish
 from orchestration.serving.personalise import RELATED_PER_ITEM, fill_up, personalise
+from orchestration.serving.pools import POOL, unpack_pool
 from orchestration.serving.store import (
     CANDIDATES_TABLE_NAME,
     RELATED_TABLE_NAME,
@@ -137,7 +138,7 @@ def _served(lists: pd.DataFrame, trending: pd.DataFrame, users: list[str], k: in
 
 def _personalised(
     lists: pd.DataFrame,
-    candidates: pd.DataFrame,
+    pools: dict[str, str],
     related: pd.DataFrame,
     trending: pd.DataFrame,
     events: pd.DataFrame,
@@ -145,7 +146,8 @@ def _personalised(
     settings: Settings,
 ) -> pd.DataFrame:
     """What each user would be shown by GET /recommendations with ``events`` (landed since
-    ``lists`` were published) applied at request time, as _served shows it."""
+    ``lists`` were published) applied at request time, as _served shows it. ``pools``: each
+    user's packed candidate pool, as published with the lists."""
     k, rules = settings.top_k, RankingRules()
     related_rows = related[related[RANK] <= RELATED_PER_ITEM].to_dict("records")
     by_item: dict[str, list[dict]] = {}
@@ -157,7 +159,7 @@ def _personalised(
         mine = events[events[USER_ID] == user].sort_values(OCCURRED_AT, kind="stable")
         recent = mine.tail(settings.recent_events_per_user).to_dict("records")
         published = lists[lists[USER_ID] == user].sort_values(RANK).to_dict("records")
-        pool = candidates[candidates[USER_ID] == user].sort_values(RANK).to_dict("records")
+        pool = unpack_pool(pools.get(user))
         if not recent:
             items = published[:k] or fallback[:k]
         else:
@@ -262,7 +264,8 @@ def run_replay(
             raise click.ClickException("the replay's initial build failed")
         store = ServingStore(replay.serving_url)
         stale_lists, stale_trending = store.all_lists(), store.trending()
-        stale_candidates = store.served_table(CANDIDATES_TABLE_NAME)
+        served_pools = store.served_table(CANDIDATES_TABLE_NAME)
+        stale_pools = dict(zip(served_pools[USER_ID], served_pools[POOL], strict=True))
         related = store.served_table(RELATED_TABLE_NAME)
         landed_since_publish = []
         experiments = ExperimentStore(store.engine) if experiment else None
@@ -291,7 +294,7 @@ def run_replay(
             stale = _served(stale_lists, stale_trending, users, k)
             request_time = _personalised(
                 stale_lists,
-                stale_candidates,
+                stale_pools,
                 related,
                 stale_trending,
                 pd.concat(landed_since_publish, ignore_index=True),

@@ -38,6 +38,7 @@ from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.rules import context_trending, context_trending_lists
 from orchestration.compute import LOCAL, ComputeResource
 from orchestration.model.assets import pipeline_config
+from orchestration.serving.pools import rank_for_serving
 from orchestration.serving.state import (
     ServingState,
     load_state,
@@ -110,8 +111,9 @@ class ScoredLists:
     # item_id, rank, related_item_id, score, reason, model_version, generated_at; None: not
     # computed (a refresh of some users), the served ones stay
     related: pd.DataFrame | None = None
-    # each listed user's best-scored candidates, in the lists' columns (request-time
-    # personalisation re-ranks them); None: none
+    # each listed user's best-scored candidates, packed a row a user (user_id, pool,
+    # model_version, generated_at; orchestration.serving.pools): request-time personalisation
+    # re-ranks them; None: none
     candidates: pd.DataFrame | None = None
     # item_id, title of the catalog, for reasons that name an item; None: not computed (as
     # related)
@@ -348,7 +350,7 @@ def _ranked(
         settings,
         pipeline,
         behaviour,
-        partial(RankingPipeline.recommend_with_candidates, candidates=settings.serving_candidates),
+        partial(rank_for_serving, candidates=settings.serving_candidates),
         on_shard=None
         if into is None
         else partial(_write_shard, into, spool, version, generated_at),
@@ -384,7 +386,7 @@ def _write_shard(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write one shard's (lists, candidates) into a serving version, stamped as served, and
     its lists to the spool (the checks read them from the staging); keep neither: at a million
-    users the lists alone are gigabytes, the candidates (50 a user) five times that. What is
+    users the lists alone are gigabytes (the packed pools, 50 candidates a user, more). What is
     kept is an empty copy: an empty slice would be a view that holds the shard's arrays, and
     every string in them, until the scoring ends."""
     lists, candidates = shard

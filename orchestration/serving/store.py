@@ -4,8 +4,9 @@
 served to users without their own, and ``context_trending_items`` one such list per value of a
 context field (e.g. per hour), served first when the request's context has one;
 ``related_items`` holds each item's related items (co-visited, then text neighbours). What
-request-time personalisation reads sits beside them: ``candidates`` (each user's best-scored
-candidates, more than the list holds), ``item_titles`` (for reasons that name an item) and
+request-time personalisation reads sits beside them: ``candidate_pools`` (each user's
+best-scored candidates, more than the list holds, packed in one row; see
+orchestration.serving.pools), ``item_titles`` (for reasons that name an item) and
 ``recent_events`` (events received since they were last published; see append_recent_events).
 SQLite in WAL mode by default, any SQLAlchemy URL (PostgreSQL in production). Times are stored
 as naive UTC.
@@ -46,6 +47,7 @@ from ml.constants import (
     USER_ID,
     VALUE,
 )
+from orchestration.serving.pools import POOL, POOL_COLUMNS, pack_pools, unpack_pool
 from orchestration.serving.versions import (
     DEFAULT_CHUNK_ROWS,
     VERSION,
@@ -68,7 +70,7 @@ CONTEXT_TRENDING_COLUMNS = (CONTEXT_KEY, CONTEXT_VALUE, *TRENDING_COLUMNS)
 RELATED_TABLE_NAME = "related_items"
 RELATED_ITEM_ID = "related_item_id"  # as ml.pipeline.pipeline names it (not imported: it is heavy)
 RELATED_COLUMNS = (ITEM_ID, RANK, RELATED_ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
-CANDIDATES_TABLE_NAME = "candidates"
+CANDIDATES_TABLE_NAME = "candidate_pools"
 TITLES_TABLE_NAME = "item_titles"
 TITLE_COLUMNS = (ITEM_ID, TITLE)
 RECENT_EVENTS_TABLE_NAME = "recent_events"
@@ -123,13 +125,19 @@ related_table = sa.Table(
 )
 
 
+# One row a user: their pool packed as orchestration.serving.pools packs it.
 candidates_table = sa.Table(
     CANDIDATES_TABLE_NAME,
     _metadata,
     version_column(),
     sa.Column(USER_ID, sa.String(255), primary_key=True),
-    *_ranked_columns(),
+    sa.Column(POOL, sa.Text, nullable=False),
+    sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
+    sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
 )
+CANDIDATE_COLUMNS = (*POOL_COLUMNS, MODEL_VERSION, GENERATED_AT)
+# The table of a row a candidate that stores before candidate pools were packed kept.
+_UNPACKED_CANDIDATES_TABLE_NAME = "candidates"
 titles_table = sa.Table(
     TITLES_TABLE_NAME,
     _metadata,
@@ -189,10 +197,8 @@ _TRENDING_QUERY = _ranked_query(trending_table)
 _CONTEXT_TRENDING_QUERY = _ranked_query(context_trending_table, CONTEXT_KEY, CONTEXT_VALUE)
 _RELATED_QUERY = _ranked_query(related_table, ITEM_ID)
 # Only what re-ranking uses: times and versions cost a parse per row.
-_CANDIDATE_POOL_QUERY = (
-    sa.select(*(candidates_table.c[column] for column in (ITEM_ID, SCORE, REASON)))
-    .where(served(candidates_table), candidates_table.c[USER_ID] == sa.bindparam(USER_ID))
-    .order_by(candidates_table.c[RANK])
+_CANDIDATE_POOL_QUERY = sa.select(candidates_table.c[POOL]).where(
+    served(candidates_table), candidates_table.c[USER_ID] == sa.bindparam(USER_ID)
 )
 _RELATED_OF_ITEMS_QUERY = (
     sa.select(*(related_table.c[column] for column in (ITEM_ID, RELATED_ITEM_ID, SCORE)))
@@ -235,6 +241,9 @@ class ServingStore:
                 # A fresh FRESHRANK_HOME has no folder yet; SQLite would only say "unable to open".
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         prepare(self.engine, _metadata, _VERSIONED_TABLES)
+        with self.engine.begin() as connection:  # unread since pools were packed
+            unpacked = sa.Table(_UNPACKED_CANDIDATES_TABLE_NAME, sa.MetaData())
+            unpacked.drop(connection, checkfirst=True)
 
     def publish(
         self,
@@ -257,15 +266,18 @@ class ServingStore:
         recompute them). Returns the number of list rows written (trending and related rows
         not counted).
 
-        A replaced user's candidates are replaced with their rows in ``candidates`` (none when
-        it is None); ``titles`` replaces every item title (None keeps them). With
-        ``events_loaded_through``, the replaced users' recent events that ingestion loaded at
-        or before it are deleted: the new lists already reflect them.
+        A replaced user's candidate pool is replaced with theirs in ``candidates`` (packed
+        pools, pools.pack_pools's with model_version and generated_at, or candidate rows in the
+        lists' columns, packed here; none when it is None); ``titles``
+        replaces every item title (None keeps them). With ``events_loaded_through``, the
+        replaced users' recent events that ingestion loaded at or before it are deleted: the
+        new lists already reflect them.
         """
         # Every frame is checked before anything is written: a refused publish writes nothing.
         _require_columns(lists, SERVING_COLUMNS, "lists")
+        candidates = _packed(candidates)
         for frame, columns, what in (
-            (candidates, SERVING_COLUMNS, "candidates"),
+            (candidates, CANDIDATE_COLUMNS, "candidate pools"),
             (titles, TITLE_COLUMNS, "item titles"),
             (trending, TRENDING_COLUMNS, "trending rows"),
             (context_trending, CONTEXT_TRENDING_COLUMNS, "context trending rows"),
@@ -341,7 +353,7 @@ class ServingStore:
                 _delete_reflected_events(connection, events_loaded_through, chunk)
             for table, frame, columns in (
                 (recommendations_table, lists, SERVING_COLUMNS),
-                (candidates_table, candidates, SERVING_COLUMNS),
+                (candidates_table, candidates, CANDIDATE_COLUMNS),
             ):
                 if frame is not None:
                     _insert(connection, table, _to_columns(frame, columns), versions[table.name])
@@ -437,16 +449,14 @@ class ServingStore:
         re-ranking a user's list for their recent events needs."""
         wanted = sorted(set(map(str, item_ids)))
         with self.engine.connect() as connection:
-            candidate_rows = _dicts(
-                connection.execute(_CANDIDATE_POOL_QUERY, {USER_ID: str(user_id)})
-            )
+            pool = connection.execute(_CANDIDATE_POOL_QUERY, {USER_ID: str(user_id)}).scalar()
             related_rows = _dicts(
                 connection.execute(
                     _RELATED_OF_ITEMS_QUERY, {"items": wanted, "per_item": related_per_item}
                 )
             )
             found = connection.execute(_TITLES_QUERY, {"items": wanted}).all()
-        return candidate_rows, related_rows, dict(found)
+        return unpack_pool(pool), related_rows, dict(found)
 
     def _rows(self, query: sa.Select, values: dict[str, object]) -> list[dict[str, Any]]:
         """A prebuilt query's rows as dicts."""
@@ -579,13 +589,15 @@ class ServingVersion:
         return self._version.replaces(related_table)
 
     def write(self, lists: pd.DataFrame, candidates: pd.DataFrame | None = None) -> None:
-        """Add some users' lists and candidates (e.g. one scoring shard's)."""
+        """Add some users' lists and candidates (e.g. one scoring shard's; candidates as
+        publish() takes them)."""
         _require_columns(lists, SERVING_COLUMNS, "lists")
+        candidates = _packed(candidates)
         if candidates is not None:
-            _require_columns(candidates, SERVING_COLUMNS, "candidates")
+            _require_columns(candidates, CANDIDATE_COLUMNS, "candidate pools")
         self._insert(recommendations_table, lists, SERVING_COLUMNS)
         if candidates is not None:
-            self._insert(candidates_table, candidates, SERVING_COLUMNS)
+            self._insert(candidates_table, candidates, CANDIDATE_COLUMNS)
 
     def write_related(self, related: pd.DataFrame) -> None:
         """Add items' related items (the version must replace them: begin_version(related=True))."""
@@ -774,6 +786,17 @@ def _dicts(result: sa.CursorResult) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
+def _packed(candidates: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Candidates as the store keeps them: packed pools as they are; candidate rows (the
+    lists' columns) packed a row a user, with the user's first row's version and time."""
+    if candidates is None or POOL in candidates.columns:
+        return candidates
+    _require_columns(candidates, SERVING_COLUMNS, "candidates")
+    stamps = candidates.drop_duplicates(USER_ID)[[USER_ID, MODEL_VERSION, GENERATED_AT]]
+    packed = pack_pools(candidates).merge(stamps.astype({USER_ID: str}), on=USER_ID)
+    return packed[list(CANDIDATE_COLUMNS)]
+
+
 def _require_columns(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
@@ -805,7 +828,17 @@ def _column_values(series: pd.Series, column: str) -> list:
 
 
 _TEXT_COLUMNS = frozenset(
-    {CONTEXT_KEY, CONTEXT_VALUE, USER_ID, RELATED_ITEM_ID, ITEM_ID, REASON, TITLE, MODEL_VERSION}
+    {
+        CONTEXT_KEY,
+        CONTEXT_VALUE,
+        USER_ID,
+        RELATED_ITEM_ID,
+        ITEM_ID,
+        REASON,
+        TITLE,
+        MODEL_VERSION,
+        POOL,
+    }
 )
 
 

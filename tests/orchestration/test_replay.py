@@ -121,6 +121,7 @@ def test_the_replay_reuses_the_demo_item_vectors(settings, tmp_path) -> None:
 
 def test_request_time_applies_the_landed_events_to_the_stale_lists(settings) -> None:
     from orchestration.replay import _as_recent_events, _personalised
+    from orchestration.serving.pools import pack_pools
 
     lists = pd.DataFrame(
         {
@@ -152,7 +153,8 @@ def test_request_time_applies_the_landed_events_to_the_stale_lists(settings) -> 
     events = _as_recent_events(landed)
     assert events["occurred_at"].iloc[0] == pd.Timestamp("1970-01-01 00:01:40")
     four = dataclasses.replace(settings, top_k=4)
-    shown = _personalised(lists, candidates, related, trending, events, ["u1", "new", "o"], four)
+    pools = dict(pack_pools(candidates).to_numpy().tolist())
+    shown = _personalised(lists, pools, related, trending, events, ["u1", "new", "o"], four)
     by_user = shown.sort_values("rank").groupby("user_id")["item_id"].apply(list).to_dict()
     # u1 rated a: it leaves, d moves in, trending fills up; the new user's good rating of z
     # brings r, then trending without t1 (rated); a user without events sees trending.

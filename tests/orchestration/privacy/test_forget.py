@@ -57,7 +57,7 @@ def test_forget_removes_the_user_everywhere_and_keeps_the_others(
     engine = sa.create_engine(serving_url)
     filled = fill_user_tables(engine, alice, datetime(2024, 5, 1))
     fill_user_tables(engine, bob, datetime(2024, 5, 1))
-    assert {"recommendations", "candidates", "recent_events", "exposures"} <= set(filled)
+    assert {"recommendations", "candidate_pools", "recent_events", "exposures"} <= set(filled)
     texts = [alice, "alice"]
     assert warehouse_values_containing(settings.warehouse_path, texts)  # it was there
 

@@ -65,7 +65,7 @@ def everything_read(store: ServingStore) -> dict[str, object]:
         "summary": store.summary(),
         "trending": store.trending(),
         "context": store.context_trending("hour", "9"),
-        "candidate_table": store.served_table("candidates"),
+        "candidate_table": store.served_table("candidate_pools"),
     }
 
 
@@ -98,7 +98,7 @@ def test_a_switch_leaves_only_the_served_version(serving_url: str) -> None:
     full_publish(store, "v2", user_count=30)
     for table, rows in (
         ("recommendations", 90),
-        ("candidates", 180),
+        ("candidate_pools", 30),
         ("related_items", 6),
         ("item_titles", 2),
     ):
@@ -187,7 +187,7 @@ def test_shards_written_in_turn_are_served_together(serving_url: str) -> None:
             assert set(store.all_lists()["model_version"]) == {"v1"}  # not served yet
         version.commit(trending=make_trending(1, "v2"))
     pd.testing.assert_frame_equal(store.all_lists(), _as_read(make_lists(users(40), 3, "v2")))
-    assert len(store.served_table("candidates")) == 160
+    assert len(store.served_table("candidate_pools")) == 40
     assert store.trending()["model_version"].tolist() == ["v2"]
     # Not replaced by this version: the related items and titles of v1 stay served.
     assert store.related("i1")["model_version"].unique().tolist() == ["v1"]
@@ -303,7 +303,9 @@ def test_a_store_made_before_versions_is_upgraded_and_keeps_serving(serving_url:
     store = ServingStore(serving_url, chunk_rows=CHUNK)
     pd.testing.assert_frame_equal(store.all_lists(), _as_read(old))
     candidates, related, found = store.personalisation_inputs("u1", ["i1"], 5)
-    assert len(candidates) == 3 and len(related) == 2 and found == {"i1": "T"}
+    # Candidates a row each are gone (the next publish writes packed pools); the rest stays.
+    assert candidates == [] and len(related) == 2 and found == {"i1": "T"}
+    assert "candidates" not in sa.inspect(engine).get_table_names()
     ServingStore(serving_url).dispose()  # a second opening finds nothing to upgrade
     store.publish(make_lists(["u1"], 2, "new"), users=["u1"])
     assert store.all_lists().groupby("user_id")["model_version"].first().to_dict() == {
