@@ -42,6 +42,10 @@ class ListProblems:
         }
 
 
+# Temporary tables of one check (a read-only connection may write these).
+_CONSUMED, _CATALOG = "list_check_consumed", "list_check_catalog"
+
+
 def find_list_problems(
     connection: duckdb.DuckDBPyConnection, lists: str, consumed: str, available: str, k: int
 ) -> ListProblems:
@@ -55,60 +59,77 @@ def find_list_problems(
     come into this process.
     """
 
-    def users(query: str) -> tuple[int, list[str]]:
-        (count,) = connection.execute(f"select count(*) from ({query})").fetchall()[0]
-        first = connection.execute(f"select * from ({query}) order by 1 limit 3").fetchall()
-        return count, [str(row[0]) for row in first]
+    def problems(query: str, values: str, order: str) -> tuple[int, list]:
+        """(rows of ``query``, ``values`` of its first three rows by ``order``): one pass."""
+        count, first = connection.execute(
+            f"select count(*), (list({values} order by {order}))[1:3] from ({query})"
+        ).fetchone()
+        return int(count), list(first or [])
 
-    examples: list[str] = []
-    duplicate_items, first = users(
-        f"select distinct user_id from {lists} group by user_id, item_id having count(*) > 1"
+    # The consumed pairs and the catalog are read once: several rules compare against them,
+    # and at ten million events each read is a scan of every interaction.
+    connection.execute(
+        f"create or replace temp table {_CONSUMED} as select distinct user_id, item_id "
+        f"from {consumed}"
     )
-    examples += [f"user {user} lists an item twice" for user in first]
-    unsorted_scores, first = users(
-        "select distinct user_id from (select user_id, score - lag(score) over "
-        f"(partition by user_id order by rank) as step from {lists}) where step > 1e-12"
+    connection.execute(
+        f"create or replace temp table {_CATALOG} as "
+        f"select distinct cast(item_id as varchar) as item_id from {available}"
     )
-    examples += [f"user {user} has scores rising with rank" for user in first]
-    broken_ranks, first = users(
-        "select distinct user_id from (select user_id, rank, row_number() over "
-        f"(partition by user_id order by rank) as expected from {lists}) where rank != expected"
-    )
-    examples += [f"user {user} has ranks that are not 1..n" for user in first]
-
-    pairs = f"(select distinct user_id, item_id from {consumed})"
-    listed_consumed = (
-        f"select listed.user_id, listed.rank, listed.item_id from {lists} listed "
-        f"join {pairs} eaten using (user_id, item_id)"
-    )
-    (consumed_items,) = connection.execute(f"select count(*) from ({listed_consumed})").fetchone()
-    examples += [
-        f"user {user} was recommended consumed item {item}"
-        for user, _, item in connection.execute(
-            f"{listed_consumed} order by listed.user_id, listed.rank limit 3"
-        ).fetchall()
-    ]
-
-    catalog = f"(select distinct cast(item_id as varchar) as item_id from {available})"
-    short = f"""
-        with lengths as (select user_id, count(*) as length from {lists} group by user_id),
-        eaten as (
-            select user_id, count(distinct item_id) as items from {pairs}
-            where cast(item_id as varchar) in (select item_id from {catalog}) group by user_id
+    try:
+        duplicate_items, first = problems(
+            f"select distinct user_id from {lists} group by user_id, item_id having count(*) > 1",
+            "user_id",
+            "user_id",
         )
-        select lengths.user_id, length,
-            least((select count(*) from {catalog}) - coalesce(eaten.items, 0), {int(k)}) as allowed
-        from lengths left join eaten using (user_id)
-    """
-    (short_lists,) = connection.execute(
-        f"select count(*) from ({short}) where length < allowed"
-    ).fetchall()[0]
-    examples += [
-        f"user {user} has {length} items where {allowed} were possible"
-        for user, length, allowed in connection.execute(
-            f"select * from ({short}) where length < allowed order by user_id limit 3"
-        ).fetchall()
-    ]
+        examples = [f"user {user} lists an item twice" for user in first]
+        unsorted_scores, first = problems(
+            "select distinct user_id from (select user_id, score - lag(score) over "
+            f"(partition by user_id order by rank) as step from {lists}) where step > 1e-12",
+            "user_id",
+            "user_id",
+        )
+        examples += [f"user {user} has scores rising with rank" for user in first]
+        broken_ranks, first = problems(
+            "select distinct user_id from (select user_id, rank, row_number() over "
+            f"(partition by user_id order by rank) as expected from {lists}) "
+            "where rank != expected",
+            "user_id",
+            "user_id",
+        )
+        examples += [f"user {user} has ranks that are not 1..n" for user in first]
+        consumed_items, first = problems(
+            f"select listed.user_id, listed.rank, listed.item_id from {lists} listed "
+            f"join {_CONSUMED} eaten using (user_id, item_id)",
+            "[cast(user_id as varchar), cast(item_id as varchar)]",
+            "user_id, rank",
+        )
+        examples += [f"user {user} was recommended consumed item {item}" for user, item in first]
+        short_lists, first = problems(
+            f"""
+            with lengths as (select user_id, count(*) as length from {lists} group by user_id),
+            eaten as (
+                select user_id, count(distinct item_id) as items from {_CONSUMED}
+                where cast(item_id as varchar) in (select item_id from {_CATALOG})
+                group by user_id
+            )
+            select * from (
+                select lengths.user_id, length, least(
+                    (select count(*) from {_CATALOG}) - coalesce(eaten.items, 0), {int(k)}
+                ) as allowed
+                from lengths left join eaten using (user_id)
+            ) where length < allowed
+            """,
+            "[cast(user_id as varchar), cast(length as varchar), cast(allowed as varchar)]",
+            "user_id",
+        )
+        examples += [
+            f"user {user} has {length} items where {allowed} were possible"
+            for user, length, allowed in first
+        ]
+    finally:
+        connection.execute(f"drop table if exists {_CONSUMED}")
+        connection.execute(f"drop table if exists {_CATALOG}")
     return ListProblems(
         duplicate_items=duplicate_items,
         unsorted_scores=unsorted_scores,
