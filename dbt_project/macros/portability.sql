@@ -44,3 +44,20 @@
 {% macro fixed_decimals(expression, decimals=9) -%}
     round({{ expression }}, {{ decimals }})
 {%- endmacro %}
+
+{#
+    Placed after `as` in a CTE that a model reads more than once, so that DuckDB reads the
+    relation where it is used rather than copying it whole first: DuckDB materialises such a
+    CTE, and copying ten million interactions cost a refresh's co-visitation query 0.5 of its
+    1.6 s. Spark has no such clause.
+#}
+{% macro not_materialized() -%}
+    {{ return(adapter.dispatch('not_materialized')()) }}
+{%- endmacro %}
+
+{% macro default__not_materialized() -%}
+    not materialized
+{%- endmacro %}
+
+{% macro spark__not_materialized() -%}
+{%- endmacro %}

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
+import duckdb
 import sqlalchemy as sa
 
 from ml.constants import USER_ID
@@ -71,6 +73,7 @@ def forget_user(user_id: str, settings: Settings) -> ForgetReport:
     ids = stored_ids(user_id, settings)
     quoted = ", ".join(map(literal, ids))
     with warehouse_writer(settings.warehouse_path):
+        _let_items_recount(settings.warehouse_path, quoted)
         warehouse_rows = delete_in_warehouse(
             settings.warehouse_path,
             {
@@ -99,6 +102,25 @@ def forget_user(user_id: str, settings: Settings) -> ForgetReport:
         engine.dispose()
     logger.info("forgot a user: %d row(s) and %d file(s) changed", rows_removed, files_changed)
     return ForgetReport(forgotten_at=forgotten_at, **counts)
+
+
+def _let_items_recount(warehouse_path: Path, quoted_ids: str) -> None:
+    """Delete the items mart's rows of the items the user touched, before their interactions
+    go: the next dbt run recomputes a catalog item without a row (marts/items.sql), and its
+    counts then leave the user out. (The mart is incremental: it would keep them otherwise.)"""
+    if not warehouse_path.exists():
+        return
+    with duckdb.connect(str(warehouse_path)) as connection:
+        present = connection.execute(
+            "select count(*) from information_schema.tables where table_schema = 'marts' "
+            "and table_name in ('items', 'interactions') and table_type = 'BASE TABLE'"
+        ).fetchone()
+        if present is None or present[0] < 2:
+            return
+        connection.execute(
+            "delete from marts.items where item_id in (select item_id from marts.interactions "
+            f"where cast(user_id as varchar) in ({quoted_ids}))"
+        )
 
 
 def _record_names_user(column: str, ids: list[str]) -> str:

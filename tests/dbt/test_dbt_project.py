@@ -271,3 +271,95 @@ def test_the_incremental_users_follow_new_loads_and_retention(tmp_path) -> None:
         row = users[user]
         assert (row["first_event_at"], row["last_event_at"]) == (first, last)
         assert (row["event_count"], row["item_count"]) == (count, len(items))
+
+
+def expected_item_activity(interactions: list[dict[str, Any]]) -> dict[str, tuple]:
+    """(interaction_count, user_count, first, last) per item, aggregated from ``interactions``."""
+    per_item: dict[str, list[dict[str, Any]]] = {}
+    for row in interactions:
+        per_item.setdefault(row["item_id"], []).append(row)
+    return {
+        item: (
+            len(rows),
+            len({row["user_id"] for row in rows}),
+            min(row["occurred_at"] for row in rows),
+            max(row["occurred_at"] for row in rows),
+        )
+        for item, rows in per_item.items()
+    }
+
+
+def assert_items_match_interactions(outcome: BuildOutcome, catalog: set[str]) -> None:
+    """Every catalog item's counts and times are those of the interactions left."""
+    expected = expected_item_activity(outcome.marts["interactions"])
+    items = by_key(outcome.marts["items"], "item_id")
+    assert set(items) == catalog
+    for item, row in items.items():
+        found = (
+            row["interaction_count"],
+            row["user_count"],
+            row["first_interaction_at"],
+            row["last_interaction_at"],
+        )
+        assert found == expected.get(item, (0, 0, None, None)), item
+
+
+def test_the_incremental_items_recompute_only_what_a_batch_changed(
+    builds: dict[str, BuildOutcome],
+) -> None:
+    """The second batch re-delivered e3 (i1), added a late click on i2 and a view of i9 (not in
+    the catalog) and a new version of i1: i1 and i2 are recomputed, the rest keep the first
+    build's rows, and every row equals the aggregate over all interactions."""
+    second = builds["second"]
+    assert_items_match_interactions(second, {"i1", "i2", "i3", "i4", "007", "7"})
+    through = {row["item_id"]: row["loaded_through"] for row in second.marts["items"]}
+    assert through == {
+        "i1": SECOND_LOAD_AT,
+        "i2": SECOND_LOAD_AT,
+        "i3": FIRST_LOAD_AT,
+        "i4": FIRST_LOAD_AT,
+        "007": FIRST_LOAD_AT,
+        "7": FIRST_LOAD_AT,
+    }
+    assert builds["rerun"].marts["items"] == second.marts["items"]
+
+
+def test_the_incremental_items_follow_retention_and_forget(tmp_path) -> None:
+    """Retention deletes old events (every table with occurred_at); forget deletes a user's rows
+    everywhere after deleting the items mart's rows of what they touched. The next run's items
+    must equal the aggregate over the interactions left."""
+    from orchestration.privacy.erase import delete_in_warehouse
+    from orchestration.privacy.forget import _let_items_recount
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    create_warehouse(warehouse)
+    load_batch(warehouse, FIRST_EVENTS, FIRST_ITEMS, "b1", FIRST_LOAD_AT)
+    run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+    delete_in_warehouse(
+        warehouse, {"occurred_at": lambda column: f"{column} < timestamp '2024-01-03 12:00'"}
+    )
+    after_retention = run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+    catalog = {"i1", "i2", "i3", "i4", "007", "7"}
+    assert_items_match_interactions(after_retention, catalog)
+    assert by_key(after_retention.marts["items"], "item_id")["i2"]["interaction_count"] == 1
+
+    _let_items_recount(warehouse, "'u3'")
+    delete_in_warehouse(warehouse, {"user_id": lambda column: f"{column} = 'u3'"})
+    after_forget = run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+    assert_items_match_interactions(after_forget, catalog)
+    assert by_key(after_forget.marts["items"], "item_id")["7"]["interaction_count"] == 0
+
+
+def test_marts_built_before_any_event_fill_when_events_arrive(tmp_path) -> None:
+    """A catalog loaded first builds the incremental marts with no interaction (and no load
+    watermark yet); the first events loaded later must reach every one of them."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    create_warehouse(warehouse)
+    load_batch(warehouse, [], FIRST_ITEMS, "b1", FIRST_LOAD_AT)
+    empty = run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+    assert empty.marts["users"] == [] and empty.marts["user_recent_history"] == []
+    load_batch(warehouse, FIRST_EVENTS, [], "b2", SECOND_LOAD_AT)
+    filled = run_dbt(tmp_path, warehouse, arguments=orchestration_vars())
+    assert_items_match_interactions(filled, {"i1", "i2", "i3", "i4", "007", "7"})
+    assert {row["user_id"] for row in filled.marts["users"]} == {"u1", "u2", "u3"}
+    assert {row["user_id"] for row in filled.marts["user_recent_history"]} == {"u1", "u2", "u3"}

@@ -85,19 +85,20 @@ def load_batch(
     """
     lineage = (batch_id, loaded_at)
     with duckdb.connect(str(warehouse)) as connection:
-        connection.executemany(
-            """
-            insert into raw.events (
-                event_id, user_id, item_id, event_type, occurred_at, value,
-                source_file, source_row, batch_id, loaded_at
+        if events:
+            connection.executemany(
+                """
+                insert into raw.events (
+                    event_id, user_id, item_id, event_type, occurred_at, value,
+                    source_file, source_row, batch_id, loaded_at
+                )
+                values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    (*event, f"events_{batch_id}.csv", row, *lineage)
+                    for row, event in enumerate(events, start=1)
+                ],
             )
-            values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            [
-                (*event, f"events_{batch_id}.csv", row, *lineage)
-                for row, event in enumerate(events, start=1)
-            ],
-        )
         if items:
             connection.executemany(
                 """

@@ -34,7 +34,7 @@
     ) }}
 {%- endif %}
 
-with interactions as (
+with interactions as {{ not_materialized() }} (
 
     select * from {{ ref('interactions') }}
 
@@ -109,6 +109,20 @@ with interactions as (
         from interactions
         where
             interactions.weight > 0
+            -- The span of every affected window first: a range check per row, where the exists
+            -- below alone costs a join of every distinct event time with the affected dates.
+            and interactions.occurred_at >= (
+                select min({{ dbt.dateadd(
+                    'hour', '-' ~ window_hours, 'cast(affected_dates.pair_date as timestamp)'
+                ) }})
+                from affected_dates
+            )
+            and interactions.occurred_at < (
+                select max({{ dbt.dateadd(
+                    'day', 1, 'cast(affected_dates.pair_date as timestamp)'
+                ) }})
+                from affected_dates
+            )
             and exists (
                 select 1 as affected
                 from affected_dates

@@ -7,7 +7,7 @@
 {%- set long_window_days = var('trending_long_window_days') -%}
 {%- set half_life_days = var('trending_half_life_days') -%}
 
-with interactions as (
+with interactions as {{ not_materialized() }} (
 
     select * from {{ ref('interactions') }}
 

@@ -19,7 +19,7 @@
 
 {% set watermarked = has_watermark('loaded_through') %}
 
-with interactions as (
+with interactions as {{ not_materialized() }} (
 
     select * from {{ ref('interactions') }}
 
@@ -30,7 +30,11 @@ changed_users as (
 
     select user_id
     from interactions
-    where loaded_at > (select max(loaded_through) from {{ this }})
+    where
+        -- A mart built before any interaction has no watermark yet: every load is new.
+        loaded_at > (
+            select coalesce(max(loaded_through), timestamp '1970-01-01') from {{ this }}
+        )
 
     union
 
