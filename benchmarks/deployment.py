@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -173,6 +174,80 @@ def published_users(home: Path) -> list[str]:
         except sqlite3.OperationalError:  # the store exists but has no table yet
             return []
     return sorted(user_id for (user_id,) in rows)
+
+
+def users_with_lists(home: Path, user_ids: Sequence[str]) -> set[str]:
+    """Which of ``user_ids`` have a list in the served version: a lookup per user, however many
+    lists the store holds (published_users reads them all)."""
+    database = home / "serving.db"
+    if not database.exists() or not user_ids:
+        return set()
+    marks = ", ".join("?" * len(user_ids))
+    query = (
+        "select distinct user_id from recommendations where version = (select version from "
+        f"serving_versions where table_name = 'recommendations') and user_id in ({marks})"
+    )
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        try:
+            return {row[0] for row in connection.execute(query, list(user_ids)).fetchall()}
+        except sqlite3.OperationalError:  # no table yet
+            return set()
+
+
+@dataclass
+class Watched:
+    """One batch dropped into the landing zone while a warm `freshrank refresh --watch` runs."""
+
+    batch: Batch
+    seconds: float  # file in the landing zone -> its new users' lists published
+
+
+def watched_refreshes(
+    home: Path,
+    sizes: Sequence[int],
+    repeats: int,
+    rng: np.random.Generator,
+    warm_up: float = 20.0,
+    timeout: float = 300.0,
+) -> dict[int, list[Watched]]:
+    """The warm path: one long-running `freshrank refresh --watch`, batches landed as files (as
+    `POST /events` lands them), timed until the batch's brand-new users have lists. ``warm_up``:
+    seconds the watcher gets to load before the first batch lands."""
+    watcher = subprocess.Popen(
+        [FRESHRANK, "refresh", "--watch", "--interval", "0.2"],
+        env=environment(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    results: dict[int, list[Watched]] = {size: [] for size in sizes}
+    try:
+        time.sleep(warm_up)  # imports and the serving state loaded before the first batch
+        landing = home / "landing" / "events"
+        landing.mkdir(parents=True, exist_ok=True)
+        for repeat in range(1, repeats + 1):
+            for size in sizes:
+                name = f"watch{repeat}-{size}.csv"
+                batch = write_batch(home, home / "benchmark-batches" / name, size, rng)
+                staged = landing / f".{name}"
+                shutil.copyfile(batch.path, staged)
+                started = time.perf_counter()
+                os.replace(staged, landing / name)  # lands whole, as the API writes batches
+                while not users_with_lists(home, batch.new_user_ids):
+                    if watcher.poll() is not None:
+                        raise CommandFailed(f"the watcher exited with {watcher.returncode}")
+                    if time.perf_counter() - started > timeout:
+                        raise CommandFailed(f"{name} was not published in time")
+                    time.sleep(0.05)
+                results[size].append(Watched(batch, time.perf_counter() - started))
+                seconds = results[size][-1].seconds
+                say(
+                    f"  watch run {repeat}: {size:,} events published {seconds:.1f} s after landing"
+                )
+                time.sleep(1.0)  # let the watcher finish the run's bookkeeping
+    finally:
+        watcher.terminate()  # our own child, by its PID
+        watcher.wait(timeout=60)
+    return results
 
 
 def say(message: str) -> None:

@@ -28,9 +28,7 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,22 +36,20 @@ from pathlib import Path
 import numpy as np
 from common import print_table
 from deployment import (
-    FRESHRANK,
     Batch,
     CommandFailed,
     CommandRun,
-    environment,
+    Watched,
     freshrank,
     prepare,
     publish_everyone,
     published_users,
     say,
+    watched_refreshes,
     write_batch,
 )
 
 GOAL_SIZE = 1_000
-WATCH_WARM_UP_SECONDS = 20.0
-WATCH_TIMEOUT_SECONDS = 300.0
 GOAL_SECONDS = 10.0  # cold: `freshrank ingest` + `freshrank refresh` (issue #11)
 WARM_GOAL_SECONDS = 3.0  # warm: a standing `freshrank refresh --watch`
 STAGES_SHOWN = 8
@@ -122,55 +118,6 @@ def land_and_refresh(home: Path, size: int, rng: np.random.Generator, name: str)
     refresh = freshrank(home, "refresh")
     served = len(set(batch.new_user_ids) & set(published_users(home)))
     return Landed(batch, ingest, refresh, served)
-
-
-@dataclass
-class Watched:
-    """One batch dropped into the landing zone while a warm `freshrank refresh --watch` runs."""
-
-    batch: Batch
-    seconds: float  # file in the landing zone -> its new users' lists published
-
-
-def watched_refreshes(home: Path, sizes: list[int], repeats: int, rng) -> dict[int, list[Watched]]:
-    """The warm path: one long-running `freshrank refresh --watch`, batches landed as files (as
-    `POST /events` lands them), timed until the batch's brand-new users have lists."""
-    watcher = subprocess.Popen(
-        [FRESHRANK, "refresh", "--watch", "--interval", "0.2"],
-        env=environment(home),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    results: dict[int, list[Watched]] = defaultdict(list)
-    try:
-        time.sleep(WATCH_WARM_UP_SECONDS)  # imports done before the first batch lands
-        landing = home / "landing" / "events"
-        landing.mkdir(parents=True, exist_ok=True)
-        for repeat in range(1, repeats + 1):
-            for size in sizes:
-                name = f"watch{repeat}-{size}.csv"
-                batch = write_batch(home, home / "benchmark-batches" / name, size, rng)
-                staged = landing / f".{name}"
-                shutil.copyfile(batch.path, staged)
-                started = time.perf_counter()
-                os.replace(staged, landing / name)  # lands whole, as the API writes batches
-                wanted = set(batch.new_user_ids)
-                while not wanted & set(published_users(home)):
-                    if watcher.poll() is not None:
-                        raise CommandFailed(f"the watcher exited with {watcher.returncode}")
-                    if time.perf_counter() - started > WATCH_TIMEOUT_SECONDS:
-                        raise CommandFailed(f"{name} was not published in time")
-                    time.sleep(0.05)
-                results[size].append(Watched(batch, time.perf_counter() - started))
-                seconds = results[size][-1].seconds
-                say(
-                    f"  watch run {repeat}: {size:,} events published {seconds:.1f} s after landing"
-                )
-                time.sleep(1.0)  # let the watcher finish the run's bookkeeping
-    finally:
-        watcher.terminate()  # our own child, by its PID
-        watcher.wait(timeout=60)
-    return results
 
 
 def print_watched(watched: dict[int, list[Watched]], landed: dict[int, list[Landed]]) -> None:

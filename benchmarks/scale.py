@@ -8,7 +8,12 @@ person runs, each command a process of its own in a fresh FRESHRANK_HOME with de
 2. `freshrank ingest` of the catalog and the events;
 3. `freshrank build` (dbt, checks, embeddings, backtests, registry, publish), with its stages;
 4. a refresh: 1,000 new events (deployment.write_batch: 80% known users, 20% new) as a file,
-   `freshrank ingest` then `freshrank refresh`, cold (new processes).
+   `freshrank ingest` then `freshrank refresh`, cold (new processes);
+5. the warm path (--warm N, 3 by default): N such batches landed one after another while one
+   `freshrank refresh --watch` runs, each timed from landing until its new users have lists;
+   the cold refresh above is its baseline (ratio cold / warm).
+
+--reuse skips 1-3 and refreshes the deployment an earlier run kept in --keep.
 
 Each row gives seconds, rows/s where rows flow, and peak resident memory twice: the largest
 single process's (the kernel's accounting of the finished child) and all the command's processes
@@ -16,6 +21,7 @@ together, worker processes included (sampled from /proc every half second). The 
 table follows, with each stage's seconds and peak memory as `freshrank build` printed them.
 
     .venv/bin/python benchmarks/scale.py [--events 1000000 10000000] [--data DIR] [--keep DIR]
+        [--warm 3] [--reuse]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import argparse
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +50,9 @@ from benchmarks.ingest_throughput import measure  # noqa: E402
 from benchmarks.synthetic import SyntheticConfig, existing, generate  # noqa: E402
 
 REFRESH_EVENTS = 1_000
+# The watcher loads the serving state before the first batch lands (half a gigabyte at ten
+# million events).
+WATCH_WARM_UP_SECONDS = 60.0
 
 
 @dataclass
@@ -156,12 +166,79 @@ def synthetic_log(events: int, data: Path) -> tuple[Path, Path, str]:
 
 
 def run_size(
-    events: int, data: Path, root: Path, limit_mb: float | None = None
+    events: int,
+    data: Path,
+    root: Path,
+    limit_mb: float | None = None,
+    warm: int = 0,
+    reuse: bool = False,
 ) -> tuple[list[list[str]], list[list[str]]]:
-    """The summary rows and the build's stage rows for one log size."""
+    """The summary rows and the build's stage rows for one log size; ``warm``: batches landed
+    on a standing `freshrank refresh --watch` afterwards; ``reuse``: refresh the deployment an
+    earlier run kept (--keep) instead of ingesting and building."""
+    label = f"{events / 1e6:g}M"
+    home = root / f"home-{events}"
+    if reuse:
+        if not (home / "serving.db").exists():
+            raise SystemExit(f"--reuse: no built deployment in {home}")
+        print(f"\n{events:,} events: reusing the deployment in {home}", flush=True)
+        rows, stages = [], []
+    else:
+        rows, stages = _ingest_and_build(events, data, home, label, limit_mb)
+    rng = np.random.default_rng(7)
+    batch = deployment.write_batch(home, home / "refresh-events.csv", REFRESH_EVENTS, rng)
+    refresh_ingest = timed(home, "ingest", "--events", batch.path, limit_mb=limit_mb)
+    refresh = timed(home, "refresh", limit_mb=limit_mb)
+    rows += [
+        [
+            f"{label} refresh: ingest {REFRESH_EVENTS:,} events",
+            f"{refresh_ingest.run.seconds:.1f}",
+            "",
+            f"{refresh_ingest.peak_mb:,.0f}",
+            f"{refresh_ingest.tree_peak_mb:,.0f}",
+        ],
+        [
+            f"{label} refresh: freshrank refresh ({batch.users} users)",
+            f"{refresh.run.seconds:.1f}",
+            "",
+            f"{refresh.peak_mb:,.0f}",
+            f"{refresh.tree_peak_mb:,.0f}",
+        ],
+    ]
+    stages += _stage_rows(f"{label} refresh:", refresh.run)
+    if warm:
+        print(f"  the warm path: {warm} batches on `freshrank refresh --watch` ...", flush=True)
+        watched = deployment.watched_refreshes(
+            home, [REFRESH_EVENTS], warm, rng, warm_up=WATCH_WARM_UP_SECONDS
+        )
+        seconds = [run.seconds for run in watched[REFRESH_EVENTS]]
+        cold = refresh_ingest.run.seconds + refresh.run.seconds
+        rows += [
+            [
+                f"{label} refresh: warm path, {REFRESH_EVENTS:,} events landed -> published "
+                f"(median of {warm}; {min(seconds):.1f}-{max(seconds):.1f} s)",
+                f"{statistics.median(seconds):.1f}",
+                "",
+                "",
+                "",
+            ],
+            [
+                f"{label} refresh: cold (ingest + refresh) / warm",
+                f"{cold / statistics.median(seconds):.2f}x",
+                "",
+                "",
+                "",
+            ],
+        ]
+    return rows, stages
+
+
+def _ingest_and_build(
+    events: int, data: Path, home: Path, label: str, limit_mb: float | None
+) -> tuple[list[list[str]], list[list[str]]]:
+    """The floor, `freshrank ingest` and `freshrank build` of the log in a fresh ``home``."""
     items_file, events_file, note = synthetic_log(events, data)
     print(f"\n{events:,} events: {note}", flush=True)
-    home = root / f"home-{events}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     print("  floor: DuckDB alone reads the events file into a table ...", flush=True)
@@ -169,12 +246,6 @@ def run_size(
     files = ("--items", items_file, "--events", events_file)
     ingest = timed(home, "ingest", *files, limit_mb=limit_mb)
     build = timed(home, "build", limit_mb=limit_mb)
-    batch = deployment.write_batch(
-        home, home / "refresh-events.csv", REFRESH_EVENTS, np.random.default_rng(7)
-    )
-    refresh_ingest = timed(home, "ingest", "--events", batch.path, limit_mb=limit_mb)
-    refresh = timed(home, "refresh", limit_mb=limit_mb)
-    label = f"{events / 1e6:g}M"
     rows = [
         [
             f"{label} floor: DuckDB reads the events",
@@ -205,20 +276,6 @@ def run_size(
             f"{build.tree_peak_mb:,.0f}",
         ],
         [
-            f"{label} refresh: ingest {REFRESH_EVENTS:,} events",
-            f"{refresh_ingest.run.seconds:.1f}",
-            "",
-            f"{refresh_ingest.peak_mb:,.0f}",
-            f"{refresh_ingest.tree_peak_mb:,.0f}",
-        ],
-        [
-            f"{label} refresh: freshrank refresh ({batch.users} users)",
-            f"{refresh.run.seconds:.1f}",
-            "",
-            f"{refresh.peak_mb:,.0f}",
-            f"{refresh.tree_peak_mb:,.0f}",
-        ],
-        [
             f"{label} ingest's own work / floor",
             f"{ours['seconds'] / floor['seconds']:.2f}x",
             "",
@@ -226,8 +283,7 @@ def run_size(
             "",
         ],
     ]
-    stages = _stage_rows(label, build.run) + _stage_rows(f"{label} refresh:", refresh.run)
-    return rows, stages
+    return rows, _stage_rows(label, build.run)
 
 
 def _stage_rows(label: str, command: CommandRun) -> list[list[str]]:
@@ -247,7 +303,20 @@ def main() -> None:
         type=float,
         help="stop a command whose processes together pass this much resident memory",
     )
+    parser.add_argument(
+        "--warm",
+        type=int,
+        default=3,
+        help="1,000-event batches landed on a standing `freshrank refresh --watch` (0: none)",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="refresh the deployments an earlier run kept in --keep, without ingest or build",
+    )
     arguments = parser.parse_args()
+    if arguments.reuse and arguments.keep is None:
+        parser.error("--reuse needs --keep: the folder an earlier run kept")
     data = arguments.data or Path(tempfile.mkdtemp(prefix="freshrank-scale-data-"))
     root = arguments.keep or Path(tempfile.mkdtemp(prefix="freshrank-scale-"))
     load = os.getloadavg()[0]
@@ -255,7 +324,14 @@ def main() -> None:
     stages = [["build stage", "status", "seconds", "peak MB"]]
     try:
         for events in arguments.events:
-            rows, stage_rows = run_size(events, data, root, arguments.memory_limit_mb)
+            rows, stage_rows = run_size(
+                events,
+                data,
+                root,
+                arguments.memory_limit_mb,
+                warm=arguments.warm,
+                reuse=arguments.reuse,
+            )
             summary += rows
             stages += stage_rows
     finally:
