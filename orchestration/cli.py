@@ -127,8 +127,8 @@ def demo(replay_batches: int, experiment: bool) -> None:
 )
 def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: float | None) -> None:
     """Load waiting landing files and republish the lists of the users they touch (no training)."""
-    from orchestration.jobs import REFRESH_JOB
     from orchestration.reporting import report_run
+    from orchestration.watch import refresh_job_for
 
     settings = get_settings()
     if not watch:
@@ -137,7 +137,7 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
         # Opened before the run (and the code location's imports): the helpers start seconds
         # sooner than the compute resource would start them, which then leaves this pool be.
         with ranking_helpers(settings):
-            succeeded = report_run(REFRESH_JOB, settings)
+            succeeded = report_run(refresh_job_for(settings), settings)
         if not succeeded:
             sys.exit(1)
         return
@@ -168,7 +168,7 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
         gc.freeze()
         runs = watch_loop(
             settings,
-            lambda: report_run(REFRESH_JOB, settings, instance),
+            lambda: report_run(refresh_job_for(settings), settings, instance),
             interval_seconds=interval,
             max_runs=max_runs,
             idle_timeout_seconds=idle_timeout,

@@ -41,10 +41,10 @@ class ComputeResource(ConfigurableResource):
         ranking_helpers): the runs the daemon's sensor launches are new processes, as a cold
         `freshrank refresh` is. Not when this process already has a pool open (a `--watch`
         refresher's, or the one `freshrank refresh` opens before the run), nor on Ray."""
-        from orchestration.jobs import REFRESH_JOB
+        from orchestration.jobs import REFRESH_JOBS
 
         run = context.dagster_run
-        if run is None or run.job_name != REFRESH_JOB or active_warm_pool() is not None:
+        if run is None or run.job_name not in REFRESH_JOBS or active_warm_pool() is not None:
             return
         settings = get_settings()
         if self.engine_for(settings) != LOCAL:

@@ -11,6 +11,8 @@ FULL_BUILD_JOB = "full_build_job"
 PUBLISH_JOB = "publish_job"
 RETRAIN_JOB = "retrain_job"
 REFRESH_JOB = "refresh_job"
+REFRESH_EVENTS_JOB = "refresh_events_job"
+REFRESH_JOBS = frozenset({REFRESH_JOB, REFRESH_EVENTS_JOB})
 EXPERIMENT_RESULTS_JOB = "experiment_results_job"
 
 
@@ -46,15 +48,30 @@ retrain_job = define_asset_job(
 # Staging and intermediate models are views: they see new raw rows without being rebuilt.
 REFRESH_WAREHOUSE = AssetSelection.key_prefixes("marts").without_checks()
 
+# The training split is rebuilt by full builds and retraining only.
+REFRESH = AssetSelection.groups("ingest", "features", "serving") | REFRESH_WAREHOUSE
+RESCORE_AFFECTED = {"ops": {"recommendation_lists": {"config": {"scope": "affected"}}}}
+
 refresh_job = define_asset_job(
     REFRESH_JOB,
-    # The training split is rebuilt by full builds and retraining only.
-    selection=AssetSelection.groups("ingest", "features", "serving") | REFRESH_WAREHOUSE,
+    selection=REFRESH,
     executor_def=in_process_executor,
-    config={"ops": {"recommendation_lists": {"config": {"scope": "affected"}}}},
+    config=RESCORE_AFFECTED,
     description="New landing files -> incremental models -> embeddings of new items -> rescore "
     "only the users with new behaviour (and trending) -> publish. No training; whole-mart tests "
     "run with full builds.",
+)
+
+# What a batch that cannot change the catalog needs (orchestration.watch.refresh_job_for): the
+# catalog's load and the item embeddings, with their checks, are steps with nothing to do.
+refresh_events_job = define_asset_job(
+    REFRESH_EVENTS_JOB,
+    selection=REFRESH - AssetSelection.assets("raw_items", "item_embeddings"),
+    executor_def=in_process_executor,
+    config=RESCORE_AFFECTED,
+    description="refresh_job for new events alone (no item file waiting, no catalog row loaded "
+    "since the last publish): new events -> incremental models -> rescore the users with new "
+    "behaviour -> publish.",
 )
 
 experiment_results_job = define_asset_job(
@@ -71,5 +88,6 @@ jobs = [
     ingest_job,
     retrain_job,
     refresh_job,
+    refresh_events_job,
     experiment_results_job,
 ]

@@ -37,7 +37,6 @@ from orchestration.experiments.store import ExperimentStore
 from orchestration.features.embedding_store import TABLE as EMBEDDINGS_TABLE
 from orchestration.ingest.commands import ingest_files
 from orchestration.instance import run_job_in_process
-from orchestration.jobs import REFRESH_JOB
 from orchestration.reporting import build_and_publish
 from orchestration.serving.personalise import RELATED_PER_ITEM, fill_up, personalise
 from orchestration.serving.pools import POOL, unpack_pool
@@ -48,6 +47,7 @@ from orchestration.serving.store import (
 )
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse, warehouse_writer
+from orchestration.watch import refresh_job_for
 
 
 @contextmanager
@@ -279,7 +279,7 @@ def run_replay(
             landed.to_csv(path, index=False)
             started = time.perf_counter()
             ingest_files(replay, {"events": [path]})
-            result = run_job_in_process(REFRESH_JOB, replay)
+            result = run_job_in_process(refresh_job_for(replay), replay)
             latency = time.perf_counter() - started
             consumed.update(zip(landed[USER_ID], landed[ITEM_ID], strict=True))
             landed_since_publish.append(_as_recent_events(landed))

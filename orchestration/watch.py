@@ -18,6 +18,8 @@ import signal
 import time
 from collections.abc import Callable
 
+import duckdb
+
 from orchestration.ingest.landing import KINDS, pending_files
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
@@ -50,6 +52,35 @@ def behind(settings: Settings, tables: bool = True) -> str | None:
             "from ml.publish_watermark)"
         ).fetchall()[0]
     return f"{unpublished} event(s) loaded since the last publish" if unpublished else None
+
+
+def refresh_job_for(settings: Settings) -> str:
+    """The refresh job for what is waiting: refresh_events_job when nothing can change the
+    item vectors (no item file in the landing zone, and the stored vectors up to date with
+    every catalog row loaded: catalog_embedded), else refresh_job. The events job leaves out
+    the catalog's load and the embeddings: half a second of steps with nothing to do on every
+    refresh of a batch of events. A catalog row loaded after this look is embedded by the next
+    refresh_job (the events job's dbt run puts it in the items mart; the stamps then differ)."""
+    from orchestration.features.assets import catalog_embedded
+    from orchestration.features.embedding_store import STAMP_TABLE
+    from orchestration.jobs import REFRESH_EVENTS_JOB, REFRESH_JOB
+
+    if pending_files("items", settings) or not settings.warehouse_path.exists():
+        return REFRESH_JOB
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        existing = {
+            row[0]
+            for row in connection.execute(
+                "select schema_name || '.' || table_name from duckdb_tables()"
+            ).fetchall()
+        }
+        if not {"raw.items", "marts.items", STAMP_TABLE} <= existing:
+            return REFRESH_JOB
+        try:
+            embedded = catalog_embedded(settings, connection)
+        except duckdb.Error:  # an items mart from before catalog_loaded_through
+            return REFRESH_JOB
+    return REFRESH_EVENTS_JOB if embedded else REFRESH_JOB
 
 
 def watch(

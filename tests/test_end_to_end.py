@@ -291,7 +291,8 @@ def _refresh_batch(world: dict, name: str, rows: list[dict]) -> Path:
 
 
 def test_refresh_rescores_only_the_users_a_batch_touched(world: dict) -> None:
-    from orchestration.jobs import REFRESH_JOB
+    from orchestration.jobs import REFRESH_EVENTS_JOB
+    from orchestration.watch import refresh_job_for
 
     settings = world["settings"]
     sample = world["sample"]
@@ -308,8 +309,12 @@ def test_refresh_rescores_only_the_users_a_batch_touched(world: dict) -> None:
     code, results = _ingest("--events", str(path))
     assert code == 0 and results[0]["rows_loaded"] == len(batch)
 
-    result = run_job_in_process(REFRESH_JOB, settings)
+    # Events alone, the catalog loaded before the last publish: no catalog steps to run.
+    assert refresh_job_for(settings) == REFRESH_EVENTS_JOB
+    result = run_job_in_process(REFRESH_EVENTS_JOB, settings)
     assert result.success
+    steps = {event.step_key for event in result.all_events if event.step_key}
+    assert "recommendation_lists" in steps and not steps & {"raw_items", "item_embeddings"}
     after = ServingStore(settings.serving_url).all_lists()
     new_user = after[after["user_id"] == "brand-new"]
     assert len(new_user) == K
@@ -323,7 +328,7 @@ def test_refresh_rescores_only_the_users_a_batch_touched(world: dict) -> None:
     # The same batch delivered again changes nothing.
     code, results = _ingest("--events", str(path))
     assert results[0]["status"] == "duplicate"
-    again = run_job_in_process(REFRESH_JOB, settings)
+    again = run_job_in_process(refresh_job_for(settings), settings)
     assert again.success
     final = ServingStore(settings.serving_url).all_lists()
     pd.testing.assert_frame_equal(

@@ -52,6 +52,27 @@ def embedding_config(settings: Settings, overrides: EmbeddingRunConfig) -> Embed
     )
 
 
+def embedder_identity(settings: Settings, config: EmbeddingConfig) -> str:
+    """What the vectors are made with besides the catalog: the model, its width, the template
+    (part of catalog_text_stamp)."""
+    template = hashlib.md5(settings.text_template.encode()).hexdigest()
+    return f"{model_identity(config.model)}/{model_dimension(config.model)}/{template}"
+
+
+def catalog_embedded(settings: Settings, connection: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the stored vectors are up to date with every catalog row loaded so far: the
+    items mart holds every loaded row (its catalog_loaded_through is the newest load) and the
+    catalog's text stamp is the one the vectors were last brought up to date with."""
+    (behind,) = connection.execute(
+        "select count(*) from raw.items where loaded_at > "
+        "(select coalesce(max(catalog_loaded_through), '-infinity'::timestamp) from marts.items)"
+    ).fetchall()[0]
+    if behind:
+        return False
+    embedder = embedder_identity(settings, embedding_config(settings, EmbeddingRunConfig()))
+    return catalog_text_stamp(connection, embedder) == embedded_stamp(connection)
+
+
 def refresh_item_embeddings(
     settings: Settings,
     config: EmbeddingConfig,
@@ -67,9 +88,7 @@ def refresh_item_embeddings(
     """
     model_name = model_identity(config.model)
     dimension = model_dimension(config.model)
-    embedder = (
-        f"{model_name}/{dimension}/{hashlib.md5(settings.text_template.encode()).hexdigest()}"
-    )
+    embedder = embedder_identity(settings, config)
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         stamp = catalog_text_stamp(connection, embedder)
         if not full_refresh and stamp == embedded_stamp(connection):

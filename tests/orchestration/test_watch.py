@@ -6,8 +6,9 @@ import duckdb
 import pytest
 
 from orchestration import watch as watch_module
+from orchestration.jobs import REFRESH_EVENTS_JOB, REFRESH_JOB
 from orchestration.settings import Settings
-from orchestration.watch import behind, watch
+from orchestration.watch import behind, refresh_job_for, watch
 
 
 @pytest.fixture
@@ -105,3 +106,64 @@ def test_watch_looks_at_files_often_and_at_the_tables_once_an_interval(
     assert looks[0] is True  # the first look sees both
     assert 2 <= looks.count(True) <= 3  # once per 0.5 s over about 1.1-1.3 s
     assert looks.count(False) >= 3  # files every 0.2 s in between
+
+
+def _catalog(settings: Settings, raw_loads: list[str], mart_through: str, embedded: bool) -> None:
+    """Raw catalog rows loaded at ``raw_loads``, an items mart built through ``mart_through``,
+    and an embeddings stamp that matches the mart's texts when ``embedded``."""
+    from orchestration.features.assets import (
+        EmbeddingRunConfig,
+        embedder_identity,
+        embedding_config,
+    )
+    from orchestration.features.embedding_store import catalog_text_stamp, record_stamp
+
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute("create schema if not exists marts")
+        connection.execute("create table raw.items (item_id varchar, loaded_at timestamp)")
+        for number, stamp in enumerate(raw_loads):
+            connection.execute("insert into raw.items values (?, ?)", [f"i{number}", stamp])
+        connection.execute(
+            "create table marts.items as select item_id, 'T ' || item_id as title, "
+            "null::varchar as description, null::varchar as categories, "
+            "null::varchar as attributes, ?::timestamp as catalog_loaded_through "
+            "from raw.items where loaded_at <= ?",
+            [mart_through, mart_through],
+        )
+        embedder = embedder_identity(settings, embedding_config(settings, EmbeddingRunConfig()))
+        record_stamp(connection, catalog_text_stamp(connection, embedder) if embedded else "old")
+
+
+def test_a_batch_of_events_alone_gets_the_events_refresh(settings: Settings) -> None:
+    _warehouse(settings, ["2024-01-01 10:00", "2024-01-02 10:00"], "2024-01-01 10:00")
+    _catalog(settings, ["2024-01-01 09:00", "2024-01-01 11:00"], "2024-01-01 11:00", True)
+    assert refresh_job_for(settings) == REFRESH_EVENTS_JOB
+
+
+def test_catalog_rows_not_yet_in_the_items_mart_need_the_whole_refresh(
+    settings: Settings,
+) -> None:
+    _warehouse(settings, ["2024-01-01 10:00"], "2024-01-01 10:00")
+    _catalog(settings, ["2024-01-01 09:00", "2024-01-01 11:00"], "2024-01-01 09:00", True)
+    assert refresh_job_for(settings) == REFRESH_JOB
+
+
+def test_a_catalog_the_vectors_lag_behind_needs_the_whole_refresh(settings: Settings) -> None:
+    _warehouse(settings, ["2024-01-01 10:00"], "2024-01-01 10:00")
+    _catalog(settings, ["2024-01-01 09:00"], "2024-01-01 09:00", False)
+    assert refresh_job_for(settings) == REFRESH_JOB
+
+
+def test_a_waiting_item_file_needs_the_whole_refresh(settings: Settings) -> None:
+    _warehouse(settings, ["2024-01-01 10:00"], "2024-01-01 10:00")
+    _catalog(settings, ["2024-01-01 09:00"], "2024-01-01 09:00", True)
+    folder = settings.landing_folder("items")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.csv").write_text("item_id,title\ni9,Nine\n")
+    assert refresh_job_for(settings) == REFRESH_JOB
+
+
+def test_before_anything_is_built_the_refresh_is_whole(settings: Settings) -> None:
+    assert refresh_job_for(settings) == REFRESH_JOB  # no warehouse yet
+    _warehouse(settings, ["2024-01-01 10:00"], None)
+    assert refresh_job_for(settings) == REFRESH_JOB  # no catalog tables
