@@ -29,6 +29,12 @@ logger = logging.getLogger("freshrank.watch")
 FILE_POLL_SECONDS = 0.2
 
 
+def _tables(connection: duckdb.DuckDBPyConnection) -> set[str]:
+    """Every table of the warehouse as schema.table."""
+    query = "select schema_name || '.' || table_name from duckdb_tables()"
+    return {row[0] for row in connection.execute(query).fetchall()}
+
+
 def behind(settings: Settings, tables: bool = True) -> str | None:
     """Why a refresh is due (files waiting, rows loaded since the last publish), or None;
     without ``tables``, only the landing zone is looked at."""
@@ -38,12 +44,7 @@ def behind(settings: Settings, tables: bool = True) -> str | None:
     if not tables or not settings.warehouse_path.exists():
         return None
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        existing = {
-            row[0]
-            for row in connection.execute(
-                "select schema_name || '.' || table_name from duckdb_tables()"
-            ).fetchall()
-        }
+        existing = _tables(connection)
         if "raw.events" not in existing or "ml.publish_watermark" not in existing:
             return None  # nothing built and published yet: that is a full build's job
         (unpublished,) = connection.execute(
@@ -68,12 +69,7 @@ def refresh_job_for(settings: Settings) -> str:
     if pending_files("items", settings) or not settings.warehouse_path.exists():
         return REFRESH_JOB
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        existing = {
-            row[0]
-            for row in connection.execute(
-                "select schema_name || '.' || table_name from duckdb_tables()"
-            ).fetchall()
-        }
+        existing = _tables(connection)
         if not {"raw.items", "marts.items", STAMP_TABLE} <= existing:
             return REFRESH_JOB
         try:

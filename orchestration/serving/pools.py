@@ -58,17 +58,6 @@ def unpack_pool(text: str | None) -> list[dict[str, Any]]:
     ]
 
 
-def unpack_pools(packed: pd.DataFrame) -> pd.DataFrame:
-    """Packed pools (user_id, pool, ...) back as candidate rows: user_id, rank, item_id, score,
-    reason."""
-    rows = [
-        (user, rank, row[ITEM_ID], row[SCORE], row[REASON])
-        for user, text in zip(packed[USER_ID], packed[POOL], strict=True)
-        for rank, row in enumerate(unpack_pool(text), start=1)
-    ]
-    return pd.DataFrame(rows, columns=[USER_ID, RANK, ITEM_ID, SCORE, REASON])
-
-
 def rank_for_serving(
     pipeline: RankingPipeline, behaviour: Behaviour, candidates: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from orchestration.serving.pools import POOL, pack_pools, unpack_pool, unpack_pools
+from orchestration.serving.pools import POOL, pack_pools, unpack_pool
 
 
 def candidate_rows() -> pd.DataFrame:
@@ -35,7 +35,14 @@ def test_each_user_gets_one_row_with_their_pool_in_rank_order() -> None:
 
 def test_unpacking_gives_back_the_rows_exactly() -> None:
     rows = candidate_rows()
-    back = unpack_pools(pack_pools(rows))
+    packed = pack_pools(rows)
+    back = pd.DataFrame(
+        [
+            {"user_id": user, "rank": rank, **row}
+            for user, text in zip(packed["user_id"], packed[POOL], strict=True)
+            for rank, row in enumerate(unpack_pool(text), start=1)
+        ]
+    )
     expected = rows.sort_values(["user_id", "rank"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(back, expected[back.columns.tolist()])
     assert back["score"].tolist()[1] == 1 / 3  # floats round-trip to the last bit
