@@ -69,9 +69,9 @@ refresh_events_job = define_asset_job(
     selection=REFRESH - AssetSelection.assets("raw_items", "item_embeddings"),
     executor_def=in_process_executor,
     config=RESCORE_AFFECTED,
-    description="refresh_job for new events alone (no item file waiting, no catalog row loaded "
-    "since the last publish): new events -> incremental models -> rescore the users with new "
-    "behaviour -> publish.",
+    description="refresh_job for new events alone (no item file waiting, the item vectors up to "
+    "date with every loaded catalog row): new events -> incremental models -> rescore the users "
+    "with new behaviour -> publish.",
 )
 
 experiment_results_job = define_asset_job(
