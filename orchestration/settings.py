@@ -212,6 +212,7 @@ class Settings:
                 max_length=int(_env_float("FRESHRANK_EMBEDDING_MAX_LENGTH", 128)),
                 batch_size=int(_env_float("FRESHRANK_EMBEDDING_BATCH_SIZE", 64)),
                 device=os.environ.get("FRESHRANK_EMBEDDING_DEVICE", "auto"),
+                precision=os.environ.get("FRESHRANK_EMBEDDING_PRECISION", "auto"),
             ),
             text_template=os.environ.get("FRESHRANK_TEXT_TEMPLATE", DEFAULT_TEXT_TEMPLATE),
             promotion_margin=_env_float("FRESHRANK_PROMOTION_MARGIN", 0.002),

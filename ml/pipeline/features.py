@@ -39,15 +39,10 @@ USER_SHARE_SUFFIX = "_user_share"
 Columns = dict[str, np.ndarray]  # a candidate frame's columns, in the frame's order
 
 
-def user_codes(users: np.ndarray | pd.Series) -> np.ndarray:
-    """One integer per distinct user: the per-user features group by these, not by text."""
-    return pd.factorize(np.asarray(users, dtype=object))[0]
-
-
 def source_ranks(
     frame: Columns | pd.DataFrame, columns: tuple[str, ...], users: np.ndarray
 ) -> Columns:
-    """`<column>_rank` of each column present: 1 for the user's (``users``: user_codes) best
+    """`<column>_rank` of each column present: 1 for the user's (``users``: an integer a user) best
     candidate by that column, ties in frame order; NaN without a score."""
     ranks = {}
     for column in columns:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,6 @@ from ml.pipeline.features import (
     popularity_shares,
     source_ranks,
     trend_features,
-    user_codes,
     user_contexts,
     user_features,
     user_shares,
@@ -50,12 +50,13 @@ from ml.pipeline.sources import (
     SOURCES,
     CandidateSource,
     CoVisitationSource,
+    MergedScores,
     PopularitySource,
     SequentialSourceConfig,
     TextNeighbourSource,
-    merge_scores,
+    merged_scores,
     run_starts,
-    top_per_user_mask,
+    top_per_run_mask,
 )
 from ml.ranking import comparable_scores
 from ml.rules import (
@@ -84,6 +85,16 @@ REASON_VIEWED_TOGETHER = "often viewed together"
 REASON_SIMILAR_TEXT = "similar text"
 RELATED_QUERY_BLOCK = 4_096  # items whose own vectors are searched at once
 RELATED_MAX_SKIPPED = 1_000  # unavailable neighbours a text search reaches past, at most
+
+
+class Candidates(NamedTuple):
+    """A block's candidates: the pairs with every source's score, and integer codes of their
+    users and items (what the features group and look up by, rather than text ids)."""
+
+    pairs: pd.DataFrame  # user_id, item_id, score columns; sorted by user and item
+    user_codes: np.ndarray  # each row's user, ascending
+    item_codes: np.ndarray  # each row's item, a position in ``items``
+    items: pd.Series  # the distinct items, in id order
 
 
 @dataclass(frozen=True)
@@ -252,16 +263,8 @@ class RankingPipeline:
         if recent is None:
             recent = block.recent_items(self.config.history_length)
         columns = self.score_columns
-        candidates = self._candidates(block, recent)
-        # Items as integer codes once: the exclusion and every per-item value look up each
-        # distinct item and take it row by row (hashing every row's text id was a large share
-        # of a block's cost).
-        codes, distinct = pd.factorize(candidates[ITEM_ID])
-        kept = ~self._excluded(candidates, codes, distinct, block)
-        pairs, codes = candidates[kept].reset_index(drop=True), codes[kept]
-        distinct = pd.Series(distinct, dtype=object)
+        pairs, users, codes, distinct = self._candidates(block, recent)
         frame = {column: pairs[column].to_numpy() for column in pairs.columns}
-        users = user_codes(frame[USER_ID])
         popularity: PopularitySource = self.sources["popularity"]
         windows = popularity.item_features(distinct)
         frame.update({column: windows[column].to_numpy()[codes] for column in popularity.columns})
@@ -288,11 +291,12 @@ class RankingPipeline:
         frame.update(trend_features(frame))
         return columns_frame(frame)
 
-    def _candidates(self, block: Behaviour, recent: pd.DataFrame) -> pd.DataFrame:
+    def _candidates(self, block: Behaviour, recent: pd.DataFrame) -> Candidates:
         """(user, item, every source's score) of each user's candidates, sorted by user and item:
-        the `candidates_per_source` best of every per-user source's columns, and popularity's
-        best items for everyone. A per-user score is 0 where that source did not offer the
-        item; popularity's columns are 0 here (every candidate gets them afterwards)."""
+        the `candidates_per_source` best of every per-user source's columns, and popularity's best
+        items for everyone, less the consumed, purchased and unavailable items the rules
+        exclude. A per-user score is 0 where that source did not offer the item; popularity's
+        columns are 0 here (every candidate gets them afterwards)."""
         popularity: PopularitySource = self.sources["popularity"]
         personal = [source for source in self.sources.values() if source is not popularity]
         personal_columns = tuple(column for source in personal for column in source.columns)
@@ -304,25 +308,37 @@ class RankingPipeline:
             }
         )
         parts = [source.scores(block, recent) for source in personal]
-        merged = merge_scores([*parts, everyone], self.score_columns)
-        keep = top_per_user_mask(merged, personal_columns, self.config.candidates_per_source)
-        keep |= merged[ITEM_ID].isin(popular).to_numpy()
-        return merged[keep].reset_index(drop=True)
+        merged = merged_scores([*parts, everyone], self.score_columns)
+        # Chosen on the merge's integer codes; text ids are made only for the rows kept.
+        keep = top_per_run_mask(
+            merged.user_codes,
+            [merged.column(column) for column in personal_columns],
+            self.config.candidates_per_source,
+        )
+        items = pd.Index(merged.items)
+        keep |= np.isin(merged.item_codes, items.get_indexer(popular))
+        rows = np.flatnonzero(keep)
+        rows = rows[~self._excluded(merged, rows, items, block)]
+        # The kept items renumbered 0.. in id order.
+        present = np.zeros(len(items), dtype=bool)
+        present[merged.item_codes[rows]] = True
+        codes = (np.cumsum(present) - 1)[merged.item_codes[rows]]
+        distinct = pd.Series(merged.items[present], dtype=object)
+        return Candidates(merged.frame(rows), merged.user_codes[rows], codes, distinct)
 
     def _excluded(
-        self, frame: pd.DataFrame, item_codes: np.ndarray, items: pd.Index, block: Behaviour
+        self, merged: MergedScores, rows: np.ndarray, items: pd.Index, block: Behaviour
     ) -> np.ndarray:
-        """Which candidate rows are consumed, purchased or unavailable items, as the rules say
-        (``item_codes``: each row's item in ``items``)."""
-        if frame.empty:
+        """Which of the merge's ``rows`` are consumed, purchased or unavailable items, as the
+        rules say (``items``: the merge's items as an index)."""
+        if not len(rows):
             return np.zeros(0, dtype=bool)
-        users = pd.Index(block.users)
         return excluded_at(
             block.events,
-            users,
+            pd.Index(merged.users),
             items,
-            users.get_indexer(frame[USER_ID]),
-            item_codes,
+            merged.user_codes[rows],
+            merged.item_codes[rows],
             self.config.rules,
             self.snapshot.unavailable,
         )

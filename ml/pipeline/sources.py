@@ -102,9 +102,16 @@ def top_per_user(frame: pd.DataFrame, columns: tuple[str, ...], n: int) -> pd.Da
 def top_per_user_mask(ordered: pd.DataFrame, columns: tuple[str, ...], n: int) -> np.ndarray:
     """top_per_user's choice as a mask over a frame already sorted by user and item."""
     users = pd.factorize(ordered[USER_ID])[0]  # ascending, users in contiguous runs
-    keep = np.zeros(len(ordered), dtype=bool)
-    for column in columns:
-        values = ordered[column].to_numpy(dtype=float)
+    values = [ordered[column].to_numpy(dtype=float) for column in columns]
+    return top_per_run_mask(users, values, n)
+
+
+def top_per_run_mask(users: np.ndarray, columns: list[np.ndarray], n: int) -> np.ndarray:
+    """Which rows are among their user's ``n`` highest positive values in at least one of
+    ``columns`` (each a value per row), equal values to the earlier row; ``users``: each row's
+    user as an integer code, the rows sorted by user."""
+    keep = np.zeros(len(users), dtype=bool)
+    for values in columns:
         # Only positive values can be kept, and they come first in each user's order: the
         # others need no sorting (most rows of a merged frame have none from a given source).
         positive = np.flatnonzero(values > 0)
@@ -115,18 +122,52 @@ def top_per_user_mask(ordered: pd.DataFrame, columns: tuple[str, ...], n: int) -
     return keep
 
 
+@dataclass(frozen=True)
+class MergedScores:
+    """merge_scores' outer union as arrays: row i is the pair (users[user_codes[i]],
+    items[item_codes[i]]) with the score columns' values[i]. ``users`` and ``items`` are the
+    distinct ids, sorted, so the rows (sorted by code) are in (user, item) order, each user's
+    rows one run. Ranking selects rows by code and makes text ids only of the rows it keeps."""
+
+    users: np.ndarray
+    items: np.ndarray
+    user_codes: np.ndarray
+    item_codes: np.ndarray
+    values: np.ndarray  # (rows, columns)
+    columns: tuple[str, ...]
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, self.columns.index(name)]
+
+    def frame(self, rows: np.ndarray | slice = slice(None)) -> pd.DataFrame:
+        """(user_id, item_id, score columns...) of the chosen rows."""
+        ids = {
+            USER_ID: self.users[self.user_codes[rows]],
+            ITEM_ID: self.items[self.item_codes[rows]],
+        }
+        values = self.values[rows]
+        scores = {column: values[:, place] for place, column in enumerate(self.columns)}
+        return pd.DataFrame({**ids, **scores}, copy=False)
+
+
 def merge_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
     """The outer union of (user_id, item_id, score columns...) frames on (user, item), 0 where
-    a frame has no row for a pair, sorted by user and item.
+    a frame has no row for a pair, sorted by user and item."""
+    return merged_scores(parts, columns).frame()
+
+
+def merged_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> MergedScores:
+    """merge_scores as arrays (MergedScores).
 
     One integer key per pair instead of a chain of merges on two text columns: the merge of a
     block's candidates was the costliest step of ranking. Each frame holds a pair once.
     """
-    users = np.concatenate([part[USER_ID].to_numpy(dtype=object) for part in parts])
-    items = np.concatenate([part[ITEM_ID].to_numpy(dtype=object) for part in parts])
-    if not len(users):
-        empty = {USER_ID: pd.Series(dtype=object), ITEM_ID: pd.Series(dtype=object)}
-        return pd.DataFrame({**empty, **{column: pd.Series(dtype=float) for column in columns}})
+    users = np.concatenate(
+        [np.zeros(0, dtype=object), *(part[USER_ID].to_numpy(dtype=object) for part in parts)]
+    )
+    items = np.concatenate(
+        [np.zeros(0, dtype=object), *(part[ITEM_ID].to_numpy(dtype=object) for part in parts)]
+    )
     # Sorted codes: the keys' order is the (user, item) text order.
     user_codes, user_values = pd.factorize(users, sort=True)
     item_codes, item_values = pd.factorize(items, sort=True)
@@ -140,13 +181,15 @@ def merge_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.Data
         for column in part.columns.intersection(list(columns)):
             values[mine, position[column]] = part[column].to_numpy(dtype=float)
         start += len(part)
-    ids = {
-        USER_ID: user_values[unique // len(item_values)],
-        ITEM_ID: item_values[unique % len(item_values)],
-    }
-    # Columns of the one values array, not assigned into a frame a block at a time.
-    scores = {column: values[:, place] for place, column in enumerate(columns)}
-    return pd.DataFrame({**ids, **scores}, copy=False)
+    width = max(len(item_values), 1)
+    return MergedScores(
+        users=np.asarray(user_values, dtype=object),
+        items=np.asarray(item_values, dtype=object),
+        user_codes=unique // width,
+        item_codes=unique % width,
+        values=values,
+        columns=tuple(columns),
+    )
 
 
 def sparse_top_per_row(

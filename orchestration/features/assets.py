@@ -49,6 +49,7 @@ def embedding_config(settings: Settings, overrides: EmbeddingRunConfig) -> Embed
         batch_size=overrides.batch_size or base.batch_size,
         max_length=overrides.max_length or base.max_length,
         device=overrides.device or base.device,
+        precision=base.precision,
     )
 
 

@@ -5,7 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.embeddings import EmbeddingConfig, TextEmbedder, resolve_model_path
+from ml.embeddings import (
+    EmbeddingConfig,
+    TextEmbedder,
+    cpu_has_bfloat16,
+    resolve_model_path,
+    resolve_precision,
+)
 
 TEXTS = [
     "Toy Story. Categories: Adventure, Animation, Children",
@@ -17,7 +23,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def embedder() -> TextEmbedder:
-    return TextEmbedder(EmbeddingConfig(batch_size=2, device="cpu"))
+    return TextEmbedder(EmbeddingConfig(batch_size=2, device="cpu", precision="float32"))
 
 
 def test_vectors_are_unit_length_with_the_model_dimension(embedder: TextEmbedder) -> None:
@@ -64,7 +70,7 @@ def test_local_model_folder_loads(tmp_path: Path, embedder: TextEmbedder) -> Non
 
     folder = tmp_path / "my-model"
     shutil.copytree(resolve_model_path(embedder.config.model), folder)
-    local = TextEmbedder(EmbeddingConfig(model=str(folder), device="cpu"))
+    local = TextEmbedder(EmbeddingConfig(model=str(folder), device="cpu", precision="float32"))
     assert local.model_name == str(folder.resolve())
     np.testing.assert_allclose(local.encode(TEXTS[:2]), embedder.encode(TEXTS[:2]), atol=1e-5)
 
@@ -92,3 +98,35 @@ def test_model_dimension_reads_the_config_and_agrees_with_the_model(
     assert model_dimension(PACKAGED_MODEL) == embedder.encode(["x"]).shape[1] == 384
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 512}))
     assert model_dimension(str(tmp_path)) == 512
+
+
+@pytest.mark.skipif(not cpu_has_bfloat16(), reason="this CPU has no bfloat16 instructions")
+def test_bfloat16_vectors_agree_with_float32(embedder: TextEmbedder) -> None:
+    fast = TextEmbedder(EmbeddingConfig(batch_size=2, device="cpu", precision="bfloat16"))
+    assert fast.precision == "bfloat16"
+    texts = [*TEXTS[:3], "a cat sleeping", "a small kitten napping", "tax law"]
+    exact, approximate = embedder.encode(texts), fast.encode(texts)
+    assert not np.array_equal(exact, approximate)  # the products did run in bfloat16
+    np.testing.assert_allclose(np.linalg.norm(approximate, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(exact * approximate, axis=1)) > 0.9999
+
+
+def test_precision_auto_follows_the_device_and_the_cpu_flags(tmp_path: Path) -> None:
+    import torch
+
+    from ml import embeddings
+
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_bfloat16(with_bf16) and not cpu_has_bfloat16(without)
+    assert not cpu_has_bfloat16(tmp_path / "absent")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) == "float16"
+    expected = "bfloat16" if embeddings.cpu_has_bfloat16() else "float32"
+    assert resolve_precision("auto", cpu) == expected
+    assert resolve_precision("float32", cpu) == "float32"
+    with pytest.raises(ValueError, match="CUDA only"):
+        resolve_precision("float16", cpu)
+    with pytest.raises(ValueError, match="embedding precision 'half'"):
+        EmbeddingConfig(precision="half")

@@ -15,7 +15,6 @@ from ml.pipeline.features import (
     popularity_shares,
     source_ranks,
     trend_features,
-    user_codes,
     user_contexts,
     user_features,
     user_shares,
@@ -34,13 +33,13 @@ def test_source_ranks_count_from_the_best_and_skip_missing_scores() -> None:
             "covisitation": [0.5, 0.9, 0.0, 0.9, 0.2],
         }
     )
-    ranked = source_ranks(frame, ("covisitation", "ease"), user_codes(frame[USER_ID]))
+    ranked = source_ranks(frame, ("covisitation", "ease"), pd.factorize(frame[USER_ID])[0])
     # Ties keep frame order; no score, no rank; each user counts from 1.
     np.testing.assert_array_equal(ranked["covisitation_rank"], [3.0, 1.0, np.nan, 2.0, 1.0])
     assert "ease_rank" not in ranked
     # Users need not be contiguous: v's row in the middle still counts on its own.
     mixed = frame.iloc[[0, 4, 1, 2, 3]]
-    mixed_ranks = source_ranks(mixed, ("covisitation",), user_codes(mixed[USER_ID]))
+    mixed_ranks = source_ranks(mixed, ("covisitation",), pd.factorize(mixed[USER_ID])[0])
     np.testing.assert_array_equal(mixed_ranks["covisitation_rank"], [3.0, 1.0, 1.0, np.nan, 2.0])
 
 
@@ -174,7 +173,7 @@ def test_user_shares_compare_each_score_with_the_users_best() -> None:
         }
     )
     shared = user_shares(
-        frame, ("covisitation_all", "covisitation_last"), user_codes(frame[USER_ID])
+        frame, ("covisitation_all", "covisitation_last"), pd.factorize(frame[USER_ID])[0]
     )
     # v has no co-visitation at all: 0, not a division by zero.
     np.testing.assert_allclose(shared["covisitation_all_user_share"], [1.0, 0.25, 0.0, 0.0, 0.0])
