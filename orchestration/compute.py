@@ -99,7 +99,11 @@ class ComputeResource(ConfigurableResource):
         """(unit vectors of ``texts``, figures for the UI: engine, device or Ray workers)."""
         if self.engine_for(settings) == LOCAL:
             embedder = TextEmbedder(config)
-            figures = {"engine": LOCAL, "device": str(embedder.device), "precision": embedder.precision}
+            figures = {
+                "engine": LOCAL,
+                "device": str(embedder.device),
+                "precision": embedder.precision,
+            }
             return embedder.encode(texts), figures
         from ml.distributed.embeddings import embed_on_ray
 
