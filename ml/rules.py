@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import numbers
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -219,14 +219,15 @@ def feedback_multipliers_at(
     rows: np.ndarray,
     columns: np.ndarray,
     rules: RankingRules,
-    item_vectors: np.ndarray | None = None,
+    item_vectors: np.ndarray | Callable[[pd.Index], np.ndarray] | None = None,
 ) -> np.ndarray:
     """feedback_multipliers (x negative_feedback_penalty with `item_vectors`) of the cells
     (rows[i], columns[i]) only, one multiplier per cell.
 
     What ranking candidates needs: it costs what the events and the cells cost, where the
     matrix functions cost users x items (a ranked block of users against every item any of
-    them touched).
+    them touched). ``item_vectors`` may be a function from item ids to their vectors: then only
+    the items that negative feedback compares are looked up.
     """
     item_index = _unique_index(item_ids, "item_ids")
     coded = _code_events(events, _unique_index(user_ids, "user_ids"), item_index)
@@ -239,8 +240,16 @@ def feedback_multipliers_at(
         hit = cells[found] == wanted
         multipliers[hit] = factors[found[hit]]
     if item_vectors is not None and rules.negative_feedback_strength > 0:
-        vectors = _unit_rows(item_vectors, len(item_index))
-        multipliers *= _negative_feedback_at(coded, vectors, rules, rows, columns)
+        if callable(item_vectors):
+            given = item_vectors
+
+            def vectors_of(positions: np.ndarray) -> np.ndarray:
+                return _unit_rows(given(item_index[positions]), len(positions))
+
+        else:
+            vectors = _unit_rows(item_vectors, len(item_index))
+            vectors_of = vectors.__getitem__
+        multipliers *= _negative_feedback_at(coded, vectors_of, rules, rows, columns)
     return multipliers
 
 
@@ -817,17 +826,20 @@ def _negative_feedback_penalty(
     n_users, n_items = coded.shape
     rows = np.repeat(np.arange(n_users), n_items)
     columns = np.tile(np.arange(n_items), n_users)
-    return _negative_feedback_at(coded, vectors, rules, rows, columns).reshape(coded.shape)
+    return _negative_feedback_at(coded, vectors.__getitem__, rules, rows, columns).reshape(
+        coded.shape
+    )
 
 
 def _negative_feedback_at(
     coded: _CodedEvents,
-    vectors: np.ndarray,
+    vectors_of: Callable[[np.ndarray], np.ndarray],
     rules: RankingRules,
     rows: np.ndarray,
     columns: np.ndarray,
 ) -> np.ndarray:
-    """The negative feedback multiplier of each cell (rows[i], columns[i]); unit vectors."""
+    """The negative feedback multiplier of each cell (rows[i], columns[i]); ``vectors_of``
+    gives item positions' unit vectors."""
     multipliers = np.ones(len(rows))
     users, items = _negative_pairs(coded, rules)
     if rules.negative_feedback_strength == 0 or len(users) == 0 or len(rows) == 0:
@@ -839,15 +851,20 @@ def _negative_feedback_at(
     # The cells of users with negative feedback, grouped by user.
     found = np.minimum(np.searchsorted(negative_users, rows), len(negative_users) - 1)
     affected = np.flatnonzero(negative_users[found] == rows)
+    if not len(affected):
+        return multipliers
     affected = affected[np.argsort(rows[affected], kind="stable")]
     cuts = np.flatnonzero(np.diff(rows[affected])) + 1
+    # The vectors of the items compared only: a block's candidates reach tens of thousands.
+    needed = np.unique(np.concatenate([columns[affected], negative_items]))
+    vectors = vectors_of(needed)
     # One small product per user: threaded BLAS would spend more starting and waiting for its
     # threads than multiplying, many times more when anything else shares the cores.
     with threadpool_limits(limits=1, user_api="blas"):
-        for group in np.split(affected, cuts) if len(affected) else []:
+        for group in np.split(affected, cuts):
             user = found[group[0]]
-            mine = negative_items[starts[user] : ends[user]]
-            similarity = vectors[columns[group]] @ vectors[mine].T
+            mine = np.searchsorted(needed, negative_items[starts[user] : ends[user]])
+            similarity = vectors[np.searchsorted(needed, columns[group])] @ vectors[mine].T
             # Clipped at 0 (an opposite item is not rewarded) and 1 (rounding can pass it).
             closest = np.clip(similarity.max(axis=1), 0.0, 1.0)
             multipliers[group] = 1.0 - rules.negative_feedback_strength * closest

@@ -479,7 +479,7 @@ class RankingPipeline:
         text = self.sources.get("text")
         vectors = None
         if isinstance(text, TextNeighbourSource) and text.index is not None:
-            vectors = text.vectors_of(items)
+            vectors = text.vectors_of  # asked for the few items negative feedback compares
         return feedback_multipliers_at(
             events,
             users,

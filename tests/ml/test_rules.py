@@ -622,6 +622,29 @@ def test_feedback_multipliers_at_cells_are_the_matrices_product_there() -> None:
     np.testing.assert_allclose(
         without_vectors, feedback_multipliers(events, USERS, ITEMS, rules)[rows, columns]
     )
+    # Vectors asked for by id: only the items negative feedback compares are looked up (the
+    # candidates of users with negative feedback and what they disliked), with the same result.
+    asked = []
+
+    def vectors_of(ids: pd.Index) -> np.ndarray:
+        asked.extend(ids)
+        return VECTORS[pd.Index(ITEMS).get_indexer(ids)]
+
+    looked_up = feedback_multipliers_at(events, USERS, ITEMS, rows, columns, rules, vectors_of)
+    np.testing.assert_array_equal(looked_up, at_cells)
+    assert sorted(asked) == ["a", "b", "c", "d"]  # u1's candidates and a; u2's d
+    asked.clear()
+    only_u2 = rows == 1  # without u2's low rating, u2 has no negative feedback to compare
+    feedback_multipliers_at(
+        events[events[EVENT_TYPE] != "rate"],
+        USERS,
+        ITEMS,
+        rows[only_u2],
+        columns[only_u2],
+        rules,
+        vectors_of,
+    )
+    assert asked == []
 
 
 def test_display_titles_fall_back_to_the_id_without_a_usable_title() -> None:

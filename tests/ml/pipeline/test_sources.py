@@ -134,6 +134,11 @@ def test_popularity_keeps_each_windows_best_items() -> None:
     scores = source.scores(behaviour, behaviour.recent_items(5))
     # The best by the 1-day window, by all time and by trending is i2 every time.
     assert scores[ITEM_ID].tolist() == ["i2"]
+    # Refitted on other behaviour (serving refits on the newest marts), it names the new best:
+    # every block asks for the best items, so they are kept, and a fit must not keep them.
+    later = EVENTS.assign(**{ITEM_ID: EVENTS[ITEM_ID].replace({"i2": "i9", "i9": "i2"})})
+    assert source.fit(snapshot(interactions=later)).best_items().tolist() == ["i9"]
+    assert source.fit(snapshot()).best_items().tolist() == ["i2"]
 
 
 # --- co-visitation ---------------------------------------------------------------------------
