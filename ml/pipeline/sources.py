@@ -124,10 +124,11 @@ def top_per_run_mask(users: np.ndarray, columns: list[np.ndarray], n: int) -> np
 
 @dataclass(frozen=True)
 class MergedScores:
-    """merge_scores' outer union as arrays: row i is the pair (users[user_codes[i]],
-    items[item_codes[i]]) with the score columns' values[i]. ``users`` and ``items`` are the
-    distinct ids, sorted, so the rows (sorted by code) are in (user, item) order, each user's
-    rows one run. Ranking selects rows by code and makes text ids only of the rows it keeps."""
+    """merged_scores' outer union as arrays: row i is the pair (users[user_codes[i]],
+    items[item_codes[i]]) with the score columns' values[i], 0 where no frame scored it.
+    ``users`` and ``items`` are the distinct ids, sorted, so the rows (sorted by code) are in
+    (user, item) order, each user's rows one run. Ranking selects rows by code and makes text
+    ids only of the rows it keeps."""
 
     users: np.ndarray
     items: np.ndarray
@@ -150,14 +151,9 @@ class MergedScores:
         return pd.DataFrame({**ids, **scores}, copy=False)
 
 
-def merge_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
-    """The outer union of (user_id, item_id, score columns...) frames on (user, item), 0 where
-    a frame has no row for a pair, sorted by user and item."""
-    return merged_scores(parts, columns).frame()
-
-
 def merged_scores(parts: list[pd.DataFrame], columns: tuple[str, ...]) -> MergedScores:
-    """merge_scores as arrays (MergedScores).
+    """The outer union of (user_id, item_id, score columns...) frames on (user, item), 0 where
+    a frame has no row for a pair, sorted by user and item (MergedScores).
 
     One integer key per pair instead of a chain of merges on two text columns: the merge of a
     block's candidates was the costliest step of ranking. Each frame holds a pair once.

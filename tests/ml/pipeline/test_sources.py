@@ -14,7 +14,7 @@ from ml.pipeline.sources import (
     ItemKNNSource,
     PopularitySource,
     TextNeighbourSource,
-    merge_scores,
+    merged_scores,
     recency_weight,
     sparse_top_per_row,
     top_per_user,
@@ -477,10 +477,17 @@ def test_every_named_source_has_a_class_and_the_other_way_round() -> None:
     assert set(DEFAULT_CANDIDATE_SOURCES) <= set(CANDIDATE_SOURCE_NAMES)
 
 
-def test_merge_scores_is_an_outer_union_with_zeros_sorted_by_user_and_item() -> None:
+def test_merged_scores_are_an_outer_union_with_zeros_sorted_by_user_and_item() -> None:
     first = pd.DataFrame({USER_ID: ["u2", "u1"], ITEM_ID: ["b", "z"], "x": [0.5, 2.0]})
     second = pd.DataFrame({USER_ID: ["u1", "u2"], ITEM_ID: ["z", "a"], "y": [3.0, 1.0]})
-    merged = merge_scores([first, second], ("x", "y"))
+    arrays = merged_scores([first, second], ("x", "y"))
+    # Codes are places in the sorted distinct ids, ascending by user and then item.
+    assert arrays.users.tolist() == ["u1", "u2"] and arrays.items.tolist() == ["a", "b", "z"]
+    assert arrays.user_codes.tolist() == [0, 1, 1] and arrays.item_codes.tolist() == [2, 0, 1]
+    assert arrays.column("y").tolist() == [3.0, 1.0, 0.0]
+    chosen = arrays.frame(np.array([2]))  # text ids are made for the chosen rows only
+    assert chosen[[USER_ID, ITEM_ID, "x"]].values.tolist() == [["u2", "b", 0.5]]
+    merged = arrays.frame()
     expected = pd.DataFrame(
         {
             USER_ID: ["u1", "u2", "u2"],
@@ -490,7 +497,7 @@ def test_merge_scores_is_an_outer_union_with_zeros_sorted_by_user_and_item() -> 
         }
     )
     pd.testing.assert_frame_equal(merged, expected)
-    nothing = merge_scores([first.iloc[:0]], ("x", "y"))
+    nothing = merged_scores([first.iloc[:0]], ("x", "y")).frame()
     assert nothing.empty and list(nothing.columns) == [USER_ID, ITEM_ID, "x", "y"]
 
 
