@@ -11,6 +11,7 @@ from orchestration.warehouse.guard import (
     WarehouseBusy,
     lock_path_for,
     open_warehouse,
+    warehouse_held,
     warehouse_writer,
 )
 
@@ -124,3 +125,42 @@ def test_an_opened_connection_waits_for_a_process_that_holds_the_file(
         assert connection.execute("select x from kept").fetchall() == [(7,)]
     assert orphan.wait(timeout=60) == 0
     assert time.monotonic() - started > 0.5  # it waited for the other process to let go
+
+
+OPEN_OR_FAIL = """
+import sys
+from pathlib import Path
+from orchestration.warehouse.guard import WarehouseBusy, open_warehouse
+try:
+    with open_warehouse(Path(sys.argv[1]), read_only=True, timeout_s=0.3) as connection:
+        print(connection.execute("select count(*) from t").fetchone()[0])
+except WarehouseBusy:
+    print("busy")
+"""
+
+
+def test_a_held_warehouse_is_one_open_database_for_this_process_only(tmp_path: Path) -> None:
+    import duckdb
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    with open_warehouse(warehouse) as connection:
+        connection.execute("create table t (x integer)")
+
+    def other_process() -> str:
+        command = [sys.executable, "-c", OPEN_OR_FAIL, str(warehouse)]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
+
+    with warehouse_held(warehouse):
+        # Every connection of the block shares the held database: a read-only open (which
+        # DuckDB would refuse beside a writable one), a writer, and a plain connect as
+        # dbt-duckdb makes it, each seeing what the others wrote.
+        with open_warehouse(warehouse) as connection:
+            connection.execute("insert into t values (1)")
+        with open_warehouse(warehouse, read_only=True) as connection:
+            assert connection.execute("select count(*) from t").fetchone() == (1,)
+        with warehouse_writer(warehouse, timeout_s=0.5), duckdb.connect(str(warehouse)) as plain:
+            plain.execute("insert into t values (2)")
+        with warehouse_held(warehouse), open_warehouse(warehouse) as connection:  # nested: no-op
+            assert connection.execute("select count(*) from t").fetchone() == (2,)
+        assert other_process() == "busy"  # another process waits for the whole block
+    assert other_process() == "2"  # released, with what the block wrote
