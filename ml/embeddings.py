@@ -164,7 +164,6 @@ class TextEmbedder:
         on_cuda = self.device.type == "cuda"
         dtype = getattr(torch, self.precision) if on_cuda else torch.float32
         self.model = AutoModel.from_pretrained(path, dtype=dtype).to(self.device).eval()
-        self._autocast = not on_cuda and self.precision == "bfloat16"
         # Part of every embedding's content hash: a different model means re-embedding.
         self.model_name = model_identity(self.config.model)
         self.dimension = int(self.model.config.hidden_size)
@@ -182,7 +181,8 @@ class TextEmbedder:
         embedded = 0
         started = time.perf_counter()
         last_log = started
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast)
+        on_cpu_in_bfloat16 = self.device.type != "cuda" and self.precision == "bfloat16"
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=on_cpu_in_bfloat16)
         with torch.inference_mode(), autocast:
             for batch_number, positions in enumerate(batches, start=1):
                 padded = self.tokenizer.pad(

@@ -8,7 +8,7 @@ import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
 from orchestration.instance import opened, prepare_dagster_home, run_job_in_process
-from orchestration.jobs import REFRESH_JOBS
+from orchestration.jobs import PUBLISH_JOB, REFRESH_JOBS
 from orchestration.memory import MemorySampler, lifetime_peak_bytes
 from orchestration.settings import Settings
 
@@ -130,7 +130,7 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
             f"  published {published['rows_published']} rows for {published['users']} users "
             f"to {published['serving_store']}"
         )
-    elif job_name in ("publish_job", *REFRESH_JOBS) and (not result.success or errors):
+    elif job_name in (PUBLISH_JOB, *REFRESH_JOBS) and (not result.success or errors):
         click.echo("  nothing published: the previous lists stay served")
     return (result.success or only_review_failed(result)) and not errors
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import duckdb
@@ -44,12 +45,12 @@ class EmbeddingRunConfig(Config):
 
 def embedding_config(settings: Settings, overrides: EmbeddingRunConfig) -> EmbeddingConfig:
     base = settings.embedding
-    return EmbeddingConfig(
+    return replace(
+        base,
         model=overrides.model or base.model,
         batch_size=overrides.batch_size or base.batch_size,
         max_length=overrides.max_length or base.max_length,
         device=overrides.device or base.device,
-        precision=base.precision,
     )
 
 
