@@ -368,13 +368,13 @@ def serve(host: str, port: int, workers: int | None) -> None:
         f"freshrank API on http://{shown_host}:{port}, {workers} worker(s) "
         "(docs at /docs; Ctrl+C stops it)"
     )
+    served = dict(host=host, port=port, log_level="info", access_log=settings.api_access_log)
     if workers == 1:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, **served)
         return
     # Each worker process builds its own app from the same environment; this one only checked it.
     app.state.store.dispose()
-    factory = "orchestration.serving.api:create_app"
-    uvicorn.run(factory, factory=True, workers=workers, host=host, port=port, log_level="info")
+    uvicorn.run("orchestration.serving.api:create_app", factory=True, workers=workers, **served)
 
 
 main.add_command(experiment)

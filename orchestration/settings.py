@@ -173,6 +173,7 @@ class Settings:
     publish_chunk_rows: int = DEFAULT_CHUNK_ROWS  # rows per transaction of a full publish
     recent_events_per_user: int = 20  # newest unpublished events kept per user
     api_workers: int = 1  # uvicorn worker processes of `freshrank serve`
+    api_access_log: bool = False  # uvicorn's line per request (about a tenth of a read's CPU)
     # Online experiments (orchestration/experiments): attribution and the verdict.
     experiment_attribution_hours: float = 24.0  # outcomes credited this long after an exposure
     experiment_alpha: float = 0.05  # significance level, shared by the comparisons
@@ -267,6 +268,7 @@ class Settings:
             ),
             recent_events_per_user=int(_env_positive("FRESHRANK_RECENT_EVENTS_PER_USER", 20)),
             api_workers=int(_env_positive("FRESHRANK_API_WORKERS", 1)),
+            api_access_log=_env_flag("FRESHRANK_API_ACCESS_LOG"),
             experiment_attribution_hours=_env_positive(
                 "FRESHRANK_EXPERIMENT_ATTRIBUTION_HOURS", 24.0
             ),

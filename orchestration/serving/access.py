@@ -191,11 +191,16 @@ class Access:
         limiter = RateLimiter(settings.api_events_per_second, settings.api_events_burst)
         return cls(engine, settings.api_require_keys, settings.api_keys_for_reads, limiter)
 
-    def reader(self, request: Request) -> str:
+    # Both are coroutines, so FastAPI calls them on the event loop. A plain function would be
+    # handed to a worker thread on every request, and that thread then waits for the GIL
+    # while the loop serves other requests: up to the 5 ms switch interval a read, under load.
+    # The work is a header lookup, and at most every CACHE_SECONDS one small indexed read.
+
+    async def reader(self, request: Request) -> str:
         """Allow a read: any valid key when reads are keyed; returns the caller."""
         return self._caller(request, READ, required=self.keys_for_reads)
 
-    def writer(self, request: Request) -> str:
+    async def writer(self, request: Request) -> str:
         """Allow a write within the caller's rate; returns the caller."""
         required = self.require_keys == "always" or bool(self.keys.active())
         caller = self._caller(request, WRITE, required=required)

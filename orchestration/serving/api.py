@@ -251,7 +251,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         response_model=SimilarItems,
         dependencies=[Depends(access.reader)],
     )
-    def similar_items(
+    async def similar_items(
         item_id: Annotated[str, PathParameter(description="The item, as text: '007' is not '7'.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
     ) -> SimilarItems:
@@ -263,6 +263,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         refresh does not recompute them; every full build does. At most FRESHRANK_TOP_K items
         are published per item, so a larger `k` returns fewer.
         """
+        # A few indexed rows: read on the event loop, as for the lists.
         related = store.related_rows(item_id, k)
         if not related:
             raise HTTPException(

@@ -241,6 +241,7 @@ class ServingStore:
                 # A fresh FRESHRANK_HOME has no folder yet; SQLite would only say "unable to open".
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
         prepare(self.engine, _metadata, _VERSIONED_TABLES)
+        self._prepared: dict[int, _PreparedRead] = {}  # by id() of the module's prebuilt queries
         with self.engine.begin() as connection:  # unread since pools were packed
             unpacked = sa.Table(_UNPACKED_CANDIDATES_TABLE_NAME, sa.MetaData())
             unpacked.drop(connection, checkfirst=True)
@@ -459,9 +460,15 @@ class ServingStore:
         return unpack_pool(pool), related_rows, dict(found)
 
     def _rows(self, query: sa.Select, values: dict[str, object]) -> list[dict[str, Any]]:
-        """A prebuilt query's rows as dicts."""
-        with self.engine.connect() as connection:
-            return _dicts(connection.execute(query, values))
+        """A prebuilt query's rows as dicts, run as a _PreparedRead (compiled once per store)."""
+        prepared = self._prepared.get(id(query))
+        if prepared is None:
+            prepared = self._prepared[id(query)] = _PreparedRead(query, self.engine.dialect)
+        connection = self.engine.raw_connection()  # from the pool; close() returns it
+        try:
+            return prepared.rows(connection, values)
+        finally:
+            connection.close()
 
     def recent_events(self, user_id: str) -> list[dict[str, Any]]:
         """The user's recent events not yet reflected by a publish, in the order received."""
@@ -778,6 +785,53 @@ def _column_chunks(
     chunk, so a large publish never holds every row as Python objects at once)."""
     for start in range(0, len(frame), chunk_rows):
         yield _to_columns(frame.iloc[start : start + chunk_rows], columns)
+
+
+class _PreparedRead:
+    """A prebuilt SELECT run straight on a pooled DBAPI connection: its SQL compiled once for
+    the engine's dialect, and each column's result conversion (SQLite keeps times as text)
+    looked up once. For the reads of every API request: SQLAlchemy's own execution costs about
+    50 us a statement, where running it on the DBAPI connection costs about 13 us on SQLite.
+    The conversions and the parameter order are SQLAlchemy's, so the rows are the ones
+    ``connection.execute(query)`` gives. Not for statements whose SQL depends on the values
+    (expanding IN lists)."""
+
+    def __init__(self, query: sa.Select, dialect: sa.Dialect) -> None:
+        self._dialect = dialect
+        self._compiled = query.compile(dialect=dialect)
+        self._sql = str(self._compiled)
+        self._types = [column.type.dialect_impl(dialect) for column in query.selected_columns]
+        self._keys = tuple(column.name for column in query.selected_columns)
+        # (position, conversion) of the columns that need one; a conversion may depend on the
+        # type the driver reports, so they are looked up at the first execution.
+        self._converters: list[tuple[int, Any]] | None = None
+
+    def rows(self, connection: Any, values: dict[str, object]) -> list[dict[str, Any]]:
+        """The query's rows for ``values`` (its bound parameters by name), as dicts."""
+        parameters: Any = self._compiled.construct_params(values)
+        if self._compiled.positional:
+            parameters = tuple(parameters[name] for name in self._compiled.positiontup)
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self._sql, parameters)
+            fetched = cursor.fetchall()
+            if self._converters is None:
+                self._converters = self._conversions(cursor.description)
+        finally:
+            cursor.close()
+        rows = []
+        for found in fetched:
+            row = dict(zip(self._keys, found, strict=True))
+            for position, convert in self._converters:
+                key = self._keys[position]
+                row[key] = convert(row[key])
+            rows.append(row)
+        return rows
+
+    def _conversions(self, description: Any) -> list[tuple[int, Any]]:
+        pairs = zip(self._types, description, strict=True)
+        found = [kind.result_processor(self._dialect, field[1]) for kind, field in pairs]
+        return [(position, convert) for position, convert in enumerate(found) if convert]
 
 
 def _dicts(result: sa.CursorResult) -> list[dict[str, Any]]:

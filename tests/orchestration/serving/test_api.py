@@ -575,7 +575,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_freshrank_serve_answers_over_http(settings: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("access_log", [False, True])
+def test_freshrank_serve_answers_over_http(
+    settings: Settings, tmp_path: Path, access_log: bool
+) -> None:
     publish(settings)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -584,7 +587,7 @@ def test_freshrank_serve_answers_over_http(settings: Settings, tmp_path: Path) -
         server = subprocess.Popen(
             [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)],
             cwd=PROJECT_ROOT,
-            env=dict(os.environ),
+            env={**os.environ, "FRESHRANK_API_ACCESS_LOG": "1" if access_log else ""},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -616,4 +619,7 @@ def test_freshrank_serve_answers_over_http(settings: Settings, tmp_path: Path) -
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    assert f"freshrank API on {base_url}" in log_path.read_text()
+    written = log_path.read_text()
+    assert f"freshrank API on {base_url}" in written
+    # A line per request only when FRESHRANK_API_ACCESS_LOG asks for it.
+    assert ('"GET /recommendations/u1?k=3 HTTP/1.1" 200' in written) is access_log

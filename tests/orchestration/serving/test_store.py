@@ -619,3 +619,36 @@ def test_the_summary_is_kept_by_every_publish_without_counting_the_lists(serving
         assert connection.execute(sa.text("SELECT count(*) FROM serving_summary")).scalar() == 1
     engine.dispose()
     store.dispose()
+
+
+def test_request_reads_give_the_rows_sqlalchemy_gives(serving_url: str) -> None:
+    """The API's reads run their prebuilt SQL on the DBAPI connection (_PreparedRead); the rows,
+    types included (times come back as datetime, scores as float), are SQLAlchemy's own."""
+    from orchestration.serving import store as module
+
+    store = ServingStore(serving_url)
+    store.publish(
+        make_lists(["u1", "u2"], 3, "v1"),
+        trending=make_lists(["u0"], 2, "v1").drop(columns=["user_id"]),
+        related=make_related(["i1"], 2, "v1"),
+    )
+    store.append_recent_events([recent("u1", "i1", 1), recent("u1", "i2", 2)], per_user=5)
+    reads = [
+        (module._LIST_QUERY, {"user_id": "u1"}),
+        (module._LIST_QUERY, {"user_id": "nobody"}),
+        (module._TRENDING_QUERY, {}),
+        (module._RELATED_QUERY, {"item_id": "i1"}),
+        (module._RECENT_EVENTS_QUERY, {"user_id": "u1"}),
+    ]
+    for query, values in reads:
+        with store.engine.connect() as connection:
+            expected = [dict(row) for row in connection.execute(query, values).mappings()]
+        for _ in range(2):  # the first run looks the conversions up, the second reuses them
+            got = store._rows(query, values)
+            assert got == expected
+            assert [list(map(type, row.values())) for row in got] == [
+                list(map(type, row.values())) for row in expected
+            ]
+    assert isinstance(store.list_rows("u1")[0]["generated_at"], datetime)
+    assert [event["item_id"] for event in store.recent_events("u1")] == ["i1", "i2"]
+    store.dispose()
