@@ -137,19 +137,31 @@ def personalise(
     for place, item in enumerate([*pool, *(item for item in boosts if item not in pool)]):
         if item in excluded:
             continue
-        score, reason = pool.get(item, (0.0, ""))
+        score = pool[item][0] if item in pool else 0.0
         if item in boosts:
-            boost, source = boosts[item]
-            score += RELATED_BOOST * boost
-            title = display_title(source, titles)
-            reason = REASON_JUST.format(verb=verbs[source], title=title)
+            score += RELATED_BOOST * boosts[item][0]
         score *= multipliers.get(item, 1.0)
-        ranked.append((-score, place, item, reason))
+        ranked.append((-score, place, item))
     ranked.sort()
     return [
-        {ITEM_ID: item, SCORE: -negative, REASON: reason}
-        for negative, _place, item, reason in ranked[:k]
+        {ITEM_ID: item, SCORE: -negative, REASON: _reason(item, pool, boosts, verbs, titles)}
+        for negative, _place, item in ranked[:k]
     ]
+
+
+def _reason(
+    item: str,
+    pool: Mapping[str, tuple[float, str]],
+    boosts: Mapping[str, tuple[float, str]],
+    verbs: Mapping[str, str],
+    titles: Mapping[str, str],
+) -> str:
+    """A listed item's reason: what the user just did that moved it up, else its published one
+    (worded only for the rows returned)."""
+    if item in boosts:
+        source = boosts[item][1]
+        return REASON_JUST.format(verb=verbs[source], title=display_title(source, titles))
+    return pool[item][1]
 
 
 def fill_up(

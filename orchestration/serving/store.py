@@ -449,26 +449,32 @@ class ServingStore:
         item_id, related_item_id, score; their titles), read in one connection: what
         re-ranking a user's list for their recent events needs."""
         wanted = sorted(set(map(str, item_ids)))
-        with self.engine.connect() as connection:
-            pool = connection.execute(_CANDIDATE_POOL_QUERY, {USER_ID: str(user_id)}).scalar()
-            related_rows = _dicts(
-                connection.execute(
-                    _RELATED_OF_ITEMS_QUERY, {"items": wanted, "per_item": related_per_item}
-                )
-            )
-            found = connection.execute(_TITLES_QUERY, {"items": wanted}).all()
-        return unpack_pool(pool), related_rows, dict(found)
+        pools, related_rows, titles = self._reads(
+            (_CANDIDATE_POOL_QUERY, {USER_ID: str(user_id)}),
+            (_RELATED_OF_ITEMS_QUERY, {"items": wanted, "per_item": related_per_item}),
+            (_TITLES_QUERY, {"items": wanted}),
+        )
+        pool = unpack_pool(pools[0][POOL]) if pools else []
+        return pool, related_rows, {row[ITEM_ID]: row[TITLE] for row in titles}
 
     def _rows(self, query: sa.Select, values: dict[str, object]) -> list[dict[str, Any]]:
-        """A prebuilt query's rows as dicts, run as a _PreparedRead (compiled once per store)."""
+        """A prebuilt query's rows as dicts."""
+        return self._reads((query, values))[0]
+
+    def _reads(self, *reads: tuple[sa.Select, dict[str, object]]) -> list[list[dict[str, Any]]]:
+        """Prebuilt queries' rows as dicts, one list per (query, values), read in one pooled
+        connection, each query run as a _PreparedRead (compiled once per store)."""
+        connection = self.engine.raw_connection()  # from the pool; close() returns it
+        try:
+            return [self._prepared_read(query).rows(connection, values) for query, values in reads]
+        finally:
+            connection.close()
+
+    def _prepared_read(self, query: sa.Select) -> _PreparedRead:
         prepared = self._prepared.get(id(query))
         if prepared is None:
             prepared = self._prepared[id(query)] = _PreparedRead(query, self.engine.dialect)
-        connection = self.engine.raw_connection()  # from the pool; close() returns it
-        try:
-            return prepared.rows(connection, values)
-        finally:
-            connection.close()
+        return prepared
 
     def recent_events(self, user_id: str) -> list[dict[str, Any]]:
         """The user's recent events not yet reflected by a publish, in the order received."""
@@ -792,14 +798,24 @@ class _PreparedRead:
     the engine's dialect, and each column's result conversion (SQLite keeps times as text)
     looked up once. For the reads of every API request: SQLAlchemy's own execution costs about
     50 us a statement, where running it on the DBAPI connection costs about 13 us on SQLite.
-    The conversions and the parameter order are SQLAlchemy's, so the rows are the ones
-    ``connection.execute(query)`` gives. Not for statements whose SQL depends on the values
-    (expanding IN lists)."""
+    The SQL, the parameter order, the expansion of IN lists and the conversions are
+    SQLAlchemy's, so the rows are the ones ``connection.execute(query)`` gives. Bound values
+    go to the driver as they are: text and numbers, which need no conversion (checked here)."""
 
     def __init__(self, query: sa.Select, dialect: sa.Dialect) -> None:
         self._dialect = dialect
         self._compiled = query.compile(dialect=dialect)
+        converted = [
+            name
+            for name, bound in self._compiled.binds.items()
+            if bound.type.dialect_impl(dialect).bind_processor(dialect) is not None
+        ]
+        if converted:
+            raise ValueError(
+                f"parameters {converted} need conversion: run the query with SQLAlchemy"
+            )
         self._sql = str(self._compiled)
+        self._expands = bool(self._compiled.post_compile_params)  # IN lists: SQL per call
         self._types = [column.type.dialect_impl(dialect) for column in query.selected_columns]
         self._keys = tuple(column.name for column in query.selected_columns)
         # (position, conversion) of the columns that need one; a conversion may depend on the
@@ -808,12 +824,18 @@ class _PreparedRead:
 
     def rows(self, connection: Any, values: dict[str, object]) -> list[dict[str, Any]]:
         """The query's rows for ``values`` (its bound parameters by name), as dicts."""
-        parameters: Any = self._compiled.construct_params(values)
-        if self._compiled.positional:
-            parameters = tuple(parameters[name] for name in self._compiled.positiontup)
+        positional = self._compiled.positional
+        if self._expands:
+            state = self._compiled.construct_expanded_state(values)
+            sql = state.statement
+            parameters: Any = state.positional_parameters if positional else state.parameters
+        else:
+            sql, parameters = self._sql, self._compiled.construct_params(values)
+            if positional:
+                parameters = tuple(parameters[name] for name in self._compiled.positiontup)
         cursor = connection.cursor()
         try:
-            cursor.execute(self._sql, parameters)
+            cursor.execute(sql, parameters)
             fetched = cursor.fetchall()
             if self._converters is None:
                 self._converters = self._conversions(cursor.description)
@@ -832,12 +854,6 @@ class _PreparedRead:
         pairs = zip(self._types, description, strict=True)
         found = [kind.result_processor(self._dialect, field[1]) for kind, field in pairs]
         return [(position, convert) for position, convert in enumerate(found) if convert]
-
-
-def _dicts(result: sa.CursorResult) -> list[dict[str, Any]]:
-    """A result's rows as plain dicts (cheaper than SQLAlchemy's row mappings, per row)."""
-    keys = tuple(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 def _packed(candidates: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -630,7 +630,9 @@ def test_request_reads_give_the_rows_sqlalchemy_gives(serving_url: str) -> None:
     store.publish(
         make_lists(["u1", "u2"], 3, "v1"),
         trending=make_lists(["u0"], 2, "v1").drop(columns=["user_id"]),
-        related=make_related(["i1"], 2, "v1"),
+        related=make_related(["i1", "i2", "i3"], 3, "v1"),
+        candidates=make_lists(["u1"], 4, "v1"),
+        titles=pd.DataFrame({"item_id": ["i1", "i2"], "title": ["One", "Two"]}),
     )
     store.append_recent_events([recent("u1", "i1", 1), recent("u1", "i2", 2)], per_user=5)
     reads = [
@@ -639,6 +641,12 @@ def test_request_reads_give_the_rows_sqlalchemy_gives(serving_url: str) -> None:
         (module._TRENDING_QUERY, {}),
         (module._RELATED_QUERY, {"item_id": "i1"}),
         (module._RECENT_EVENTS_QUERY, {"user_id": "u1"}),
+        (module._CANDIDATE_POOL_QUERY, {"user_id": "u1"}),
+        # IN lists: their SQL is expanded per call, for any length, none included.
+        (module._RELATED_OF_ITEMS_QUERY, {"items": ["i1", "i3"], "per_item": 2}),
+        (module._RELATED_OF_ITEMS_QUERY, {"items": ["i2"], "per_item": 3}),
+        (module._RELATED_OF_ITEMS_QUERY, {"items": [], "per_item": 3}),
+        (module._TITLES_QUERY, {"items": ["i1", "i2", "i9"]}),
     ]
     for query, values in reads:
         with store.engine.connect() as connection:
@@ -651,4 +659,19 @@ def test_request_reads_give_the_rows_sqlalchemy_gives(serving_url: str) -> None:
             ]
     assert isinstance(store.list_rows("u1")[0]["generated_at"], datetime)
     assert [event["item_id"] for event in store.recent_events("u1")] == ["i1", "i2"]
+    pool, related, titles = store.personalisation_inputs("u1", ["i3", "i1", "i1"], 2)
+    assert [row["item_id"] for row in pool] == ["v1-1", "v1-2", "v1-3", "v1-4"]
+    assert [row["related_item_id"] for row in related] == [
+        "v1-i1-1",
+        "v1-i1-2",
+        "v1-i3-1",
+        "v1-i3-2",
+    ]
+    assert titles == {"i1": "One"}
+    since = sa.select(module.recent_events_table).where(
+        module.recent_events_table.c["occurred_at"] > sa.bindparam("since", type_=sa.DateTime)
+    )
+    if store.engine.dialect.name == "sqlite":  # SQLite binds times as text, PostgreSQL as they are
+        with pytest.raises(ValueError, match="need conversion"):
+            module._PreparedRead(since, store.engine.dialect)
     store.dispose()
