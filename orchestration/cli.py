@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from orchestration.experiments.commands import experiment
+from orchestration.launcher import yield_cpu_to_serving
 from orchestration.privacy.commands import forget, retention
 from orchestration.serving.key_commands import api_key
 from orchestration.settings import get_settings
@@ -36,11 +37,22 @@ def _configure_logging(verbose: bool) -> None:
             handler.addFilter(_FreshrankOrWarnings())
 
 
+# Commands that answer people rather than do batch work keep the default CPU priority.
+INTERACTIVE_COMMANDS = frozenset({"serve"})
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(context: click.Context, verbose: bool) -> None:
     """freshrank: batch-plus-refresh recommendations on Dagster, dbt, GX and MLflow."""
     _configure_logging(verbose)
+    if context.invoked_subcommand not in INTERACTIVE_COMMANDS:
+        try:
+            niceness = get_settings().batch_nice
+        except ValueError as error:  # a bad FRESHRANK_* value: say which, as commands do
+            raise click.ClickException(str(error)) from error
+        yield_cpu_to_serving(niceness)
 
 
 @main.command()

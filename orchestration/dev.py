@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from orchestration.instance import prepare_dagster_home
+from orchestration.launcher import yield_cpu_to_serving
 from orchestration.settings import PROJECT_ROOT, get_settings
 
 
@@ -40,6 +41,8 @@ def main() -> None:
 
     settings = get_settings()
     prepare_dagster_home(settings)
+    # The daemon's runs are batch work: they and the UIs give way to `freshrank serve`.
+    yield_cpu_to_serving(settings.batch_nice)
     signal.signal(signal.SIGTERM, _interrupt)
     bin_dir = Path(sys.executable).parent
     # The servers' own subprocesses (code server, dbt) must find this environment's programs.

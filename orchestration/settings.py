@@ -103,6 +103,16 @@ def _env_retention_days() -> float | None:
     return _env_positive("FRESHRANK_RETENTION_DAYS", 0.0)
 
 
+def _env_niceness(name: str, default: int) -> int:
+    """A niceness increment, 0 to 19 (os.nice's range above the default priority)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) > 19:
+        raise ValueError(f"{name}={value!r} must be a whole number from 0 to 19, e.g. {default}")
+    return int(value)
+
+
 def _env_choice(name: str, choices: tuple[str, ...]) -> str:
     """The variable's value: one of ``choices``, the first when unset; anything else fails."""
     value = os.environ.get(name, "").strip().lower() or choices[0]
@@ -174,6 +184,8 @@ class Settings:
     recent_events_per_user: int = 20  # newest unpublished events kept per user
     api_workers: int = 1  # uvicorn worker processes of `freshrank serve`
     api_access_log: bool = False  # uvicorn's line per request (about a tenth of a read's CPU)
+    # How far below the API's CPU priority the batch commands run (os.nice; 0 keeps it equal).
+    batch_nice: int = 10
     # Online experiments (orchestration/experiments): attribution and the verdict.
     experiment_attribution_hours: float = 24.0  # outcomes credited this long after an exposure
     experiment_alpha: float = 0.05  # significance level, shared by the comparisons
@@ -269,6 +281,7 @@ class Settings:
             recent_events_per_user=int(_env_positive("FRESHRANK_RECENT_EVENTS_PER_USER", 20)),
             api_workers=int(_env_positive("FRESHRANK_API_WORKERS", 1)),
             api_access_log=_env_flag("FRESHRANK_API_ACCESS_LOG"),
+            batch_nice=_env_niceness("FRESHRANK_BATCH_NICE", 10),
             experiment_attribution_hours=_env_positive(
                 "FRESHRANK_EXPERIMENT_ATTRIBUTION_HOURS", 24.0
             ),

@@ -13,6 +13,9 @@ import sqlalchemy as sa
 from orchestration.settings import Settings
 
 POSTGRES_URL_VARIABLE = "FRESHRANK_TEST_POSTGRES_URL"
+# Commands invoked in this process must not lower the test run's own CPU priority for the rest
+# of the session (test_launcher.py checks the lowering in child processes).
+os.environ["FRESHRANK_BATCH_NICE"] = "0"
 
 
 @pytest.fixture

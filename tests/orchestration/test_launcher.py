@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -83,3 +84,46 @@ def test_importing_the_package_raises_the_collection_threshold() -> None:
     shown = _python("import gc, orchestration; print(*gc.get_threshold())")
     assert shown.returncode == 0, shown.stderr
     assert tuple(map(int, shown.stdout.split())) == orchestration.GC_THRESHOLDS != (700, 10, 10)
+
+
+NICENESS_AFTER = """
+    import os, sys
+    from click.testing import CliRunner
+    from orchestration.cli import main
+    before = os.nice(0)
+    result = CliRunner().invoke(main, [sys.argv[1], "--help"])
+    print(os.nice(0) - before, result.exit_code, result.output.strip().splitlines()[-1])
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "lowered"),
+    [("ingest", "7", 7), ("refresh", "", 10), ("serve", "7", 0), ("ingest", "0", 0)],
+)
+def test_batch_commands_give_way_to_the_api(command: str, setting: str, lowered: int) -> None:
+    """Every command but serve lowers its CPU priority by FRESHRANK_BATCH_NICE (default 10)."""
+    finished = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NICENESS_AFTER), command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "FRESHRANK_BATCH_NICE": setting},
+    )
+    assert finished.returncode == 0, finished.stderr
+    change, status, _last_line = finished.stdout.split(maxsplit=2)
+    assert (int(change), int(status)) == (lowered, 0)
+
+
+def test_a_bad_batch_niceness_is_a_clear_error() -> None:
+    finished = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(NICENESS_AFTER), "ingest"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "FRESHRANK_BATCH_NICE": "high"},
+    )
+    change, status, message = finished.stdout.split(maxsplit=2)
+    assert (int(change), int(status)) == (0, 1)
+    assert "FRESHRANK_BATCH_NICE='high' must be a whole number from 0 to 19" in message
