@@ -73,9 +73,10 @@ def test_a_new_users_clicks_rank_what_is_related_newest_first() -> None:
     rows = personalise(
         [], [], events, RELATED, TITLES, event_weights=WEIGHTS, rules=RankingRules(), k=10
     )
-    # c is newest (weight 1), b 0.8, a 0.64: r3 0.8*0.8, r1 0.9*0.64, r2 0.6*0.64, r4 0.3.
+    # c is newest (weight 1), b 0.8, a 0.64: r3 0.8*0.8, r1 0.9*0.64, r2 0.6*0.64, r4 0.3,
+    # each times the boost (0.3).
     assert [row["item_id"] for row in rows] == ["r3", "r1", "r2", "r4"]
-    assert [row["score"] for row in rows] == pytest.approx([0.64, 0.576, 0.384, 0.3])
+    assert [row["score"] for row in rows] == pytest.approx([0.192, 0.1728, 0.1152, 0.09])
     assert [row["reason"] for row in rows] == [
         "because you just clicked Beta",
         "because you just clicked Alpha",
@@ -272,10 +273,15 @@ def test_ignored_impressions_demote_an_item_as_the_rules_say(client: TestClient)
 
 def test_a_known_users_click_moves_related_items_up(client: TestClient) -> None:
     post(client, "u1", [("a", "view")])
-    items = served(client, "u1", k=6)["items"]
-    # r1 gains 0.9 and r2 0.6; a tie keeps the published item (i1, i4) first.
-    assert [item["item_id"] for item in items] == ["i1", "r1", "i2", "i3", "i4", "r2"]
-    assert items[1]["reason"] == "because you just viewed Alpha"
+    items = served(client, "u1", k=10)["items"]
+    # r1 and r2 are no candidates of u1's; the view gives them 0.3 times their related score
+    # (0.27, 0.18): each enters above the candidates it now outranks (i8, 0.2), below the
+    # ranker's better-scored ones.
+    assert [item["item_id"] for item in items] == [
+        *("i1", "i2", "i3", "i4", "i5", "i6", "i7"),
+        *("r1", "i8", "r2"),
+    ]
+    assert items[7]["reason"] == "because you just viewed Alpha"
 
 
 @pytest.mark.parametrize(
