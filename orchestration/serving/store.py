@@ -803,6 +803,8 @@ class _PreparedRead:
     go to the driver as they are: text and numbers, which need no conversion (checked here)."""
 
     def __init__(self, query: sa.Select, dialect: sa.Dialect) -> None:
+        # Held, so that the id() the store caches this under is never another query's.
+        self.query = query
         self._dialect = dialect
         self._compiled = query.compile(dialect=dialect)
         converted = [
@@ -818,9 +820,9 @@ class _PreparedRead:
         self._expands = bool(self._compiled.post_compile_params)  # IN lists: SQL per call
         self._types = [column.type.dialect_impl(dialect) for column in query.selected_columns]
         self._keys = tuple(column.name for column in query.selected_columns)
-        # (position, conversion) of the columns that need one; a conversion may depend on the
+        # (column, conversion) of the columns that need one; a conversion may depend on the
         # type the driver reports, so they are looked up at the first execution.
-        self._converters: list[tuple[int, Any]] | None = None
+        self._converters: list[tuple[str, Any]] | None = None
 
     def rows(self, connection: Any, values: dict[str, object]) -> list[dict[str, Any]]:
         """The query's rows for ``values`` (its bound parameters by name), as dicts."""
@@ -844,16 +846,17 @@ class _PreparedRead:
         rows = []
         for found in fetched:
             row = dict(zip(self._keys, found, strict=True))
-            for position, convert in self._converters:
-                key = self._keys[position]
+            for key, convert in self._converters:
                 row[key] = convert(row[key])
             rows.append(row)
         return rows
 
-    def _conversions(self, description: Any) -> list[tuple[int, Any]]:
-        pairs = zip(self._types, description, strict=True)
-        found = [kind.result_processor(self._dialect, field[1]) for kind, field in pairs]
-        return [(position, convert) for position, convert in enumerate(found) if convert]
+    def _conversions(self, description: Any) -> list[tuple[str, Any]]:
+        found = [
+            (key, kind.result_processor(self._dialect, field[1]))
+            for key, kind, field in zip(self._keys, self._types, description, strict=True)
+        ]
+        return [(key, convert) for key, convert in found if convert is not None]
 
 
 def _packed(candidates: pd.DataFrame | None) -> pd.DataFrame | None:
