@@ -1,11 +1,13 @@
-"""The ranker's two LightGBM objectives side by side: LambdaRank (the default) and XE-NDCG.
+"""The ranker's LightGBM objectives side by side: LambdaRank, XE-NDCG, and the two mixed in one
+bag (the default: the bagged models alternate between them).
 
 On a built deployment (FRESHRANK_HOME, or --home), the build's own backtests run once per
 objective, everything else as the deployment's settings say (set
-FRESHRANK_BACKTEST_WINDOW_FRACTION to move the cuts). Printed per objective: backtest seconds,
-the ranker's mean NDCG@10 overall, for new and returning users and for new-item targets (with
-their hit rate), the newest cut's figures, and the best single baseline's beside them; then
-each figure of XE-NDCG as a ratio of LambdaRank's.
+FRESHRANK_BACKTEST_WINDOW_FRACTION to move the cuts); every variant bags the same number of
+models. Printed per objective: backtest seconds, the ranker's mean NDCG@10 overall, for new and
+returning users and for new-item targets (with their hit rate), each cut's overall and new-user
+figures, and the best single baseline's beside them; then each figure as a ratio of
+LambdaRank's (the baseline).
 
     .venv/bin/python benchmarks/ranker_objective.py --home DIR [--seed 7]
 """
@@ -22,22 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import print_table, quiet_logging  # noqa: E402
 
-OBJECTIVES = ("lambdarank", "rank_xendcg")
+OBJECTIVES = ("lambdarank", "rank_xendcg", "lambdarank+rank_xendcg")
 SEGMENTS = ("overall", "new_user", "returning_user", "new_item_targets")
 
 
 def figures(result, pipeline: str) -> dict[str, float]:
-    """The pipeline's means by segment, new-item hit rate and newest-cut NDCG@k."""
+    """The pipeline's means by segment, new-item hit rate and each cut's NDCG@k."""
     k = result.k
     table = result.table[result.table["pipeline"] == pipeline]
-    newest = table[table["cut"] == table["cut"].max()]
     row = {segment: result.mean_ndcg(pipeline, segment) for segment in SEGMENTS}
     new_items = table[table["segment"] == "new_item_targets"]
     row["new-item hit rate"] = float(new_items[f"hit_rate@{k}"].mean())
-    for segment in ("overall", "new_user"):
-        row[f"newest cut {segment}"] = float(
-            newest.loc[newest["segment"] == segment, f"ndcg@{k}"].mean()
-        )
+    for segment, short in (("overall", "all"), ("new_user", "new")):
+        for number, cut in enumerate(sorted(table["cut"].unique()), start=1):
+            at = table[(table["cut"] == cut) & (table["segment"] == segment)]
+            row[f"cut {number} {short}"] = float(at[f"ndcg@{k}"].mean())
     return row
 
 
@@ -80,14 +81,16 @@ def main() -> None:
     for name, row in rows.items():
         seconds = f"{results[name].seconds:.1f}" if name in results else ""
         table.append([name, seconds, *(f"{row[column]:.4f}" for column in columns)])
-    mine, theirs = rows[OBJECTIVES[1]], rows[OBJECTIVES[0]]
-    table.append(
-        [
-            f"{OBJECTIVES[1]} / {OBJECTIVES[0]}",
-            ratio(results[OBJECTIVES[1]].seconds, first.seconds),
-            *(ratio(mine[column], theirs[column]) for column in columns),
-        ]
-    )
+    theirs = rows[OBJECTIVES[0]]
+    for objective in OBJECTIVES[1:]:
+        mine = rows[objective]
+        table.append(
+            [
+                f"{objective} / {OBJECTIVES[0]}",
+                ratio(results[objective].seconds, first.seconds),
+                *(ratio(mine[column], theirs[column]) for column in columns),
+            ]
+        )
     print(
         f"\nranker objectives on {settings.home} (cuts {', '.join(map(str, first.cuts))}; "
         f"load average {os.getloadavg()[0]:.2f})"

@@ -1,9 +1,11 @@
 """The learned ranker: gradient-boosted trees (LightGBM), trained listwise, over candidate features.
 
-The objective is LambdaRank by default. XE-NDCG (LightGBM's `rank_xendcg`, a cross-entropy
-bound on NDCG) is the other choice: measured side by side on backtests at four sets of time cuts
-it trained in about 0.75x the time and ranked overall as well or better, but it found new items
-for fewer users (README, "The ranker's objective"), and new items are what freshrank is for.
+The ranker is a bag of models whose scores are averaged, and by default the bag mixes two
+objectives: LambdaRank and XE-NDCG (LightGBM's `rank_xendcg`, a cross-entropy bound on NDCG),
+two models of each. Alone, XE-NDCG trained in about 0.75x the time and ranked overall as well or
+better than LambdaRank but found new items for fewer users; together they ranked better than
+LambdaRank alone at every backtest cut measured, overall and for new users (README, "The
+ranker's objective"; benchmarks/ranker_objective.py).
 
 LightGBM trains it. Serving, which scores every candidate of every user, predicts with the same
 trees compiled to native code by lleaves (LLVM): the same scores to about 1e-14, several times
@@ -37,7 +39,8 @@ class RankerConfig:
     """LightGBM ranking settings: small, regularised trees (a few hundred labelled users per
     cut), several bagged seeds averaged to steady them."""
 
-    objective: str = "lambdarank"  # or "rank_xendcg"
+    # LightGBM ranking objectives joined by "+": the bagged models take them in turn.
+    objective: str = "lambdarank+rank_xendcg"
     n_estimators: int = 150
     learning_rate: float = 0.05
     num_leaves: int = 7
@@ -45,7 +48,7 @@ class RankerConfig:
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     seed: int = 7
-    bagged_models: int = 3  # models from different seeds whose scores are averaged
+    bagged_models: int = 4  # models from different seeds (and objectives), scores averaged
     # Above this many candidate rows, training keeps every chosen item and a seeded sample of
     # the rest: a large log's backtests would otherwise make training cost follow the log.
     max_rows: int = 200_000
@@ -56,6 +59,10 @@ class RankerConfig:
     # process may use (0: OpenMP's default, which follows OMP_NUM_THREADS, as Ray sets for its
     # workers). Measured with a busy process beside it, two threads were still no slower.
     predict_threads: int = 0
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        return tuple(self.objective.split("+"))
 
 
 class Ranker:
@@ -124,7 +131,7 @@ class Ranker:
 
         def member(number: int):
             model = lightgbm.LGBMRanker(
-                objective=config.objective,
+                objective=config.objectives[number % len(config.objectives)],
                 n_estimators=config.n_estimators,
                 learning_rate=config.learning_rate,
                 num_leaves=config.num_leaves,

@@ -32,7 +32,8 @@ class BacktestRunConfig(Config):
 
     cuts: int = 0
     training_cuts: int = 0
-    ranker_objective: str = "lambdarank"  # LightGBM's lambdarank or rank_xendcg
+    # LightGBM's lambdarank, rank_xendcg, or both joined by "+" (the bagged models alternate).
+    ranker_objective: str = "lambdarank+rank_xendcg"
     ranker_trees: int = 150
     ranker_leaves: int = 7
     ranker_learning_rate: float = 0.05
