@@ -4,7 +4,7 @@ A ranker with the default settings (RankerConfig: 150 trees of 7 leaves per mode
 models) is trained on seeded synthetic candidate rows shaped like serving's (39 features, some
 missing, about 5% chosen), then predicts a block of new rows (200,000 by default: about 1,000
 users' candidates) with LightGBM (the baseline) and with the compiled trees, on one thread and on
-every core this process may use. Also printed: the first compile of the three models, and the
+every core this process may use. Also printed: the first compile of the bagged models, and the
 load of the cached objects that a later process does instead. The largest difference between the
 two predictions is printed too (they must agree).
 
