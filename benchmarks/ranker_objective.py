@@ -35,8 +35,9 @@ def figures(result, pipeline: str) -> dict[str, float]:
     row = {segment: result.mean_ndcg(pipeline, segment) for segment in SEGMENTS}
     new_items = table[table["segment"] == "new_item_targets"]
     row["new-item hit rate"] = float(new_items[f"hit_rate@{k}"].mean())
+    cuts = sorted(table["cut"].unique())
     for segment, short in (("overall", "all"), ("new_user", "new")):
-        for number, cut in enumerate(sorted(table["cut"].unique()), start=1):
+        for number, cut in enumerate(cuts, start=1):
             at = table[(table["cut"] == cut) & (table["segment"] == segment)]
             row[f"cut {number} {short}"] = float(at[f"ndcg@{k}"].mean())
     return row

@@ -14,9 +14,14 @@ import orchestration
 from orchestration import launcher
 
 
-def _run(*command: str) -> subprocess.CompletedProcess[str]:
+def _run(*command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, *command], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
     )
 
 
@@ -96,34 +101,26 @@ NICENESS_AFTER = """
 """
 
 
+def _niceness_after(command: str, setting: str) -> subprocess.CompletedProcess[str]:
+    """`freshrank COMMAND --help` in a child process with FRESHRANK_BATCH_NICE=setting."""
+    script = textwrap.dedent(NICENESS_AFTER)
+    return _run("-c", script, command, env={**os.environ, "FRESHRANK_BATCH_NICE": setting})
+
+
 @pytest.mark.parametrize(
     ("command", "setting", "lowered"),
     [("ingest", "7", 7), ("refresh", "", 10), ("serve", "7", 0), ("ingest", "0", 0)],
 )
 def test_batch_commands_give_way_to_the_api(command: str, setting: str, lowered: int) -> None:
     """Every command but serve lowers its CPU priority by FRESHRANK_BATCH_NICE (default 10)."""
-    finished = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(NICENESS_AFTER), command],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "FRESHRANK_BATCH_NICE": setting},
-    )
+    finished = _niceness_after(command, setting)
     assert finished.returncode == 0, finished.stderr
     change, status, _last_line = finished.stdout.split(maxsplit=2)
     assert (int(change), int(status)) == (lowered, 0)
 
 
 def test_a_bad_batch_niceness_is_a_clear_error() -> None:
-    finished = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(NICENESS_AFTER), "ingest"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "FRESHRANK_BATCH_NICE": "high"},
-    )
+    finished = _niceness_after("ingest", "high")
     change, status, message = finished.stdout.split(maxsplit=2)
     assert (int(change), int(status)) == (0, 1)
     assert "FRESHRANK_BATCH_NICE='high' must be a whole number from 0 to 19" in message
