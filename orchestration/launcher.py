@@ -5,7 +5,10 @@ after a `freshrank ingest` and 1.3 s after a `freshrank refresh`: on the refresh
 more than a tenth of the wall time. The command's work is done and durable by then (each store
 commits its own transactions), so once the exit handlers have run and the output is flushed,
 the process ends at once. When another thread is still running (a server), the ordinary shutdown
-runs instead, so nothing is cut short. (The other start-up cost, garbage collection during the
+runs instead, so nothing is cut short; daemon threads (tqdm's monitor, left by the embedding
+job's progress bar) do not count, as the interpreter never waits for them either. (Counting them
+had sent every first build through the teardown, where DuckDB's bindings printed some forty lines
+of nanobind "leaked instance" warnings.) (The other start-up cost, garbage collection during the
 imports, is the package's: see orchestration/__init__.py.)
 """
 
@@ -52,7 +55,7 @@ def exit_now(code: object) -> None:
     else:  # sys.exit("message"): the message goes to stderr, the status is 1
         sys.stderr.write(f"{code}\n")
         status = 1
-    if threading.active_count() > 1:
+    if _running_threads():
         sys.exit(status)
     atexit._run_exitfuncs()  # noqa: SLF001 - the handlers the skipped teardown would have run
     for stream in (sys.stdout, sys.stderr):
@@ -60,6 +63,12 @@ def exit_now(code: object) -> None:
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(status)
+
+
+def _running_threads() -> bool:
+    """Whether a thread the interpreter's shutdown would wait for is still running."""
+    main = threading.main_thread()
+    return any(thread is not main and not thread.daemon for thread in threading.enumerate())
 
 
 if __name__ == "__main__":

@@ -77,6 +77,26 @@ def test_exit_now_waits_for_a_running_thread(tmp_path: Path) -> None:
     assert done.read_text() == "finished"  # the ordinary shutdown joined the thread
 
 
+def test_exit_now_skips_the_teardown_beside_a_daemon_thread() -> None:
+    """A daemon thread (tqdm's monitor) is left behind, not waited for: the teardown, where an
+    object's finaliser would print, never runs."""
+    finished = _python(
+        """
+        import threading, time
+        from orchestration.launcher import exit_now
+        class Noisy:
+            def __del__(self):
+                print("teardown ran")
+        kept = Noisy()
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+        print("before exit")
+        exit_now(4)
+        """
+    )
+    assert finished.returncode == 4
+    assert finished.stdout == "before exit\n"
+
+
 def test_run_exits_with_the_commands_status(monkeypatch: pytest.MonkeyPatch) -> None:
     exits: list[object] = []
     monkeypatch.setattr(launcher, "exit_now", exits.append)
