@@ -71,6 +71,7 @@ DUPLICATE = "duplicate"
 REJECTED = "rejected"
 
 SOURCE_FILE = "source_file"
+QUARANTINE_SHOWN = 3  # quarantined rows a load's message describes (raw.quarantine has them all)
 BATCH_ID = "batch_id"
 LOADED_AT = "loaded_at"
 
@@ -289,7 +290,7 @@ def _load_one(
 ) -> FileResult:
     """Ledger, then read, check and write one file in one transaction, then move it away."""
     try:
-        counts = _load_rows(con, delivery, settings, now)
+        counts, message = _load_rows(con, delivery, settings, now)
     except FileRejected as rejection:
         return _finish_rejected(con, delivery, settings, str(rejection))
     except _AlreadyLoaded as loaded:
@@ -302,13 +303,14 @@ def _load_one(
         delivery.batch_id,
     )
     _archive(delivery, settings)
-    return delivery.result(LOADED, counts, _loaded_message(counts))
+    return delivery.result(LOADED, counts, message)
 
 
 def _load_rows(
     con: duckdb.DuckDBPyConnection, delivery: _Delivery, settings: Settings, now: datetime
-) -> tuple[int, int, int]:
-    """Read, check and write one file's rows and its ledger row in one transaction."""
+) -> tuple[tuple[int, int, int], str]:
+    """Read, check and write one file's rows and its ledger row in one transaction; the
+    counts (read, loaded, quarantined) and what to tell the person who delivered the file."""
     earlier = _earlier_load_in(con, delivery.kind, delivery.content_hash)
     if earlier is not None:
         raise _AlreadyLoaded(earlier)
@@ -326,12 +328,13 @@ def _load_rows(
             if earlier is not None:
                 raise _AlreadyLoaded(earlier)
             counts = _write_rows(con, delivery, source, checked, rows_read)
-            _insert_ledger(con, delivery, LOADED, counts, _loaded_message(counts))
+            message = _loaded_message(counts, _first_quarantined(con, delivery))
+            _insert_ledger(con, delivery, LOADED, counts, message)
             con.commit()
         except BaseException:
             con.rollback()
             raise
-    return counts
+    return counts, message
 
 
 def _checked(
@@ -421,8 +424,26 @@ def _quarantined(checked: CheckedRows, source: Source) -> str:
     return f"{broken} UNION ALL {source.malformed}"
 
 
-def _loaded_message(counts: tuple[int, int, int]) -> str:
-    return f"loaded {counts[1]} of {counts[0]} row(s), quarantined {counts[2]}"
+def _first_quarantined(con: duckdb.DuckDBPyConnection, delivery: _Delivery) -> list[tuple]:
+    """(row, column, reason) of the delivery's first quarantined rows, at most QUARANTINE_SHOWN."""
+    return con.execute(
+        f"SELECT {SOURCE_ROW}, column_name, reason FROM raw.quarantine "
+        f"WHERE {BATCH_ID} = $batch AND {SOURCE_FILE} = $file ORDER BY {SOURCE_ROW} LIMIT $shown",
+        {"batch": delivery.batch_id, "file": delivery.name, "shown": QUARANTINE_SHOWN},
+    ).fetchall()
+
+
+def _loaded_message(counts: tuple[int, int, int], quarantined: list[tuple]) -> str:
+    """What happened to the file's rows, with where and why the first quarantined ones broke."""
+    message = f"loaded {counts[1]} of {counts[0]} row(s), quarantined {counts[2]}"
+    if not quarantined:
+        return message
+    shown = "; ".join(
+        f"row {row}" + (f", column {column}" if column else "") + f": {reason}"
+        for row, column, reason in quarantined
+    )
+    more = counts[2] - len(quarantined)
+    return f"{message}: {shown}" + (f"; and {more} more in raw.quarantine" if more > 0 else "")
 
 
 def _finish_duplicate(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,6 +133,12 @@ def test_bad_event_row_is_quarantined_with_its_column(
     assert reason in quarantined["reason"].iloc[0]
     assert quarantined["source_row"].tolist() == [2]
     assert json.loads(quarantined["record"].iloc[0])["event_type"] == row.split(",")[2]
+    # The load's message says where and why, as the ledger keeps it.
+    where = f"quarantined 1: row 2, column {column}: {quarantined['reason'].iloc[0]}"
+    assert result.message.endswith(where)
+    assert table(settings, "SELECT message FROM raw.ingest_ledger")["message"].tolist() == [
+        result.message
+    ]
     assert table(settings, "SELECT user_id FROM raw.events")["user_id"].tolist() == ["u1"]
 
 
@@ -398,11 +405,26 @@ def test_json_lines_with_a_malformed_line(settings: Settings, tmp_path: Path) ->
     assert quarantined["column_name"].isna().all()
     assert quarantined["record"].tolist() == ['{"user_id": "u2", "item_id": ', "[1, 2]"]
     assert quarantined["reason"].str.startswith("malformed JSON line").all()
+    assert "quarantined 2: row 3: malformed JSON line 3" in result.message
     loaded = table(
         settings,
         "SELECT user_id, item_id, session_id, context, source_row FROM raw.events ORDER BY 5",
     )
     assert loaded.values.tolist() == [["7", "007", None, None, 1], ["u3", "i3", "42", '"web"', 5]]
+
+
+def test_a_loads_message_shows_the_first_quarantined_rows(
+    settings: Settings, tmp_path: Path
+) -> None:
+    bad = [f"u{n},i1,teleport,2024-05-01T10:00:00Z," for n in range(5)]
+    source = write(tmp_path / "events.csv", "\n".join([EVENT_HEADER, GOOD_EVENT, *bad, ""]))
+
+    (result,) = deliver(settings, "events", source)
+
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (6, 1, 5)
+    shown = re.findall(r"row (\d+), column (\w+): ", result.message)
+    assert shown == [("2", "event_type"), ("3", "event_type"), ("4", "event_type")]
+    assert result.message.endswith("; and 2 more in raw.quarantine")
 
 
 def test_items_csv_with_every_optional_column(settings: Settings, tmp_path: Path) -> None:
