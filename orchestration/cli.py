@@ -74,6 +74,7 @@ def main(context: click.Context, verbose: bool) -> None:
 def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json: bool) -> None:
     """Land files and load them through the ingest assets (ledger, quarantine, checks)."""
     from orchestration.ingest.commands import ingest_files
+    from orchestration.ingest.landing import LOADED
 
     if not event_files and not item_files:
         raise click.UsageError("give at least one --events or --items file")
@@ -81,6 +82,8 @@ def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json:
     for result in results:
         if as_json:
             click.echo(json.dumps(result.to_dict()))
+        elif result.status == LOADED:  # the message is the counts and where rows broke
+            click.echo(f"{result.status:9} {result.file}: {result.message}")
         else:
             click.echo(
                 f"{result.status:9} {result.file}: read {result.rows_read}, loaded "

@@ -137,6 +137,17 @@ def test_file_without_a_required_column_is_rejected(world: dict) -> None:
     assert loaded == len(world["sample"]) + 3
 
 
+def test_ingest_tells_a_person_where_rows_broke(world: dict) -> None:
+    typo = world["inputs"] / "typo.csv"
+    typo.write_text("user_id,item_id,event_type,timestamp\nu1,i1,veiw,2024-05-01T10:00:00Z\n")
+    result = CliRunner().invoke(main, ["ingest", "--events", str(typo)])
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if "typo.csv" in line]
+    assert line.startswith("loaded ")
+    assert f"{typo}: loaded 0 of 1 row(s), quarantined 1: row 1, " in line
+    assert "column event_type: " in line and "'veiw'" in line
+
+
 def test_full_build_publishes_checked_lists(world: dict) -> None:
     settings = world["settings"]
     built = run_job_in_process(FULL_BUILD_JOB, settings)

@@ -122,7 +122,7 @@ def _open_source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: st
     if missing and (source.columns or source.malformed is None):
         raise FileRejected(
             f"{kind} file '{name}' lacks required column(s): {', '.join(missing)}; "
-            f"a {kind} file needs {', '.join(REQUIRED_COLUMNS[kind])} "
+            f"every {kind} file needs {', '.join(REQUIRED_COLUMNS[kind])} "
             f"(optional: {', '.join(OPTIONAL_COLUMNS[kind])})"
         )
     return source
