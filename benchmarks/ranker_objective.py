@@ -1,15 +1,18 @@
 """The ranker's LightGBM objectives side by side: LambdaRank, XE-NDCG, and the two mixed in one
-bag (the default: the bagged models alternate between them).
+bag (the default: the bagged models alternate between them); or one objective over several
+seeds, to see how far a figure moves with the seed alone.
 
 On a built deployment (FRESHRANK_HOME, or --home), the build's own backtests run once per
-objective, everything else as the deployment's settings say (set
+objective and seed, everything else as the deployment's settings say (set
 FRESHRANK_BACKTEST_WINDOW_FRACTION to move the cuts); every variant bags the same number of
-models. Printed per objective: backtest seconds, the ranker's mean NDCG@10 overall, for new and
+models. Printed per variant: backtest seconds, the ranker's mean NDCG@10 overall, for new and
 returning users and for new-item targets (with their hit rate), each cut's overall and new-user
-figures, and the best single baseline's beside them; then each figure as a ratio of
-LambdaRank's (the baseline).
+figures, and the best single baseline's beside them; then each figure as a ratio of the first
+variant's (the baseline: LambdaRank by default).
 
-    .venv/bin/python benchmarks/ranker_objective.py --home DIR [--seed 7]
+    .venv/bin/python benchmarks/ranker_objective.py --home DIR [--seeds 7]
+    .venv/bin/python benchmarks/ranker_objective.py --home DIR \
+        --objectives lambdarank+rank_xendcg --seeds 1 2 3 4 5
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ def ratio(mine: float, theirs: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a built deployment (default FRESHRANK_HOME)")
-    parser.add_argument("--seed", type=int, default=7, help="the ranker's first bagged seed")
+    parser.add_argument(
+        "--objectives", nargs="+", default=list(OBJECTIVES), help="objectives, baseline first"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=[7], help="the ranker's first bagged seed(s)"
+    )
     arguments = parser.parse_args()
     if arguments.home:
         os.environ["FRESHRANK_HOME"] = str(arguments.home)
@@ -66,29 +74,33 @@ def main() -> None:
     snapshot = load_snapshot(settings)
     pipeline = ComputeResource().training(settings, pipeline_config(settings))
     base = backtest_config(settings)
+    several_seeds = len(arguments.seeds) > 1
     results = {}
-    for objective in OBJECTIVES:
-        ranker = replace(base.ranker, objective=objective, seed=arguments.seed)
-        results[objective] = run_backtests(snapshot, pipeline, replace(base, ranker=ranker))
-        print(f"{objective}: backtests {results[objective].seconds:.1f} s", flush=True)
+    for objective in arguments.objectives:
+        for seed in arguments.seeds:
+            name = f"{objective} seed {seed}" if several_seeds else objective
+            ranker = replace(base.ranker, objective=objective, seed=seed)
+            results[name] = run_backtests(snapshot, pipeline, replace(base, ranker=ranker))
+            print(f"{name}: backtests {results[name].seconds:.1f} s", flush=True)
 
-    first = results[OBJECTIVES[0]]
+    names = list(results)
+    first = results[names[0]]
     baselines = first.summary.drop(index=["ranker"], errors="ignore")
     best = str(baselines.index[0])
     rows = {name: figures(result, "ranker") for name, result in results.items()}
     rows[f"best baseline ({best})"] = figures(first, best)
-    columns = list(rows[OBJECTIVES[0]])
+    columns = list(rows[names[0]])
     table = [["pipeline", "backtest s", *columns]]
     for name, row in rows.items():
         seconds = f"{results[name].seconds:.1f}" if name in results else ""
         table.append([name, seconds, *(f"{row[column]:.4f}" for column in columns)])
-    theirs = rows[OBJECTIVES[0]]
-    for objective in OBJECTIVES[1:]:
-        mine = rows[objective]
+    theirs = rows[names[0]]
+    for name in names[1:]:
+        mine = rows[name]
         table.append(
             [
-                f"{objective} / {OBJECTIVES[0]}",
-                ratio(results[objective].seconds, first.seconds),
+                f"{name} / {names[0]}",
+                ratio(results[name].seconds, first.seconds),
                 *(ratio(mine[column], theirs[column]) for column in columns),
             ]
         )
