@@ -5,11 +5,11 @@ after a `freshrank ingest` and 1.3 s after a `freshrank refresh`: on the refresh
 more than a tenth of the wall time. The command's work is done and durable by then (each store
 commits its own transactions), so once the exit handlers have run and the output is flushed,
 the process ends at once. When another thread is still running (a server), the ordinary shutdown
-runs instead, so nothing is cut short; daemon threads (tqdm's monitor, left by the embedding
-job's progress bar) do not count, as the interpreter never waits for them either. (Counting them
-had sent every first build through the teardown, where DuckDB's bindings printed some forty lines
-of nanobind "leaked instance" warnings.) (The other start-up cost, garbage collection during the
-imports, is the package's: see orchestration/__init__.py.)
+runs instead, so nothing is cut short. Daemon threads (tqdm's monitor, left by the embedding
+job's progress bar) do not count, as the interpreter never waits for them either: counting them
+had sent every first build through the teardown, where DuckDB's bindings printed some forty
+lines of nanobind "leaked instance" warnings. (The other start-up cost, garbage collection
+during the imports, is the package's: see orchestration/__init__.py.)
 """
 
 from __future__ import annotations

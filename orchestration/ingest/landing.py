@@ -328,7 +328,8 @@ def _load_rows(
             if earlier is not None:
                 raise _AlreadyLoaded(earlier)
             counts = _write_rows(con, delivery, source, checked, rows_read)
-            message = _loaded_message(counts, _first_quarantined(con, delivery))
+            shown = _first_quarantined(con, delivery) if counts[2] else []
+            message = _loaded_message(counts, shown)
             _insert_ledger(con, delivery, LOADED, counts, message)
             con.commit()
         except BaseException:
