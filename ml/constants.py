@@ -67,7 +67,6 @@ DEFAULT_TRENDING_HALF_LIFE_DAYS = 7.0
 DEFAULT_KNN_NEIGHBOURS = 100
 DEFAULT_EASE_L2 = 500.0
 DEFAULT_EASE_MAX_ITEMS = 20_000
-DEFAULT_TRENDING_BLEND = 0.1
 
 # Event types that do not mean the user consumed the item (it may still be recommended).
 NON_CONSUMING_EVENT_TYPES = ("impression",)

@@ -1,24 +1,29 @@
-"""Configurable ranking rules: pure functions over users x items score matrices.
+"""Configurable ranking rules: exclusion, feedback demotions, negative feedback, MMR, trending
+per context.
 
-Every matrix here has one row per entry of `user_ids` and one column per entry of `item_ids`, in
-the caller's order. Time always means event time (`occurred_at`), never the wall clock, so a
-replay or a backfill ranks exactly as live traffic did. Events without a time carry no order:
-the impression and click rules leave them out, the negative feedback rule counts them as older
-than any timed event, and they still count as consumption.
+The ranking pipeline (ml.pipeline) applies them to its candidates with the cell functions
+(`excluded_at`, `feedback_multipliers_at`), which cost what a block's events and candidates
+cost; request-time personalisation applies them to one user's few events (`one_user_excluded`,
+`one_user_feedback`). The users x items matrix functions (`excluded_mask`,
+`feedback_multipliers`, `negative_feedback_penalty`) state the same rules plainly, and the
+tests hold the cell and one-user functions to them. Every matrix has one row per entry of
+`user_ids` and one column per entry of `item_ids`, in the caller's order. Time always means
+event time (`occurred_at`), never the wall clock, so a replay or a backfill ranks exactly as
+live traffic did. Events without a time carry no order: the impression and click rules leave
+them out, the negative feedback rule counts them as older than any timed event, and they still
+count as consumption.
 
-`apply_rules` composes the rules:
 - exclusion: items the user consumed (any event but an impression), items they purchased and
-  unavailable items come back as -inf. A rebuyable item is exempt from both the purchase and the
-  consumption rule (buying it again is the point); nothing is exempt from unavailability.
+  unavailable items are never listed. A rebuyable item is exempt from both the purchase and
+  the consumption rule (buying it again is the point); nothing is exempt from unavailability.
 - feedback: an item shown more than `free_impressions` times with no engagement at or after the
   impressions is multiplied by `impression_demotion` per extra impression, never below
   `min_impression_factor`; an item clicked or viewed with no add_to_cart/purchase at or after
   the click, by `click_without_conversion_factor` (once, however many clicks).
 - negative feedback: an item is multiplied by 1 - strength x (its largest cosine similarity,
   clipped at 0, to an item whose latest like/dislike/rating from the user was negative).
-- blend: model and trending scores are rescaled to [0, 1] over each user's remaining items and
-  blended as in ml.ranking; the multipliers apply to the blend, which is never negative, so a
-  multiplier below 1 always pushes an item down.
+The multipliers apply to scores that are never negative, so a multiplier below 1 always
+pushes an item down.
 """
 
 from __future__ import annotations
@@ -40,13 +45,11 @@ from ml.constants import (
     DEFAULT_CONTEXT_MIN_EVENTS,
     DEFAULT_EVENT_WEIGHTS,
     DEFAULT_FREE_IMPRESSIONS,
-    DEFAULT_HISTORY_LENGTH,
     DEFAULT_IMPRESSION_DEMOTION,
     DEFAULT_LOW_RATING_THRESHOLD,
     DEFAULT_MIN_IMPRESSION_FACTOR,
     DEFAULT_MMR_MIN_CANDIDATES,
     DEFAULT_NEGATIVE_FEEDBACK_STRENGTH,
-    DEFAULT_TRENDING_BLEND,
     DEFAULT_TRENDING_HALF_LIFE_DAYS,
     EVENT_TYPE,
     ITEM_ID,
@@ -63,7 +66,6 @@ from ml.frames import require_columns, require_positive_k
 from ml.ranking import TRENDING_NOW, top_k_indices
 
 REASON_TRENDING_CONTEXT = "popular at this hour"
-REASON_NEW_ITEM = "new: similar to {title}"
 
 IMPRESSION = "impression"
 PURCHASE = "purchase"
@@ -78,9 +80,7 @@ EXPLICIT_FEEDBACK_EVENT_TYPES = ("like", "dislike", "rate")
 MMR_CANDIDATES_PER_PLACE = 5
 
 Ids = Sequence[Hashable] | np.ndarray | pd.Index
-Titles = Mapping[Hashable, str] | pd.Series
 _NO_TIME = np.iinfo(np.int64).min  # an event time (ns) earlier than any real one
-_PAIR_BLOCK = 65_536  # (row, history item) pairs whose vectors are multiplied at once
 _MMR_BLOCK_FLOATS = 8_000_000  # bounds the candidate vectors and similarities MMR holds
 # Contexts that can be read off the event time when the context JSON lacks them.
 _TIME_CONTEXTS = {"hour": "hour", "weekday": "dayofweek"}
@@ -104,7 +104,6 @@ class RankingRules:
     rebuyable_item_ids: frozenset[Hashable] = field(default_factory=frozenset)
     negative_feedback_strength: float = DEFAULT_NEGATIVE_FEEDBACK_STRENGTH
     low_rating_threshold: float = DEFAULT_LOW_RATING_THRESHOLD
-    trending_blend: float = DEFAULT_TRENDING_BLEND
     mmr_lambda: float | None = None
     new_item_slots: int = 0  # places per list kept for items nobody has touched yet
 
@@ -113,7 +112,7 @@ class RankingRules:
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must lie in (0, 1], got {value!r}")
-        for name in ("min_impression_factor", "negative_feedback_strength", "trending_blend"):
+        for name in ("min_impression_factor", "negative_feedback_strength"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
@@ -253,54 +252,6 @@ def feedback_multipliers_at(
     return multipliers
 
 
-def apply_rules(
-    scores: np.ndarray,
-    user_ids: Ids,
-    item_ids: Ids,
-    events: pd.DataFrame,
-    rules: RankingRules,
-    *,
-    item_vectors: np.ndarray | None = None,
-    trending: np.ndarray | pd.Series | None = None,
-    unavailable: Iterable[Hashable] = (),
-) -> np.ndarray:
-    """Adjusted users x items scores in [0, 1], excluded items -inf (see the module docstring).
-
-    `scores` may already hold -inf for items the caller excluded; NaN is refused. `trending` is
-    a vector aligned to item_ids, a users x items matrix (e.g. per-user context trending) or a
-    Series indexed by item id (missing items 0); negative trending counts 0. Without trending
-    the result is the rescaled model score alone; without item_vectors there is no negative
-    feedback rule. MMR is separate: pass the result to mmr_rerank when rules.mmr_lambda is set.
-    """
-    user_index = _unique_index(user_ids, "user_ids")
-    item_index = _unique_index(item_ids, "item_ids")
-    model = np.asarray(scores, dtype=float)
-    shape = (len(user_index), len(item_index))
-    if model.shape != shape:
-        raise ValueError(f"scores has shape {model.shape} but user_ids x item_ids is {shape}")
-    if np.isnan(model).any():
-        raise ValueError("scores contains NaN; the model output is broken (use -inf to exclude)")
-    if np.isposinf(model).any():
-        raise ValueError("scores contains +inf; the model output is broken")
-
-    coded = _code_events(events, user_index, item_index)
-    excluded = _excluded_mask(coded, item_index, rules, unavailable) | np.isneginf(model)
-    multipliers = _feedback_multipliers(coded, rules)
-    if item_vectors is not None and rules.negative_feedback_strength > 0:
-        vectors = _unit_rows(item_vectors, len(item_index))
-        multipliers *= _negative_feedback_penalty(coded, vectors, rules)
-
-    # Excluded cells are zeroed first so that no infinity enters the arithmetic.
-    adjusted = _rescale_rows(np.where(excluded, 0.0, model), excluded)
-    trending_matrix = _trending_matrix(trending, item_index, shape)
-    if trending_matrix is not None and rules.trending_blend > 0:
-        adjusted *= 1.0 - rules.trending_blend
-        adjusted += rules.trending_blend * _rescale_rows(trending_matrix, excluded)
-    adjusted *= multipliers
-    adjusted[excluded] = -np.inf
-    return adjusted
-
-
 def mmr_rerank(
     scores: np.ndarray,
     item_vectors: np.ndarray,
@@ -346,26 +297,6 @@ def mmr_rerank(
     return picks
 
 
-def event_trending(
-    events: pd.DataFrame,
-    item_ids: Ids,
-    half_life_days: float = DEFAULT_TRENDING_HALF_LIFE_DAYS,
-    *,
-    event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS,
-) -> np.ndarray:
-    """Global trending per item (aligned to item_ids): decayed positive event weight, >= 0.
-
-    Each event weighs event_weights[event_type] (a rating x value / RATING_MAX, 0 without a
-    value; negative weights count 0) and halves every half_life_days before the newest event.
-    This is the fallback that trending_for_context uses next to context_trending.
-    """
-    item_index = _unique_index(item_ids, "item_ids")
-    decayed = _decayed_weights(events, half_life_days, event_weights)
-    columns = item_index.get_indexer(events[ITEM_ID])
-    counted = (columns >= 0) & (decayed > 0)
-    return np.bincount(columns[counted], weights=decayed[counted], minlength=len(item_index))
-
-
 def context_trending(
     events: pd.DataFrame,
     item_ids: Ids,
@@ -375,13 +306,16 @@ def context_trending(
     min_events: int = DEFAULT_CONTEXT_MIN_EVENTS,
     event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS,
 ) -> dict[str, np.ndarray]:
-    """Trending per context value: {value: scores aligned to item_ids}, as event_trending.
+    """Trending per context value: {value: scores aligned to item_ids}.
+
+    Each event weighs event_weights[event_type] (a rating x value / RATING_MAX, 0 without a
+    value; negative weights count 0) and halves every half_life_days before the newest event.
 
     An event's context value is its context JSON's `context_key` field, else (for "hour" and
     "weekday", Monday 0) read off occurred_at; values are text, whole numbers without a
     decimal point ("9", not "9.0"). Decay runs from the newest event of the whole frame, so
     contexts compare. A value with fewer than `min_events` events of positive weight on known
-    items is left out: trending_for_context then falls back to global trending.
+    items is left out (its users get the global trending list).
     """
     item_index = _unique_index(item_ids, "item_ids")
     decayed = _decayed_weights(events, half_life_days, event_weights)
@@ -416,23 +350,6 @@ def context_value(
         if not pd.isna(timestamp):
             value = str(getattr(timestamp, _TIME_CONTEXTS[context_key]))
     return value
-
-
-def trending_for_context(
-    context_scores: Mapping[str, np.ndarray],
-    context: object,
-    global_trending: np.ndarray,
-) -> tuple[np.ndarray, bool]:
-    """The trending vector for a user's current context, and whether it is context-specific.
-
-    `context` is a raw or normalised value (9, "9"); None, or a value context_trending left out
-    for having too few events, falls back to `global_trending`. When the second element is
-    True, REASON_TRENDING_CONTEXT describes the list; otherwise "trending now" does.
-    """
-    value = _normalise_context_value(context)
-    if value is not None and value in context_scores:
-        return np.asarray(context_scores[value], dtype=float), True
-    return np.asarray(global_trending, dtype=float), False
 
 
 def context_trending_lists(
@@ -492,73 +409,6 @@ def context_trending_lists(
             }
         )
     return pd.concat(frames, ignore_index=True)
-
-
-def new_item_reasons(
-    lists: pd.DataFrame,
-    events: pd.DataFrame,
-    item_ids: Ids,
-    item_vectors: np.ndarray,
-    titles: Titles | None = None,
-    *,
-    history_length: int = DEFAULT_HISTORY_LENGTH,
-    event_weights: Mapping[str, float] = DEFAULT_EVENT_WEIGHTS,
-) -> pd.Series:
-    """REASON_NEW_ITEM for listed items nobody has interacted with; None for the other rows.
-
-    `lists` holds (user_id, item_id) rows. An item is new when no event but an impression
-    names it. Its reason names the item, among the user's `history_length` most recent items
-    of positive weight, most similar by item_vectors (cosine; ties to the more recent); rows
-    whose user has no history, or whose best similarity is not positive, get None. Titles come
-    from `titles` (item id -> title), else the id. Aligned to lists.index.
-    """
-    require_columns(lists, (USER_ID, ITEM_ID), name="lists")
-    require_columns(events, (USER_ID, ITEM_ID, EVENT_TYPE), name="events")
-    require_positive_k(history_length)
-    item_index = _unique_index(item_ids, "item_ids")
-    vectors = _unit_rows(item_vectors, len(item_index))
-    reasons = np.full(len(lists), None, dtype=object)
-
-    interacted = events.loc[~events[EVENT_TYPE].isin(NON_CONSUMING_EVENT_TYPES), ITEM_ID]
-    listed_columns = item_index.get_indexer(lists[ITEM_ID])
-    new_rows = np.flatnonzero(
-        (listed_columns >= 0) & ~lists[ITEM_ID].isin(interacted.unique()).to_numpy()
-    )
-    history = _recent_positive_history(events, item_index, history_length, event_weights)
-    if len(new_rows) == 0 or history.empty:
-        return pd.Series(reasons, index=lists.index, dtype=object)
-
-    history_users = history[USER_ID].to_numpy()
-    row_users = lists[USER_ID].to_numpy()[new_rows]
-    user_codes, user_values = pd.factorize(pd.Index(history_users))
-    row_codes = user_values.get_indexer(row_users)
-    new_rows, row_codes = new_rows[row_codes >= 0], row_codes[row_codes >= 0]
-    # history runs most recent first; a stable sort by user keeps that order within a user.
-    order = np.argsort(user_codes, kind="stable")
-    history_codes = user_codes[order]
-    history_columns = history["column"].to_numpy()[order]
-    history_items = history[ITEM_ID].to_numpy()[order]
-    starts = np.searchsorted(history_codes, row_codes, side="left")
-    counts = np.searchsorted(history_codes, row_codes, side="right") - starts
-    pair_rows = np.repeat(np.arange(len(new_rows)), counts)
-    pair_history = np.repeat(starts, counts) + (
-        np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    )
-    similarity = _pair_similarity(
-        vectors, listed_columns[new_rows][pair_rows], history_columns[pair_history]
-    )
-    positive = similarity > 0
-    pair_rows, pair_history = pair_rows[positive], pair_history[positive]
-    # Within a row, the larger similarity wins, then the earlier (more recent) history item.
-    best_first = np.lexsort((pair_history, -similarity[positive], pair_rows))
-    explained, first = np.unique(pair_rows[best_first], return_index=True)
-    title_of = dict(titles.items()) if titles is not None else {}
-    names = [
-        REASON_NEW_ITEM.format(title=display_title(item, title_of))
-        for item in history_items[pair_history[best_first[first]]]
-    ]
-    reasons[new_rows[explained]] = names
-    return pd.Series(reasons, index=lists.index, dtype=object)
 
 
 def one_user_excluded(events: Iterable[Mapping[str, object]], rules: RankingRules) -> set:
@@ -888,7 +738,7 @@ def _unit_rows(item_vectors: np.ndarray, n_items: int) -> np.ndarray:
 
 
 def _rescale_rows(values: np.ndarray, excluded: np.ndarray) -> np.ndarray:
-    """Each row mapped to [0, 1] over its allowed entries, as ml.ranking rescales scores.
+    """Each row mapped to [0, 1] over its allowed entries: MMR's relevance.
 
     Subtracts min(row minimum, 0) and divides by the span up to the row maximum: non-negative
     rows become value / max (0 stays 0), rows with negative values are min-max scaled, rows
@@ -902,29 +752,6 @@ def _rescale_rows(values: np.ndarray, excluded: np.ndarray) -> np.ndarray:
     shift = np.where(spread_ok, bottom, 0.0)
     scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread_ok)
     return (values - shift[:, None]) * scale[:, None]
-
-
-def _trending_matrix(
-    trending: np.ndarray | pd.Series | None, item_index: pd.Index, shape: tuple[int, int]
-) -> np.ndarray | None:
-    """Trending as a users x items matrix (a vector is shared by every user), negatives 0."""
-    if trending is None:
-        return None
-    if isinstance(trending, pd.Series):
-        _unique_index(trending.index, "trending index")
-        values = trending.reindex(item_index).fillna(0.0).to_numpy(dtype=float)
-    else:
-        values = np.asarray(trending, dtype=float)
-    if values.shape == (shape[1],):
-        values = np.broadcast_to(values, shape)
-    elif values.shape != shape:
-        raise ValueError(
-            f"trending has shape {values.shape} but must be one score per item "
-            f"({shape[1]},) or users x items {shape}"
-        )
-    if not np.isfinite(values).all():
-        raise ValueError("trending contains NaN or infinite values")
-    return np.maximum(values, 0.0)
 
 
 def _mmr_block(
@@ -1052,47 +879,6 @@ def _normalise_context_value(value: object) -> str | None:
     if np.isnan(number):
         return None
     return str(int(number)) if number.is_integer() else text
-
-
-def _recent_positive_history(
-    events: pd.DataFrame,
-    item_index: pd.Index,
-    history_length: int,
-    event_weights: Mapping[str, float],
-) -> pd.DataFrame:
-    """(user_id, item_id, column): each user's latest distinct items of positive weight.
-
-    Rows run most recent first (by occurred_at when present, then frame order), at most
-    history_length per user.
-    """
-    columns = item_index.get_indexer(events[ITEM_ID])
-    keep = (columns >= 0) & (_event_weights(events, event_weights) > 0)
-    positions = np.flatnonzero(keep)
-    if OCCURRED_AT in events.columns:
-        times = _event_nanoseconds(events[OCCURRED_AT])[keep]
-    else:
-        times = positions
-    history = pd.DataFrame(
-        {
-            USER_ID: events[USER_ID].to_numpy()[keep],
-            ITEM_ID: events[ITEM_ID].to_numpy()[keep],
-            "column": columns[keep],
-            "time": times,
-            "position": positions,
-        }
-    )
-    history = history.sort_values(["time", "position"], ascending=False, kind="stable")
-    history = history.drop_duplicates([USER_ID, "column"])
-    return history.groupby(USER_ID, sort=False).head(history_length).reset_index(drop=True)
-
-
-def _pair_similarity(vectors: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Dot product of vectors[left[i]] and vectors[right[i]] for every i, in blocks."""
-    similarity = np.empty(len(left))
-    for start in range(0, len(left), _PAIR_BLOCK):
-        block = slice(start, start + _PAIR_BLOCK)
-        similarity[block] = np.einsum("pd,pd->p", vectors[left[block]], vectors[right[block]])
-    return similarity
 
 
 def display_titles(items: np.ndarray, titles: pd.Series) -> np.ndarray:

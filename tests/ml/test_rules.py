@@ -7,26 +7,21 @@ import pytest
 from ml.constants import CONTEXT, EVENT_TYPE, ITEM_ID, OCCURRED_AT, USER_ID, VALUE
 from ml.ranking import TRENDING_NOW, top_k_indices
 from ml.rules import (
-    REASON_NEW_ITEM,
     REASON_TRENDING_CONTEXT,
     RankingRules,
-    apply_rules,
     context_trending,
     context_trending_lists,
     context_value,
     display_title,
     display_titles,
-    event_trending,
     excluded_at,
     excluded_mask,
     feedback_multipliers,
     feedback_multipliers_at,
     mmr_rerank,
     negative_feedback_penalty,
-    new_item_reasons,
     one_user_excluded,
     one_user_feedback,
-    trending_for_context,
 )
 
 USERS = ["u1", "u2"]
@@ -261,61 +256,31 @@ def test_item_vectors_of_the_wrong_shape_are_refused() -> None:
         negative_feedback_penalty(events, USERS, ITEMS, VECTORS[:3], RankingRules())
 
 
-def test_apply_rules_blends_demotes_and_excludes() -> None:
-    scores = np.array([[4.0, 2.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
-    trending = np.array([0.0, 1.0, 3.0, 4.0])
-    events = events_frame(
-        [("u1", "a", "purchase", 0)] + [("u1", "b", "impression", hour) for hour in range(3)]
-    )
-    adjusted = apply_rules(scores, USERS, ITEMS, events, RankingRules(), trending=trending)
-    # u1 keeps b, c, d: model / 2 = 1, 0.5, 0; trending / 4 = 0.25, 0.75, 1; blend 0.9 / 0.1;
-    # b was shown three times without a click: x 0.85.
-    np.testing.assert_allclose(
-        adjusted,
-        [[-np.inf, 0.925 * 0.85, 0.525, 0.1], [0.0, 0.025, 0.075, 0.1]],
-    )
-
-
-def test_apply_rules_pushes_the_item_most_like_a_dislike_below_a_less_similar_one() -> None:
+def test_the_pipelines_rules_push_the_item_most_like_a_dislike_below_a_less_similar_one() -> None:
     scores = np.array([[0.0, 1.0, 0.9, 0.1], [0.0, 1.0, 0.9, 0.1]])
     events = events_frame([("u1", "a", "dislike", 0)])
-    adjusted = apply_rules(scores, USERS, ITEMS, events, RankingRules(), item_vectors=VECTORS)
+    rows, columns = np.divmod(np.arange(scores.size), scores.shape[1])
+    rules = RankingRules()
+    excluded = excluded_at(events, USERS, ITEMS, rows, columns, rules).reshape(scores.shape)
+    multipliers = feedback_multipliers_at(
+        events, USERS, ITEMS, rows, columns, rules, item_vectors=VECTORS
+    ).reshape(scores.shape)
+    adjusted = np.where(excluded, -np.inf, scores * multipliers)
     assert adjusted[0, 0] == -np.inf  # a disliked item was consumed
     np.testing.assert_allclose(adjusted[0, 1:], [0.6, 0.9, 0.1])
     np.testing.assert_allclose(adjusted[1], [0.0, 1.0, 0.9, 0.1])  # u2 untouched
     assert top_k_indices(adjusted, 1)[0, 0] == ITEMS.index("c")
 
 
-def test_apply_rules_takes_trending_as_a_series_or_per_user_and_keeps_caller_exclusions() -> None:
-    scores = np.array([[1.0, -np.inf, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+def test_the_rules_refuse_repeated_ids_and_untyped_times() -> None:
     events = events_frame([])
-    rules = RankingRules(trending_blend=0.5)
-    by_series = apply_rules(
-        scores, USERS, ITEMS, events, rules, trending=pd.Series({"d": 2.0, "c": 1.0, "x": 9.0})
-    )
-    np.testing.assert_allclose(by_series, [[0.5, -np.inf, 0.75, 1.0], [0.5, 0.5, 0.75, 1.0]])
-    per_user = np.array([[0.0, 0.0, 0.0, 1.0], [1.0, 0.0, 0.0, 0.0]])
-    by_user = apply_rules(scores, USERS, ITEMS, events, rules, trending=per_user)
-    np.testing.assert_allclose(by_user, [[0.5, -np.inf, 0.5, 1.0], [1.0, 0.5, 0.5, 0.5]])
-    np.testing.assert_allclose(
-        apply_rules(scores, USERS, ITEMS, events, rules), [[1, -np.inf, 1, 1], [1, 1, 1, 1]]
-    )
-
-
-def test_apply_rules_refuses_broken_inputs() -> None:
-    events = events_frame([])
-    with pytest.raises(ValueError, match="shape"):
-        apply_rules(np.zeros((2, 3)), USERS, ITEMS, events, RankingRules())
-    with pytest.raises(ValueError, match="NaN"):
-        apply_rules(np.full((2, 4), np.nan), USERS, ITEMS, events, RankingRules())
     with pytest.raises(ValueError, match="unique"):
-        apply_rules(np.zeros((2, 4)), USERS, ["a", "a", "b", "c"], events, RankingRules())
+        feedback_multipliers(events, USERS, ["a", "a", "b", "c"], RankingRules())
     with pytest.raises(ValueError, match="to_datetime"):
-        apply_rules(
-            np.zeros((2, 4)),
+        feedback_multipliers(
+            events.assign(**{OCCURRED_AT: events[OCCURRED_AT].astype(str)}),
             USERS,
             ITEMS,
-            events.assign(**{OCCURRED_AT: events[OCCURRED_AT].astype(str)}),
             RankingRules(),
         )
 
@@ -351,16 +316,6 @@ def test_mmr_looks_only_at_the_best_candidates() -> None:
     np.testing.assert_array_equal(mmr_rerank(scores, vectors, 2, 0.5, candidates=3), [[0, 1]])
 
 
-def test_event_trending_halves_per_half_life_before_the_newest_event() -> None:
-    events = events_frame(
-        [("u1", "a", "click", 0), ("u1", "b", "click", 7 * 24), ("u2", "c", "rate", 0, 2.5)]
-        + [("u2", "d", "dislike", 7 * 24), ("u2", "d", "impression", 7 * 24)]
-    )
-    # click weighs 2, a rating 4 x value / 5; a dislike or an impression adds nothing.
-    np.testing.assert_allclose(event_trending(events, ITEMS), [1.0, 2.0, 1.0, 0.0])
-    np.testing.assert_allclose(event_trending(events, ITEMS, 3.5), [0.5, 2.0, 0.5, 0.0])
-
-
 def context_events() -> pd.DataFrame:
     """25 clicks on a at 9:00 (context JSON), 25 on b at 21:00 (from the time), 2 on c at 3:00."""
     rows = [("u1", "a", "click", 0, None, '{"hour": 9, "device": "tv"}')] * 25
@@ -376,19 +331,6 @@ def test_context_trending_picks_the_items_of_the_hour() -> None:
     assert by_hour["21"].argmax() == ITEMS.index("b")
     assert by_hour["9"][ITEMS.index("b")] == 0.0
     assert sorted(context_trending(context_events(), ITEMS, min_events=2)) == ["21", "3", "9"]
-
-
-def test_trending_for_context_falls_back_to_global_trending() -> None:
-    events = context_events()
-    by_hour = context_trending(events, ITEMS)
-    overall = event_trending(events, ITEMS)
-    scores, from_context = trending_for_context(by_hour, 9, overall)
-    assert from_context
-    np.testing.assert_array_equal(scores, by_hour["9"])
-    for rare_or_missing in ("3", "14", None):
-        scores, from_context = trending_for_context(by_hour, rare_or_missing, overall)
-        assert not from_context
-        np.testing.assert_array_equal(scores, overall)
 
 
 def test_context_values_are_normalised_alike_for_events_and_requests() -> None:
@@ -435,31 +377,6 @@ def test_context_trending_lists_break_context_ties_by_global_trending() -> None:
         context_trending_lists({"9": np.ones(2)}, ["a", "b", "c"], 2)
 
 
-def test_new_items_are_explained_by_the_most_similar_history_item() -> None:
-    items = ["a", "b", "c", "new"]
-    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.1, 0.9]])
-    events = events_frame(
-        [
-            ("u1", "a", "purchase", 0),
-            ("u1", "b", "view", 1),
-            ("u1", "c", "dislike", 2),  # not a taste to explain by
-            ("u2", "c", "impression", 0),
-            ("u2", "a", "click", 0),
-            ("u1", "new", "impression", 3),  # an impression is no interaction
-        ]
-    )
-    lists = pd.DataFrame(
-        {USER_ID: ["u1", "u1", "u2", "u3"], ITEM_ID: ["new", "c", "new", "new"]},
-        index=[10, 11, 12, 13],
-    )
-    reasons = new_item_reasons(lists, events, items, vectors, titles={"b": "Bee"})
-    assert reasons.index.tolist() == [10, 11, 12, 13]
-    assert reasons[10] == REASON_NEW_ITEM.format(title="Bee")
-    assert reasons[11] is None  # c has interactions
-    assert reasons[12] == REASON_NEW_ITEM.format(title="a")  # no title: the id
-    assert reasons[13] is None  # no history
-
-
 def test_event_time_only_shifting_every_timestamp_changes_nothing() -> None:
     events = pd.concat(
         [
@@ -473,16 +390,10 @@ def test_event_time_only_shifting_every_timestamp_changes_nothing() -> None:
     )
     shifted = events.assign(**{OCCURRED_AT: events[OCCURRED_AT] + pd.Timedelta(days=3653)})
     rules = RankingRules(exclude_consumed=False)
-    scores = np.arange(8.0).reshape(2, 4)
-    trending = np.array([1.0, 2.0, 0.0, 3.0])
     for function in (
         lambda frame: feedback_multipliers(frame, USERS, ITEMS, rules),
         lambda frame: excluded_mask(frame, USERS, ITEMS, rules),
         lambda frame: negative_feedback_penalty(frame, USERS, ITEMS, VECTORS, rules),
-        lambda frame: apply_rules(
-            scores, USERS, ITEMS, frame, rules, item_vectors=VECTORS, trending=trending
-        ),
-        lambda frame: event_trending(frame, ITEMS),
     ):
         np.testing.assert_array_equal(function(events), function(shifted))
     before, after = context_trending(events, ITEMS), context_trending(shifted, ITEMS)
@@ -512,17 +423,12 @@ def test_rules_run_on_a_thousand_users_and_ten_thousand_items() -> None:
     vectors = generator.normal(size=(n_items, 32)).astype(np.float32)
     scores = generator.random((n_users, n_items))
     by_hour = context_trending(events, items)
-    trending, _ = trending_for_context(by_hour, 9, event_trending(events, items))
-    adjusted = apply_rules(
-        scores,
-        users,
-        items,
-        events,
-        RankingRules(rebuyable_item_ids=frozenset(items[:10])),
-        item_vectors=vectors,
-        trending=trending,
-        unavailable=items[-10:],
-    )
+    assert set(by_hour) <= {str(hour) for hour in range(24)}
+    rules = RankingRules(rebuyable_item_ids=frozenset(items[:10]))
+    excluded = excluded_mask(events, users, items, rules, unavailable=items[-10:])
+    multipliers = feedback_multipliers(events, users, items, rules)
+    multipliers *= negative_feedback_penalty(events, users, items, vectors, rules)
+    adjusted = np.where(excluded, -np.inf, scores * multipliers)
     assert adjusted.shape == (n_users, n_items)
     assert not np.isnan(adjusted).any()
     assert np.isneginf(adjusted[:, -10:]).all()
