@@ -27,7 +27,6 @@ RANK = "rank"
 REASON = "reason"
 MODEL_VERSION = "model_version"
 GENERATED_AT = "generated_at"
-SPLIT = "split"
 ATTRIBUTES = "attributes"  # JSON object of columns outside the contract
 CONTEXT_KEY = "context_key"  # the context field a trending list is for, e.g. hour
 CONTEXT_VALUE = "context_value"  # its value, normalised as ml.rules.context_value does
