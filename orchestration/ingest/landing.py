@@ -426,11 +426,19 @@ def _quarantined(checked: CheckedRows, source: Source) -> str:
 
 
 def _first_quarantined(con: duckdb.DuckDBPyConnection, delivery: _Delivery) -> list[tuple]:
-    """(row, column, reason) of the delivery's first quarantined rows, at most QUARANTINE_SHOWN."""
+    """(row, column, reason) of the delivery's first quarantined rows, at most QUARANTINE_SHOWN.
+    Its stamp tells them apart from another file of the same name in the same batch."""
     return con.execute(
-        f"SELECT {SOURCE_ROW}, column_name, reason FROM raw.quarantine "
-        f"WHERE {BATCH_ID} = $batch AND {SOURCE_FILE} = $file ORDER BY {SOURCE_ROW} LIMIT $shown",
-        {"batch": delivery.batch_id, "file": delivery.name, "shown": QUARANTINE_SHOWN},
+        f"SELECT {SOURCE_ROW}, column_name, reason FROM raw.quarantine WHERE kind = $kind "
+        f"AND {BATCH_ID} = $batch AND {SOURCE_FILE} = $file AND quarantined_at = $stamp "
+        f"ORDER BY {SOURCE_ROW} LIMIT $shown",
+        {
+            "kind": delivery.kind,
+            "batch": delivery.batch_id,
+            "file": delivery.name,
+            "stamp": delivery.stamp,
+            "shown": QUARANTINE_SHOWN,
+        },
     ).fetchall()
 
 

@@ -427,6 +427,25 @@ def test_a_loads_message_shows_the_first_quarantined_rows(
     assert result.message.endswith("; and 2 more in raw.quarantine")
 
 
+def test_a_loads_message_shows_only_its_own_files_rows(settings: Settings, tmp_path: Path) -> None:
+    first = write(
+        tmp_path / "monday" / "events.csv",
+        f"{EVENT_HEADER}\nu1,i1,teleport,2024-05-01T10:00:00Z,\n",
+    )
+    second = write(
+        tmp_path / "tuesday" / "events.csv",
+        f"{EVENT_HEADER}\n{GOOD_EVENT}\n{GOOD_EVENT.replace('u1', 'u2')}\nu3,i1,view,never,\n",
+    )
+
+    results = deliver(settings, "events", first, second)
+
+    assert [result.rows_quarantined for result in results] == [1, 1]
+    assert "row 1, column event_type" in results[0].message
+    assert results[1].message.endswith(
+        "quarantined 1: row 3, column timestamp: " + quarantine_rows(settings)["reason"].iloc[1]
+    )
+
+
 def test_items_csv_with_every_optional_column(settings: Settings, tmp_path: Path) -> None:
     source = write(
         tmp_path / "items.csv",
