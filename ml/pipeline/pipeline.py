@@ -355,11 +355,7 @@ class RankingPipeline:
         else:
             if self.ordering not in frame:
                 raise ValueError(f"no score column {self.ordering!r} among the candidates")
-            # Popularity breaks ties (and orders users the source knows nothing about).
-            tiebreak = frame[TIEBREAK].to_numpy(dtype=float)
-            # Into [0, 1) row by row (same order): a user's scores must not depend on who else
-            # is ranked in the same call.
-            tiebreak = tiebreak / (tiebreak + 1.0)
+            tiebreak = baseline_tiebreak(frame)
             raw = frame[self.ordering].to_numpy(dtype=float) * 2.0 + tiebreak * 1e-3
             raw = np.where(frame[self.ordering].to_numpy() > 0, raw + 1.0, tiebreak * 1e-3)
         grouped = pd.Series(raw).groupby(frame[USER_ID].to_numpy())
@@ -579,6 +575,22 @@ class RankingPipeline:
     # --- training data ---------------------------------------------------------------------
     def training_columns(self, frame: pd.DataFrame) -> list[str]:
         return feature_columns(frame.drop(columns=["label"], errors="ignore"))
+
+
+def baseline_tiebreak(frame: pd.DataFrame) -> np.ndarray:
+    """How a single-source pipeline orders candidates its source scores alike (or not at all),
+    in [0, 1) row by row (a user's scores must not depend on who else is ranked in the same
+    call): all-time popularity, in (0.5, 1); below every touched item, an item nobody has
+    touched by its text similarity to the user's recent items, in [0, 0.5]. Without the second
+    part a baseline's new-item slot went to the new candidate with the smallest id."""
+    popularity = frame[TIEBREAK].to_numpy(dtype=float)
+    touched = 0.5 + 0.5 * popularity / (popularity + 1.0)
+    if "text" in frame:
+        text = np.nan_to_num(frame["text"].to_numpy(dtype=float), nan=-1.0)
+        untouched = 0.25 * (np.clip(text, -1.0, 1.0) + 1.0)
+    else:
+        untouched = np.zeros(len(frame))
+    return np.where(popularity > 0, touched, untouched)
 
 
 def _same_state(fitted: Snapshot, newest: Snapshot) -> bool:

@@ -22,11 +22,13 @@ from ml.rules import RankingRules
 from tests.ml.pipeline.tiny import (
     NEW_ITEM,
     SHOP_AS_OF,
+    SHOP_VECTORS,
     events,
     shop_events,
     shop_items,
     shop_snapshot,
     shopper,
+    vectors,
 )
 
 # x viewed i2 then i1; y viewed i3 only.
@@ -113,6 +115,24 @@ def test_a_new_item_slot_replaces_the_last_established_item() -> None:
     # Already listed on its merits, the new item takes no extra place.
     by_text = pipeline("text", new_item_slots=1).recommend(shoppers())
     assert items_of(by_text) == [NEW_ITEM, "i3", "i4", "i5"]
+
+
+def test_a_baselines_new_item_slot_takes_the_new_item_most_like_the_users_recent_items() -> None:
+    # i10 is new too and its id sorts before i9's, but its vector is less like what x and y
+    # viewed than i9's (cosine about 0.2 and 0.1 against 0.75 and 0.8): no source scores
+    # either, so text decides.
+    items = pd.concat(
+        [shop_items(), pd.DataFrame({ITEM_ID: ["i10"], "title": ["Item 10"]})], ignore_index=True
+    )
+    text = vectors({**SHOP_VECTORS, "i10": [0.2, 0.1, 0.8, 0.55]})
+    snapshot = shop_snapshot(items=items, vectors=text)
+    for ordering in ("covisitation", "popularity_all", "item_knn"):
+        lists = pipeline(ordering, snapshot, new_item_slots=1).recommend(shoppers())
+        for user in ("x", "y"):
+            assert items_of(lists, user)[-1] == NEW_ITEM, (ordering, user)
+            assert "i10" not in items_of(lists, user)
+    frame = pipeline("covisitation", snapshot).candidate_features(shoppers())
+    assert {NEW_ITEM, "i10"} <= set(frame.loc[frame[USER_ID] == "x", ITEM_ID])
 
 
 def test_reasons_name_the_recent_item_behind_each_candidate() -> None:
