@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import re
 import uuid
@@ -34,9 +35,14 @@ JSON_LINES_EXTENSIONS = (".jsonl", ".ndjson")
 # Strict CSV: explicit columns from the header, every line checked against them; short lines
 # are padded with NULL (their rows are quarantined by the rules), long ones reject the file.
 CSV_OPTIONS = (
-    "header = true, auto_detect = false, delim = ',', quote = '\"', escape = '\"', "
+    "header = true, auto_detect = false, quote = '\"', escape = '\"', "
     "strict_mode = true, null_padding = true"
 )
+# Field separators a CSV may use: the one that splits the header into the most fields wins,
+# the comma on a tie (spreadsheets in many locales write ';', and tab-separated files are
+# often delivered as .csv).
+CSV_DELIMITERS = (",", ";", "\t", "|")
+HEADER_CHARS = 1 << 16  # where a CSV's header is looked for
 # DuckDB's parallel reader cannot pad short lines in a file whose quoted fields hold newlines;
 # such a file is read again by the single-threaded reader.
 _PARALLEL_PADDING_REFUSED = "does not support null_padding in conjunction with quoted new lines"
@@ -151,6 +157,11 @@ def unreadable(name: str, error: duckdb.Error) -> FileRejected:
         return FileRejected(
             f"cannot read '{name}': not UTF-8 text ({where}); save it as UTF-8 and deliver again"
         )
+    if "unterminated quote" in text:
+        return FileRejected(
+            f"cannot read '{name}': {where} opens a quoted field that never closes; "
+            "check its quoting"
+        )
     fields = re.search(r"Expected Number of Columns: (\d+) Found: (\d+)", text)
     if fields:
         expected, found = fields.groups()
@@ -187,30 +198,35 @@ def readable_path(path: Path) -> Iterator[Path]:
 
 
 def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
-    names = _column_names(_csv_header(path, name))
+    header, delimiter = _csv_header(path, name)
+    names = _column_names(header)
     # DuckDB reads the columns as column0, column1...; the view gives them their names.
     selects = {column: f"column{index}" for index, column in enumerate(names)}
     read_columns = ", ".join(f"{literal(slot)}: 'VARCHAR'" for slot in selects.values())
-    reader = f"read_csv({literal(str(path))}, columns = {{{read_columns}}}, {CSV_OPTIONS}"
+    options = f"delim = {literal(delimiter)}, {CSV_OPTIONS}"
+    reader = f"read_csv({literal(str(path))}, columns = {{{read_columns}}}, {options}"
     row = "row_number() OVER ()"
     con.execute(_view_sql(row, selects, reader + ")"))
     single_threaded = _view_sql(row, selects, reader + ", parallel = false)")
     return Source(LANDED_ROWS, dict.fromkeys(names, "VARCHAR"), None, single_threaded)
 
 
-def _csv_header(path: Path, name: str) -> list[str]:
+def _csv_header(path: Path, name: str) -> tuple[list[str], str]:
+    """The header's fields and the file's delimiter (of CSV_DELIMITERS)."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), [])
+            start = handle.read(HEADER_CHARS)
+        splits = [next(csv.reader(io.StringIO(start), delimiter=d), []) for d in CSV_DELIMITERS]
     except UnicodeDecodeError as error:
         raise FileRejected(
             f"cannot read '{name}': not UTF-8 text ({error}); save it as UTF-8 and deliver again"
         ) from None
     except (csv.Error, OSError) as error:
         raise FileRejected(f"cannot read '{name}': {error}") from None
+    header, delimiter = max(zip(splits, CSV_DELIMITERS, strict=True), key=lambda s: len(s[0]))
     if not header:
         raise FileRejected(f"cannot read '{name}': the file is empty (no header row)")
-    return header
+    return header, delimiter
 
 
 def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:

@@ -527,6 +527,37 @@ def test_ragged_csv_is_rejected_with_the_line(settings: Settings, tmp_path: Path
     assert "line 3" in result.message
 
 
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_a_csv_separated_otherwise_than_by_commas_loads(
+    settings: Settings, tmp_path: Path, delimiter: str
+) -> None:
+    # A spreadsheet's semicolons (with its byte-order mark), or tabs, in a file named .csv; an
+    # item id holds a comma, and the short last line is quarantined like any other.
+    rows = [
+        ["user_id", "item_id", "event_type", "timestamp", "value"],
+        ["u1", "i1", "view", "2024-05-01T10:00:00Z", ""],
+        ["u2", "i,2", "rate", "2024-05-01T11:00:00Z", "4.5"],
+        ["u3", "i3", "view"],
+    ]
+    text = "\ufeff" + "".join(delimiter.join(row) + "\n" for row in rows)
+    (result,) = deliver(settings, "events", write(tmp_path / "export.csv", text))
+
+    assert (result.status, result.rows_loaded, result.rows_quarantined) == ("loaded", 2, 1)
+    loaded = table(settings, "SELECT user_id, item_id FROM raw.events ORDER BY user_id")
+    assert loaded.values.tolist() == [["u1", "i1"], ["u2", "i,2"]]
+    assert "row 3, column timestamp" in result.message
+
+
+def test_an_unterminated_quote_rejects_the_file_with_its_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    text = f'{EVENT_HEADER}\n{GOOD_EVENT}\n"u2,i2,view,2024-05-01T10:00:00Z,\n{GOOD_EVENT}\n'
+    (result,) = deliver(settings, "events", write(tmp_path / "q.csv", text))
+
+    assert result.status == "rejected"
+    assert "line 3 opens a quoted field that never closes" in result.message
+
+
 def test_missing_required_column_rejects_the_file(settings: Settings, tmp_path: Path) -> None:
     text = "user_id,item_id,event_type,when\nu1,i1,view,2024-05-01\n"
     source = write(tmp_path / "x.csv", text)
