@@ -416,6 +416,18 @@ def rollback(client: Any) -> str:
 
 def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
     """The backtest summary (markdown) of the newest run, or None."""
+    path = _latest_artifact(tracking_uri, artifact_location, "backtests/summary.md")
+    return path.read_text() if path is not None else None
+
+
+def latest_backtest_table(tracking_uri: str, artifact_location: str) -> pd.DataFrame | None:
+    """The newest run's backtest table (pipeline, cut, segment, users, metrics), or None."""
+    path = _latest_artifact(tracking_uri, artifact_location, "backtests/per_cut.csv")
+    return pd.read_csv(path) if path is not None else None
+
+
+def _latest_artifact(tracking_uri: str, artifact_location: str, artifact: str) -> Path | None:
+    """A local copy of the newest backtest run's ``artifact``, or None without a run."""
     import mlflow
 
     client = configure(tracking_uri, artifact_location)
@@ -425,7 +437,6 @@ def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
     )
     if not runs:
         return None
-    path = mlflow.artifacts.download_artifacts(
-        run_id=runs[0].info.run_id, artifact_path="backtests/summary.md"
+    return Path(
+        mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path=artifact)
     )
-    return Path(path).read_text()

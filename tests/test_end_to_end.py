@@ -256,6 +256,28 @@ def test_the_build_judged_the_ranker_and_published_what_it_evaluates(world: dict
     assert (expected["score"] - published["score"]).abs().max() < 1e-9
 
 
+def test_evaluate_prints_the_builds_backtests_and_their_table_reads_back(world: dict) -> None:
+    from ml import tracking
+
+    settings = world["settings"]
+    printed = CliRunner().invoke(main, ["evaluate"])
+    assert printed.exit_code == 0, printed.output
+    assert "| ranker " in printed.output and "| popularity_all " in printed.output
+
+    table = tracking.latest_backtest_table(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_location
+    )
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    version = tracking.alias_version(client, tracking.CHAMPION)
+    run = client.get_run(client.get_model_version(tracking.REGISTERED_MODEL, version).run_id)
+    for pipeline in ("ranker", "popularity_all"):
+        rows = table[(table["pipeline"] == pipeline) & (table["segment"] == "overall")]
+        assert len(rows) == 2  # the world's two evaluated cuts
+        assert rows[f"ndcg@{K}"].mean() == pytest.approx(
+            run.data.metrics[f"{pipeline}.overall.ndcg_at_{K}"]
+        )
+
+
 def test_failing_blocking_check_keeps_the_previous_lists(
     world: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
