@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import re
 import uuid
@@ -42,7 +41,6 @@ CSV_OPTIONS = (
 # the comma on a tie (spreadsheets in many locales write ';', and tab-separated files are
 # often delivered as .csv).
 CSV_DELIMITERS = (",", ";", "\t", "|")
-HEADER_CHARS = 1 << 16  # where a CSV's header is looked for
 # DuckDB's parallel reader cannot pad short lines in a file whose quoted fields hold newlines;
 # such a file is read again by the single-threaded reader.
 _PARALLEL_PADDING_REFUSED = "does not support null_padding in conjunction with quoted new lines"
@@ -215,8 +213,10 @@ def _csv_header(path: Path, name: str) -> tuple[list[str], str]:
     """The header's fields and the file's delimiter (of CSV_DELIMITERS)."""
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            start = handle.read(HEADER_CHARS)
-        splits = [next(csv.reader(io.StringIO(start), delimiter=d), []) for d in CSV_DELIMITERS]
+            splits = []
+            for delimiter in CSV_DELIMITERS:
+                handle.seek(0)
+                splits.append(next(csv.reader(handle, delimiter=delimiter), []))
     except UnicodeDecodeError as error:
         raise FileRejected(
             f"cannot read '{name}': not UTF-8 text ({error}); save it as UTF-8 and deliver again"
