@@ -32,6 +32,16 @@ PREVIOUS_CHAMPION = "previous-champion"
 GATE_METRIC = "backtest_ndcg"  # the winner's mean NDCG@k over the cuts
 PIPELINE_TAG = "pipeline"
 PIPELINE_FILE = "pipeline.pkl"
+# What `freshrank evaluate` shows of the newest backtest run: (artifact, heading).
+EVALUATION_PARTS = (
+    ("backtests/summary.md", ""),
+    (
+        "backtests/winner_versus_others.md",
+        "The winner minus every other pipeline, NDCG over the same (cut, user) pairs "
+        "(95% paired-bootstrap interval):",
+    ),
+    ("backtests/notes.txt", "Notes:"),
+)
 
 
 @dataclass(frozen=True)
@@ -415,28 +425,46 @@ def rollback(client: Any) -> str:
 
 
 def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
-    """The backtest summary (markdown) of the newest run, or None."""
-    path = _latest_artifact(tracking_uri, artifact_location, "backtests/summary.md")
-    return path.read_text() if path is not None else None
+    """The newest backtest run as text: the summary (markdown), the winner against every other
+    pipeline with paired-bootstrap intervals, and the run's notes (each when logged); None
+    without a run."""
+    client = configure(tracking_uri, artifact_location)
+    run_id = _latest_run_id(client)
+    if run_id is None:
+        return None
+    parts = []
+    for artifact, heading in EVALUATION_PARTS:
+        path = _artifact(client, run_id, artifact)
+        if path is not None:
+            parts.append(
+                f"{heading}\n\n{path.read_text().strip()}" if heading else path.read_text()
+            )
+    return "\n\n".join(part.strip() for part in parts)
 
 
 def latest_backtest_table(tracking_uri: str, artifact_location: str) -> pd.DataFrame | None:
     """The newest run's backtest table (pipeline, cut, segment, users, metrics), or None."""
-    path = _latest_artifact(tracking_uri, artifact_location, "backtests/per_cut.csv")
+    client = configure(tracking_uri, artifact_location)
+    run_id = _latest_run_id(client)
+    path = _artifact(client, run_id, "backtests/per_cut.csv") if run_id is not None else None
     return pd.read_csv(path) if path is not None else None
 
 
-def _latest_artifact(tracking_uri: str, artifact_location: str, artifact: str) -> Path | None:
-    """A local copy of the newest backtest run's ``artifact``, or None without a run."""
-    import mlflow
-
-    client = configure(tracking_uri, artifact_location)
+def _latest_run_id(client: Any) -> str | None:
+    """The newest backtest run's id, or None before the first."""
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs(
         [experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
     )
-    if not runs:
+    return runs[0].info.run_id if runs else None
+
+
+def _artifact(client: Any, run_id: str, artifact: str) -> Path | None:
+    """A local copy of the run's ``artifact``, or None where the run did not log it."""
+    import mlflow
+
+    folder, _, name = artifact.rpartition("/")
+    logged = {Path(entry.path).name for entry in client.list_artifacts(run_id, folder)}
+    if name not in logged:
         return None
-    return Path(
-        mlflow.artifacts.download_artifacts(run_id=runs[0].info.run_id, artifact_path=artifact)
-    )
+    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact))

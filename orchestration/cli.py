@@ -267,7 +267,7 @@ def rollback() -> None:
 
 @main.command()
 def evaluate() -> None:
-    """Print the newest backtest summary: every pipeline by segment and cut."""
+    """Print the newest backtests: every pipeline by segment and cut, the winner against each."""
     from ml import tracking
 
     settings = get_settings()

@@ -263,6 +263,7 @@ def test_evaluate_prints_the_builds_backtests_and_their_table_reads_back(world: 
     printed = CliRunner().invoke(main, ["evaluate"])
     assert printed.exit_code == 0, printed.output
     assert "| ranker " in printed.output and "| popularity_all " in printed.output
+    assert "paired-bootstrap interval" in printed.output
 
     table = tracking.latest_backtest_table(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_location

@@ -34,6 +34,11 @@ def test_fourteen_events_build_and_publish_popularity_lists(settings: Settings, 
     challenger = built.asset_materializations_for_node("recommender_challenger")[0].metadata
     assert challenger["pipeline"].value == FALLBACK_PIPELINE
     assert "too little" in challenger["notes"].value or "no cut" in challenger["notes"].value
+    # `freshrank evaluate` says why as well.
+    evaluation = tracking.latest_evaluation(
+        settings.mlflow_tracking_uri, settings.mlflow_artifact_location
+    )
+    assert f"Notes:\n\n{challenger['notes'].value}" in evaluation
 
     assert run_job_in_process(PUBLISH_JOB, settings).success
     store = ServingStore(settings.serving_url)
