@@ -38,7 +38,14 @@ def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> lis
         result = run_job_in_process(INGEST_JOB, settings, definitions=ingest_definitions())
         if not result.success:
             raise RuntimeError(f"the ingest run {result.run_id} failed: see the Dagster UI or logs")
-        by_landed_name = _ledger_results(settings, result.run_id)
+        by_landed_name = _ledger_results(settings, "batch_id = ?", [result.run_id])
+        # A concurrent ingest or refresh that held the warehouse first loads every file waiting
+        # in the landing folder, ours included: its ledger rows say how they went.
+        elsewhere = [target.name for _, _, target in landed if target.name not in by_landed_name]
+        if elsewhere:
+            by_landed_name |= _ledger_results(
+                settings, "list_contains(?, parse_filename(landed_path))", [elsewhere]
+            )
     ordered: list[FileResult] = []
     landed_by_source = {source: (kind, target) for source, kind, target in landed}
     for paths in files.values():
@@ -50,18 +57,19 @@ def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> lis
             found = by_landed_name.get(target.name)
             if found is None:
                 raise RuntimeError(
-                    f"{path} was landed as {target} but the ingest run did not see it"
+                    f"{path} was landed as {target} but no ingest run has loaded it yet"
                 )
             ordered.append(replace(found, file=str(path)))
     return ordered
 
 
-def _ledger_results(settings: Settings, batch_id: str) -> dict[str, FileResult]:
+def _ledger_results(settings: Settings, condition: str, parameters: list) -> dict[str, FileResult]:
+    """The ledger rows that meet ``condition`` (SQL with ``parameters``), by landed file name."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         rows = connection.execute(
             "select landed_path, kind, status, rows_read, rows_loaded, rows_quarantined, message, "
-            "content_hash from raw.ingest_ledger where batch_id = ?",
-            [batch_id],
+            f"content_hash from raw.ingest_ledger where {condition} order by processed_at",
+            parameters,
         ).fetchall()
     return {
         Path(landed_path).name: FileResult(
