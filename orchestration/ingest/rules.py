@@ -57,7 +57,8 @@ _INTEGER_TYPES = frozenset(
     + ("UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
 )
 _TIME_TYPES = frozenset(("TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS", "DATE"))
-_ZONED_TIME = "TIMESTAMP WITH TIME ZONE"
+# Zone-aware times: DuckDB's own (microseconds), and the nanoseconds pandas writes to Parquet.
+_ZONED_TIME_TYPES = frozenset(("TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ_NS"))
 # An ISO-8601 date and time in the basic or extended format, minutes and seconds optional.
 _ISO_PARTS = r"^(\d{4})-?(\d{2})-?(\d{2})[Tt ](\d{2})(?::?(\d{2}))?(?::?(\d{2}))?([.,]\d+)?(.*)$"
 _ISO_PART_NAMES = "['y', 'mo', 'd', 'h', 'mi', 's', 'f', 'z']"
@@ -88,12 +89,14 @@ def family_of(duckdb_type: str) -> str:
         return "float"
     if upper == "BOOLEAN":
         return "boolean"
-    if upper == _ZONED_TIME:
+    if upper in _ZONED_TIME_TYPES:
         return "zoned_time"
     if upper in _TIME_TYPES:
         return "time"
     if upper.endswith("]"):
         return "list"
+    if upper.startswith(("STRUCT(", "MAP(")):
+        return "struct"
     return "other"
 
 
@@ -101,8 +104,8 @@ def family_of(duckdb_type: str) -> str:
 class Cell:
     """One column of the landed file in SQL: a reference and what its DuckDB type makes it.
 
-    ``family`` is text, json, integer, float, boolean, time, zoned_time, list, other, or
-    missing (the file has no such column: every expression is then NULL or false). The parses
+    ``family`` is text, json, integer, float, boolean, time, zoned_time, list, struct, other,
+    or missing (the file has no such column: every expression is then NULL or false). The parses
     that several rules share (the stripped text, the number, the zoned time) are computed once,
     in layers of their own (``layers``), and then read by name (the ``*_ref`` fields).
     """
@@ -221,7 +224,8 @@ class Cell:
             case "time":
                 return f"CASE WHEN isfinite({c}) THEN CAST({c} AS TIMESTAMP) END"
             case "zoned_time":
-                return f"CASE WHEN isfinite({c}) THEN make_timestamp(epoch_us({c})) END"
+                zoned = f"CAST({c} AS TIMESTAMPTZ)"  # nanoseconds have no isfinite of their own
+                return f"CASE WHEN isfinite({zoned}) THEN make_timestamp(epoch_us({zoned})) END"
             case "text" | "json" | "integer" | "float":
                 seconds, zoned = self.epoch_seconds(), self.zoned()
                 return (
@@ -303,6 +307,16 @@ class Cell:
             case "missing":
                 return "CAST(NULL AS JSON)"
         return f"to_json({c})"
+
+    def structured(self) -> str:
+        """True when the cell holds a list or an object (in JSON, or as a Parquet list, struct
+        or map): a value, not an id."""
+        match self.family:
+            case "json":
+                return f"coalesce(json_type({self.sql}) IN ('ARRAY', 'OBJECT'), false)"
+            case "list" | "struct":
+                return f"({self.sql} IS NOT NULL)"
+        return "false"
 
     def shown(self) -> str:
         """The cell for a message: quoted when text, shortened."""
@@ -465,8 +479,8 @@ def _event_rules(
         after_latest += f" OR {moment} > TIMESTAMP {literal(latest.isoformat(sep=' '))}"
     timestamp, value = cells[TIMESTAMP], cells[VALUE]
     rules = [
-        Rule(USER_ID, f"{typed(USER_ID)} IS NULL", literal("user_id is missing or empty")),
-        Rule(ITEM_ID, f"{typed(ITEM_ID)} IS NULL", literal("item_id is missing or empty")),
+        *_id_rules(USER_ID, cells[USER_ID]),
+        *_id_rules(ITEM_ID, cells[ITEM_ID]),
         Rule(
             EVENT_TYPE,
             f"{event_type} IS NULL",
@@ -502,6 +516,18 @@ def _event_rules(
     return rules, values
 
 
+def _id_rules(name: str, cell: Cell) -> list[Rule]:
+    """An id must be there, and be one value: a list or an object is not an id."""
+    return [
+        Rule(name, f"{typed(name)} IS NULL", literal(f"{name} is missing or empty")),
+        Rule(
+            name,
+            cell.structured(),
+            f"{literal(name + ' ')} || {cell.shown()} || ' is a list or an object, not an id'",
+        ),
+    ]
+
+
 def _item_rules(cells: dict[str, Cell]) -> tuple[list[Rule], dict[str, str]]:
     """Rules in order (a future created_at is a planned release, not an error)."""
     values = {
@@ -512,7 +538,7 @@ def _item_rules(cells: dict[str, Cell]) -> tuple[list[Rule], dict[str, str]]:
     }
     created, available = cells[CREATED_AT], cells[AVAILABLE]
     rules = [
-        Rule(ITEM_ID, f"{typed(ITEM_ID)} IS NULL", literal("item_id is missing or empty")),
+        *_id_rules(ITEM_ID, cells[ITEM_ID]),
         Rule(TITLE, f"{typed(TITLE)} IS NULL", literal("title is missing or empty")),
         Rule(
             CREATED_AT,

@@ -386,6 +386,53 @@ def test_parquet_events_and_items(settings: Settings, tmp_path: Path) -> None:
     assert catalog.values.tolist() == [["1", "drama|crime", False], ["2", None, True]]
 
 
+@pytest.mark.parametrize("zone", [None, "UTC", "Europe/Paris"])
+def test_parquet_times_in_nanoseconds_as_pandas_writes_them(
+    settings: Settings, tmp_path: Path, zone: str | None
+) -> None:
+    moments = pd.to_datetime(["2024-05-01T14:00:00+02:00", "2024-05-02T00:30:00+02:00"], utc=True)
+    frame = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["i1", "i2"],
+            "event_type": pd.Categorical(["view", "purchase"]),
+            "timestamp": moments.tz_localize(None) if zone is None else moments.tz_convert(zone),
+        }
+    )
+    frame.to_parquet(tmp_path / "events.parquet")  # datetime64[ns(, zone)]: TIMESTAMP(TZ)_NS
+
+    (result,) = deliver(settings, "events", tmp_path / "events.parquet")
+
+    assert (result.rows_loaded, result.rows_quarantined) == (2, 0), result.message
+    loaded = table(settings, "SELECT occurred_at FROM raw.events ORDER BY source_row")
+    assert loaded["occurred_at"].tolist() == [
+        pd.Timestamp("2024-05-01 12:00:00"),
+        pd.Timestamp("2024-05-01 22:30:00"),
+    ]
+
+
+def test_a_list_or_an_object_is_not_an_id(settings: Settings, tmp_path: Path) -> None:
+    good = {"item_id": "i1", "event_type": "view", "timestamp": "2024-05-01T10:00:00Z"}
+    lines = [
+        {**good, "user_id": "u1"},
+        {**good, "user_id": ["u2"]},
+        {**good, "user_id": "u3", "item_id": {"id": "i3"}},
+    ]
+    source = write(tmp_path / "e.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
+    (result,) = deliver(settings, "events", source)
+    assert (result.rows_loaded, result.rows_quarantined) == (1, 2)
+    reasons = quarantine_rows(settings)[["column_name", "reason"]].values.tolist()
+    assert reasons == [
+        ["user_id", 'user_id ["u2"] is a list or an object, not an id'],
+        ["item_id", 'item_id {"id":"i3"} is a list or an object, not an id'],
+    ]
+
+    items = pa.table({"item_id": pa.array([["a"], None, ["c"]]), "title": ["A", "B", "C"]})
+    pq.write_table(items, tmp_path / "items.parquet")
+    (result,) = deliver(settings, "items", tmp_path / "items.parquet", batch_id="batch-2")
+    assert (result.rows_loaded, result.rows_quarantined) == (0, 3)
+
+
 def test_json_lines_with_a_malformed_line(settings: Settings, tmp_path: Path) -> None:
     source = write(
         tmp_path / "events.ndjson",
