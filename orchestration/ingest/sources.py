@@ -111,11 +111,11 @@ def opened_source(
 def _open_source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
     extension = path.suffix.lower()
     if extension == ".csv":
-        source = _open_csv(con, path, name)
+        source = _open_csv(con, path, kind, name)
     elif extension == ".parquet":
-        source = _open_parquet(con, path, name)
+        source = _open_parquet(con, path, kind, name)
     elif extension in JSON_LINES_EXTENSIONS:
-        source = _open_json_lines(con, path, name)
+        source = _open_json_lines(con, path, kind, name)
     else:
         raise FileRejected(
             f"cannot read '{name}': unsupported extension '{path.suffix or '(none)'}'; "
@@ -195,9 +195,9 @@ def readable_path(path: Path) -> Iterator[Path]:
 # The readers
 
 
-def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
+def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
     header, delimiter = _csv_header(path, name)
-    names = _column_names(header)
+    names = _column_names(header, kind, name)
     # DuckDB reads the columns as column0, column1...; the view gives them their names.
     selects = {column: f"column{index}" for index, column in enumerate(names)}
     read_columns = ", ".join(f"{literal(slot)}: 'VARCHAR'" for slot in selects.values())
@@ -229,14 +229,14 @@ def _csv_header(path: Path, name: str) -> tuple[list[str], str]:
     return header, delimiter
 
 
-def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
+def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
     reader = f"read_parquet({literal(str(path))})"
     try:
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}").fetchall()
     except duckdb.Error as error:
         raise unreadable(name, error) from None
     original = [str(row[0]) for row in described]
-    names = _column_names(original)
+    names = _column_names(original, kind, name)
     row = "row_number() OVER ()"
     if "file_row_number" not in original:
         # The reader's own row numbers keep the scan parallel.
@@ -248,7 +248,7 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Sour
     return Source(LANDED_ROWS, dict(zip(names, types, strict=True)))
 
 
-def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> Source:
+def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
     """The lines into a temporary table (numbered, each with its problem when it is not a JSON
     object), then one JSON column per key seen in any object, in order of first appearance."""
     con.execute(
@@ -275,7 +275,7 @@ def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> S
     ]
     # One parse per line: json_extract with a list of JSON pointers (any key text works).
     pointers = ", ".join(literal("/" + key.replace("~", "~0").replace("/", "~1")) for key in keys)
-    names = _column_names(keys)
+    names = _column_names(keys, kind, name)
     selects = {column: f"json_values[{index}]" for index, column in enumerate(names, 1)}
     reader = (
         f"(SELECT source_row, {f'json_extract(line, [{pointers}])' if keys else '[]'} "
@@ -338,17 +338,31 @@ def _strict_json(line: str) -> bool:
     return True
 
 
-def _column_names(delivered: list[str]) -> list[str]:
-    """Names stripped and made unique ('a', 'a.1'); a user's own source_row column is kept
-    as source_row_in_file (it ends up in attributes)."""
+def _column_names(delivered: list[str], kind: str, name: str) -> list[str]:
+    """Names stripped and made unique ('a', 'a.1'), a contract column matched whatever its case
+    ('User_ID' is user_id); a user's own source_row column is kept as source_row_in_file (it
+    ends up in attributes). A contract column delivered twice rejects the file: which of the
+    two is meant cannot be told."""
+    contract = {
+        column.lower(): column for column in (*REQUIRED_COLUMNS[kind], *OPTIONAL_COLUMNS[kind])
+    }
     names: list[str] = []
     for raw in delivered:
-        name = raw.strip() or f"column {len(names) + 1}"
-        if name == SOURCE_ROW:
-            name = f"{SOURCE_ROW}_in_file"
-        candidate, counter = name, 1
+        stripped = raw.strip()
+        column = contract.get(stripped.lower(), stripped) or f"column {len(names) + 1}"
+        if column in names and column.lower() in contract:
+            first = next(
+                given for given in delivered if contract.get(given.strip().lower()) == column
+            )
+            raise FileRejected(
+                f"{kind} file '{name}' has the column {column} twice ('{first.strip()}' and "
+                f"'{stripped}'); deliver it once"
+            )
+        if column == SOURCE_ROW:
+            column = f"{SOURCE_ROW}_in_file"
+        candidate, counter = column, 1
         while candidate in names:
-            candidate = f"{name}.{counter}"
+            candidate = f"{column}.{counter}"
             counter += 1
         names.append(candidate)
     return names

@@ -605,6 +605,26 @@ def test_an_unterminated_quote_rejects_the_file_with_its_line(
     assert "line 3 opens a quoted field that never closes" in result.message
 
 
+def test_contract_columns_match_whatever_their_case(settings: Settings, tmp_path: Path) -> None:
+    text = (
+        "User_ID,ITEM_ID,Event_Type,TimeStamp,Value,Device\nu1,i1,rate,2024-05-01T10:00:00Z,4,tv\n"
+    )
+    (result,) = deliver(settings, "events", write(tmp_path / "e.csv", text))
+
+    assert (result.status, result.rows_loaded) == ("loaded", 1)
+    loaded = table(settings, "SELECT user_id, item_id, value, attributes FROM raw.events")
+    assert loaded[["user_id", "item_id", "value"]].values.tolist() == [["u1", "i1", 4.0]]
+    assert json.loads(loaded["attributes"].iloc[0]) == {"Device": "tv"}  # not contract: as given
+
+
+def test_a_contract_column_given_twice_rejects_the_file(settings: Settings, tmp_path: Path) -> None:
+    text = "user_id,item_id,event_type,timestamp,User_Id\nu1,i1,view,2024-05-01T10:00:00Z,u2\n"
+    (result,) = deliver(settings, "events", write(tmp_path / "e.csv", text))
+
+    assert result.status == "rejected"
+    assert "has the column user_id twice ('user_id' and 'User_Id')" in result.message
+
+
 def test_missing_required_column_rejects_the_file(settings: Settings, tmp_path: Path) -> None:
     text = "user_id,item_id,event_type,when\nu1,i1,view,2024-05-01\n"
     source = write(tmp_path / "x.csv", text)
