@@ -35,6 +35,7 @@ from ml.constants import (
     REASON,
     REQUIRED_EVENT_COLUMNS,
     SCORE,
+    USER_ID,
 )
 from ml.rules import RankingRules, context_value
 from orchestration.experiments.store import Assignment, ExperimentStore
@@ -175,7 +176,8 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
     app.state.store = store
 
     @app.get(
-        "/recommendations/{user_id}",
+        # :path: an id may hold a slash ('tenant/7', sent as tenant%2F7).
+        "/recommendations/{user_id:path}",
         response_model=RecommendationList,
         dependencies=[Depends(access.reader)],
     )
@@ -247,7 +249,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         return Response(payload.model_dump_json(), media_type="application/json")
 
     @app.get(
-        "/items/{item_id}/similar",
+        "/items/{item_id:path}/similar",
         response_model=SimilarItems,
         dependencies=[Depends(access.reader)],
     )
@@ -446,8 +448,9 @@ def _parse_events(
 def _event_problems(index: int, event: object, event_types: frozenset[str]) -> list[str]:
     """What keeps one event from ever loading (none for a loadable event).
 
-    Not an object, a required field missing or empty, or an event type outside the configured
-    ones, compared as ingestion compares it (stripped text).
+    Not an object, a required field missing or empty, an id that is an array or an object, or
+    an event type outside the configured ones, compared as ingestion compares it (stripped
+    text).
     """
     if not isinstance(event, dict):
         return [f"event {index}: expected an object, got a JSON {_json_kind(event)}"]
@@ -457,6 +460,9 @@ def _event_problems(index: int, event: object, event_types: frozenset[str]) -> l
             problems.append(f"event {index}: missing '{field}'")
         elif _is_empty(event[field]):
             problems.append(f"event {index}: empty '{field}'")
+        elif field in (USER_ID, ITEM_ID) and isinstance(event[field], list | dict):
+            kind = _json_kind(event[field])
+            problems.append(f"event {index}: '{field}' is a JSON {kind}, not an id")
     kind = event.get(EVENT_TYPE)
     if not _is_empty(kind) and (not isinstance(kind, str) or kind.strip() not in event_types):
         problems.append(

@@ -149,6 +149,21 @@ def test_ids_are_text(client: TestClient) -> None:
     assert client.get("/recommendations/7").json()["model_version"] == "trending-v1"
 
 
+def test_ids_may_hold_a_slash(store_settings: Settings) -> None:
+    store = ServingStore(store_settings.serving_url)
+    try:
+        store.publish(make_lists(["tenant/7"], 3), related=make_related(["shop/i1"], 3))
+    finally:
+        store.dispose()
+    with TestClient(create_app(store_settings, ApiLimits())) as test_client:
+        body = test_client.get("/recommendations/tenant%2F7").json()
+        similar = test_client.get("/items/shop%2Fi1/similar").json()
+    assert body["user_id"] == "tenant/7"
+    assert body["items"][0]["item_id"] == "tenant/7-item-1"
+    assert similar["item_id"] == "shop/i1"
+    assert similar["items"][0]["item_id"] == "shop/i1-related-1"
+
+
 def test_nothing_published_is_404(store_settings: Settings) -> None:
     with TestClient(create_app(store_settings)) as test_client:
         response = test_client.get("/recommendations/u1")
@@ -454,6 +469,11 @@ BAD_BATCHES = {
         json.dumps([{**EVENTS[0], "item_id": None}]).encode(),
         422,
         "event 0: empty 'item_id'",
+    ),
+    "an id that is an array": (
+        json.dumps([{**EVENTS[0], "user_id": ["u1"]}]).encode(),
+        422,
+        "event 0: 'user_id' is a JSON array, not an id",
     ),
     "unknown event type": (
         json.dumps([EVENTS[0], EVENTS[1], {**EVENTS[0], "event_type": "teleport"}]).encode(),
