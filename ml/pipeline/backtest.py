@@ -385,7 +385,12 @@ def run_backtests(
         training_frames.append(data.frame)
 
     evaluated = [data for data in prepared if data.evaluated]
-    if not evaluated:
+    if snapshot.positive.empty:
+        notes.append(
+            "no event weighs anything yet (impressions only, say): popularity has nothing to "
+            "count, so no lists are published until a view, click or other positive event loads"
+        )
+    elif not evaluated:
         notes.append(
             "no cut had enough users to evaluate: the model was skipped and popularity lists "
             "are published"

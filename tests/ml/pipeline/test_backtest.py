@@ -170,6 +170,14 @@ def test_a_handful_of_events_falls_back_to_popularity_with_a_note(sessions: Snap
     assert cold[ITEM_ID].tolist() == expected
 
 
+def test_impressions_alone_say_why_nothing_is_listed(sessions: Snapshot) -> None:
+    unseen = sessions.interactions.assign(event_type="impression", weight=0.0)
+    result = run_backtests(Snapshot(unseen, sessions.items), PipelineConfig(k=3))
+    assert result.winner == FALLBACK_PIPELINE
+    assert any("no event weighs anything yet" in note for note in result.notes)
+    assert result.pipeline.cold_start_list().empty
+
+
 @pytest.mark.slow
 def test_cuts_prepared_in_worker_processes_judge_the_same(
     sessions: Snapshot, backtest: BacktestResult
