@@ -461,8 +461,8 @@ def _event_problems(index: int, event: object, event_types: frozenset[str]) -> l
         elif _is_empty(event[field]):
             problems.append(f"event {index}: empty '{field}'")
         elif field in (USER_ID, ITEM_ID) and isinstance(event[field], list | dict):
-            kind = _json_kind(event[field])
-            problems.append(f"event {index}: '{field}' is a JSON {kind}, not an id")
+            shape = _json_kind(event[field])
+            problems.append(f"event {index}: '{field}' is a JSON {shape}, not an id")
     kind = event.get(EVENT_TYPE)
     if not _is_empty(kind) and (not isinstance(kind, str) or kind.strip() not in event_types):
         problems.append(
