@@ -97,8 +97,10 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
     for key in ("raw_items", "raw_events"):
         if key in metadata:
             counts = metadata[key]
+            rejected = counts.get("files_rejected", 0)
+            kept = f" ({rejected} rejected, kept in landing/rejected/)" if rejected else ""
             click.echo(
-                f"  {key}: {counts.get('files', 0)} new file(s), rows read "
+                f"  {key}: {counts.get('files', 0)} new file(s){kept}, rows read "
                 f"{counts.get('rows_read', 0)}, loaded {counts.get('rows_loaded', 0)}, quarantined "
                 f"{counts.get('rows_quarantined', 0)}; table now {counts.get('table_rows', 0)} rows"
             )

@@ -27,3 +27,22 @@ def test_runs_are_recorded_on_the_open_instance_it_is_given(
         runs = instance.get_runs()
     assert [run.job_name for run in runs] == [INGEST_JOB, INGEST_JOB]
     assert all(run.is_success for run in runs)
+
+
+def test_the_summary_counts_rejected_files(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = settings.landing_folder("events")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "good.csv").write_text(
+        "user_id,item_id,event_type,timestamp\nu1,i1,view,2024-05-01T10:00:00Z\n"
+    )
+    (folder / "bad.csv").write_bytes(b"\xff\xfe not text")
+    prepare_dagster_home(settings)
+
+    assert report_run(INGEST_JOB, settings)
+
+    printed = capsys.readouterr().out
+    assert (
+        "raw_events: 2 new file(s) (1 rejected, kept in landing/rejected/), rows read 1" in printed
+    )
