@@ -436,10 +436,9 @@ def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
     for artifact, heading in EVALUATION_PARTS:
         path = _artifact(client, run_id, artifact)
         if path is not None:
-            parts.append(
-                f"{heading}\n\n{path.read_text().strip()}" if heading else path.read_text()
-            )
-    return "\n\n".join(part.strip() for part in parts)
+            text = path.read_text().strip()
+            parts.append(f"{heading}\n\n{text}" if heading else text)
+    return "\n\n".join(parts)
 
 
 def latest_backtest_table(tracking_uri: str, artifact_location: str) -> pd.DataFrame | None:
