@@ -290,12 +290,19 @@ def recommend(user_id: str, k: int | None, as_json: bool) -> None:
     settings = get_settings()
     pseudonymiser = settings.pseudonymiser  # stored lists are keyed by the pseudonym
     stored_id = user_id if pseudonymiser is None else pseudonymiser.pseudonym(user_id)
-    lists = ServingStore(settings.serving_url).recommendations(stored_id, k)
+    store = ServingStore(settings.serving_url)
+    lists = store.recommendations(stored_id, k)
     if as_json:
         click.echo(json.dumps(_list_payload(user_id, lists)))
         return
     if lists.empty:
-        click.echo(f"no published list for user {user_id!r} (run `freshrank build`)")
+        if store.summary()["rows"]:
+            click.echo(
+                f"no published list of user {user_id!r}'s own (unknown, or no events yet): the "
+                "HTTP API serves them the trending list"
+            )
+        else:
+            click.echo("nothing is published yet (run `freshrank build`)")
         sys.exit(1)
     click.echo(_format_list(user_id, lists))
 

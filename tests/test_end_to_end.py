@@ -189,6 +189,9 @@ def test_cli_reads_and_exports_the_published_lists(world: dict, tmp_path: Path) 
     payload = json.loads(shown.output)
     assert payload["user_id"] == user and len(payload["items"]) == 3
     assert {"item_id", "score", "reason"} <= set(payload["items"][0])
+    stranger = runner.invoke(main, ["recommend", "nobody-we-know"])
+    assert stranger.exit_code == 1
+    assert "the HTTP API serves them the trending list" in stranger.output
     for name in ("lists.csv", "lists.parquet"):
         exported = runner.invoke(main, ["export", "--out", str(tmp_path / name)])
         assert exported.exit_code == 0, exported.output
