@@ -228,10 +228,18 @@ class Cell:
                 return f"CASE WHEN isfinite({zoned}) THEN make_timestamp(epoch_us({zoned})) END"
             case "text" | "json" | "integer" | "float":
                 seconds, zoned = self.epoch_seconds(), self.zoned()
+                # Eight characters that make a date are one in ISO's basic format (20240501),
+                # not epoch seconds of 1970-1973.
+                basic_date = (
+                    "CAST(NULL AS TIMESTAMP)"
+                    if self.family == "float"
+                    else f"CASE WHEN length({self.text()}) = 8 "
+                    f"THEN try_strptime({self.text()}, '%Y%m%d') END"
+                )
                 return (
-                    f"CASE WHEN abs({seconds}) < {LARGEST_EPOCH_SECONDS} "
+                    f"coalesce({basic_date}, CASE WHEN abs({seconds}) < {LARGEST_EPOCH_SECONDS} "
                     f"THEN make_timestamp(CAST(round({seconds} * 1e6) AS BIGINT)) "
-                    f"WHEN isfinite({zoned}) THEN make_timestamp(epoch_us({zoned})) END"
+                    f"WHEN isfinite({zoned}) THEN make_timestamp(epoch_us({zoned})) END)"
                 )
         return "CAST(NULL AS TIMESTAMP)"
 

@@ -261,6 +261,10 @@ def test_iso_basic_format_and_times_without_seconds(settings: Settings, tmp_path
         "20240501T1000+0200": datetime(2024, 5, 1, 8, 0),
         "2024-05-01T10Z": datetime(2024, 5, 1, 10, 0),
         "2024-05-01T10:30Z": datetime(2024, 5, 1, 10, 30),
+        # A basic-format date, not 20,240,501 epoch seconds (1970-08-23); eight digits that
+        # make no date (month 13) stay epoch seconds.
+        "20240501": datetime(2024, 5, 1),
+        "20241301": datetime(1970, 8, 23, 6, 35, 1),
     }
     rows = "".join(f"u{i},i1,view,{stamp},\n" for i, stamp in enumerate(stamps))
     source = write(tmp_path / "events.csv", f"{EVENT_HEADER}\n{rows}")
@@ -384,6 +388,27 @@ def test_parquet_events_and_items(settings: Settings, tmp_path: Path) -> None:
     assert item_result.rows_loaded == 2
     catalog = table(settings, "SELECT item_id, categories, available FROM raw.items ORDER BY 1")
     assert catalog.values.tolist() == [["1", "drama|crime", False], ["2", None, True]]
+
+
+def test_a_parquet_date_as_an_eight_digit_integer(settings: Settings, tmp_path: Path) -> None:
+    events = pa.table(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["i1", "i2"],
+            "event_type": ["view", "view"],
+            "timestamp": pa.array([20240501, 1714557600], pa.int64()),
+        }
+    )
+    pq.write_table(events, tmp_path / "events.parquet")
+
+    (result,) = deliver(settings, "events", tmp_path / "events.parquet")
+
+    assert result.rows_loaded == 2
+    loaded = table(settings, "SELECT occurred_at FROM raw.events ORDER BY source_row")
+    assert loaded["occurred_at"].tolist() == [
+        pd.Timestamp("2024-05-01"),
+        pd.Timestamp("2024-05-01 10:00:00"),
+    ]
 
 
 @pytest.mark.parametrize("zone", [None, "UTC", "Europe/Paris"])
