@@ -318,10 +318,17 @@ def recent_event(
 
 
 def event_time(timestamp: object) -> datetime | None:
-    """A contract timestamp as naive UTC: ISO-8601 text, or epoch seconds or milliseconds (as
-    ingestion reads them); None when it is neither."""
+    """A contract timestamp as naive UTC: ISO-8601 text (eight digits that make a date are its
+    basic format), or epoch seconds or milliseconds (as ingestion reads them); None when it is
+    neither."""
     if isinstance(timestamp, bool):
         return None
+    digits = str(timestamp).strip() if isinstance(timestamp, int | str) else ""
+    if len(digits) == 8 and digits.isdigit():  # a basic-format date (20240501), if one
+        try:
+            return datetime.strptime(digits, "%Y%m%d")
+        except ValueError:
+            pass
     number = None
     if isinstance(timestamp, int | float):
         number = float(timestamp)

@@ -149,6 +149,9 @@ def test_signals_skip_impressions_and_low_ratings_and_keep_the_newest_verb() -> 
         (1767346200, datetime(2026, 1, 2, 9, 30)),
         (1767346200000, datetime(2026, 1, 2, 9, 30)),
         ("1767346200", datetime(2026, 1, 2, 9, 30)),
+        ("20260102", datetime(2026, 1, 2)),
+        (20260102, datetime(2026, 1, 2)),
+        ("20261302", datetime(1970, 8, 23, 12, 8, 22)),  # no month 13: epoch seconds
         ("yesterday", None),
         (True, None),
         (float("nan"), None),
