@@ -385,7 +385,7 @@ def run_backtests(
         training_frames.append(data.frame)
 
     evaluated = [data for data in prepared if data.evaluated]
-    if snapshot.positive.empty:
+    if not (snapshot.interactions[WEIGHT] > 0).any():  # no filtered copy of every event
         notes.append(
             "no event weighs anything yet (impressions only, say): popularity has nothing to "
             "count, so no lists are published until a view, click or other positive event loads"

@@ -230,11 +230,11 @@ class Cell:
                 seconds, zoned = self.epoch_seconds(), self.zoned()
                 # Eight characters that make a date are one in ISO's basic format (20240501),
                 # not epoch seconds of 1970-1973.
+                text = self.text()
                 basic_date = (
                     "CAST(NULL AS TIMESTAMP)"
                     if self.family == "float"
-                    else f"CASE WHEN length({self.text()}) = 8 "
-                    f"THEN try_strptime({self.text()}, '%Y%m%d') END"
+                    else f"CASE WHEN length({text}) = 8 THEN try_strptime({text}, '%Y%m%d') END"
                 )
                 return (
                     f"coalesce({basic_date}, CASE WHEN abs({seconds}) < {LARGEST_EPOCH_SECONDS} "
