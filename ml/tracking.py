@@ -8,6 +8,7 @@ Aliases on the registered model carry the review state: a new version is `challe
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -32,6 +33,7 @@ PREVIOUS_CHAMPION = "previous-champion"
 GATE_METRIC = "backtest_ndcg"  # the winner's mean NDCG@k over the cuts
 PIPELINE_TAG = "pipeline"
 PIPELINE_FILE = "pipeline.pkl"
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow writes them
 # What `freshrank evaluate` shows of the newest backtest run: (artifact, heading).
 EVALUATION_PARTS = (
     ("backtests/summary.md", ""),
@@ -59,13 +61,29 @@ class GateDecision:
     reasons: list[str]
 
 
+def _point_mlflow_at(tracking_uri: str) -> None:
+    """MLflow's tracking and registry store for this process, leaving the environment as it
+    was: MLflow also writes the URI into URI_VARIABLES (for child processes), and a
+    process that works on a second deployment (the replay) must not change what the settings
+    of the first read from there. MLflow itself reads the URI it was set first."""
+    import mlflow
+
+    before = {name: os.environ.get(name) for name in URI_VARIABLES}
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def configure(tracking_uri: str, artifact_location: str) -> Any:
     """Point MLflow at the tracking store and make sure the experiment exists; returns a client."""
     import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    _point_mlflow_at(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     if client.get_experiment_by_name(EXPERIMENT) is None:
         client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
@@ -316,10 +334,8 @@ def load_version(tracking_uri: str, version: str, cache_dir: Path | None = None)
     With ``cache_dir``, the version's files are downloaded once into it and reused: a registered
     version's artifacts never change, and a refresh should not copy the model every time.
     """
-    import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    _point_mlflow_at(tracking_uri)
     folder = _version_files(version, cache_dir)
     with next(folder.rglob(PIPELINE_FILE)).open("rb") as handle:
         return pickle.load(handle)

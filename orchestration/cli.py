@@ -161,22 +161,20 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
 
     import mlflow  # noqa: F401
     import torch  # noqa: F401
-    from dagster import DagsterInstance
 
     import orchestration.definitions  # noqa: F401
     from ml.pipeline.parallel import warm_pool
-    from orchestration.instance import prepare_dagster_home
+    from orchestration.instance import open_instance
     from orchestration.serving.scoring import warm_up_ranking
     from orchestration.warehouse.guard import warehouse_held
     from orchestration.watch import watch as watch_loop
 
     click.echo(f"watching {settings.landing_dir} and the raw tables every {interval:g} s")
-    prepare_dagster_home(settings)
     # The Dagster instance is opened once, for every refresh; with more than one core, the
     # refreshes rank in worker processes that keep the serving pipeline loaded.
     workers = settings.rank_processes
     pool = warm_pool(workers, settings.compiled_rankers) if workers > 1 else nullcontext()
-    with DagsterInstance.get() as instance, pool as ranking:
+    with open_instance(settings) as instance, pool as ranking:
         if ranking is not None and warm_up_ranking(settings, ranking):
             click.echo(f"{workers} ranking worker(s) hold the serving pipeline")
         # What exists now lives as long as the process: out of the collector's sight, a full

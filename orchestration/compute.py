@@ -8,18 +8,17 @@ here imports Ray; with ``FRESHRANK_COMPUTE=ray`` each step opens a Ray session (
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
-from dagster import ConfigurableResource, InitResourceContext
-from pydantic import PrivateAttr
+from dagster import ConfigurableResource
 
 from ml.embeddings import EmbeddingConfig, TextEmbedder
 from ml.pipeline.parallel import Ranked, ShardHandler, active_warm_pool, handled
 from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 from ml.pipeline.snapshot import Behaviour
-from orchestration.settings import Settings, get_settings
+from orchestration.settings import Settings
 
 LOCAL = "local"
 RAY = "ray"
@@ -34,30 +33,6 @@ class ComputeResource(ConfigurableResource):
 
     engine: str = ""  # local or ray
     ray_address: str = ""  # empty: the settings' (unset there: a local Ray)
-    _helpers: ExitStack | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        """A refresh run gets ranking helpers as it starts (orchestration.serving.scoring.
-        ranking_helpers): the runs the daemon's sensor launches are new processes, as a cold
-        `freshrank refresh` is. Not when this process already has a pool open (a `--watch`
-        refresher's, or the one `freshrank refresh` opens before the run), nor on Ray."""
-        from orchestration.jobs import REFRESH_JOBS
-
-        run = context.dagster_run
-        if run is None or run.job_name not in REFRESH_JOBS or active_warm_pool() is not None:
-            return
-        settings = get_settings()
-        if self.engine_for(settings) != LOCAL:
-            return
-        from orchestration.serving.scoring import ranking_helpers
-
-        self._helpers = ExitStack()
-        self._helpers.enter_context(ranking_helpers(settings))
-
-    def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._helpers is not None:
-            self._helpers.close()
-            self._helpers = None
 
     def engine_for(self, settings: Settings) -> str:
         engine = self.engine or settings.compute

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dagster import Definitions
 
-from orchestration.compute import ComputeResource
 from orchestration.experiments.assets import experiment_assets
 from orchestration.experiments.schedules import experiment_schedules
 from orchestration.features.assets import item_embeddings
@@ -17,9 +16,10 @@ from orchestration.model.checks import model_checks
 from orchestration.model.sensors import model_sensors
 from orchestration.privacy.schedules import privacy_jobs, privacy_schedules
 from orchestration.quality.checks import quality_checks
+from orchestration.resources import code_location_resources
 from orchestration.serving.assets import published_recommendations, recommendation_lists
 from orchestration.serving.checks import serving_checks
-from orchestration.warehouse.dbt import dbt_resource, warehouse_dbt_models
+from orchestration.warehouse.dbt import warehouse_dbt_models
 
 defs = Definitions(
     assets=[
@@ -37,5 +37,5 @@ defs = Definitions(
     jobs=[*jobs, *privacy_jobs],
     sensors=[*ingest_sensors, *model_sensors],
     schedules=[*ingest_schedules, *privacy_schedules, *experiment_schedules],
-    resources={"dbt": dbt_resource(), "compute": ComputeResource()},
+    resources=code_location_resources(),
 )

@@ -40,7 +40,8 @@ def main() -> None:
     arguments = parser.parse_args()
 
     settings = get_settings()
-    prepare_dagster_home(settings)
+    # The UI, the daemon and their runs open the deployment's instance from the environment.
+    os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(settings))
     # The daemon's runs are batch work: they and the UIs give way to `freshrank serve`.
     yield_cpu_to_serving(settings.batch_nice)
     signal.signal(signal.SIGTERM, _interrupt)

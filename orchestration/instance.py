@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, ExecuteInProcessResult
 
+from orchestration.resources import run_resources
 from orchestration.settings import Settings
 
 INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
@@ -18,13 +18,17 @@ QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def prepare_dagster_home(settings: Settings) -> Path:
-    """Create DAGSTER_HOME with freshrank's instance config and point the environment at it."""
+    """Create the deployment's DAGSTER_HOME with freshrank's instance config."""
     settings.ensure_dirs()
     config = settings.dagster_home / "dagster.yaml"
     if not config.exists():
         shutil.copyfile(INSTANCE_TEMPLATE, config)
-    os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
     return settings.dagster_home
+
+
+def open_instance(settings: Settings) -> DagsterInstance:
+    """The deployment's Dagster instance (close it after use: ``with open_instance(...)``)."""
+    return DagsterInstance.from_config(str(prepare_dagster_home(settings)))
 
 
 def run_job_in_process(
@@ -42,22 +46,24 @@ def run_job_in_process(
     ``instance``: the deployment's instance, already open (a caller that reads the run back
     afterwards opens it once: each opening checks the storage's schema, about 0.3 s).
     """
-    prepare_dagster_home(settings)
     if definitions is None:
         from orchestration.definitions import defs
 
         definitions = defs
     job = definitions.resolve_job_def(job_name)
-    with opened(instance) as active:
+    with opened(instance, settings) as active:
         return job.execute_in_process(
             instance=active,
             raise_on_error=False,
             tags=tags,
             run_config={**QUIET_CONSOLE, "ops": ops} if ops else QUIET_CONSOLE,
+            resources=run_resources(settings),
         )
 
 
-def opened(instance: DagsterInstance | None) -> AbstractContextManager[DagsterInstance]:
-    """``instance`` as it is (the caller keeps it open), or the deployment's instance opened for
-    the block (DAGSTER_HOME must be prepared: prepare_dagster_home)."""
-    return nullcontext(instance) if instance is not None else DagsterInstance.get()
+def opened(
+    instance: DagsterInstance | None, settings: Settings
+) -> AbstractContextManager[DagsterInstance]:
+    """``instance`` as it is (the caller keeps it open), or the deployment's instance opened
+    for the block."""
+    return nullcontext(instance) if instance is not None else open_instance(settings)

@@ -13,11 +13,10 @@ personalisation adds without a refresh. Each refresh's landed-to-published laten
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 
 import click
 import numpy as np
@@ -50,44 +49,20 @@ from orchestration.warehouse.guard import open_warehouse, warehouse_writer
 from orchestration.watch import refresh_job_for
 
 
-@contextmanager
-def _deployment(home) -> Iterator[Settings]:
-    """Settings of a separate deployment under ``home`` (environment restored afterwards)."""
-    names = (
-        "FRESHRANK_HOME",
-        "FRESHRANK_LANDING_DIR",
-        "FRESHRANK_WAREHOUSE_PATH",
-        "FRESHRANK_SERVING_URL",
-        "MLFLOW_TRACKING_URI",
-        "FRESHRANK_MLFLOW_ARTIFACTS",
-        "DAGSTER_HOME",
-        "FRESHRANK_ABLATIONS",
-        "FRESHRANK_PROMOTION_MARGIN",
-        "FRESHRANK_BACKTEST_CUTS",
-        "FRESHRANK_BACKTEST_TRAINING_CUTS",
-    )
-    saved = {name: os.environ.get(name) for name in names}
-    try:
-        for name in names:
-            os.environ.pop(name, None)
-        os.environ["FRESHRANK_HOME"] = str(home)
+def replay_settings(settings: Settings, home: Path) -> Settings:
+    """The replay's own deployment under ``home``: ``settings`` with every store there."""
+    replay = replace(
+        settings.at_home(home),
         # Both systems serve the same pipeline: the replay measures freshness, not selection.
-        os.environ["FRESHRANK_ABLATIONS"] = "0"
+        ablations=False,
         # The replay serves the pipeline its build chose, whatever the margin would say.
-        os.environ["FRESHRANK_PROMOTION_MARGIN"] = "-1"
-        # It measures freshness, not selection: one evaluated cut, trained on two earlier ones,
-        # is enough to choose by.
-        os.environ["FRESHRANK_BACKTEST_CUTS"] = "1"
-        os.environ["FRESHRANK_BACKTEST_TRAINING_CUTS"] = "2"
-        settings = Settings.from_env()
-        settings.ensure_dirs()
-        yield settings
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        promotion_margin=-1.0,
+        # One evaluated cut, trained on two earlier ones, is enough to choose by.
+        backtest_cuts=1,
+        backtest_training_cuts=2,
+    )
+    replay.ensure_dirs()
+    return replay
 
 
 def reuse_item_embeddings(source: Settings, target: Settings) -> int:
@@ -246,96 +221,94 @@ def run_replay(
     history = events[events[TIMESTAMP] <= cutoff]
     stream = events[events[TIMESTAMP] > cutoff]
     rows = []
-    with _deployment(home) as replay:
-        k = replay.top_k
-        inputs = replay.home / "inputs"
-        inputs.mkdir(parents=True, exist_ok=True)
-        items.to_csv(inputs / "items.csv", index=False)
-        history.to_csv(inputs / "history.csv", index=False)
-        click.echo(
-            f"replay: {len(history)} events before the cut, {len(stream)} streamed in "
-            f"{batches} steps (deployment in {home})"
+    replay = replay_settings(settings, home)
+    k = replay.top_k
+    inputs = replay.home / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    items.to_csv(inputs / "items.csv", index=False)
+    history.to_csv(inputs / "history.csv", index=False)
+    click.echo(
+        f"replay: {len(history)} events before the cut, {len(stream)} streamed in "
+        f"{batches} steps (deployment in {home})"
+    )
+    ingest_files(replay, {"items": [inputs / "items.csv"], "events": [inputs / "history.csv"]})
+    reused = reuse_item_embeddings(settings, replay)
+    if reused:
+        click.echo(f"  reusing {reused} item vectors of {settings.warehouse_path}")
+    if not build_and_publish(replay):
+        raise click.ClickException("the replay's initial build failed")
+    store = ServingStore(replay.serving_url)
+    stale_lists, stale_trending = store.all_lists(), store.trending()
+    served_pools = store.served_table(CANDIDATES_TABLE_NAME)
+    stale_pools = dict(zip(served_pools[USER_ID], served_pools[POOL], strict=True))
+    related = store.served_table(RELATED_TABLE_NAME)
+    landed_since_publish = []
+    experiments = ExperimentStore(store.engine) if experiment else None
+    if experiments is not None:
+        start_replay_experiment(replay, experiments)
+    history_users = set(history[USER_ID])
+    consumed = set(zip(history[USER_ID], history[ITEM_ID], strict=True))
+    for number, (landed, evaluated) in enumerate(session_steps(stream, batches), start=1):
+        # The batch lands and is refreshed, as it would be live...
+        path = inputs / f"batch_{number:03d}.csv"
+        landed.to_csv(path, index=False)
+        started = time.perf_counter()
+        ingest_files(replay, {"events": [path]})
+        result = run_job_in_process(refresh_job_for(replay), replay)
+        latency = time.perf_counter() - started
+        consumed.update(zip(landed[USER_ID], landed[ITEM_ID], strict=True))
+        landed_since_publish.append(_as_recent_events(landed))
+        # ...then both systems' lists meet what users did next.
+        pairs = evaluated[[USER_ID, ITEM_ID]].drop_duplicates()
+        fresh = [pair not in consumed for pair in zip(pairs[USER_ID], pairs[ITEM_ID], strict=True)]
+        truth = pairs[fresh]
+        users = sorted(truth[USER_ID].unique())
+        refreshed = _served(store.all_lists(), store.trending(), users, k)
+        stale = _served(stale_lists, stale_trending, users, k)
+        request_time = _personalised(
+            stale_lists,
+            stale_pools,
+            related,
+            stale_trending,
+            pd.concat(landed_since_publish, ignore_index=True),
+            users,
+            replay,
         )
-        ingest_files(replay, {"items": [inputs / "items.csv"], "events": [inputs / "history.csv"]})
-        reused = reuse_item_embeddings(settings, replay)
-        if reused:
-            click.echo(f"  reusing {reused} item vectors of {settings.warehouse_path}")
-        if not build_and_publish(replay):
-            raise click.ClickException("the replay's initial build failed")
-        store = ServingStore(replay.serving_url)
-        stale_lists, stale_trending = store.all_lists(), store.trending()
-        served_pools = store.served_table(CANDIDATES_TABLE_NAME)
-        stale_pools = dict(zip(served_pools[USER_ID], served_pools[POOL], strict=True))
-        related = store.served_table(RELATED_TABLE_NAME)
-        landed_since_publish = []
-        experiments = ExperimentStore(store.engine) if experiment else None
-        if experiments is not None:
-            start_replay_experiment(replay, experiments)
-        history_users = set(history[USER_ID])
-        consumed = set(zip(history[USER_ID], history[ITEM_ID], strict=True))
-        for number, (landed, evaluated) in enumerate(session_steps(stream, batches), start=1):
-            # The batch lands and is refreshed, as it would be live...
-            path = inputs / f"batch_{number:03d}.csv"
-            landed.to_csv(path, index=False)
-            started = time.perf_counter()
-            ingest_files(replay, {"events": [path]})
-            result = run_job_in_process(refresh_job_for(replay), replay)
-            latency = time.perf_counter() - started
-            consumed.update(zip(landed[USER_ID], landed[ITEM_ID], strict=True))
-            landed_since_publish.append(_as_recent_events(landed))
-            # ...then both systems' lists meet what users did next.
-            pairs = evaluated[[USER_ID, ITEM_ID]].drop_duplicates()
-            fresh = [
-                pair not in consumed for pair in zip(pairs[USER_ID], pairs[ITEM_ID], strict=True)
-            ]
-            truth = pairs[fresh]
-            users = sorted(truth[USER_ID].unique())
-            refreshed = _served(store.all_lists(), store.trending(), users, k)
-            stale = _served(stale_lists, stale_trending, users, k)
-            request_time = _personalised(
-                stale_lists,
-                stale_pools,
-                related,
-                stale_trending,
-                pd.concat(landed_since_publish, ignore_index=True),
-                users,
-                replay,
+        for segment, members in (
+            ("all users", users),
+            ("new users", [user for user in users if user not in history_users]),
+            ("returning users", [user for user in users if user in history_users]),
+        ):
+            segment_truth = truth[truth[USER_ID].isin(members)]
+            stale_ndcg, stale_recall = _score(stale, segment_truth, k)
+            fresh_ndcg, fresh_recall = _score(refreshed, segment_truth, k)
+            request_ndcg, request_recall = _score(request_time, segment_truth, k)
+            rows.append(
+                {
+                    "batch": number,
+                    "segment": segment,
+                    "users": len(members),
+                    "stale_ndcg@10": stale_ndcg,
+                    "refreshed_ndcg@10": fresh_ndcg,
+                    "request_time_ndcg@10": request_ndcg,
+                    "stale_recall@10": stale_recall,
+                    "refreshed_recall@10": fresh_recall,
+                    "request_time_recall@10": request_recall,
+                    "refresh_seconds": round(latency, 2),
+                }
             )
-            for segment, members in (
-                ("all users", users),
-                ("new users", [user for user in users if user not in history_users]),
-                ("returning users", [user for user in users if user in history_users]),
-            ):
-                segment_truth = truth[truth[USER_ID].isin(members)]
-                stale_ndcg, stale_recall = _score(stale, segment_truth, k)
-                fresh_ndcg, fresh_recall = _score(refreshed, segment_truth, k)
-                request_ndcg, request_recall = _score(request_time, segment_truth, k)
-                rows.append(
-                    {
-                        "batch": number,
-                        "segment": segment,
-                        "users": len(members),
-                        "stale_ndcg@10": stale_ndcg,
-                        "refreshed_ndcg@10": fresh_ndcg,
-                        "request_time_ndcg@10": request_ndcg,
-                        "stale_recall@10": stale_recall,
-                        "refreshed_recall@10": fresh_recall,
-                        "request_time_recall@10": request_recall,
-                        "refresh_seconds": round(latency, 2),
-                    }
-                )
-            consumed.update(zip(evaluated[USER_ID], evaluated[ITEM_ID], strict=True))
-            if experiments is not None:
-                exposed = expose(experiments, store, evaluated, k)
-                click.echo(f"  step {number}: {exposed} enrolled users served and logged")
-            click.echo(
-                f"  step {number}: landed {len(landed)} events, refreshed in {latency:.1f} s "
-                f"({'ok' if result.success else 'FAILED'}); scored {len(users)} users on their "
-                f"next {len(truth)} items"
-            )
+        consumed.update(zip(evaluated[USER_ID], evaluated[ITEM_ID], strict=True))
         if experiments is not None:
-            finish_replay_experiment(replay, evaluated, inputs)
-        store.dispose()
+            exposed = expose(experiments, store, evaluated, k)
+            click.echo(f"  step {number}: {exposed} enrolled users served and logged")
+        click.echo(
+            f"  step {number}: landed {len(landed)} events, refreshed in {latency:.1f} s "
+            f"({'ok' if result.success else 'FAILED'}); scored {len(users)} users on their "
+            f"next {len(truth)} items"
+        )
+    if experiments is not None:
+        finish_replay_experiment(replay, evaluated, inputs)
+    store.dispose()
     return pd.DataFrame(rows)
 
 

@@ -7,7 +7,7 @@ import time
 import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
-from orchestration.instance import opened, prepare_dagster_home, run_job_in_process
+from orchestration.instance import opened, run_job_in_process
 from orchestration.jobs import PUBLISH_JOB, REFRESH_JOBS
 from orchestration.memory import MemorySampler, lifetime_peak_bytes
 from orchestration.settings import Settings
@@ -52,8 +52,7 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
     for its lifetime: opening it checks the storage's schema, about 0.3 s a run); by default
     it is opened for this run."""
     started = time.perf_counter()
-    prepare_dagster_home(settings)
-    with opened(instance) as instance:
+    with opened(instance, settings) as instance:
         with MemorySampler() as memory:
             result = run_job_in_process(job_name, settings, instance=instance)
         elapsed = time.perf_counter() - started

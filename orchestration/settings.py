@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from ml.constants import (
     CANDIDATE_SOURCE_NAMES,
@@ -121,6 +122,20 @@ def _env_choice(name: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _home_locations(home: Path) -> dict[str, Any]:
+    """Where a deployment under ``home`` keeps each of its stores, unless told otherwise."""
+    mlflow_dir = home / "mlflow"
+    return {
+        "landing_dir": home / "landing",
+        "warehouse_path": home / "warehouse.duckdb",
+        "serving_url": f"sqlite:///{home / 'serving.db'}",
+        "mlflow_tracking_uri": f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+        "mlflow_artifact_location": (mlflow_dir / "artifacts").as_uri(),
+        "dagster_home": home / "dagster",
+        "spark_dir": home / "spark",
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths, URLs and tunables of one freshrank deployment."""
@@ -201,19 +216,19 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         home = _env_path("FRESHRANK_HOME", Path.home() / ".freshrank")
-        mlflow_dir = home / "mlflow"
+        at_home = _home_locations(home)
         return cls(
             home=home,
-            landing_dir=_env_path("FRESHRANK_LANDING_DIR", home / "landing"),
-            warehouse_path=_env_path("FRESHRANK_WAREHOUSE_PATH", home / "warehouse.duckdb"),
-            serving_url=os.environ.get("FRESHRANK_SERVING_URL", f"sqlite:///{home / 'serving.db'}"),
+            landing_dir=_env_path("FRESHRANK_LANDING_DIR", at_home["landing_dir"]),
+            warehouse_path=_env_path("FRESHRANK_WAREHOUSE_PATH", at_home["warehouse_path"]),
+            serving_url=os.environ.get("FRESHRANK_SERVING_URL", at_home["serving_url"]),
             mlflow_tracking_uri=os.environ.get(
-                "MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+                "MLFLOW_TRACKING_URI", at_home["mlflow_tracking_uri"]
             ),
             mlflow_artifact_location=os.environ.get(
-                "FRESHRANK_MLFLOW_ARTIFACTS", (mlflow_dir / "artifacts").as_uri()
+                "FRESHRANK_MLFLOW_ARTIFACTS", at_home["mlflow_artifact_location"]
             ),
-            dagster_home=_env_path("DAGSTER_HOME", home / "dagster"),
+            dagster_home=_env_path("DAGSTER_HOME", at_home["dagster_home"]),
             event_weights=_env_event_weights(),
             future_tolerance_hours=_env_float(
                 "FRESHRANK_FUTURE_TOLERANCE_HOURS", DEFAULT_FUTURE_TOLERANCE_HOURS
@@ -255,7 +270,7 @@ class Settings:
             ray_storage=os.environ.get("FRESHRANK_RAY_STORAGE", "").strip(),
             dbt_target=_env_choice("FRESHRANK_DBT_TARGET", ("duckdb", "spark")),
             dbt_in_process=os.environ.get("FRESHRANK_DBT_IN_PROCESS", "1").strip() != "0",
-            spark_dir=_env_path("FRESHRANK_SPARK_DIR", home / "spark"),
+            spark_dir=_env_path("FRESHRANK_SPARK_DIR", at_home["spark_dir"]),
             new_item_slots=int(_env_float("FRESHRANK_NEW_ITEM_SLOTS", 1)),
             trending_short_window_days=_env_float(
                 "FRESHRANK_TRENDING_SHORT_WINDOW_DAYS", DEFAULT_TRENDING_SHORT_WINDOW_DAYS
@@ -295,6 +310,12 @@ class Settings:
             api_events_burst=int(_env_positive("FRESHRANK_API_EVENTS_BURST", 20)),
         )
 
+    def at_home(self, home: Path) -> Settings:
+        """These settings for a separate deployment under ``home``: every path and store of
+        it (warehouse, serving store, MLflow, Dagster) there, whatever the environment says of
+        this one's; the tunables unchanged."""
+        return replace(self, home=Path(home).resolve(), **_home_locations(Path(home).resolve()))
+
     @property
     def pseudonymiser(self) -> Pseudonymiser | None:
         """The keyed hash that replaces user ids, or None when pseudonymisation is off."""
@@ -329,5 +350,7 @@ class Settings:
 
 
 def get_settings() -> Settings:
-    """Read the settings afresh from the environment (cheap; tests change it between calls)."""
+    """Read the settings afresh from the environment: what a command does once, as it starts.
+    Assets, checks, sensors and schedules get theirs from the `settings` resource instead
+    (orchestration/resources.py)."""
     return Settings.from_env()

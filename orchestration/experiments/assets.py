@@ -15,6 +15,7 @@ from dagster import (
     Failure,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
 )
 from dagster_dbt import get_asset_key_for_model
@@ -26,7 +27,7 @@ from orchestration.experiments.lists import publish_experiment_lists
 from orchestration.experiments.store import ExperimentRecord, ExperimentStore
 from orchestration.serving.assets import SERVING_GROUP, published_recommendations
 from orchestration.serving.store import ServingStore
-from orchestration.settings import Settings, get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
 from orchestration.warehouse.guard import open_warehouse
 
@@ -34,9 +35,11 @@ EXPERIMENTS_GROUP = "experiments"
 
 
 @asset(group_name=SERVING_GROUP, deps=[published_recommendations])
-def experiment_lists(context: AssetExecutionContext) -> MaterializeResult:
+def experiment_lists(
+    context: AssetExecutionContext, settings: ResourceParam[Settings]
+) -> MaterializeResult:
     """The active experiment's lists, one per enrolled user from their variant's model."""
-    published = publish_experiment_lists(get_settings())
+    published = publish_experiment_lists(settings)
     if published is None:
         return MaterializeResult(metadata={"experiment": "none"})
     context.log.info(f"experiment {published.experiment}: published {published.rows} rows")
@@ -108,10 +111,11 @@ def analyse_experiment(
     deps=[get_asset_key_for_model([warehouse_dbt_models], "interactions")],
 )
 def experiment_results(
-    context: AssetExecutionContext, config: ExperimentResultsConfig
+    context: AssetExecutionContext,
+    config: ExperimentResultsConfig,
+    settings: ResourceParam[Settings],
 ) -> MaterializeResult:
     """Click-through, conversion and NDCG of each variant's served lists, tested, with a verdict."""
-    settings = get_settings()
     store = ServingStore(settings.serving_url)
     try:
         experiments = ExperimentStore(store.engine)

@@ -2,6 +2,7 @@
 
 from dagster import (
     DefaultScheduleStatus,
+    ResourceParam,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
@@ -11,7 +12,7 @@ from dagster import (
 from orchestration.experiments.store import ExperimentStore
 from orchestration.jobs import experiment_results_job
 from orchestration.serving.store import ServingStore
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 
 
 @schedule(
@@ -21,9 +22,11 @@ from orchestration.settings import get_settings
     description="Every morning, attribute the running experiment's outcomes and log its verdict "
     "(skips while no experiment runs).",
 )
-def experiment_results_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+def experiment_results_schedule(
+    context: ScheduleEvaluationContext, settings: ResourceParam[Settings]
+) -> RunRequest | SkipReason:
     """Runs the analysis of the active experiment, if there is one."""
-    store = ServingStore(get_settings().serving_url)
+    store = ServingStore(settings.serving_url)
     try:
         active = ExperimentStore(store.engine).active()
     finally:

@@ -6,7 +6,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import duckdb
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+    asset,
+)
 from dagster_dbt import get_asset_key_for_model
 
 from ml.embeddings import (
@@ -26,7 +33,7 @@ from orchestration.features.embedding_store import (
     stored_hashes,
     upsert_vectors,
 )
-from orchestration.settings import Settings, get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
 from orchestration.warehouse.guard import open_warehouse
 
@@ -165,10 +172,12 @@ def _unchanged(connection: duckdb.DuckDBPyConnection, model_name: str, dimension
     deps=[get_asset_key_for_model([warehouse_dbt_models], "items")],
 )
 def item_embeddings(
-    context: AssetExecutionContext, config: EmbeddingRunConfig, compute: ComputeResource
+    context: AssetExecutionContext,
+    config: EmbeddingRunConfig,
+    compute: ComputeResource,
+    settings: ResourceParam[Settings],
 ) -> MaterializeResult:
     """Unit-length transformer embeddings of each item's text, in ml.item_embeddings."""
-    settings = get_settings()
     figures = refresh_item_embeddings(
         settings, embedding_config(settings, config), config.full_refresh, compute
     )

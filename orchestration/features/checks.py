@@ -1,11 +1,11 @@
 """Checks on the item vectors: finite, unit length, the model's width, one per catalog item."""
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, ResourceParam, asset_check
 
 from ml.embeddings import model_dimension
 from orchestration.features.assets import item_embeddings
 from orchestration.features.embedding_store import vector_health
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 
 NORM_TOLERANCE = 1e-3
@@ -16,8 +16,9 @@ NORM_TOLERANCE = 1e-3
     blocking=True,
     description="Finite, unit-norm vectors of the model's dimension, exactly one per catalog item.",
 )
-def check_item_embeddings(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    settings = get_settings()
+def check_item_embeddings(
+    context: AssetCheckExecutionContext, settings: ResourceParam[Settings]
+) -> AssetCheckResult:
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         health = vector_health(connection, "marts.items", NORM_TOLERANCE)
     expected_dimension = model_dimension(settings.embedding.model)

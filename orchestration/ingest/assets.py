@@ -1,18 +1,17 @@
 """Raw tables: landing files read into the warehouse, with their ledger and quarantine."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ResourceParam, asset
 
 from orchestration.ingest.landing import FileResult, ensure_raw_tables, load_pending
 from orchestration.serving.recent_events import remember_loaded_events
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse, warehouse_writer
 
 INGEST_GROUP = "ingest"
 
 
-def _load_kind(context: AssetExecutionContext, kind: str) -> MaterializeResult:
-    settings = get_settings()
+def _load_kind(context: AssetExecutionContext, settings: Settings, kind: str) -> MaterializeResult:
     settings.ensure_dirs()
     with warehouse_writer(settings.warehouse_path):
         ensure_raw_tables(settings.warehouse_path)
@@ -51,12 +50,16 @@ def _metadata(results: list[FileResult], table_rows: int, quarantined_total: int
 
 
 @asset(group_name=INGEST_GROUP, pool="warehouse")
-def raw_items(context: AssetExecutionContext) -> MaterializeResult:
+def raw_items(
+    context: AssetExecutionContext, settings: ResourceParam[Settings]
+) -> MaterializeResult:
     """Item catalog rows from the landing zone (latest delivery of an item wins downstream)."""
-    return _load_kind(context, "items")
+    return _load_kind(context, settings, "items")
 
 
 @asset(group_name=INGEST_GROUP, pool="warehouse")
-def raw_events(context: AssetExecutionContext) -> MaterializeResult:
+def raw_events(
+    context: AssetExecutionContext, settings: ResourceParam[Settings]
+) -> MaterializeResult:
     """Behaviour events from the landing zone; rows that break the contract are quarantined."""
-    return _load_kind(context, "events")
+    return _load_kind(context, settings, "events")

@@ -5,6 +5,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, in_process_ex
 
 from orchestration.ingest.assets import raw_events, raw_items
 from orchestration.quality.batch_checks import batch_checks
+from orchestration.resources import SETTINGS, settings_resource
 
 INGEST_JOB = "ingest_job"
 
@@ -19,4 +20,9 @@ ingest_job = define_asset_job(
 def ingest_definitions() -> Definitions:
     """Just the raw assets, their batch checks and the ingest job (the same run, recorded on
     the same instance, as the full code location's ingest_job)."""
-    return Definitions(assets=[raw_items, raw_events], asset_checks=batch_checks, jobs=[ingest_job])
+    return Definitions(
+        assets=[raw_items, raw_events],
+        asset_checks=batch_checks,
+        jobs=[ingest_job],
+        resources={SETTINGS: settings_resource},
+    )

@@ -6,6 +6,7 @@ from pathlib import Path
 from dagster import (
     DefaultScheduleStatus,
     DefaultSensorStatus,
+    ResourceParam,
     RunRequest,
     ScheduleDefinition,
     SensorEvaluationContext,
@@ -15,11 +16,11 @@ from dagster import (
 
 from orchestration.ingest.landing import KINDS, pending_files
 from orchestration.jobs import full_build_job, refresh_job
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 
 
 @sensor(job=refresh_job, minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING)
-def landing_sensor(context: SensorEvaluationContext):
+def landing_sensor(context: SensorEvaluationContext, settings: ResourceParam[Settings]):
     """Files (or API batches) waiting in the landing zone start a refresh run.
 
     The run key names the waiting files, and Dagster never starts two runs with one key: files
@@ -27,7 +28,6 @@ def landing_sensor(context: SensorEvaluationContext):
     skipped by the daemon. No cursor is kept, so a request lost to a stopped daemon is made
     again at the next tick instead of leaving its files waiting for ever.
     """
-    settings = get_settings()
     waiting = [path for kind in KINDS for path in pending_files(kind, settings)]
     if not waiting:
         return SkipReason("the landing zone is empty")

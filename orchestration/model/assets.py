@@ -9,6 +9,7 @@ from dagster import (
     Config,
     MaterializeResult,
     MetadataValue,
+    ResourceParam,
     asset,
 )
 from dagster_dbt import get_asset_key_for_model
@@ -20,7 +21,7 @@ from ml.pipeline.sources import SequentialSourceConfig
 from ml.rules import RankingRules
 from orchestration.compute import ComputeResource
 from orchestration.features.assets import item_embeddings
-from orchestration.settings import Settings, get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
 from orchestration.warehouse.reads import load_snapshot
 
@@ -91,12 +92,14 @@ def backtest_figures(result: BacktestResult) -> dict[str, float]:
     ],
 )
 def recommender_challenger(
-    context: AssetExecutionContext, config: BacktestRunConfig, compute: ComputeResource
+    context: AssetExecutionContext,
+    config: BacktestRunConfig,
+    compute: ComputeResource,
+    settings: ResourceParam[Settings],
 ) -> MaterializeResult:
     """The best ranking pipeline of this build's backtests, registered in MLflow as challenger."""
     from ml import tracking
 
-    settings = get_settings()
     settings.ensure_dirs()
     snapshot = load_snapshot(settings)
     pipeline = compute.training(settings, pipeline_config(settings))
@@ -168,11 +171,12 @@ def latest_metadata(context, asset_key: AssetKey) -> dict:
 
 
 @asset(group_name=MODEL_GROUP, deps=[recommender_challenger])
-def recommender_champion(context: AssetExecutionContext) -> MaterializeResult:
+def recommender_champion(
+    context: AssetExecutionContext, settings: ResourceParam[Settings]
+) -> MaterializeResult:
     """The registered version serving traffic: the challenger, once its gate check has passed."""
     from ml import tracking
 
-    settings = get_settings()
     challenger = latest_metadata(context, recommender_challenger.key)
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
     replaced = tracking.promote(client, str(challenger["version"]))

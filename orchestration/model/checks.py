@@ -1,9 +1,9 @@
 """The promotion gate: a blocking check between a challenger and the champion alias."""
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
+from dagster import AssetCheckExecutionContext, AssetCheckResult, ResourceParam, asset_check
 
 from orchestration.model.assets import latest_metadata, recommender_challenger
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 
 
 @asset_check(
@@ -13,10 +13,11 @@ from orchestration.settings import get_settings
     "another kind by the configured margin on the same backtests; otherwise it waits for "
     "review in the MLflow UI.",
 )
-def check_challenger_beats_champion(context: AssetCheckExecutionContext) -> AssetCheckResult:
+def check_challenger_beats_champion(
+    context: AssetCheckExecutionContext, settings: ResourceParam[Settings]
+) -> AssetCheckResult:
     from ml import tracking
 
-    settings = get_settings()
     challenger = latest_metadata(context, recommender_challenger.key)
     champion = challenger.get("champion_pipeline", "none")
     decision = tracking.gate(

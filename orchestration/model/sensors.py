@@ -3,6 +3,7 @@
 from dagster import (
     DagsterRunStatus,
     DefaultSensorStatus,
+    ResourceParam,
     RunRequest,
     SensorEvaluationContext,
     SkipReason,
@@ -12,18 +13,17 @@ from dagster import (
 
 from orchestration.jobs import PUBLISH_JOB, full_build_job, publish_job
 from orchestration.serving.state import served_champion
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 
 
 @sensor(job=publish_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING)
-def champion_change_sensor(context: SensorEvaluationContext):
+def champion_change_sensor(context: SensorEvaluationContext, settings: ResourceParam[Settings]):
     """A promotion or rollback in the registry (CLI, gate or MLflow UI) rescores every user,
     unless the served lists already come from the new champion (the build that promoted it
     published them): the sensor's first tick after `make dev` starts must not republish
     everyone, which at a million users takes the machine for twenty minutes."""
     from ml import tracking
 
-    settings = get_settings()
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
     champion = tracking.alias_version(client, tracking.CHAMPION)
     if champion is None:

@@ -3,6 +3,7 @@
 from dagster import (
     DefaultScheduleStatus,
     OpExecutionContext,
+    ResourceParam,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
@@ -13,16 +14,16 @@ from dagster import (
 )
 
 from orchestration.privacy.retention import apply_retention
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 
 RETENTION_JOB = "retention_job"
 
 
 @op(pool="warehouse")
-def expired_events_deleted(context: OpExecutionContext) -> None:
+def expired_events_deleted(context: OpExecutionContext, settings: ResourceParam[Settings]) -> None:
     """Delete events older than FRESHRANK_RETENTION_DAYS from the warehouse, the serving store
     and the kept files."""
-    report = apply_retention(get_settings())
+    report = apply_retention(settings)
     if report is None:
         context.log.info("retention is off (FRESHRANK_RETENTION_DAYS is not set): nothing deleted")
         return
@@ -51,9 +52,11 @@ def retention_job() -> None:
     description="Every night, delete what is older than FRESHRANK_RETENTION_DAYS (skips while "
     "the setting is unset).",
 )
-def retention_schedule(context: ScheduleEvaluationContext) -> RunRequest | SkipReason:
+def retention_schedule(
+    context: ScheduleEvaluationContext, settings: ResourceParam[Settings]
+) -> RunRequest | SkipReason:
     """Runs the retention job nightly when retention is configured."""
-    retention_days = get_settings().retention_days
+    retention_days = settings.retention_days
     if retention_days is None:
         return SkipReason("retention is off: FRESHRANK_RETENTION_DAYS is not set")
     return RunRequest(tags={"freshrank/retention_days": f"{retention_days:g}"})

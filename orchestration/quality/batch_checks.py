@@ -17,13 +17,19 @@ ingest` then `freshrank refresh`). A check here costs one scan of the batch's ro
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    ResourceParam,
+    asset_check,
+)
 
 from ml.constants import EVENT_ID, EVENT_TYPE, ITEM_ID, OCCURRED_AT, TITLE, USER_ID
 from orchestration.ingest.assets import raw_events, raw_items
 from orchestration.ingest.rules import identifier, literal
 from orchestration.quality.expectations import SuiteOutcome
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -101,9 +107,11 @@ def suite_result(
     )
 
 
-def _checked(table: str, run_id: str, rules: Sequence[BatchRule]) -> AssetCheckResult:
+def _checked(
+    settings: Settings, table: str, run_id: str, rules: Sequence[BatchRule]
+) -> AssetCheckResult:
     """The rules on the rows this run loaded into ``table`` (its batch_id is the run id)."""
-    with open_warehouse(get_settings().warehouse_path, read_only=True) as connection:
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         rows, outcome = check_batch(connection, table, run_id, rules)
     if not rows:
         # No new file of this kind in this run: nothing to validate.
@@ -114,14 +122,18 @@ def _checked(table: str, run_id: str, rules: Sequence[BatchRule]) -> AssetCheckR
 @asset_check(
     asset=raw_events, description="The batch of raw events this run loaded meets the data contract."
 )
-def check_raw_events_batch(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    rules = raw_event_rules(get_settings().event_types)
-    return _checked("raw.events", context.run.run_id, rules)
+def check_raw_events_batch(
+    context: AssetCheckExecutionContext, settings: ResourceParam[Settings]
+) -> AssetCheckResult:
+    rules = raw_event_rules(settings.event_types)
+    return _checked(settings, "raw.events", context.run.run_id, rules)
 
 
 @asset_check(asset=raw_items, description="The catalog rows this run loaded have ids and titles.")
-def check_raw_items_batch(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    return _checked("raw.items", context.run.run_id, RAW_ITEM_RULES)
+def check_raw_items_batch(
+    context: AssetCheckExecutionContext, settings: ResourceParam[Settings]
+) -> AssetCheckResult:
+    return _checked(settings, "raw.items", context.run.run_id, RAW_ITEM_RULES)
 
 
 batch_checks = [check_raw_events_batch, check_raw_items_batch]

@@ -1,20 +1,26 @@
 """Great Expectations suites as blocking Dagster asset checks on the key marts."""
 
 import pandas as pd
-from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, asset_check
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    ResourceParam,
+    asset_check,
+)
 from dagster_dbt import get_asset_key_for_model
 
 from orchestration.quality.batch_checks import batch_checks, suite_result
 from orchestration.quality.expectations import run_suite
-from orchestration.settings import get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
 from orchestration.warehouse.guard import open_warehouse
 
 
-def read_warehouse(query: str) -> pd.DataFrame:
+def read_warehouse(settings: Settings, query: str) -> pd.DataFrame:
     """A mart's rows for a suite, over a short-lived read-only connection (DuckDB admits one
     writing process per file)."""
-    with open_warehouse(get_settings().warehouse_path, read_only=True) as connection:
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         return connection.execute(query).df()
 
 
@@ -23,11 +29,13 @@ def read_warehouse(query: str) -> pd.DataFrame:
     blocking=True,
     description="Interactions are unique per event, weighted, timed and of known types.",
 )
-def check_interactions_mart(context: AssetCheckExecutionContext) -> AssetCheckResult:
+def check_interactions_mart(
+    context: AssetCheckExecutionContext, settings: ResourceParam[Settings]
+) -> AssetCheckResult:
     frame = read_warehouse(
-        "select event_id, event_type, occurred_at, weight from marts.interactions"
+        settings, "select event_id, event_type, occurred_at, weight from marts.interactions"
     )
-    outcome = run_suite(frame, "interactions", event_types=get_settings().event_types)
+    outcome = run_suite(frame, "interactions", event_types=settings.event_types)
     return suite_result(outcome, len(frame), AssetCheckSeverity.ERROR)
 
 
@@ -36,8 +44,10 @@ def check_interactions_mart(context: AssetCheckExecutionContext) -> AssetCheckRe
     blocking=True,
     description="The catalog is non-empty with one titled row per item.",
 )
-def check_items_mart(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    frame = read_warehouse("select item_id, title from marts.items")
+def check_items_mart(
+    context: AssetCheckExecutionContext, settings: ResourceParam[Settings]
+) -> AssetCheckResult:
+    frame = read_warehouse(settings, "select item_id, title from marts.items")
     outcome = run_suite(frame, "items")
     return suite_result(outcome, len(frame), AssetCheckSeverity.ERROR)
 

@@ -7,17 +7,25 @@ reads yet; the publish, which runs only once the lists pass their checks, switch
 from dataclasses import dataclass
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    ResourceParam,
+    asset,
+)
 from dagster_dbt import get_asset_key_for_model
 
 from ml.constants import CONTEXT_VALUE, ITEM_ID, USER_ID
+from ml.pipeline.parallel import WarmPool
 from orchestration.compute import ComputeResource
 from orchestration.features.assets import item_embeddings
 from orchestration.model.assets import recommender_champion
 from orchestration.serving.scoring import ScoredLists, score_users
 from orchestration.serving.state import remember_served_champion
 from orchestration.serving.store import ServingStore
-from orchestration.settings import Settings, get_settings
+from orchestration.settings import Settings
 from orchestration.warehouse.dbt import warehouse_dbt_models
 from orchestration.warehouse.guard import open_warehouse
 
@@ -223,13 +231,18 @@ def lists_preview(head: pd.DataFrame, settings: Settings) -> str:
     ],
 )
 def recommendation_lists(
-    context: AssetExecutionContext, config: ListsConfig, compute: ComputeResource
+    context: AssetExecutionContext,
+    config: ListsConfig,
+    compute: ComputeResource,
+    settings: ResourceParam[Settings],
+    # Started with a refresh run, so that they have read the serving state by the time it
+    # ranks; the scoring finds them as this process's warm pool (orchestration/resources.py).
+    ranking_helpers: ResourceParam[WarmPool | None],
 ) -> MaterializeResult:
     """Top-K lists from the champion model (everyone, or the users a refresh touched), checked
     before they are published."""
     if config.scope not in ("everyone", "affected"):
         raise ValueError(f"scope must be 'everyone' or 'affected', not {config.scope!r}")
-    settings = get_settings()
     affected, through = affected_users(settings)
     scope = None if config.scope == "everyone" else affected
     if scope is None:
@@ -301,9 +314,11 @@ def publish_staged(settings: Settings) -> dict[str, object]:
 
 
 @asset(group_name=SERVING_GROUP, deps=[recommendation_lists])
-def published_recommendations(context: AssetExecutionContext) -> MaterializeResult:
+def published_recommendations(
+    context: AssetExecutionContext, settings: ResourceParam[Settings]
+) -> MaterializeResult:
     """The lists in the serving store: a full scoring's version switched to, or a refresh's users
     replaced, in one transaction (readers never see half)."""
-    figures = publish_staged(get_settings())
+    figures = publish_staged(settings)
     context.log.info(f"published {figures['rows_published']} rows to the serving store")
     return MaterializeResult(metadata=figures)

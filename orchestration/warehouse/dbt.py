@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, ResourceParam
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
@@ -90,10 +90,11 @@ class FreshrankDbtCliResource(DbtCliResource):
         return None
 
     def build_in_process(
-        self, args: Sequence[str], context: AssetExecutionContext
+        self, args: Sequence[str], context: AssetExecutionContext, settings: Settings
     ) -> tuple[list[Any], Path]:
         """(the Dagster events of `dbt.cli(args, context=context).stream()`, the command's
-        target folder), run by dbt's Python API in this process.
+        target folder), run by dbt's Python API in this process for the deployment of
+        ``settings``.
 
         A dbt process costs a refresh about two seconds before dbt does anything (its
         interpreter and imports; the work itself is under a second on a refresh's rows). This
@@ -121,7 +122,7 @@ class FreshrankDbtCliResource(DbtCliResource):
         )
         project_dir = Path(self.project_dir)
         target_path = project_dir / self._get_unique_target_path(context=context)
-        seed_partial_parse(target_path)
+        seed_partial_parse(target_path, settings)
         indirect = ["--indirect-selection", params.indirect_selection]
         locations = dbt_locations(project_dir, Path(self.profiles_dir), target_path)
         command = [
@@ -256,17 +257,16 @@ translator = FreshrankDbtTranslator(settings=DagsterDbtTranslatorSettings(enable
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=translator, pool="warehouse")
-def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
+def warehouse_dbt_models(
+    context: AssetExecutionContext, dbt: DbtCliResource, settings: ResourceParam[Settings]
+) -> Iterator[Any]:
     """Staging, intermediate and mart models of the behaviour tables, built and tested by dbt."""
-    settings = get_settings()
-    # profiles.yml reads the warehouse path (and the spark target its folder) from the environment.
-    os.environ["FRESHRANK_WAREHOUSE_PATH"] = str(settings.warehouse_path)
-    os.environ["FRESHRANK_SPARK_DIR"] = str(settings.spark_dir)
     log_path = settings.home / "logs" / f"dbt-{context.run_id}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # dagster-dbt echoes every dbt event to stdout; keep that in a log file so the CLI stays
     # readable. Events are yielded after dbt finishes (the build takes seconds).
     with (
+        profile_environment(settings),
         warehouse_writer(settings.warehouse_path),
         open(log_path, "w") as log_file,
         contextlib.redirect_stdout(log_file),
@@ -284,7 +284,7 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
             command += ["--exclude-resource-type", "unit_test"]
         # Spark's session would outlive the command in this process: it keeps a dbt process.
         if settings.dbt_in_process and not on_spark and isinstance(dbt, FreshrankDbtCliResource):
-            events, run_target = dbt.build_in_process(command, context)
+            events, run_target = dbt.build_in_process(command, context, settings)
         else:
             invocation = dbt.cli(command, context=context)
             events = list(invocation.stream())
@@ -292,12 +292,33 @@ def warehouse_dbt_models(context: AssetExecutionContext, dbt: DbtCliResource) ->
         if on_spark:
             with duckdb.connect(str(settings.warehouse_path)) as connection:
                 import_marts(connection, settings.spark_dir)
-    keep_partial_parse(run_target)
+    keep_partial_parse(run_target, settings)
     context.log.info(f"dbt build finished; its log is in {log_path}")
     yield from events
 
 
-def keep_partial_parse(run_target: Path) -> None:
+@contextlib.contextmanager
+def profile_environment(settings: Settings) -> Iterator[None]:
+    """The deployment's paths in the variables profiles.yml reads, for the block: dbt's
+    profile (in this process or a dbt process) reads them from the environment, and a process
+    that runs a second deployment (the replay) must not leave them pointing at it."""
+    values = {
+        "FRESHRANK_WAREHOUSE_PATH": str(settings.warehouse_path),
+        "FRESHRANK_SPARK_DIR": str(settings.spark_dir),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def keep_partial_parse(run_target: Path, settings: Settings) -> None:
     """Make this run's parse the one the next run starts from, then drop the run's target folder.
 
     dagster-dbt gives each invocation a target folder of its own and seeds it with the project's
@@ -311,7 +332,7 @@ def keep_partial_parse(run_target: Path) -> None:
     """
     parsed = run_target / PARTIAL_PARSE
     if parsed.exists():
-        for kept in (_deployment_partial_parse(), _project_partial_parse()):
+        for kept in (_deployment_partial_parse(settings), _project_partial_parse()):
             kept.parent.mkdir(parents=True, exist_ok=True)
             staged = kept.with_suffix(f".{os.getpid()}.tmp")
             shutil.copyfile(parsed, staged)
@@ -319,10 +340,10 @@ def keep_partial_parse(run_target: Path) -> None:
     shutil.rmtree(run_target, ignore_errors=True)
 
 
-def seed_partial_parse(run_target: Path) -> None:
+def seed_partial_parse(run_target: Path, settings: Settings) -> None:
     """Start a run's target folder from this deployment's last parse, else the project's (see
     keep_partial_parse)."""
-    for kept in (_deployment_partial_parse(), _project_partial_parse()):
+    for kept in (_deployment_partial_parse(settings), _project_partial_parse()):
         if kept.exists():
             run_target.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(kept, run_target / PARTIAL_PARSE)
@@ -334,9 +355,9 @@ def _project_partial_parse() -> Path:
     return Path(dbt_project.project_dir) / dbt_project.target_path / PARTIAL_PARSE
 
 
-def _deployment_partial_parse() -> Path:
+def _deployment_partial_parse(settings: Settings) -> Path:
     """This deployment's last parse (FRESHRANK_HOME's cache)."""
-    return get_settings().home / "cache" / "dbt" / PARTIAL_PARSE
+    return settings.home / "cache" / "dbt" / PARTIAL_PARSE
 
 
 def release_duckdb() -> None:

@@ -22,9 +22,9 @@ def registry_with_versions(settings: Settings, count: int):
     return client
 
 
-def tick(cursor: str | None):
+def tick(settings: Settings, cursor: str | None):
     """(what one evaluation returned, the cursor it left)."""
-    context = build_sensor_context(cursor=cursor)
+    context = build_sensor_context(cursor=cursor, resources={"settings": settings})
     result = champion_change_sensor(context)
     return result, context.cursor
 
@@ -33,12 +33,12 @@ def test_the_first_tick_does_not_republish_what_the_build_published(settings: Se
     from ml import tracking
 
     client = registry_with_versions(settings, 1)
-    result, cursor = tick(None)
+    result, cursor = tick(settings, None)
     assert isinstance(result, SkipReason) and cursor is None  # no champion yet
 
     tracking.promote(client, "1")
     remember_served_champion(settings, "1")  # what a build's full publish records
-    result, cursor = tick(None)  # `make dev` started after the build
+    result, cursor = tick(settings, None)  # `make dev` started after the build
     assert isinstance(result, SkipReason)
     assert "already come from champion version 1" in result.skip_message
     assert cursor == "1"
@@ -50,19 +50,19 @@ def test_a_change_rescores_once_and_a_rollback_rescores_again(settings: Settings
     client = registry_with_versions(settings, 2)
     tracking.promote(client, "1")
     remember_served_champion(settings, "1")
-    _, cursor = tick(None)
+    _, cursor = tick(settings, None)
 
     tracking.promote(client, "2")  # the CLI or MLflow UI: nothing republished yet
-    result, cursor = tick(cursor)
+    result, cursor = tick(settings, cursor)
     assert isinstance(result, RunRequest)
     assert result.tags["freshrank/champion"] == "2"
     assert result.tags["freshrank/previous_champion"] == "1"
-    result, cursor = tick(cursor)
+    result, cursor = tick(settings, cursor)
     assert isinstance(result, SkipReason) and cursor == "2"  # one run per change
 
     remember_served_champion(settings, "2")  # that run's publish
     tracking.rollback(client)
-    result, cursor = tick(cursor)
+    result, cursor = tick(settings, cursor)
     # Version 1 was champion before: its run must not be taken for a repeat of the first one.
     assert isinstance(result, RunRequest) and result.run_key is None
     assert result.tags["freshrank/champion"] == "1" and cursor == "1"
@@ -75,7 +75,7 @@ def test_without_a_record_of_the_served_lists_the_first_tick_republishes(
 
     tracking.promote(registry_with_versions(settings, 1), "1")
     assert served_champion(settings) == (False, None)
-    result, cursor = tick(None)
+    result, cursor = tick(settings, None)
     assert isinstance(result, RunRequest) and cursor == "1"
 
     # A record for another serving store says nothing about this one's lists.

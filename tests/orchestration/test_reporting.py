@@ -6,7 +6,7 @@ import pytest
 from dagster import DagsterInstance
 
 from orchestration.ingest.job import INGEST_JOB
-from orchestration.instance import prepare_dagster_home
+from orchestration.instance import open_instance
 from orchestration.reporting import report_run
 from orchestration.settings import Settings
 
@@ -15,13 +15,12 @@ def test_runs_are_recorded_on_the_open_instance_it_is_given(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A warm refresher passes the instance it keeps open: no run opens another."""
-    prepare_dagster_home(settings)
-    with DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
 
         def reopened(*_args, **_kwargs) -> DagsterInstance:
             raise AssertionError("report_run opened the instance again")
 
-        monkeypatch.setattr(DagsterInstance, "get", reopened)
+        monkeypatch.setattr(DagsterInstance, "from_config", reopened)
         assert report_run(INGEST_JOB, settings, instance)
         assert report_run(INGEST_JOB, settings, instance)
         runs = instance.get_runs()
@@ -38,7 +37,6 @@ def test_the_summary_counts_rejected_files(
         "user_id,item_id,event_type,timestamp\nu1,i1,view,2024-05-01T10:00:00Z\n"
     )
     (folder / "bad.csv").write_bytes(b"\xff\xfe not text")
-    prepare_dagster_home(settings)
 
     assert report_run(INGEST_JOB, settings)
 

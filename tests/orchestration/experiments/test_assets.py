@@ -24,7 +24,7 @@ def test_the_daily_analysis_runs_only_while_an_experiment_is_active(settings) ->
     from orchestration.experiments.store import ExperimentStore
     from orchestration.serving.store import ServingStore
 
-    context = build_schedule_context()
+    context = build_schedule_context(resources={"settings": settings})
     assert isinstance(experiment_results_schedule(context), SkipReason)
     store = ServingStore(settings.serving_url)
     design = ExperimentDesign(

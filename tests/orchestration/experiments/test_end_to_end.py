@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey
 from fastapi.testclient import TestClient
 
 from ml.datasets import movielens_sample
@@ -22,7 +22,7 @@ from orchestration.cli import main
 from orchestration.experiments.lists import state_name
 from orchestration.experiments.store import RUNNING, STOPPED, ExperimentStore
 from orchestration.ingest.commands import ingest_files
-from orchestration.instance import run_job_in_process
+from orchestration.instance import open_instance, run_job_in_process
 from orchestration.jobs import FULL_BUILD_JOB, PUBLISH_JOB, REFRESH_JOB
 from orchestration.serving.api import create_app
 from orchestration.serving.state import state_path
@@ -136,7 +136,7 @@ def test_an_experiment_runs_from_start_to_verdict(
         artifact.path for artifact in client.list_artifacts(run.info.run_id, "plots")
     }
     # Dagster: the materialization carries the verdict and the plot.
-    with DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         event = instance.get_latest_materialization_event(AssetKey("experiment_results"))
     metadata = event.asset_materialization.metadata
     assert metadata["verdict"].value == run.data.tags["verdict"]

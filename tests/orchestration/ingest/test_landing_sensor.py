@@ -8,8 +8,9 @@ from orchestration.ingest.sensors import landing_sensor
 from orchestration.settings import Settings
 
 
-def evaluate(instance: DagsterInstance) -> RunRequest | SkipReason:
-    result = landing_sensor(build_sensor_context(instance=instance))
+def evaluate(instance: DagsterInstance, settings: Settings) -> RunRequest | SkipReason:
+    context = build_sensor_context(instance=instance, resources={"settings": settings})
+    result = landing_sensor(context)
     assert isinstance(result, RunRequest | SkipReason)
     return result
 
@@ -19,27 +20,27 @@ def test_waiting_files_are_asked_for_under_one_key_until_they_are_loaded(
 ) -> None:
     events = settings.landing_folder("events")
     with DagsterInstance.ephemeral() as instance:
-        assert isinstance(evaluate(instance), SkipReason)  # nothing waiting
+        assert isinstance(evaluate(instance, settings), SkipReason)  # nothing waiting
 
         (events / "batch-1.csv").write_text("user_id,item_id,event_type,timestamp\n")
         (events / ".batch-2.csv.partial").write_text("")  # still being written: not waiting
-        first = evaluate(instance)
+        first = evaluate(instance, settings)
         assert isinstance(first, RunRequest)
         assert first.tags["freshrank/files"] == "1"
         # No cursor: the same files are asked for again (Dagster skips a key it has run), so a
         # request lost with a stopped daemon is made again.
-        again = evaluate(instance)
+        again = evaluate(instance, settings)
         assert isinstance(again, RunRequest) and again.run_key == first.run_key
 
         (events / "batch-3.csv").write_text("user_id,item_id,event_type,timestamp\n")
-        more = evaluate(instance)
+        more = evaluate(instance, settings)
         assert isinstance(more, RunRequest) and more.run_key != first.run_key
 
         for path in events.iterdir():
             path.unlink()  # loaded and archived by the run
-        assert isinstance(evaluate(instance), SkipReason)
+        assert isinstance(evaluate(instance, settings), SkipReason)
 
         # The same name delivered again is a new batch.
         (events / "batch-1.csv").write_text("user_id,item_id,event_type,timestamp\nu,i,view,1\n")
-        redelivered = evaluate(instance)
+        redelivered = evaluate(instance, settings)
         assert isinstance(redelivered, RunRequest) and redelivered.run_key != first.run_key

@@ -37,7 +37,7 @@ def test_the_cutoff_is_the_wall_clock_minus_the_days() -> None:
 def test_retention_is_off_by_default(settings: Settings) -> None:
     assert settings.retention_days is None
     assert apply_retention(settings) is None
-    skip = retention_schedule(build_schedule_context())
+    skip = retention_schedule(build_schedule_context(resources={"settings": settings}))
     assert "FRESHRANK_RETENTION_DAYS" in str(skip.skip_message)
 
 
@@ -101,9 +101,10 @@ def test_the_retention_job_runs_from_the_setting(
     land_file(source, "events", settings)
     load_pending("events", settings, "b1", now=NOW)
     monkeypatch.setenv("FRESHRANK_RETENTION_DAYS", "30")  # every event of 2024 is older
+    resources = {"settings": Settings.from_env()}
 
-    assert isinstance(retention_schedule(build_schedule_context()).tags, dict)
-    result = retention_job.execute_in_process()
+    assert isinstance(retention_schedule(build_schedule_context(resources=resources)).tags, dict)
+    result = retention_job.execute_in_process(resources=resources)
 
     assert result.success
     with duckdb.connect(str(settings.warehouse_path), read_only=True) as con:

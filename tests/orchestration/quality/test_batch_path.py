@@ -11,12 +11,13 @@ from pathlib import Path
 SNIPPET = """
 import sys
 from pathlib import Path
-from dagster import DagsterInstance
 from orchestration.ingest.commands import ingest_files
+from orchestration.instance import open_instance
 from orchestration.settings import get_settings
 
-(result,) = ingest_files(get_settings(), {"events": [Path(sys.argv[1])]})
-with DagsterInstance.get() as instance:
+settings = get_settings()
+(result,) = ingest_files(settings, {"events": [Path(sys.argv[1])]})
+with open_instance(settings) as instance:
     (run,) = instance.get_runs(limit=1)
     checks = [
         record.dagster_event.event_specific_data

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from dagster import AssetSelection, DagsterInstance
+from dagster import AssetSelection
 
 from ml.datasets import movielens_sample
 from orchestration.ingest.commands import ingest_files
-from orchestration.instance import prepare_dagster_home
+from orchestration.instance import open_instance
 from orchestration.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -17,9 +17,8 @@ def _dbt_outcome(settings: Settings) -> tuple[set[str], set[tuple[str, str, bool
     """(assets materialized, (asset, check, passed, severity) evaluated) by one dbt build."""
     from orchestration.definitions import defs
 
-    prepare_dagster_home(settings)
     job = defs.resolve_implicit_global_asset_job_def()
-    with DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         result = job.execute_in_process(
             instance=instance,
             asset_selection=list(
@@ -75,11 +74,10 @@ def _dbt_log(settings: Settings, selection: AssetSelection) -> str:
 
     from orchestration.definitions import defs
 
-    prepare_dagster_home(settings)
     job = Definitions.merge(
         defs, Definitions(jobs=[define_asset_job("dbt_only", selection=selection)])
     ).resolve_job_def("dbt_only")
-    with DagsterInstance.get() as instance:
+    with open_instance(settings) as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
     assert result.success
     return (settings.home / "logs" / f"dbt-{result.run_id}.log").read_text()
