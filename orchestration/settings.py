@@ -34,6 +34,8 @@ from orchestration.privacy.pseudonyms import Pseudonymiser
 from orchestration.serving.versions import DEFAULT_CHUNK_ROWS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+API_MAX_EVENTS = 10_000
+API_MAX_BODY_BYTES = 5 * 1024 * 1024
 DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
@@ -95,6 +97,20 @@ def _env_positive(name: str, default: float) -> float:
     if not value > 0:
         raise ValueError(f"{name}={value!r} must be a number above 0")
     return value
+
+
+def _env_whole(name: str, default: int) -> int:
+    """A whole number of at least 1 (``1_000_000`` reads as a million)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name}={value!r} must be a whole number of at least 1, e.g. {default}")
+    return number
 
 
 def _env_retention_days() -> float | None:
@@ -212,6 +228,8 @@ class Settings:
     api_keys_for_reads: bool = False  # reads need a key (any scope) too
     api_events_per_second: float = 5.0  # per-key rate of POST /events (token bucket refill)
     api_events_burst: int = 20  # per-key bucket size
+    api_max_events: int = API_MAX_EVENTS  # events one POST /events may carry
+    api_max_body_bytes: int = API_MAX_BODY_BYTES  # bytes one POST /events may carry
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -308,6 +326,8 @@ class Settings:
             api_keys_for_reads=_env_flag("FRESHRANK_API_KEYS_FOR_READS"),
             api_events_per_second=_env_positive("FRESHRANK_API_EVENTS_PER_SECOND", 5.0),
             api_events_burst=int(_env_positive("FRESHRANK_API_EVENTS_BURST", 20)),
+            api_max_events=_env_whole("FRESHRANK_API_MAX_EVENTS", API_MAX_EVENTS),
+            api_max_body_bytes=_env_whole("FRESHRANK_API_MAX_BODY_BYTES", API_MAX_BODY_BYTES),
         )
 
     def at_home(self, home: Path) -> Settings:

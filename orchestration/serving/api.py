@@ -43,13 +43,11 @@ from orchestration.privacy.pseudonyms import pseudonymised_events
 from orchestration.serving.access import Access
 from orchestration.serving.personalise import RequestPersonaliser, ServedList
 from orchestration.serving.store import RELATED_ITEM_ID, ServingStore
-from orchestration.settings import Settings, get_settings
+from orchestration.settings import API_MAX_BODY_BYTES, API_MAX_EVENTS, Settings, get_settings
 
 logger = logging.getLogger("freshrank.api")
 
 MAX_K = 100
-DEFAULT_MAX_EVENTS = 10_000
-DEFAULT_MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_EVENTS_VARIABLE = "FRESHRANK_API_MAX_EVENTS"
 MAX_BODY_BYTES_VARIABLE = "FRESHRANK_API_MAX_BODY_BYTES"
 # A bad batch usually breaks the same rule on many events; the first few say enough.
@@ -61,8 +59,8 @@ _NOTHING_PUBLISHED = "nothing has been published yet (run `freshrank build`)"
 class ApiLimits:
     """How much one POST /events may carry."""
 
-    max_events: int = DEFAULT_MAX_EVENTS
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_events: int = API_MAX_EVENTS
+    max_body_bytes: int = API_MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
         for name in ("max_events", "max_body_bytes"):
@@ -71,25 +69,9 @@ class ApiLimits:
                 raise ValueError(f"{name} must be a whole number of at least 1; got {value!r}")
 
     @classmethod
-    def from_env(cls) -> ApiLimits:
-        """Limits from FRESHRANK_API_MAX_EVENTS and FRESHRANK_API_MAX_BODY_BYTES, else defaults."""
-        return cls(
-            max_events=_env_positive_int(MAX_EVENTS_VARIABLE, DEFAULT_MAX_EVENTS),
-            max_body_bytes=_env_positive_int(MAX_BODY_BYTES_VARIABLE, DEFAULT_MAX_BODY_BYTES),
-        )
-
-
-def _env_positive_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = int(value.replace("_", ""))
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"{name}={value!r} must be a whole number of at least 1, e.g. {default}")
-    return number
+    def from_settings(cls, settings: Settings) -> ApiLimits:
+        """The deployment's limits (FRESHRANK_API_MAX_EVENTS, FRESHRANK_API_MAX_BODY_BYTES)."""
+        return cls(max_events=settings.api_max_events, max_body_bytes=settings.api_max_body_bytes)
 
 
 class RecommendedItem(BaseModel):
@@ -144,7 +126,7 @@ _EVENTS_BODY_SCHEMA = {
 def create_app(settings: Settings | None = None, limits: ApiLimits | None = None) -> FastAPI:
     """The freshrank API on one serving-store engine (pooled; disposed when the app stops)."""
     settings = settings if settings is not None else get_settings()
-    limits = limits if limits is not None else ApiLimits.from_env()
+    limits = limits if limits is not None else ApiLimits.from_settings(settings)
     store = ServingStore(settings.serving_url)
     access = Access.from_settings(store.engine, settings)
     pseudonymiser = settings.pseudonymiser

@@ -567,13 +567,16 @@ def test_health_is_503_when_the_store_fails(store_settings: Settings) -> None:
     assert "recommendations" in response.json()["error"]
 
 
-def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_limits_come_from_the_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRESHRANK_API_MAX_EVENTS", "250")
     monkeypatch.setenv("FRESHRANK_API_MAX_BODY_BYTES", "1_000_000")
-    assert ApiLimits.from_env() == ApiLimits(max_events=250, max_body_bytes=1_000_000)
-    monkeypatch.delenv("FRESHRANK_API_MAX_EVENTS")
-    monkeypatch.delenv("FRESHRANK_API_MAX_BODY_BYTES")
-    assert ApiLimits.from_env() == ApiLimits(max_events=10_000, max_body_bytes=5 * 1024 * 1024)
+    limited = Settings.from_env()
+    assert ApiLimits.from_settings(limited) == ApiLimits(max_events=250, max_body_bytes=1_000_000)
+    assert ApiLimits.from_settings(settings) == ApiLimits(10_000, 5 * 1024 * 1024)
+    with TestClient(create_app(limited)) as client:
+        response = client.post("/events", json=[{"user_id": "u"}] * 251)
+    assert response.status_code == 413
+    assert "over the limit of 250 (FRESHRANK_API_MAX_EVENTS)" in response.json()["detail"]
 
 
 @pytest.mark.parametrize("value", ["lots", "0", "-5", "1.5"])
@@ -582,7 +585,7 @@ def test_bad_limit_in_the_environment_is_a_clear_error(
 ) -> None:
     monkeypatch.setenv("FRESHRANK_API_MAX_EVENTS", value)
     with pytest.raises(ValueError, match="FRESHRANK_API_MAX_EVENTS=.* whole number of at least 1"):
-        create_app(settings)
+        Settings.from_env()
 
 
 # ---------------------------------------------------------------------------------------------
