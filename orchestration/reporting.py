@@ -93,11 +93,13 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
             click.echo("      " + str(reasons.value).replace("\n", "\n      "))
 
     metadata = _materialization_metadata(result)
-    for key in ("raw_items", "raw_events"):
+    for kind in ("items", "events"):
+        key = f"raw_{kind}"
         if key in metadata:
             counts = metadata[key]
             rejected = counts.get("files_rejected", 0)
-            kept = f" ({rejected} rejected, kept in landing/rejected/)" if rejected else ""
+            folder = settings.rejected_folder(kind)
+            kept = f" ({rejected} rejected, kept in {folder})" if rejected else ""
             click.echo(
                 f"  {key}: {counts.get('files', 0)} new file(s){kept}, rows read "
                 f"{counts.get('rows_read', 0)}, loaded {counts.get('rows_loaded', 0)}, quarantined "

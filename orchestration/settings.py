@@ -354,6 +354,10 @@ class Settings:
         """Where files of one kind (``events`` or ``items``) wait to be loaded."""
         return self.landing_dir / kind
 
+    def rejected_folder(self, kind: str) -> Path:
+        """Where files of one kind that could not be read are kept, as delivered."""
+        return self.landing_dir / "rejected" / kind
+
     def ensure_dirs(self) -> None:
         for folder in (
             self.home,

@@ -476,7 +476,7 @@ def _finish_rejected(
     con: duckdb.DuckDBPyConnection, delivery: _Delivery, settings: Settings, message: str
 ) -> FileResult:
     _insert_ledger(con, delivery, REJECTED, (0, 0, 0), message)
-    folder = settings.landing_dir / "rejected" / delivery.kind
+    folder = settings.rejected_folder(delivery.kind)
     moved = _move(delivery.landed, folder, delivery.batch_id)
     logger.warning(
         "%s; nothing loaded, file kept as %s (batch %s)", message, moved, delivery.batch_id

@@ -41,6 +41,6 @@ def test_the_summary_counts_rejected_files(
     assert report_run(INGEST_JOB, settings)
 
     printed = capsys.readouterr().out
-    assert (
-        "raw_events: 2 new file(s) (1 rejected, kept in landing/rejected/), rows read 1" in printed
-    )
+    kept = settings.rejected_folder("events")
+    assert f"raw_events: 2 new file(s) (1 rejected, kept in {kept}), rows read 1" in printed
+    assert [path.name.endswith("__bad.csv") for path in kept.iterdir()] == [True]
