@@ -54,10 +54,12 @@ from orchestration.ingest.sources import (
     FileRejected,
     Source,
     count_rows,
+    delivered_format,
     open_frame,
     opened_source,
     readable_path,
     unreadable,
+    unsupported_extension,
 )
 from orchestration.privacy.landed_files import rewrite_events_file
 from orchestration.settings import Settings
@@ -183,11 +185,10 @@ def land_file(source: Path, kind: str, settings: Settings) -> Path:
     """Copy a user's file into the landing folder of its kind; the original is left untouched."""
     _check_kind(kind)
     source = Path(source)
-    extension = source.suffix.lower()
-    if extension not in SUPPORTED_EXTENSIONS:
+    if delivered_format(source) is None:
         raise ValueError(
             f"cannot land '{source.name}' as {kind}: unsupported extension "
-            f"'{source.suffix or '(none)'}'; use one of {', '.join(SUPPORTED_EXTENSIONS)}"
+            f"'{unsupported_extension(source)}'; use one of {', '.join(SUPPORTED_EXTENSIONS)}"
         )
     if not source.is_file():
         raise FileNotFoundError(f"cannot land {source}: no such file")

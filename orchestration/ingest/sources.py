@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
+import io
 import json
 import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import pyarrow as pa
@@ -29,8 +32,13 @@ from orchestration.ingest.rules import (
     literal,
 )
 
-SUPPORTED_EXTENSIONS = (".csv", ".parquet", ".jsonl", ".ndjson")
-JSON_LINES_EXTENSIONS = (".jsonl", ".ndjson")
+FORMATS = (".csv", ".parquet", ".jsonl", ".ndjson")
+# Text formats may also come gzip-compressed (events.csv.gz: what exports to object stores
+# usually are); Parquet compresses inside the file.
+GZIP = ".gz"
+GZIP_FORMATS = (".csv", ".jsonl", ".ndjson")
+SUPPORTED_EXTENSIONS = (*FORMATS, *(f"{extension}{GZIP}" for extension in GZIP_FORMATS))
+CUT_SHORT = "the compressed file ends early (cut short in transfer?); deliver it again"
 # Strict CSV: explicit columns from the header, every line checked against them; short lines
 # are padded with NULL (their rows are quarantined by the rules), long ones reject the file.
 CSV_OPTIONS = (
@@ -108,19 +116,39 @@ def opened_source(
         con.execute("DROP TABLE IF EXISTS json_lines")
 
 
+def delivered_format(path: Path) -> tuple[str, bool] | None:
+    """(the file's format, whether it is gzip-compressed) by its name: ``events.csv.gz`` is
+    (".csv", True); None for a name of no supported format."""
+    name = path.name.lower()
+    for extension in FORMATS:
+        if name.endswith(extension):
+            return extension, False
+        if extension in GZIP_FORMATS and name.endswith(extension + GZIP):
+            return extension, True
+    return None
+
+
+def unsupported_extension(path: Path) -> str:
+    """What a file name of no supported format ends with, for a message (``.parquet.gz``)."""
+    suffixes = path.suffixes
+    compressed = bool(suffixes) and suffixes[-1].lower() == GZIP
+    return "".join(suffixes[-2:] if compressed else suffixes[-1:]) or "(none)"
+
+
 def _open_source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
-    extension = path.suffix.lower()
-    if extension == ".csv":
-        source = _open_csv(con, path, kind, name)
-    elif extension == ".parquet":
-        source = _open_parquet(con, path, kind, name)
-    elif extension in JSON_LINES_EXTENSIONS:
-        source = _open_json_lines(con, path, kind, name)
-    else:
+    delivered = delivered_format(path)
+    if delivered is None:
         raise FileRejected(
-            f"cannot read '{name}': unsupported extension '{path.suffix or '(none)'}'; "
+            f"cannot read '{name}': unsupported extension '{unsupported_extension(path)}'; "
             f"deliver {kind} as {', '.join(SUPPORTED_EXTENSIONS)}"
         )
+    extension, compressed = delivered
+    if extension == ".csv":
+        source = _open_csv(con, path, kind, name, compressed)
+    elif extension == ".parquet":
+        source = _open_parquet(con, path, kind, name)
+    else:
+        source = _open_json_lines(con, path, kind, name, compressed)
     missing = [column for column in REQUIRED_COLUMNS[kind] if column not in source.columns]
     # A JSON Lines file whose every line is malformed has no columns, yet its lines are rows.
     if missing and (source.columns or source.malformed is None):
@@ -155,6 +183,8 @@ def unreadable(name: str, error: duckdb.Error) -> FileRejected:
         return FileRejected(
             f"cannot read '{name}': not UTF-8 text ({where}); save it as UTF-8 and deliver again"
         )
+    if "end of gzip stream" in text.lower():
+        return FileRejected(f"cannot read '{name}': {CUT_SHORT}")
     if "unterminated quote" in text:
         return FileRejected(
             f"cannot read '{name}': {where} opens a quoted field that never closes; "
@@ -179,11 +209,13 @@ def readable_path(path: Path) -> Iterator[Path]:
     if not _GLOB_CHARACTERS.intersection(str(path)):
         yield path
         return
-    alias = Path(path.parent, f".reading-{uuid.uuid4().hex}{path.suffix.lower()}")
+    delivered = delivered_format(path)
+    extension = "" if delivered is None else delivered[0] + (GZIP if delivered[1] else "")
+    alias = Path(path.parent, f".reading-{uuid.uuid4().hex}{extension}")
     try:
         alias.hardlink_to(path)
     except OSError:
-        alias = Path(path.parent, f".reading-{uuid.uuid4().hex}{path.suffix.lower()}")
+        alias = Path(path.parent, f".reading-{uuid.uuid4().hex}{extension}")
         alias.write_bytes(path.read_bytes())
     try:
         yield alias
@@ -195,13 +227,17 @@ def readable_path(path: Path) -> Iterator[Path]:
 # The readers
 
 
-def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
-    header, delimiter = _csv_header(path, name)
+def _open_csv(
+    con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str, compressed: bool
+) -> Source:
+    header, delimiter = _csv_header(path, name, compressed)
     names = _column_names(header, kind, name)
     # DuckDB reads the columns as column0, column1...; the view gives them their names.
     selects = {column: f"column{index}" for index, column in enumerate(names)}
     read_columns = ", ".join(f"{literal(slot)}: 'VARCHAR'" for slot in selects.values())
     options = f"delim = {literal(delimiter)}, {CSV_OPTIONS}"
+    if compressed:
+        options += ", compression = 'gzip'"
     reader = f"read_csv({literal(str(path))}, columns = {{{read_columns}}}, {options}"
     row = "row_number() OVER ()"
     con.execute(_view_sql(row, selects, reader + ")"))
@@ -209,10 +245,17 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) 
     return Source(LANDED_ROWS, dict.fromkeys(names, "VARCHAR"), None, single_threaded)
 
 
-def _csv_header(path: Path, name: str) -> tuple[list[str], str]:
+def _opened_text(path: Path, compressed: bool) -> IO[bytes]:
+    """The file's bytes, decompressed when it is gzip-compressed."""
+    return gzip.open(path, "rb") if compressed else path.open("rb")
+
+
+def _csv_header(path: Path, name: str, compressed: bool) -> tuple[list[str], str]:
     """The header's fields and the file's delimiter (of CSV_DELIMITERS)."""
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
+        with io.TextIOWrapper(
+            _opened_text(path, compressed), encoding="utf-8-sig", newline=""
+        ) as handle:
             splits = []
             for delimiter in CSV_DELIMITERS:
                 handle.seek(0)
@@ -221,8 +264,8 @@ def _csv_header(path: Path, name: str) -> tuple[list[str], str]:
         raise FileRejected(
             f"cannot read '{name}': not UTF-8 text ({error}); save it as UTF-8 and deliver again"
         ) from None
-    except (csv.Error, OSError) as error:
-        raise FileRejected(f"cannot read '{name}': {error}") from None
+    except (csv.Error, OSError, EOFError) as error:
+        raise FileRejected(f"cannot read '{name}': {_read_error(error)}") from None
     header, delimiter = max(zip(splits, CSV_DELIMITERS, strict=True), key=lambda s: len(s[0]))
     if not header:
         raise FileRejected(f"cannot read '{name}': the file is empty (no header row)")
@@ -248,14 +291,16 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: s
     return Source(LANDED_ROWS, dict(zip(names, types, strict=True)))
 
 
-def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str) -> Source:
+def _open_json_lines(
+    con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: str, compressed: bool
+) -> Source:
     """The lines into a temporary table (numbered, each with its problem when it is not a JSON
     object), then one JSON column per key seen in any object, in order of first appearance."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE json_lines (source_row BIGINT, line VARCHAR, problem VARCHAR)"
     )
     lines = 0
-    for batch in _json_lines(path, name):
+    for batch in _json_lines(path, name, compressed):
         con.register("json_batch", batch)
         con.execute(
             f"INSERT INTO json_lines SELECT source_row, line, {_LINE_PROBLEM} FROM json_batch"
@@ -290,12 +335,12 @@ def _open_json_lines(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name
     return Source(LANDED_ROWS, dict.fromkeys(names, "JSON"), malformed)
 
 
-def _json_lines(path: Path, name: str) -> Iterator[pa.RecordBatch]:
+def _json_lines(path: Path, name: str, compressed: bool) -> Iterator[pa.RecordBatch]:
     """(source_row, line) of the non-blank lines, in blocks; lines end at '\\n' only (JSON
     strings may hold other line separators)."""
     lines_before = 0
     try:
-        with path.open("rb") as handle:
+        with _opened_text(path, compressed) as handle:
             pending = b""
             for block in iter(lambda: handle.read(READ_BLOCK_BYTES), b""):
                 pending += block
@@ -310,8 +355,17 @@ def _json_lines(path: Path, name: str) -> Iterator[pa.RecordBatch]:
         raise FileRejected(
             f"cannot read '{name}': not UTF-8 text ({error}); save it as UTF-8 and deliver again"
         ) from None
-    except OSError as error:
-        raise FileRejected(f"cannot read '{name}': {error}") from None
+    except (OSError, EOFError) as error:
+        raise FileRejected(f"cannot read '{name}': {_read_error(error)}") from None
+
+
+def _read_error(error: Exception) -> str:
+    """A read failure in words: a gzip file cut short or not gzip at all says so."""
+    if isinstance(error, EOFError):
+        return CUT_SHORT
+    if isinstance(error, gzip.BadGzipFile):
+        return f"not a gzip file ({error}); deliver it uncompressed or gzip it"
+    return str(error)
 
 
 def _numbered_lines(text: str, lines_before: int) -> pa.RecordBatch:

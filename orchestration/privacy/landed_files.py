@@ -23,11 +23,13 @@ import duckdb
 from ml.constants import TIMESTAMP, USER_ID
 from orchestration.ingest.rules import SOURCE_ROW, Cell, identifier, literal, user_texts
 from orchestration.ingest.sources import (
-    JSON_LINES_EXTENSIONS,
+    GZIP,
     FileRejected,
     count_rows,
+    delivered_format,
     opened_source,
     readable_path,
+    unsupported_extension,
 )
 from orchestration.privacy.pseudonyms import Pseudonymiser
 
@@ -114,16 +116,21 @@ def _pseudonymised(name: str, user: Cell, pseudonym: Callable[[str], str]) -> st
 def _copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> None:
     """Write the rows of ``query`` in ``path``'s format beside it, then swap it in (the old
     modification time kept: the landing folder loads files oldest first)."""
-    extension = path.suffix.lower()
+    delivered = delivered_format(path)
+    if delivered is None:
+        raise FileRejected(
+            f"cannot rewrite '{path}': unsupported extension '{unsupported_extension(path)}'"
+        )
+    extension, compressed = delivered
     if extension == ".csv":
         options = "FORMAT csv, HEADER true, DELIMITER ','"
     elif extension == ".parquet":
         options = "FORMAT parquet"
-    elif extension in JSON_LINES_EXTENSIONS:
-        options = "FORMAT json"
     else:
-        raise FileRejected(f"cannot rewrite '{path}': unsupported extension '{path.suffix}'")
-    partial = path.with_name(f".{path.name}.rewrite{extension}")
+        options = "FORMAT json"
+    if compressed:
+        options += ", COMPRESSION gzip"  # a kept file stays as it was delivered
+    partial = path.with_name(f".{path.name}.rewrite{extension}{GZIP if compressed else ''}")
     times = path.stat()
     try:
         con.execute(f"COPY ({query}) TO {literal(str(partial))} ({options})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -31,6 +32,10 @@ from orchestration.ingest.landing import (
 from orchestration.settings import Settings
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+# A gzip stream of a few thousand lines, cut in the middle (a transfer that stopped).
+CUT_GZIP = gzip.compress(
+    ("item_id,title\n" + "".join(f"i{n},title {n}\n" for n in range(5000))).encode()
+)[:2000]
 EVENT_HEADER = "user_id,item_id,event_type,timestamp,value"
 GOOD_EVENT = "u1,i1,view,2024-05-01T10:00:00Z,"
 ITEM_HEADER = "item_id,title,description,categories,created_at,available"
@@ -688,6 +693,11 @@ def test_unreadable_parquet_is_rejected(settings: Settings, tmp_path: Path) -> N
         ("latin.csv", "item_id,title\ni1,Caf\xe9\n".encode("latin-1"), "not UTF-8 text"),
         ("blank.jsonl", b"\n\n", "the file is empty"),
         ("notes.txt", b"item_id,title\n", "unsupported extension '.txt'"),
+        ("items.parquet.gz", b"PAR1", "unsupported extension '.parquet.gz'"),
+        ("plain.csv.gz", b"item_id,title\ni1,A\n", "not a gzip file"),
+        ("plain.jsonl.gz", b'{"item_id": "i1"}\n', "not a gzip file"),
+        ("cut.csv.gz", CUT_GZIP, "the compressed file ends early"),
+        ("cut.jsonl.gz", CUT_GZIP, "the compressed file ends early"),
     ],
 )
 def test_files_that_cannot_be_read_are_rejected(
@@ -703,6 +713,27 @@ def test_files_that_cannot_be_read_are_rejected(
     assert f"'{name}'" in result.message
     assert message in result.message
     assert (settings.landing_dir / "rejected" / "items" / f"b1__{name}").exists()
+
+
+@pytest.mark.parametrize("name", ["events.csv.gz", "events.jsonl.gz", "events.ndjson.gz"])
+def test_gzip_compressed_text_loads_as_its_plain_file_would(
+    settings: Settings, tmp_path: Path, name: str
+) -> None:
+    """An export compressed with gzip: the same rows, rules and row numbers as uncompressed."""
+    if name.startswith("events.csv"):
+        text = f"{EVENT_HEADER.replace(',', ';')}\n{GOOD_EVENT.replace(',', ';')}\nu2;;view;x;\n"
+    else:
+        good = {"user_id": "u1", "item_id": "i1", "event_type": "view", "timestamp": 1714557600}
+        text = f"{json.dumps(good)}\n{{not json\n"
+    source = tmp_path / name
+    source.write_bytes(gzip.compress(text.encode("utf-8")))
+
+    (result,) = deliver(settings, "events", source)
+
+    assert (result.status, result.rows_read, result.rows_loaded) == ("loaded", 2, 1)
+    assert quarantine_rows(settings)["source_row"].tolist() == [2]
+    loaded = table(settings, "SELECT user_id, item_id, occurred_at FROM raw.events")
+    assert loaded.values.tolist() == [["u1", "i1", pd.Timestamp("2024-05-01 10:00:00")]]
 
 
 def test_header_only_csv_loads_zero_rows(settings: Settings, tmp_path: Path) -> None:
@@ -749,7 +780,11 @@ def test_land_file_copies_under_a_unique_name(settings: Settings, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("name", "kind", "message"),
-    [("e.xlsx", "events", "unsupported extension '.xlsx'"), ("e.csv", "users", "unknown kind")],
+    [
+        ("e.xlsx", "events", "unsupported extension '.xlsx'"),
+        ("e.csv.zip", "events", "unsupported extension '.zip'"),
+        ("e.csv", "users", "unknown kind"),
+    ],
 )
 def test_land_file_refuses_early(
     settings: Settings, tmp_path: Path, name: str, kind: str, message: str
