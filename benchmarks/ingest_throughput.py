@@ -10,16 +10,21 @@ resident memory it reports is its own:
 - floor: `CREATE TABLE events AS SELECT * FROM read_parquet(...)` (or `read_csv(...)`, sniffed)
   into a fresh DuckDB file, in the same kind of process: what reading the file costs at all.
 
+The `csv.gz` and `jsonl.gz` formats are the same logs gzip-compressed (both sides read the
+compressed file).
+
 The table gives seconds, rows per second and peak RSS of both, and freshrank / floor ratios
 (time above 1: freshrank is slower). Best of --repeats for time, largest peak for memory.
 
-    .venv/bin/python benchmarks/ingest_throughput.py [--events 1000000] [--formats parquet csv]
+    .venv/bin/python benchmarks/ingest_throughput.py [--events 1000000]
+        [--formats parquet csv jsonl csv.gz jsonl.gz]
         [--data DIR] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -40,7 +45,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--items", type=int, default=None, help="default: events / 50, within 1,000-100,000"
     )
-    parser.add_argument("--formats", nargs="+", choices=("parquet", "csv", "jsonl"))
+    parser.add_argument(
+        "--formats", nargs="+", choices=("parquet", "csv", "jsonl", "csv.gz", "jsonl.gz")
+    )
     parser.add_argument("--data", type=Path, default=None, help="keep (and reuse) logs here")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each side")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,14 +87,15 @@ def main() -> None:
     notes = []
     try:
         for file_format in arguments.formats:
+            plain_format = file_format.removesuffix(".gz")
             config = SyntheticConfig(
                 events=arguments.events,
                 users=users,
                 items=items,
                 seed=arguments.seed,
-                format=file_format,
+                format=plain_format,
             )
-            folder = data / f"{arguments.events}-{file_format}-seed{arguments.seed}"
+            folder = data / f"{arguments.events}-{plain_format}-seed{arguments.seed}"
             files = existing(config, folder)
             if files is None:
                 started = time.perf_counter()
@@ -99,6 +107,8 @@ def main() -> None:
             else:
                 notes.append(f"reused {folder}")
             (events_file,) = files.events
+            if file_format.endswith(".gz"):
+                events_file = gzipped(events_file)
             ours, floor = measure(events_file, arguments.repeats)
             if ours["quarantined"] or ours["loaded"] != arguments.events:
                 notes.append(
@@ -134,6 +144,17 @@ def main() -> None:
     load_after = os.getloadavg()
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}", end=" ")
     print(f"({os.cpu_count()} CPUs)")
+
+
+def gzipped(path: Path) -> Path:
+    """A gzip-compressed copy of ``path`` beside it (made once; reused with --data)."""
+    target = path.with_name(path.name + ".gz")
+    if not target.exists():
+        partial = target.with_name(f".{target.name}.partial")
+        with path.open("rb") as source, gzip.open(partial, "wb", compresslevel=6) as sink:
+            shutil.copyfileobj(source, sink, 8 << 20)
+        partial.replace(target)
+    return target
 
 
 def measure(events_file: Path, repeats: int) -> tuple[dict, dict]:
@@ -172,9 +193,10 @@ def run_child(side: str, events_file: Path, workdir: Path) -> dict:
     import duckdb
 
     if side == "floor":
-        reader = "read_parquet" if events_file.suffix == ".parquet" else "read_csv"
-        if events_file.suffix in (".jsonl", ".ndjson"):
-            reader = "read_json"
+        name = events_file.name.removesuffix(".gz")
+        reader = "read_parquet" if name.endswith(".parquet") else "read_csv"
+        if name.endswith((".jsonl", ".ndjson")):
+            reader = "read_json"  # DuckDB reads a .gz file decompressing it, as freshrank does
         start_rss = _rss_mb()
         started = time.perf_counter()
         with duckdb.connect(str(workdir / "floor.duckdb")) as con:
