@@ -34,9 +34,10 @@ from orchestration.privacy.pseudonyms import Pseudonymiser
 from orchestration.serving.versions import DEFAULT_CHUNK_ROWS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+# What one POST /events may carry (FRESHRANK_API_MAX_EVENTS, FRESHRANK_API_MAX_BODY_BYTES).
 API_MAX_EVENTS = 10_000
 API_MAX_BODY_BYTES = 5 * 1024 * 1024
-DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 
 
 def _env_path(name: str, default: Path) -> Path:
