@@ -8,7 +8,6 @@ Aliases on the registered model carry the review state: a new version is `challe
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import re
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ml.environment import environment_restored
 from ml.pipeline.backtest import BacktestConfig, BacktestResult
 from ml.pipeline.pipeline import PipelineConfig, RankingPipeline
 
@@ -63,19 +63,14 @@ class GateDecision:
 
 def _point_mlflow_at(tracking_uri: str) -> None:
     """MLflow's tracking and registry store for this process, leaving the environment as it
-    was: MLflow also writes the URI into URI_VARIABLES (for child processes), and a
-    process that works on a second deployment (the replay) must not change what the settings
-    of the first read from there. MLflow itself reads the URI it was set first."""
+    was: MLflow also writes the URI into URI_VARIABLES (for child processes), and a process
+    that works on a second deployment (the replay) must not change what the settings of the
+    first read from there. In this process MLflow uses the URI it was set, not the variables."""
     import mlflow
 
-    before = {name: os.environ.get(name) for name in URI_VARIABLES}
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    for name, value in before.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with environment_restored(URI_VARIABLES):
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
 
 
 def configure(tracking_uri: str, artifact_location: str) -> Any:

@@ -22,6 +22,7 @@ from dagster_dbt import (
 )
 from packaging import version
 
+from ml.environment import environment_restored
 from orchestration.settings import DBT_PROJECT_DIR, Settings, get_settings
 from orchestration.warehouse.guard import warehouse_writer
 from orchestration.warehouse.spark import export_raw_tables, import_marts
@@ -306,16 +307,9 @@ def profile_environment(settings: Settings) -> Iterator[None]:
         "FRESHRANK_WAREHOUSE_PATH": str(settings.warehouse_path),
         "FRESHRANK_SPARK_DIR": str(settings.spark_dir),
     }
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
+    with environment_restored(values):
+        os.environ.update(values)
         yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def keep_partial_parse(run_target: Path, settings: Settings) -> None:
