@@ -245,7 +245,7 @@ def _open_csv(
     return Source(LANDED_ROWS, dict.fromkeys(names, "VARCHAR"), None, single_threaded)
 
 
-def _opened_text(path: Path, compressed: bool) -> IO[bytes]:
+def _opened_bytes(path: Path, compressed: bool) -> IO[bytes]:
     """The file's bytes, decompressed when it is gzip-compressed."""
     return gzip.open(path, "rb") if compressed else path.open("rb")
 
@@ -254,7 +254,7 @@ def _csv_header(path: Path, name: str, compressed: bool) -> tuple[list[str], str
     """The header's fields and the file's delimiter (of CSV_DELIMITERS)."""
     try:
         with io.TextIOWrapper(
-            _opened_text(path, compressed), encoding="utf-8-sig", newline=""
+            _opened_bytes(path, compressed), encoding="utf-8-sig", newline=""
         ) as handle:
             splits = []
             for delimiter in CSV_DELIMITERS:
@@ -340,7 +340,7 @@ def _json_lines(path: Path, name: str, compressed: bool) -> Iterator[pa.RecordBa
     strings may hold other line separators)."""
     lines_before = 0
     try:
-        with _opened_text(path, compressed) as handle:
+        with _opened_bytes(path, compressed) as handle:
             pending = b""
             for block in iter(lambda: handle.read(READ_BLOCK_BYTES), b""):
                 pending += block
