@@ -1,11 +1,12 @@
 """Landing files into the raw warehouse tables, with a ledger of deliveries and a row quarantine.
 
-A delivery is one file of one kind (``events`` or ``items``) in CSV, Parquet or JSON Lines. Each
-file is loaded exactly once: its rows either land in ``raw.<kind>`` or in ``raw.quarantine`` with
-the first rule they break, and one ``raw.ingest_ledger`` row records the outcome, all in one DuckDB
-transaction. Files that cannot be read at all are rejected whole. DuckDB reads the file with its
-own readers (``sources.py``) and checks the rows in SQL (``rules.py``), streaming; this module
-keeps the landing folder, the ledger and the transaction. It is plain Python (no dagster import)
+A delivery is one file of one kind (``events`` or ``items``) in CSV, Parquet or JSON Lines (the
+text formats may be gzipped). Each file is loaded exactly once: its rows either land in
+``raw.<kind>`` or in ``raw.quarantine`` with the first rule they break, and one
+``raw.ingest_ledger`` row records the outcome, all in one DuckDB transaction. Files that cannot
+be read at all are rejected whole. DuckDB reads the file with its own readers (``sources.py``)
+and checks the rows in SQL (``rules.py``), streaming; this module keeps the landing folder, the
+ledger and the transaction. It is plain Python (no dagster import)
 so the assets, the CLI and the tests share it.
 """
 
