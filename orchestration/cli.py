@@ -61,15 +61,16 @@ def main(context: click.Context, verbose: bool) -> None:
     "event_files",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="An events file (CSV, Parquet or JSON Lines; the text ones may be gzipped). Repeatable.",
+    help="An events file (CSV, Parquet or JSON Lines; the text ones may be gzipped), or a "
+    "folder of part files. Repeatable.",
 )
 @click.option(
     "--items",
     "item_files",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="An item catalog file (CSV, Parquet or JSON Lines; the text ones may be gzipped). "
-    "Repeatable.",
+    help="An item catalog file (CSV, Parquet or JSON Lines; the text ones may be gzipped), or a "
+    "folder of part files. Repeatable.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
 def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json: bool) -> None:

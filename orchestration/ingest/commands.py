@@ -13,14 +13,37 @@ from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 
 
+def delivered_files(path: Path) -> list[Path]:
+    """``path`` itself, or when it is a folder the files under it in name order: an export
+    written as part files (Spark, Hive partitions, a warehouse's unload), without the metadata
+    such tools write beside them (names starting with `_` or `.`: _SUCCESS, .crc checksums).
+    A folder without such files stays itself, for the ingest to report."""
+    if not path.is_dir():
+        return [path]
+    found = sorted(
+        inner
+        for inner in path.rglob("*")
+        if inner.is_file()
+        and not any(part.startswith(("_", ".")) for part in inner.relative_to(path).parts)
+    )
+    return found or [path]
+
+
 def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> list[FileResult]:
-    """Land each file and load it; one result per file, in the order given."""
+    """Land each file (each file of a folder) and load it; one result per file, in the order
+    given."""
     settings.ensure_dirs()
+    files = {
+        kind: [found for path in paths for found in delivered_files(path)]
+        for kind, paths in files.items()
+    }
     early: dict[Path, FileResult] = {}
     landed: list[tuple[Path, str, Path]] = []
     for kind, paths in files.items():
         for path in paths:
             try:
+                if path.is_dir():
+                    raise ValueError(f"cannot land the folder {path}: it holds no delivery files")
                 landed.append((path, kind, land_file(path, kind, settings)))
             except (OSError, ValueError) as error:
                 early[path] = FileResult(

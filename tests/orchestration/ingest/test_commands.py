@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,41 @@ def test_a_file_another_run_loaded_first_reports_that_runs_outcome(
     assert "row 2, column user_id" in result.message
     ledger = table(settings, "SELECT batch_id FROM raw.ingest_ledger")
     assert ledger["batch_id"].tolist() == ["the-other-run"]
+
+
+def test_a_folder_of_part_files_loads_each_file_and_leaves_the_markers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An export written as part files (Spark's, Hive-partitioned): every data file under the
+    folder loads, in name order; _SUCCESS and .crc checksums are not deliveries."""
+    export = tmp_path / "export"
+    write(export / "part-00000.csv", f"{EVENT_HEADER}\n{GOOD_EVENT}\n")
+    (export / "day=2024-05-02").mkdir(parents=True)
+    (export / "day=2024-05-02" / "part-00001.csv.gz").write_bytes(
+        gzip.compress(f"{EVENT_HEADER}\nu2,i2,view,2024-05-02T10:00:00Z,\n".encode())
+    )
+    write(export / "_SUCCESS", "")
+    write(export / ".part-00000.csv.crc", "checksum")
+    write(export / "notes.txt", "not a delivery")
+
+    results = commands.ingest_files(settings, {"events": [export]})
+
+    assert [Path(result.file).name for result in results] == [
+        "part-00001.csv.gz",
+        "notes.txt",
+        "part-00000.csv",
+    ]
+    assert [result.status for result in results] == ["loaded", "rejected", "loaded"]
+    assert "unsupported extension '.txt'" in results[1].message
+    users = table(settings, "SELECT user_id FROM raw.events ORDER BY user_id")
+    assert users["user_id"].tolist() == ["u1", "u2"]
+
+
+def test_a_folder_without_delivery_files_is_reported(settings: Settings, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    write(empty / "_SUCCESS", "")
+
+    (result,) = commands.ingest_files(settings, {"items": [empty]})
+
+    assert result.status == "rejected"
+    assert result.message == f"cannot land the folder {empty}: it holds no delivery files"
