@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -362,7 +363,13 @@ def _iso_utc(moment: datetime | None) -> str | None:
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """The raw body, refused with 413 as soon as its declared or actual size passes the limit."""
+    """The body, refused with 413 as soon as its declared or actual size passes the limit; a
+    gzip-compressed body (Content-Encoding: gzip) is decompressed, within the same limit."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", "gzip"):
+        raise HTTPException(
+            415, f"Content-Encoding {encoding!r} is not accepted: send the body as it is or gzip"
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -379,12 +386,30 @@ async def _read_body(request: Request, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise HTTPException(413, _too_large(size, max_bytes, "at least "))
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    return _gunzipped(body, max_bytes) if encoding == "gzip" else body
 
 
-def _too_large(size: int, max_bytes: int, qualifier: str = "") -> str:
+def _gunzipped(compressed: bytes, max_bytes: int) -> bytes:
+    """A gzip body decompressed: 413 as soon as what it holds passes the limit (a small body
+    can hold a huge one), 400 when it is not one whole gzip stream."""
+    inflater = zlib.decompressobj(wbits=31)  # a gzip header and trailer around the data
+    try:
+        body = inflater.decompress(compressed, max_bytes + 1)
+    except zlib.error as error:
+        raise HTTPException(400, f"body is not valid gzip: {error}") from None
+    if len(body) > max_bytes:
+        raise HTTPException(413, _too_large(len(body), max_bytes, "at least ", "decompressed "))
+    if not inflater.eof:
+        raise HTTPException(400, "body is not valid gzip: the stream ends early")
+    if inflater.unused_data:
+        raise HTTPException(400, "body holds more than one gzip stream; send one per request")
+    return body
+
+
+def _too_large(size: int, max_bytes: int, qualifier: str = "", state: str = "") -> str:
     return (
-        f"body of {qualifier}{size} bytes is over the limit of {max_bytes} bytes "
+        f"{state}body of {qualifier}{size} bytes is over the limit of {max_bytes} bytes "
         f"({MAX_BODY_BYTES_VARIABLE}); send the events in smaller batches"
     )
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import os
 import re
@@ -497,6 +498,58 @@ def test_bad_batch_is_refused_and_nothing_is_written(settings: Settings, case: s
         response = test_client.post(
             "/events", content=body, headers={"content-type": "application/json"}
         )
+    assert response.status_code == status_code, response.text
+    assert message in response.json()["detail"]
+    assert landed(settings) == []
+
+
+def test_a_gzip_body_lands_what_its_plain_body_would(settings: Settings) -> None:
+    plain = json.dumps(EVENTS).encode()
+    with TestClient(create_app(settings)) as test_client:
+        zipped = test_client.post(
+            "/events", content=gzip.compress(plain), headers={"content-encoding": "gzip"}
+        )
+        as_is = test_client.post("/events", content=plain)
+    assert zipped.status_code == as_is.status_code == 202, zipped.text
+    assert zipped.json()["accepted"] == as_is.json()["accepted"] == len(EVENTS)
+    folder = events_folder(settings)
+    assert (folder / zipped.json()["file"]).read_bytes() == (
+        folder / as_is.json()["file"]
+    ).read_bytes()
+
+
+BAD_GZIP_BODIES = {
+    "not gzip": (b"[]", {"content-encoding": "gzip"}, 400, "body is not valid gzip"),
+    "cut short": (
+        gzip.compress(json.dumps(EVENTS * 20).encode())[:60],
+        {"content-encoding": "gzip"},
+        400,
+        "the stream ends early",
+    ),
+    "two streams": (
+        gzip.compress(b"[") + gzip.compress(b"]"),
+        {"content-encoding": "gzip"},
+        400,
+        "more than one gzip stream",
+    ),
+    # About 140 compressed bytes that hold a hundred times the 1,000-byte limit.
+    "a bomb": (
+        gzip.compress(b"[" + b" " * 100_000 + b"]"),
+        {"content-encoding": "gzip"},
+        413,
+        "decompressed body of at least 1001 bytes is over the limit of 1000 bytes",
+    ),
+    "another encoding": (b"[]", {"content-encoding": "br"}, 415, "Content-Encoding 'br'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_GZIP_BODIES))
+def test_a_bad_compressed_body_is_refused_and_nothing_is_written(
+    settings: Settings, case: str
+) -> None:
+    body, headers, status_code, message = BAD_GZIP_BODIES[case]
+    with TestClient(create_app(settings, ApiLimits(max_body_bytes=1000))) as test_client:
+        response = test_client.post("/events", content=body, headers=headers)
     assert response.status_code == status_code, response.text
     assert message in response.json()["detail"]
     assert landed(settings) == []
