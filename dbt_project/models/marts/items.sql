@@ -34,54 +34,59 @@ interactions as {{ not_materialized() }} (
 ),
 
 {% if watermarked %}
-new_interactions as (
+    new_interactions as (
 
-    select
-        event_id,
-        item_id
-    from interactions
-    where
-        loaded_at > (
-            select coalesce(max(loaded_through), timestamp '1970-01-01') from {{ this }}
-        )
+        select
+            event_id,
+            item_id
+        from interactions
+        where
+            loaded_at > (
+                select coalesce(max(already_built.loaded_through), timestamp '1970-01-01')
+                from {{ this }} as already_built
+            )
 
-),
+    ),
 
-changed_items as (
+    -- Read under the same `watermarked` condition below (sqlfluff lints each branch apart).
+    changed_items as (  -- noqa: ST03
 
-    select item_id
-    from catalog
-    where
-        loaded_at > (
-            select coalesce(max(catalog_loaded_through), timestamp '1970-01-01')
-            from {{ this }}
-        )
+        select item_id
+        from catalog
+        where
+            loaded_at > (
+                select coalesce(max(already_built.catalog_loaded_through), timestamp '1970-01-01')
+                from {{ this }} as already_built
+            )
 
-    union
+        union
 
-    select item_id
-    from new_interactions
+        select item_id
+        from new_interactions
 
-    union
+        union
 
-    select deliveries.item_id
-    from {{ ref('stg_raw__events') }} as deliveries
-    inner join new_interactions
-        on deliveries.event_id = new_interactions.event_id
+        select deliveries.item_id
+        from {{ ref('stg_raw__events') }} as deliveries
+        inner join new_interactions
+            on deliveries.event_id = new_interactions.event_id
 
-    union
+        union
 
-    select item_id
-    from {{ this }}
-    where first_interaction_at < (select min(occurred_at) from interactions)
+        select item_id
+        from {{ this }}
+        where
+            first_interaction_at < (
+                select min(remaining.occurred_at) from interactions as remaining
+            )
 
-    union
+        union
 
-    select catalog.item_id
-    from catalog
-    where catalog.item_id not in (select already_built.item_id from {{ this }} as already_built)
+        select catalog.item_id
+        from catalog
+        where catalog.item_id not in (select already_built.item_id from {{ this }} as already_built)
 
-),
+    ),
 {% endif %}
 
 item_activity as (
@@ -94,7 +99,7 @@ item_activity as (
         max(occurred_at) as last_interaction_at
     from interactions
     {% if watermarked %}
-        where item_id in (select item_id from changed_items)
+        where item_id in (select changed_items.item_id from changed_items)
     {% endif %}
     group by item_id
 
@@ -118,13 +123,13 @@ catalog_with_activity as (
     left join item_activity
         on catalog.item_id = item_activity.item_id
     {% if watermarked %}
-        where catalog.item_id in (select item_id from changed_items)
+        where catalog.item_id in (select changed_items.item_id from changed_items)
     {% endif %}
 
 )
 
 select
     *,
-    (select max(loaded_at) from interactions) as loaded_through,
-    (select max(loaded_at) from catalog) as catalog_loaded_through
+    (select max(seen.loaded_at) from interactions as seen) as loaded_through,
+    (select max(seen_catalog.loaded_at) from catalog as seen_catalog) as catalog_loaded_through
 from catalog_with_activity

@@ -24,17 +24,19 @@ with interactions as {{ not_materialized() }} (
 ),
 
 {% if watermarked %}
-changed_users as (
+    -- Read under the same `watermarked` condition below (sqlfluff lints each branch apart).
+    changed_users as (  -- noqa: ST03
 
-    select distinct user_id
-    from interactions
-    where
-        -- A mart built before any interaction has no watermark yet: every load is new.
-        loaded_at > (
-            select coalesce(max(loaded_through), timestamp '1970-01-01') from {{ this }}
-        )
+        select distinct user_id
+        from interactions
+        where
+            -- A mart built before any interaction has no watermark yet: every load is new.
+            loaded_at > (
+                select coalesce(max(already_built.loaded_through), timestamp '1970-01-01')
+                from {{ this }} as already_built
+            )
 
-),
+    ),
 {% endif %}
 
 positive_interactions as (
@@ -47,9 +49,10 @@ positive_interactions as (
         occurred_at,
         weight
     from interactions
-    where weight > 0
     {% if watermarked %}
-        and user_id in (select user_id from changed_users)
+        where weight > 0 and user_id in (select changed_users.user_id from changed_users)
+    {% else %}
+        where weight > 0
     {% endif %}
 
 ),
@@ -76,7 +79,7 @@ recent_history as (
         weight,
         recency_rank,
         event_id,
-        (select max(loaded_at) from interactions) as loaded_through
+        (select max(seen.loaded_at) from interactions as seen) as loaded_through
     from interactions_by_recency
     where recency_rank <= {{ var('history_length') }}
 

@@ -26,23 +26,25 @@ with interactions as {{ not_materialized() }} (
 ),
 
 {% if watermarked %}
-changed_users as (
+    -- Read under the same `watermarked` condition below (sqlfluff lints each branch apart).
+    changed_users as (  -- noqa: ST03
 
-    select user_id
-    from interactions
-    where
-        -- A mart built before any interaction has no watermark yet: every load is new.
-        loaded_at > (
-            select coalesce(max(loaded_through), timestamp '1970-01-01') from {{ this }}
-        )
+        select user_id
+        from interactions
+        where
+            -- A mart built before any interaction has no watermark yet: every load is new.
+            loaded_at > (
+                select coalesce(max(already_built.loaded_through), timestamp '1970-01-01')
+                from {{ this }} as already_built
+            )
 
-    union
+        union
 
-    select user_id
-    from {{ this }}
-    where first_event_at < (select min(occurred_at) from interactions)
+        select user_id
+        from {{ this }}
+        where first_event_at < (select min(remaining.occurred_at) from interactions as remaining)
 
-),
+    ),
 {% endif %}
 
 user_activity as (
@@ -55,7 +57,7 @@ user_activity as (
         count(distinct item_id) as item_count
     from interactions
     {% if watermarked %}
-        where user_id in (select user_id from changed_users)
+        where user_id in (select changed_users.user_id from changed_users)
     {% endif %}
     group by user_id
 
@@ -63,5 +65,5 @@ user_activity as (
 
 select
     *,
-    (select max(loaded_at) from interactions) as loaded_through
+    (select max(seen.loaded_at) from interactions as seen) as loaded_through
 from user_activity
