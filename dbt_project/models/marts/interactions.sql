@@ -21,11 +21,7 @@ with new_deliveries as (
 
     select * from {{ ref('stg_raw__events') }}
     {% if is_incremental() %}
-        where
-            loaded_at > (
-                select coalesce(max(already_loaded.loaded_at), timestamp '1970-01-01')
-                from {{ this }} as already_loaded
-            )
+        where {{ loaded_after_watermark('loaded_at') }}
     {% endif %}
 
 ),

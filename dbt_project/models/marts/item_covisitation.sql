@@ -48,11 +48,7 @@ with interactions as {{ not_materialized() }} (
             event_id,
             occurred_at
         from interactions
-        where
-            loaded_at > (
-                select coalesce(max(already_seen.max_loaded_at), timestamp '1970-01-01')
-                from {{ this }} as already_seen
-            )
+        where {{ loaded_after_watermark('max_loaded_at') }}
 
     ),
 

@@ -40,11 +40,7 @@ interactions as {{ not_materialized() }} (
             event_id,
             item_id
         from interactions
-        where
-            loaded_at > (
-                select coalesce(max(already_built.loaded_through), timestamp '1970-01-01')
-                from {{ this }} as already_built
-            )
+        where {{ loaded_after_watermark('loaded_through') }}
 
     ),
 
@@ -53,11 +49,7 @@ interactions as {{ not_materialized() }} (
 
         select item_id
         from catalog
-        where
-            loaded_at > (
-                select coalesce(max(already_built.catalog_loaded_through), timestamp '1970-01-01')
-                from {{ this }} as already_built
-            )
+        where {{ loaded_after_watermark('catalog_loaded_through') }}
 
         union
 

@@ -29,12 +29,7 @@ with interactions as {{ not_materialized() }} (
 
         select distinct user_id
         from interactions
-        where
-            -- A mart built before any interaction has no watermark yet: every load is new.
-            loaded_at > (
-                select coalesce(max(already_built.loaded_through), timestamp '1970-01-01')
-                from {{ this }} as already_built
-            )
+        where {{ loaded_after_watermark('loaded_through') }}
 
     ),
 {% endif %}
