@@ -335,7 +335,8 @@ class Settings:
         """These settings for a separate deployment under ``home``: every path and store of
         it (warehouse, serving store, MLflow, Dagster) there, whatever the environment says of
         this one's; the tunables unchanged."""
-        return replace(self, home=Path(home).resolve(), **_home_locations(Path(home).resolve()))
+        home = Path(home).resolve()
+        return replace(self, home=home, **_home_locations(home))
 
     @property
     def pseudonymiser(self) -> Pseudonymiser | None:
@@ -354,6 +355,10 @@ class Settings:
     def landing_folder(self, kind: str) -> Path:
         """Where files of one kind (``events`` or ``items``) wait to be loaded."""
         return self.landing_dir / kind
+
+    def archive_folder(self, kind: str) -> Path:
+        """Where files of one kind are kept after they loaded."""
+        return self.landing_dir / "archive" / kind
 
     def rejected_folder(self, kind: str) -> Path:
         """Where files of one kind that could not be read are kept, as delivered."""

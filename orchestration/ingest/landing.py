@@ -532,9 +532,7 @@ def _archive(delivery: _Delivery, settings: Settings) -> Path:
         rewrite_events_file(delivery.landed, pseudonymiser=pseudonymiser)
         if not delivery.landed.exists():  # no line was a record: nothing to keep
             return delivery.landed
-    return _move(
-        delivery.landed, settings.landing_dir / "archive" / delivery.kind, delivery.batch_id
-    )
+    return _move(delivery.landed, settings.archive_folder(delivery.kind), delivery.batch_id)
 
 
 def _move(landed: Path, folder: Path, batch_id: str) -> Path:

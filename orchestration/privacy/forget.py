@@ -143,7 +143,7 @@ def _forget_in_files(ids: list[str], settings: Settings) -> tuple[int, int, list
     other text gives another pseudonym."""
     matches = f"IN ({', '.join(map(literal, ids))})"
     rows, changed, unreadable = 0, 0, []
-    for path in event_files(settings.landing_dir):
+    for path in event_files(settings):
         try:
             result = rewrite_events_file(path, drop=lambda user, _moment: f"{user} {matches}")
         except FileRejected:

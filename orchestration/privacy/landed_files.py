@@ -32,6 +32,7 @@ from orchestration.ingest.sources import (
     unsupported_extension,
 )
 from orchestration.privacy.pseudonyms import Pseudonymiser
+from orchestration.settings import Settings
 
 logger = logging.getLogger("freshrank.privacy")
 
@@ -142,12 +143,12 @@ def _copy_atomically(con: duckdb.DuckDBPyConnection, query: str, path: Path) -> 
         raise
 
 
-def event_files(landing_dir: Path) -> list[Path]:
+def event_files(settings: Settings) -> list[Path]:
     """Every kept events file: waiting in landing, archived after loading, rejected."""
     folders = (
-        landing_dir / "events",
-        landing_dir / "archive" / "events",
-        landing_dir / "rejected" / "events",
+        settings.landing_folder("events"),
+        settings.archive_folder("events"),
+        settings.rejected_folder("events"),
     )
     return sorted(
         path

@@ -107,7 +107,7 @@ def _expire_files(settings: Settings, cutoff: datetime) -> tuple[int, int]:
     """Rewrite every kept events file without its old rows: (rows removed, files changed)."""
     rows, changed = 0, 0
     drop = older_than(cutoff)
-    for path in event_files(settings.landing_dir):
+    for path in event_files(settings):
         try:
             result = rewrite_events_file(path, drop=drop)
         except FileRejected:

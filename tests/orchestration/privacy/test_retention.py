@@ -79,7 +79,7 @@ def test_retention_deletes_old_events_everywhere(
                 times = connection.execute(sa.text(f"SELECT {column} FROM {table}")).all()
                 assert times and all(_naive(row[0]) >= CUTOFF for row in times), table
     # Archived files lost their old rows; the file still waiting (2024-05-04) kept its rows.
-    for path in event_files(settings.landing_dir):
+    for path in event_files(settings):
         if "rejected" not in path.parts:
             assert "2024-05-01" not in path.read_text(encoding="utf-8"), path
     assert report.files_changed == 2
