@@ -45,7 +45,7 @@ format: install ## Apply ruff's formatting and fixes
 	$(BIN)/ruff check --fix orchestration ml tests benchmarks
 
 dev: install ## Dagster UI (with daemon) and MLflow UI on 127.0.0.1
-	@$(BIN)/python -m orchestration.dev --dagster-port $(DAGSTER_PORT) --mlflow-port $(MLFLOW_PORT)
+	@$(BIN)/python -m orchestration.app.dev --dagster-port $(DAGSTER_PORT) --mlflow-port $(MLFLOW_PORT)
 
 clean: ## Remove the demo's FRESHRANK_HOME and dbt build output (keeps .venv)
 	rm -rf $(FRESHRANK_HOME) dbt_project/target dbt_project/logs

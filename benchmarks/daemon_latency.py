@@ -1,11 +1,11 @@
 """The daemon path: a file landed while `make dev` runs, until the landing sensor's run publishes.
 
 On the MovieLens deployment (see deployment.py; an existing --home is reused), `python -m
-orchestration.dev` (what `make dev` runs: the Dagster webserver and daemon, and the MLflow UI) is
-started on free loopback ports. Once the daemon has evaluated the landing sensor, each round writes
-a 1,000-event batch (deployment.write_batch) into the landing zone the way a delivery arrives (a
-hidden file renamed into place) and reads the Dagster instance until the refresh_job run the
-sensor started has ended. Latency is landed -> that run's end, as the instance records it; its
+orchestration.app.dev` (what `make dev` runs: the Dagster webserver and daemon, and the MLflow UI)
+is started on free loopback ports. Once the daemon has evaluated the landing sensor, each round
+writes a 1,000-event batch (deployment.write_batch) into the landing zone the way a delivery
+arrives (a hidden file renamed into place) and reads the Dagster instance until the refresh_job run
+the sensor started has ended. Latency is landed -> that run's end, as the instance records it; its
 parts are landed -> run created (sensor), created -> started (queue and launch: a new process that
 loads the code location), started -> ended (the job). The published lists' generated_at is read to
 confirm that the run published.
@@ -173,7 +173,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "orchestration.dev",
+            "orchestration.app.dev",
             "--dagster-port",
             str(free_port()),
             "--mlflow-port",

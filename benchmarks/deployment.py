@@ -55,7 +55,7 @@ RATING_VALUES = np.arange(1, 11) / 2  # 0.5 to 5.0 stars
 SECONDS_BETWEEN_EVENTS = 3
 
 PUBLISH_SNIPPET = (
-    "from orchestration.reporting import report_run; "
+    "from orchestration.app.reporting import report_run; "
     "from orchestration.settings import get_settings; "
     "import sys; sys.exit(0 if report_run('publish_job', get_settings()) else 1)"
 )
@@ -122,7 +122,8 @@ def run(
 ) -> CommandRun:
     """Run ``command`` on the deployment in ``home`` and time it from start to exit; ``code``:
     a checkout whose freshrank to run instead of the installed one (its folder is the working
-    directory and first on PYTHONPATH, so `python -m orchestration.cli` imports from it)."""
+    directory and first on PYTHONPATH, so `python -m orchestration.app.launcher` imports from
+    it)."""
     command = [str(part) for part in command]
     variables = environment(home)
     if code is not None:

@@ -36,9 +36,18 @@ STAGES_SHOWN = ("warehouse_dbt_models", "recommendation_lists", "published_recom
 
 def cli(home: Path, code: Path, *arguments: object) -> CommandRun:
     """`freshrank ARGUMENTS` on ``home`` with the code in ``code``: the module its console
-    script runs (`orchestration.launcher`; `orchestration.cli` in code older than it)."""
-    module = "launcher" if (code / "orchestration" / "launcher.py").exists() else "cli"
-    return run(home, [sys.executable, "-m", f"orchestration.{module}", *arguments], code=code)
+    script runs, wherever that code keeps it."""
+    return run(home, [sys.executable, "-m", console_module(code), *arguments], code=code)
+
+
+def console_module(code: Path) -> str:
+    """The module behind `freshrank` in the checkout ``code``: `orchestration.app.launcher`;
+    `orchestration.launcher` before the app had a package of its own; `orchestration.cli`
+    in code older than the launcher."""
+    for module in ("orchestration.app.launcher", "orchestration.launcher"):
+        if (code / (module.replace(".", "/") + ".py")).exists():
+            return module
+    return "orchestration.cli"
 
 
 def main() -> None:

@@ -62,7 +62,7 @@ refresh_job = define_asset_job(
     "run with full builds.",
 )
 
-# What a batch that cannot change the catalog needs (orchestration.watch.refresh_job_for): the
+# What a batch that cannot change the catalog needs (orchestration.app.watch.refresh_job_for): the
 # catalog's load and the item embeddings, with their checks, are steps with nothing to do.
 refresh_events_job = define_asset_job(
     REFRESH_EVENTS_JOB,

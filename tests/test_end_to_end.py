@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 
 from ml.datasets import movielens_sample
-from orchestration.cli import main
+from orchestration.app.cli import main
+from orchestration.app.reporting import only_review_failed
 from orchestration.instance import run_job_in_process
 from orchestration.jobs import FULL_BUILD_JOB, PUBLISH_JOB
-from orchestration.reporting import only_review_failed
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 
@@ -328,8 +328,8 @@ def _refresh_batch(world: dict, name: str, rows: list[dict]) -> Path:
 
 
 def test_refresh_rescores_only_the_users_a_batch_touched(world: dict) -> None:
+    from orchestration.app.watch import refresh_job_for
     from orchestration.jobs import REFRESH_EVENTS_JOB
-    from orchestration.watch import refresh_job_for
 
     settings = world["settings"]
     sample = world["sample"]
@@ -403,7 +403,7 @@ def test_refresh_killed_midway_keeps_lists_and_the_next_one_completes(world: dic
     dbt_logs = settings.home / "logs"
     existing_logs = set(dbt_logs.glob("dbt-*.log"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "refresh"],
+        [sys.executable, "-m", "orchestration.app.cli", "refresh"],
         env=os.environ.copy(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -442,7 +442,15 @@ def test_a_warm_refresher_ranks_in_its_workers_what_this_process_ranks(world: di
     landing.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(batch).to_csv(landing / "watched.csv", index=False)
     watcher = subprocess.run(
-        [sys.executable, "-m", "orchestration.launcher", "refresh", "--watch", "--max-runs", "1"],
+        [
+            sys.executable,
+            "-m",
+            "orchestration.app.launcher",
+            "refresh",
+            "--watch",
+            "--max-runs",
+            "1",
+        ],
         env={**os.environ, "FRESHRANK_RANK_PROCESSES": "2"},
         capture_output=True,
         text=True,

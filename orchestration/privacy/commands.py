@@ -1,5 +1,5 @@
 """`freshrank forget` and `freshrank retention`: the privacy commands (heavy imports deferred,
-as in orchestration/cli.py, so that `freshrank --help` stays quick)."""
+as in orchestration/app/cli.py, so that `freshrank --help` stays quick)."""
 
 from __future__ import annotations
 

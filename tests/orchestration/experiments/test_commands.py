@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 
 from ml.experiments.assignment import ExperimentDesign, Variant
-from orchestration.cli import main
+from orchestration.app.cli import main
 from orchestration.experiments.commands import resolve_versions
 from orchestration.settings import Settings
 

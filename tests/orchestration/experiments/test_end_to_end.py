@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from ml.datasets import movielens_sample
 from ml.experiments.tracking import AB_TESTS, PLOT_PATH
-from orchestration.cli import main
+from orchestration.app.cli import main
 from orchestration.experiments.lists import state_name
 from orchestration.experiments.store import RUNNING, STOPPED, ExperimentStore
 from orchestration.ingest.commands import ingest_files

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from orchestration.cli import main
+from orchestration.app.cli import main
 from orchestration.ingest.landing import land_file, load_pending
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings

@@ -661,7 +661,7 @@ def test_freshrank_serve_answers_over_http(
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "orchestration.app.cli", "serve", "--port", str(port)],
             cwd=PROJECT_ROOT,
             env={**os.environ, "FRESHRANK_API_ACCESS_LOG": "1" if access_log else ""},
             stdout=log,

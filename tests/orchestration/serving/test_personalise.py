@@ -340,7 +340,7 @@ def test_two_serve_workers_reflect_a_post_in_the_next_read(
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "orchestration.app.cli", "serve", "--port", str(port)]
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [*command, "--workers", "2"],

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from dagster import DagsterInstance
 
+from orchestration.app.reporting import report_run
 from orchestration.ingest.job import INGEST_JOB
 from orchestration.instance import open_instance
-from orchestration.reporting import report_run
 from orchestration.settings import Settings
 
 

@@ -23,7 +23,7 @@ import threading
 
 def run() -> None:
     """Run the `freshrank` command line, then exit with its status without the teardown."""
-    from orchestration.cli import main
+    from orchestration.app.cli import main
 
     try:
         main(standalone_mode=True)  # click ends every command with SystemExit

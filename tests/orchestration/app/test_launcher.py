@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import orchestration
-from orchestration import launcher
+from orchestration.app import launcher
 
 
 def _run(*command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,10 +30,10 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_console_script_flushes_piped_output_and_keeps_click_statuses() -> None:
-    shown = _run("-m", "orchestration.launcher", "--help")
+    shown = _run("-m", "orchestration.app.launcher", "--help")
     assert shown.returncode == 0, shown.stderr
     assert "freshrank: batch-plus-refresh" in shown.stdout  # block-buffered into a pipe
-    misused = _run("-m", "orchestration.launcher", "ingest")
+    misused = _run("-m", "orchestration.app.launcher", "ingest")
     assert misused.returncode == 2  # click's usage error
     assert "give at least one --events or --items file" in misused.stderr
 
@@ -42,7 +42,7 @@ def test_exit_now_runs_exit_handlers_after_the_buffered_output() -> None:
     finished = _python(
         """
         import atexit
-        from orchestration.launcher import exit_now
+        from orchestration.app.launcher import exit_now
         atexit.register(lambda: print("handler ran"))
         print("buffered,", end=" ")
         exit_now(3)
@@ -54,7 +54,7 @@ def test_exit_now_runs_exit_handlers_after_the_buffered_output() -> None:
 
 
 def test_exit_now_with_a_message_prints_it_and_exits_1() -> None:
-    finished = _python("from orchestration.launcher import exit_now; exit_now('it broke')")
+    finished = _python("from orchestration.app.launcher import exit_now; exit_now('it broke')")
     assert finished.returncode == 1
     assert finished.stderr.strip() == "it broke"
 
@@ -65,7 +65,7 @@ def test_exit_now_waits_for_a_running_thread(tmp_path: Path) -> None:
         f"""
         import threading, time
         from pathlib import Path
-        from orchestration.launcher import exit_now
+        from orchestration.app.launcher import exit_now
         def work():
             time.sleep(0.5)
             Path({str(done)!r}).write_text("finished")
@@ -83,7 +83,7 @@ def test_exit_now_skips_the_teardown_beside_a_daemon_thread() -> None:
     finished = _python(
         """
         import threading, time
-        from orchestration.launcher import exit_now
+        from orchestration.app.launcher import exit_now
         class Noisy:
             def __del__(self):
                 print("teardown ran")
@@ -114,7 +114,7 @@ def test_importing_the_package_raises_the_collection_threshold() -> None:
 NICENESS_AFTER = """
     import os, sys
     from click.testing import CliRunner
-    from orchestration.cli import main
+    from orchestration.app.cli import main
     before = os.nice(0)
     result = CliRunner().invoke(main, [sys.argv[1], "--help"])
     print(os.nice(0) - before, result.exit_code, result.output.strip().splitlines()[-1])

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from orchestration.memory import MemorySampler, lifetime_peak_bytes, resident_bytes
+from orchestration.app.memory import MemorySampler, lifetime_peak_bytes, resident_bytes
 
 pytestmark = pytest.mark.skipif(resident_bytes() is None, reason="needs /proc (Linux)")
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestration import watch as watch_module
+from orchestration.app import watch as watch_module
+from orchestration.app.watch import behind, refresh_job_for, watch
 from orchestration.jobs import REFRESH_EVENTS_JOB, REFRESH_JOB
 from orchestration.settings import Settings
-from orchestration.watch import behind, refresh_job_for, watch
 
 
 @pytest.fixture

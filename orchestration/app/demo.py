@@ -7,8 +7,8 @@ import time
 import click
 
 from ml.datasets import movielens_sample
+from orchestration.app.reporting import build_and_publish
 from orchestration.ingest.commands import ingest_files
-from orchestration.reporting import build_and_publish
 from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
@@ -70,7 +70,7 @@ def run_demo(settings: Settings, replay_batches: int = 5, experiment: bool = Fal
     ok = build_and_publish(settings)
     _show_sample_list(settings)
     if ok and replay_batches:
-        from orchestration.replay import print_replay
+        from orchestration.app.replay import print_replay
 
         click.echo("\n3. replay: held-out behaviour streamed in batches, refreshed vs stale lists")
         print_replay(settings, replay_batches, 0.1, experiment)

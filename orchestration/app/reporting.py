@@ -7,9 +7,9 @@ import time
 import click
 from dagster import DagsterInstance, ExecuteInProcessResult
 
+from orchestration.app.memory import MemorySampler, lifetime_peak_bytes
 from orchestration.instance import opened, run_job_in_process
 from orchestration.jobs import PUBLISH_JOB, REFRESH_JOBS
-from orchestration.memory import MemorySampler, lifetime_peak_bytes
 from orchestration.settings import Settings
 
 # A failed gate leaves the challenger waiting for review: that is not a failed build.

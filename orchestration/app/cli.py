@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
+from orchestration.app.launcher import yield_cpu_to_serving
 from orchestration.experiments.commands import experiment
-from orchestration.launcher import yield_cpu_to_serving
 from orchestration.privacy.commands import forget, retention
 from orchestration.serving.key_commands import api_key
 from orchestration.settings import get_settings
@@ -99,7 +99,7 @@ def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json:
 @main.command()
 def build() -> None:
     """Full build: ingest, dbt models and tests, embeddings, training, registry, rank, publish."""
-    from orchestration.reporting import build_and_publish
+    from orchestration.app.reporting import build_and_publish
 
     if not build_and_publish(get_settings()):
         sys.exit(1)
@@ -120,7 +120,7 @@ def build() -> None:
 )
 def demo(replay_batches: int, experiment: bool) -> None:
     """Load the packaged MovieLens sample through ingestion, build, and show what happened."""
-    from orchestration.demo import run_demo
+    from orchestration.app.demo import run_demo
 
     if not run_demo(get_settings(), replay_batches, experiment):
         sys.exit(1)
@@ -144,8 +144,8 @@ def demo(replay_batches: int, experiment: bool) -> None:
 )
 def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: float | None) -> None:
     """Load waiting landing files and republish the lists of the users they touch (no training)."""
-    from orchestration.reporting import report_run
-    from orchestration.watch import refresh_job_for
+    from orchestration.app.reporting import report_run
+    from orchestration.app.watch import refresh_job_for
 
     settings = get_settings()
     if not watch:
@@ -166,10 +166,10 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
 
     import orchestration.definitions  # noqa: F401
     from ml.pipeline.parallel import warm_pool
+    from orchestration.app.watch import watch as watch_loop
     from orchestration.instance import open_instance
     from orchestration.serving.scoring import warm_up_ranking
     from orchestration.warehouse.guard import warehouse_held
-    from orchestration.watch import watch as watch_loop
 
     click.echo(f"watching {settings.landing_dir} and the raw tables every {interval:g} s")
     # The Dagster instance is opened once, for every refresh; with more than one core, the
@@ -220,7 +220,7 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
 )
 def replay(batches: int, holdout: float, experiment: bool) -> None:
     """Stream held-out MovieLens behaviour in batches: refreshed against stale lists."""
-    from orchestration.replay import print_replay
+    from orchestration.app.replay import print_replay
 
     print_replay(get_settings(), batches, holdout, experiment)
 
@@ -228,8 +228,8 @@ def replay(batches: int, holdout: float, experiment: bool) -> None:
 @main.command()
 def retrain() -> None:
     """Embed changed items, train and evaluate a challenger; promote it if the gate passes."""
+    from orchestration.app.reporting import report_run
     from orchestration.jobs import PUBLISH_JOB, RETRAIN_JOB
-    from orchestration.reporting import report_run
 
     settings = get_settings()
     if not report_run(RETRAIN_JOB, settings) or not report_run(PUBLISH_JOB, settings):

@@ -27,6 +27,8 @@ from ml.datasets import movielens_sample
 from ml.evaluation.metrics import ndcg_at_k, recall_at_k
 from ml.evaluation.protocol import DEFAULT_REVEAL_FRACTION
 from ml.rules import RankingRules
+from orchestration.app.reporting import build_and_publish
+from orchestration.app.watch import refresh_job_for
 from orchestration.experiments.replay import (
     expose,
     finish_replay_experiment,
@@ -36,7 +38,6 @@ from orchestration.experiments.store import ExperimentStore
 from orchestration.features.embedding_store import TABLE as EMBEDDINGS_TABLE
 from orchestration.ingest.commands import ingest_files
 from orchestration.instance import run_job_in_process
-from orchestration.reporting import build_and_publish
 from orchestration.serving.personalise import RELATED_PER_ITEM, fill_up, personalise
 from orchestration.serving.pools import POOL, unpack_pool
 from orchestration.serving.store import (
@@ -46,7 +47,6 @@ from orchestration.serving.store import (
 )
 from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse, warehouse_writer
-from orchestration.watch import refresh_job_for
 
 
 def replay_settings(settings: Settings, home: Path) -> Settings:

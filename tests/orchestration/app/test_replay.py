@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
-from orchestration.replay import _served, summarise
+from orchestration.app.replay import _served, summarise
 
 
 def test_users_without_a_list_are_shown_the_trending_list() -> None:
@@ -48,7 +48,7 @@ def _events(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
 
 
 def test_sessions_are_cut_across_each_refresh() -> None:
-    from orchestration.replay import session_steps
+    from orchestration.app.replay import session_steps
 
     # Two slices of four events. In slice 1, u1 has three events (one opens its session) and u2
     # one (cold); in slice 2, u1 has two events and u3 two.
@@ -87,7 +87,7 @@ def test_sessions_are_cut_across_each_refresh() -> None:
 def test_session_steps_refuses_zero_batches() -> None:
     import pytest
 
-    from orchestration.replay import session_steps
+    from orchestration.app.replay import session_steps
 
     with pytest.raises(ValueError, match="batches"):
         session_steps(_events([("u1", "a", 1)]), batches=0)
@@ -98,7 +98,7 @@ def test_the_replay_reuses_the_demo_item_vectors(settings, tmp_path) -> None:
 
     import duckdb
 
-    from orchestration.replay import reuse_item_embeddings
+    from orchestration.app.replay import reuse_item_embeddings
 
     settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(settings.warehouse_path)) as connection:
@@ -120,7 +120,7 @@ def test_the_replay_reuses_the_demo_item_vectors(settings, tmp_path) -> None:
 
 
 def test_request_time_applies_the_landed_events_to_the_stale_lists(settings) -> None:
-    from orchestration.replay import _as_recent_events, _personalised
+    from orchestration.app.replay import _as_recent_events, _personalised
     from orchestration.serving.pools import pack_pools
 
     lists = pd.DataFrame(

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from orchestration.app.launcher import yield_cpu_to_serving
 from orchestration.instance import prepare_dagster_home
-from orchestration.launcher import yield_cpu_to_serving
 from orchestration.settings import PROJECT_ROOT, get_settings
 
 
