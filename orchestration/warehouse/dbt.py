@@ -29,8 +29,6 @@ from orchestration.warehouse.spark import export_raw_tables, import_marts
 
 WAREHOUSE_GROUP = "warehouse"
 
-# profiles.yml reads the warehouse path from the environment; the settings decide it.
-os.environ.setdefault("FRESHRANK_WAREHOUSE_PATH", str(get_settings().warehouse_path))
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 
 PARTIAL_PARSE = "partial_parse.msgpack"
@@ -55,15 +53,6 @@ def manifest_is_current(project_dir: Path, manifest: Path) -> bool:
     if not manifest.exists():
         return False
     return project_fingerprint(project_dir)[1] <= manifest.stat().st_mtime_ns
-
-
-# Under `dagster dev`, dagster-dbt re-parses the project (a dbt process of a few seconds) in every
-# process that loads these definitions: the code server, and each run's worker before the run
-# starts. Only a project edited since its manifest needs it.
-if dbt_project.preparer.using_dagster_dev() and not manifest_is_current(
-    DBT_PROJECT_DIR, Path(dbt_project.manifest_path)
-):
-    dbt_project.prepare_if_dev()  # re-parses (dbt must be on PATH)
 
 
 def dbt_executable() -> str:
@@ -360,3 +349,14 @@ def release_duckdb() -> None:
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
     DuckDBConnectionManager.close_all_connections()
+
+
+# Under `dagster dev`, dagster-dbt re-parses the project (a dbt process of a few seconds) in every
+# process that loads these definitions: the code server, and each run's worker before the run
+# starts. Only a project edited since its manifest needs it, and only that parse reads the
+# settings as the module loads (profiles.yml names the warehouse).
+if dbt_project.preparer.using_dagster_dev() and not manifest_is_current(
+    DBT_PROJECT_DIR, Path(dbt_project.manifest_path)
+):
+    with profile_environment(get_settings()):
+        dbt_project.prepare_if_dev()  # re-parses (dbt must be on PATH)
