@@ -37,6 +37,13 @@ REQUIRED_ITEM_COLUMNS = (ITEM_ID, TITLE)
 OPTIONAL_ITEM_COLUMNS = (DESCRIPTION, CATEGORIES, CREATED_AT, AVAILABLE)
 
 SERVING_COLUMNS = (USER_ID, RANK, ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
+# An id (user, item) and a context value are keys of the serving store's tables, VARCHAR(255)
+# there: a longer one could never be served (PostgreSQL refuses it, and the whole publish with it).
+MAX_ID_LENGTH = 255
+# What an id may not hold, as a regular expression both Python and DuckDB (RE2) read: the C0
+# controls and DEL (PostgreSQL's text refuses NUL; a tab or a line break in an id is a broken
+# export, and would break the next one).
+CONTROL_CHARACTER = r"[\x00-\x1f\x7f]"
 
 # Event types and their interaction weights; `rate` is scaled by value / RATING_MAX.
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {

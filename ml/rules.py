@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ from threadpoolctl import threadpool_limits
 from ml.constants import (
     CONTEXT,
     CONTEXT_VALUE,
+    CONTROL_CHARACTER,
     DEFAULT_CLICK_WITHOUT_CONVERSION_FACTOR,
     DEFAULT_CONTEXT_KEY,
     DEFAULT_CONTEXT_MIN_EVENTS,
@@ -53,6 +55,7 @@ from ml.constants import (
     DEFAULT_TRENDING_HALF_LIFE_DAYS,
     EVENT_TYPE,
     ITEM_ID,
+    MAX_ID_LENGTH,
     NON_CONSUMING_EVENT_TYPES,
     OCCURRED_AT,
     RANK,
@@ -865,13 +868,17 @@ def _context_field(context: object, context_key: str) -> object:
 def _normalise_context_value(value: object) -> str | None:
     """A context value as text: whole numbers without decimals, booleans lower case, else None.
 
-    9, 9.0 and "09" all become "9", so a request's hour matches the events' hours.
+    9, 9.0 and "09" all become "9", so a request's hour matches the events' hours. Text that
+    could not key a served list (longer than an id may be, or holding a control character) is
+    no context: trending for it could never be published.
     """
     if value is None or isinstance(value, Mapping | list | tuple):
         return None
     if isinstance(value, bool | np.bool_):
         return str(bool(value)).lower()
     text = str(value).strip()
+    if len(text) > MAX_ID_LENGTH or re.search(CONTROL_CHARACTER, text):
+        return None
     try:
         number = float(text)
     except ValueError:

@@ -21,11 +21,13 @@ from ml.constants import (
     CATEGORIES,
     CATEGORY_SEPARATOR,
     CONTEXT,
+    CONTROL_CHARACTER,
     CREATED_AT,
     DESCRIPTION,
     EVENT_ID,
     EVENT_TYPE,
     ITEM_ID,
+    MAX_ID_LENGTH,
     OCCURRED_AT,
     OPTIONAL_EVENT_COLUMNS,
     OPTIONAL_ITEM_COLUMNS,
@@ -525,13 +527,29 @@ def _event_rules(
 
 
 def _id_rules(name: str, cell: Cell) -> list[Rule]:
-    """An id must be there, and be one value: a list or an object is not an id."""
+    """An id must be there, be one value (a list or an object is not an id), fit the serving
+    store's keys and be printable."""
+    value = typed(name)
     return [
-        Rule(name, f"{typed(name)} IS NULL", literal(f"{name} is missing or empty")),
+        Rule(name, f"{value} IS NULL", literal(f"{name} is missing or empty")),
         Rule(
             name,
             cell.structured(),
             f"{literal(name + ' ')} || {cell.shown()} || ' is a list or an object, not an id'",
+        ),
+        Rule(
+            name,
+            f"length({value}) > {MAX_ID_LENGTH}",
+            f"{literal(name + ' ')} || {cell.shown()} || ' is ' || length({value}) || "
+            + literal(f" characters long; an id may be at most {MAX_ID_LENGTH}"),
+        ),
+        Rule(
+            name,
+            f"regexp_matches({value}, {literal(CONTROL_CHARACTER)})",
+            literal(
+                f"{name} holds a control character (such as NUL, a tab or a line break); "
+                "an id must be printable text"
+            ),
         ),
     ]
 

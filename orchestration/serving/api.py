@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator
@@ -28,9 +29,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ml.constants import (
+    CONTROL_CHARACTER,
     EVENT_TYPE,
     GENERATED_AT,
     ITEM_ID,
+    MAX_ID_LENGTH,
     MODEL_VERSION,
     OPTIONAL_EVENT_COLUMNS,
     REASON,
@@ -280,8 +283,9 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         them as the users' recent events, which the next GET /recommendations applies.
 
         Checked here: valid JSON, an array of objects, the required fields present and not
-        empty, a configured event_type, and the size limits. Timestamps, values and ids are not
-        checked deeply: ingestion quarantines rows that break the contract, with the reason.
+        empty, ids that fit the serving store (at most 255 characters, none of them a control
+        character), a configured event_type, and the size limits. Timestamps and values are
+        not checked deeply: ingestion quarantines rows that break the contract, with the reason.
         A refused batch (4xx) writes nothing anywhere. An accepted event whose timestamp is not
         ISO-8601 text or epoch seconds/milliseconds, or a rating without a numeric value, is
         landed but not applied at request time.
@@ -470,6 +474,8 @@ def _event_problems(index: int, event: object, event_types: frozenset[str]) -> l
         elif field in (USER_ID, ITEM_ID) and isinstance(event[field], list | dict):
             shape = _json_kind(event[field])
             problems.append(f"event {index}: '{field}' is a JSON {shape}, not an id")
+        elif field in (USER_ID, ITEM_ID):
+            problems.extend(f"event {index}: {problem}" for problem in _id_problems(field, event))
     kind = event.get(EVENT_TYPE)
     if not _is_empty(kind) and (not isinstance(kind, str) or kind.strip() not in event_types):
         problems.append(
@@ -477,6 +483,17 @@ def _event_problems(index: int, event: object, event_types: frozenset[str]) -> l
             f"event types: {', '.join(sorted(event_types))}"
         )
     return problems
+
+
+def _id_problems(field: str, event: dict[str, Any]) -> list[str]:
+    """What ingestion would quarantine an id for beyond its shape: too long for the serving
+    store's keys, or a control character in it."""
+    text = str(event[field]).strip()
+    if len(text) > MAX_ID_LENGTH:
+        return [f"'{field}' is {len(text)} characters long; an id may be at most {MAX_ID_LENGTH}"]
+    if re.search(CONTROL_CHARACTER, text):
+        return [f"'{field}' holds a control character (such as NUL, a tab or a line break)"]
+    return []
 
 
 def _is_empty(value: object) -> bool:

@@ -37,6 +37,7 @@ from ml.constants import (
     EVENT_TYPE,
     GENERATED_AT,
     ITEM_ID,
+    MAX_ID_LENGTH,
     MODEL_VERSION,
     OCCURRED_AT,
     RANK,
@@ -81,15 +82,20 @@ RECENT_EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, OCCURRED_AT, RECEIV
 _DELETE_CHUNK = 500
 
 _metadata = sa.MetaData()
+# Display text (a reason quotes a title, and a catalog's title may be any length) is cut to
+# its column with an ellipsis as it is written, and loses any NUL: PostgreSQL refuses both a
+# longer value and a NUL, and with them the whole publish.
+REASON_LENGTH, TITLE_LENGTH = 500, 1000
+ELLIPSIS = "\u2026"
 
 
 def _ranked_columns() -> list[sa.Column]:
     """The columns every served list shares after its key: rank, item, score, reason, origin."""
     return [
         sa.Column(RANK, sa.Integer, primary_key=True),
-        sa.Column(ITEM_ID, sa.String(255), nullable=False),
+        sa.Column(ITEM_ID, sa.String(MAX_ID_LENGTH), nullable=False),
         sa.Column(SCORE, sa.Float, nullable=False),
-        sa.Column(REASON, sa.String(500), nullable=False),
+        sa.Column(REASON, sa.String(REASON_LENGTH), nullable=False),
         sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
         sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
     ]
@@ -99,7 +105,7 @@ recommendations_table = sa.Table(
     TABLE_NAME,
     _metadata,
     version_column(),
-    sa.Column(USER_ID, sa.String(255), primary_key=True),
+    sa.Column(USER_ID, sa.String(MAX_ID_LENGTH), primary_key=True),
     *_ranked_columns(),
 )
 trending_table = sa.Table(TRENDING_TABLE_NAME, _metadata, *_ranked_columns())
@@ -107,7 +113,7 @@ context_trending_table = sa.Table(
     CONTEXT_TRENDING_TABLE_NAME,
     _metadata,
     sa.Column(CONTEXT_KEY, sa.String(255), primary_key=True),
-    sa.Column(CONTEXT_VALUE, sa.String(255), primary_key=True),
+    sa.Column(CONTEXT_VALUE, sa.String(MAX_ID_LENGTH), primary_key=True),
     *_ranked_columns(),
 )
 
@@ -115,9 +121,9 @@ related_table = sa.Table(
     RELATED_TABLE_NAME,
     _metadata,
     version_column(),
-    sa.Column(ITEM_ID, sa.String(255), primary_key=True),
+    sa.Column(ITEM_ID, sa.String(MAX_ID_LENGTH), primary_key=True),
     sa.Column(RANK, sa.Integer, primary_key=True),
-    sa.Column(RELATED_ITEM_ID, sa.String(255), nullable=False),
+    sa.Column(RELATED_ITEM_ID, sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column(SCORE, sa.Float, nullable=False),
     sa.Column(REASON, sa.String(500), nullable=False),
     sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
@@ -130,7 +136,7 @@ candidates_table = sa.Table(
     CANDIDATES_TABLE_NAME,
     _metadata,
     version_column(),
-    sa.Column(USER_ID, sa.String(255), primary_key=True),
+    sa.Column(USER_ID, sa.String(MAX_ID_LENGTH), primary_key=True),
     sa.Column(POOL, sa.Text, nullable=False),
     sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
     sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
@@ -142,8 +148,8 @@ titles_table = sa.Table(
     TITLES_TABLE_NAME,
     _metadata,
     version_column(),
-    sa.Column(ITEM_ID, sa.String(255), primary_key=True),
-    sa.Column(TITLE, sa.String(1000), nullable=False),
+    sa.Column(ITEM_ID, sa.String(MAX_ID_LENGTH), primary_key=True),
+    sa.Column(TITLE, sa.String(TITLE_LENGTH), nullable=False),
 )
 # Per version of the lists: their row and user counts and newest time, kept by every publish
 # (the summary is read by /health and each publish's metadata; counting millions of rows there
@@ -166,8 +172,8 @@ recent_events_table = sa.Table(
     RECENT_EVENTS_TABLE_NAME,
     _metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column(USER_ID, sa.String(255), nullable=False, index=True),
-    sa.Column(ITEM_ID, sa.String(255), nullable=False),
+    sa.Column(USER_ID, sa.String(MAX_ID_LENGTH), nullable=False, index=True),
+    sa.Column(ITEM_ID, sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column(EVENT_TYPE, sa.String(255), nullable=False),
     sa.Column(VALUE, sa.Float, nullable=True),
     sa.Column(OCCURRED_AT, sa.DateTime, nullable=True),  # event time, naive UTC
@@ -895,9 +901,25 @@ def _column_values(series: pd.Series, column: str) -> list:
         return series.astype("int64").tolist()
     if column == SCORE:
         return series.astype(float).tolist()
+    if column in _DISPLAY_TEXT_LENGTHS:
+        return _display_text(series.astype(str), _DISPLAY_TEXT_LENGTHS[column])
     if column in _TEXT_COLUMNS:
         return series.astype(str).tolist()
     raise ValueError(f"no conversion for column {column!r}")
+
+
+def _display_text(texts: pd.Series, length: int) -> list[str]:
+    """The texts without NUL and at most ``length`` characters long (a cut one ends in an
+    ellipsis). Mended per distinct text: a publish's millions of reasons hold far fewer."""
+    codes, distinct = pd.factorize(texts)
+    mended = [fitted_text(text, length) for text in distinct]
+    return np.array(mended, dtype=object)[codes].tolist()
+
+
+def fitted_text(text: str, length: int) -> str:
+    """``text`` without NUL, cut to ``length`` characters with an ellipsis when longer."""
+    text = text.replace("\x00", "")
+    return text if len(text) <= length else text[: length - 1] + ELLIPSIS
 
 
 _TEXT_COLUMNS = frozenset(
@@ -913,6 +935,9 @@ _TEXT_COLUMNS = frozenset(
         POOL,
     }
 )
+
+
+_DISPLAY_TEXT_LENGTHS = {REASON: REASON_LENGTH, TITLE: TITLE_LENGTH}
 
 
 def _naive_utc(value: object) -> datetime:

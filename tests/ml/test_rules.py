@@ -340,6 +340,10 @@ def test_context_values_are_normalised_alike_for_events_and_requests() -> None:
     assert context_value(None, pd.Timestamp("2024-01-01 13:45"), "weekday") == "0"
     assert context_value('{"device": "tv"}', None, "device") == "tv"
     assert context_value(None) is None
+    # Text no served list could be keyed by is no context.
+    assert context_value({"device": "t" * 255}, None, "device") == "t" * 255
+    assert context_value({"device": "t" * 256}, None, "device") is None
+    assert context_value({"device": "t\x00v"}, None, "device") is None
     events = events_frame([("u1", "a", "click", hour, None, '{"hour": "09"}') for hour in range(3)])
     assert sorted(context_trending(events, ITEMS, min_events=1)) == ["9"]
 

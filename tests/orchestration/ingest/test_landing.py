@@ -119,6 +119,18 @@ BAD_EVENT_ROWS = {
     ),
     "non-numeric value": ("u1,i1,purchase,2024-05-01T10:00:00Z,12€", "value", "'12€' is not a"),
     "infinite value": ("u1,i1,purchase,2024-05-01T10:00:00Z,inf", "value", "'inf' is not a"),
+    # The serving store keys ids as VARCHAR(255); PostgreSQL would refuse the whole publish.
+    "user_id too long to serve": (
+        "u" * 256 + ",i1,view,2024-05-01T10:00:00Z,",
+        "user_id",
+        "is 256 characters long; an id may be at most 255",
+    ),
+    "NUL in item_id": (
+        "u1,i\x001,view,2024-05-01T10:00:00Z,",
+        "item_id",
+        "item_id holds a control character",
+    ),
+    "tab in user_id": ("u\t1,i1,view,2024-05-01T10:00:00Z,", "user_id", "holds a control"),
 }
 
 
@@ -152,6 +164,7 @@ BAD_ITEM_ROWS = {
     "missing title": ("i2,  ,,,,", "title", "title is missing"),
     "unparseable created_at": ("i2,Title,,,someday,", "created_at", "'someday' is not a time"),
     "unparseable available": ("i2,Title,,,,maybe", "available", "'maybe' is not a boolean"),
+    "item_id too long to serve": ("i" * 256 + ",Title,,,,", "item_id", "is 256 characters long"),
 }
 
 
@@ -461,6 +474,18 @@ def test_a_list_or_an_object_is_not_an_id(settings: Settings, tmp_path: Path) ->
     pq.write_table(items, tmp_path / "items.parquet")
     (result,) = deliver(settings, "items", tmp_path / "items.parquet", batch_id="batch-2")
     assert (result.rows_loaded, result.rows_quarantined) == (0, 3)
+
+
+def test_ids_of_255_characters_load_whatever_their_bytes(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The bound is in characters, as VARCHAR(255) counts them: 255 'é' are 510 bytes."""
+    user, item = "é" * 255, "i" * 255
+    source = write(tmp_path / "events.csv", f"{EVENT_HEADER}\n{user},{item},view,2024-05-01,\n")
+    (result,) = deliver(settings, "events", source)
+    assert (result.rows_loaded, result.rows_quarantined) == (1, 0), result.message
+    loaded = table(settings, "SELECT user_id, item_id FROM raw.events")
+    assert loaded.values.tolist() == [[user, item]]
 
 
 def test_json_lines_with_a_malformed_line(settings: Settings, tmp_path: Path) -> None:

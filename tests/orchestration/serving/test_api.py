@@ -476,6 +476,16 @@ BAD_BATCHES = {
         422,
         "event 0: 'user_id' is a JSON array, not an id",
     ),
+    "an id too long for the serving store": (
+        json.dumps([EVENTS[0], {**EVENTS[1], "user_id": "u" * 256}]).encode(),
+        422,
+        "event 1: 'user_id' is 256 characters long; an id may be at most 255",
+    ),
+    "an id with a control character": (
+        json.dumps([{**EVENTS[0], "item_id": "i\u00001"}]).encode(),
+        422,
+        "event 0: 'item_id' holds a control character",
+    ),
     "unknown event type": (
         json.dumps([EVENTS[0], EVENTS[1], {**EVENTS[0], "event_type": "teleport"}]).encode(),
         422,

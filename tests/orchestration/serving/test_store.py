@@ -515,6 +515,36 @@ def test_titles_and_related_items_are_read_together(serving_url: str) -> None:
     store.dispose()
 
 
+def test_long_titles_and_reasons_are_cut_to_their_columns_and_lose_nul(serving_url: str) -> None:
+    """A catalog title of any length, quoted in a reason, publishes (on PostgreSQL a value over
+    its VARCHAR, or a NUL, would refuse the whole publish)."""
+    from orchestration.serving.store import REASON_LENGTH, TITLE_LENGTH
+
+    store = ServingStore(serving_url)
+    long_title = "A" * 1_500
+    lists = make_lists(["u1"], 2, "v1")
+    lists["reason"] = [f"because you viewed {long_title}", "similar to Al\x00pha"]
+    titles = pd.DataFrame({"item_id": ["a", "b"], "title": [long_title, "Be\x00ta"]})
+    store.publish(lists, titles=titles)
+
+    reasons = store.recommendations("u1")["reason"].tolist()
+    assert len(reasons[0]) == REASON_LENGTH
+    assert reasons[0] == f"because you viewed {long_title}"[: REASON_LENGTH - 1] + "\u2026"
+    assert reasons[1] == "similar to Alpha"
+    _, _, found = store.personalisation_inputs("u1", ["a", "b"], related_per_item=1)
+    assert found == {"a": "A" * (TITLE_LENGTH - 1) + "\u2026", "b": "Beta"}
+    store.dispose()
+
+
+def test_fitted_text_known_answers() -> None:
+    from orchestration.serving.store import fitted_text
+
+    assert fitted_text("abc", 3) == "abc"
+    assert fitted_text("abcd", 3) == "ab\u2026"
+    assert fitted_text("a\x00bc", 3) == "abc"  # the NUL goes before the length is judged
+    assert fitted_text("", 3) == ""
+
+
 def test_rows_carry_each_columns_stored_type() -> None:
     from orchestration.serving.store import SERVING_COLUMNS, _to_columns
 
