@@ -32,6 +32,7 @@ from ml.constants import (
     USER_ID,
 )
 from ml.experiments.assignment import ExperimentDesign, Variant
+from orchestration.serving.store import REASON_LENGTH, fitted_texts
 from orchestration.serving.versions import (
     DEFAULT_CHUNK_ROWS,
     VERSION,
@@ -81,7 +82,7 @@ experiment_lists_table = sa.Table(
     sa.Column(VARIANT, sa.String(100), nullable=False),
     sa.Column(ITEM_ID, sa.String(255), nullable=False),
     sa.Column(SCORE, sa.Float, nullable=False),
-    sa.Column(REASON, sa.String(500), nullable=False),
+    sa.Column(REASON, sa.String(REASON_LENGTH), nullable=False),
     sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
     sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
 )
@@ -416,5 +417,6 @@ def _list_columns(name: str, lists: pd.DataFrame) -> dict[str, list]:
         {VARIANT: str, USER_ID: str, ITEM_ID: str, RANK: int, SCORE: float, REASON: str}
     )
     frame[GENERATED_AT] = [naive_utc(moment) for moment in frame[GENERATED_AT]]
+    frame[REASON] = fitted_texts(frame[REASON], REASON_LENGTH)  # a reason may quote any title
     frame.insert(0, EXPERIMENT, name)
     return {column: frame[column].tolist() for column in frame.columns}

@@ -33,6 +33,7 @@ KEY_PREFIX = "frk"
 KEY_HEADER = "X-API-Key"
 ANONYMOUS = "anonymous"
 CACHE_SECONDS = 2.0  # how long a revoked key may still be accepted by a running API
+NAME_LENGTH = 255  # characters of a key's name (its column's VARCHAR)
 _HOW_TO_SEND = f"send it as 'Authorization: Bearer <key>' or '{KEY_HEADER}: <key>'"
 
 _metadata = sa.MetaData()
@@ -40,7 +41,7 @@ api_keys_table = sa.Table(
     "api_keys",
     _metadata,
     sa.Column("key_id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(NAME_LENGTH), nullable=False),
     sa.Column("scope", sa.String(16), nullable=False),
     sa.Column("salt", sa.String(64), nullable=False),
     sa.Column("secret_hash", sa.String(64), nullable=False),
@@ -73,6 +74,8 @@ def create_key(engine: sa.Engine, name: str, scope: str) -> tuple[str, str]:
         raise ValueError(f"scope {scope!r} must be one of: {', '.join(SCOPES)}")
     if not name.strip():
         raise ValueError("a key needs a name that says who uses it (e.g. --name checkout-service)")
+    if len(name.strip()) > NAME_LENGTH:
+        raise ValueError(f"a key's name may be at most {NAME_LENGTH} characters")
     _metadata.create_all(engine)
     key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
     with engine.begin() as connection:

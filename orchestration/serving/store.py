@@ -902,13 +902,13 @@ def _column_values(series: pd.Series, column: str) -> list:
     if column == SCORE:
         return series.astype(float).tolist()
     if column in _DISPLAY_TEXT_LENGTHS:
-        return _display_text(series.astype(str), _DISPLAY_TEXT_LENGTHS[column])
+        return fitted_texts(series.astype(str), _DISPLAY_TEXT_LENGTHS[column])
     if column in _TEXT_COLUMNS:
         return series.astype(str).tolist()
     raise ValueError(f"no conversion for column {column!r}")
 
 
-def _display_text(texts: pd.Series, length: int) -> list[str]:
+def fitted_texts(texts: pd.Series, length: int) -> list[str]:
     """The texts without NUL and at most ``length`` characters long (a cut one ends in an
     ellipsis). Mended per distinct text: a publish's millions of reasons hold far fewer."""
     codes, distinct = pd.factorize(texts)

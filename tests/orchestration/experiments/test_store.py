@@ -68,6 +68,18 @@ def test_an_experiment_runs_only_once_its_lists_are_published(experiments) -> No
     ]
 
 
+def test_a_reason_quoting_a_long_title_is_cut_to_its_column(experiments) -> None:
+    from orchestration.serving.store import REASON_LENGTH
+
+    design = two_arms()
+    experiments.start(design)
+    lists = variant_lists(design, ["u1"], k=1)
+    lists["reason"] = "because you viewed " + "T" * 1_000
+    experiments.publish_lists("ab1", lists)
+    (reason,) = experiments.lists("ab1")["reason"]
+    assert len(reason) == REASON_LENGTH and reason.endswith("\u2026")
+
+
 def test_a_refresh_replaces_only_the_scope_and_keeps_the_rest(experiments) -> None:
     design = two_arms()
     experiments.start(design)

@@ -185,6 +185,8 @@ def test_keys_are_stored_hashed_and_listed_without_secrets(settings: Settings) -
         create_key(engine, "svc", "admin")
     with pytest.raises(ValueError, match="needs a name"):
         create_key(engine, " ", "read")
+    with pytest.raises(ValueError, match="at most 255 characters"):
+        create_key(engine, "n" * 256, "read")
 
 
 def test_the_api_hashes_user_ids_when_pseudonymising(
