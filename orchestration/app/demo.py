@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -14,7 +15,7 @@ from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 
 
-def write_sample_files(settings: Settings) -> tuple[str, str]:
+def write_sample_files(settings: Settings) -> tuple[Path, Path]:
     """Write the MovieLens sample as contract CSV files under FRESHRANK_HOME/samples."""
     folder = settings.home / "samples"
     folder.mkdir(parents=True, exist_ok=True)
@@ -22,7 +23,7 @@ def write_sample_files(settings: Settings) -> tuple[str, str]:
     items, events = movielens_sample()
     items.to_csv(items_path, index=False)
     events.to_csv(events_path, index=False)
-    return str(items_path), str(events_path)
+    return items_path, events_path
 
 
 def _show_sample_list(settings: Settings) -> None:

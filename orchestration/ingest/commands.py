@@ -13,11 +13,12 @@ from orchestration.settings import Settings
 from orchestration.warehouse.guard import open_warehouse
 
 
-def delivered_files(path: Path) -> list[Path]:
+def delivered_files(path: Path | str) -> list[Path]:
     """``path`` itself, or when it is a folder the files under it in name order: an export
     written as part files (Spark, Hive partitions, a warehouse's unload), without the metadata
     such tools write beside them (names starting with `_` or `.`: _SUCCESS, .crc checksums).
     A folder without such files stays itself, for the ingest to report."""
+    path = Path(path)
     if not path.is_dir():
         return [path]
     found = sorted(
@@ -29,7 +30,7 @@ def delivered_files(path: Path) -> list[Path]:
     return found or [path]
 
 
-def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path]]) -> list[FileResult]:
+def ingest_files(settings: Settings, files: Mapping[str, Iterable[Path | str]]) -> list[FileResult]:
     """Land each file (each file of a folder) and load it; one result per file, in the order
     given."""
     settings.ensure_dirs()

@@ -73,3 +73,16 @@ def test_a_folder_without_delivery_files_is_reported(settings: Settings, tmp_pat
 
     assert result.status == "rejected"
     assert result.message == f"cannot land the folder {empty}: it holds no delivery files"
+
+
+def test_paths_given_as_text_load_as_paths_do(settings: Settings, tmp_path: Path) -> None:
+    """What a caller holds as text (the demo's sample files, a path from a config) loads too."""
+    write(tmp_path / "export" / "part-00000.csv", f"{EVENT_HEADER}\n{GOOD_EVENT}\n")
+    source = write(tmp_path / "events.csv", f"{EVENT_HEADER}\nu2,i2,view,2024-05-02T10:00:00Z,\n")
+
+    results = commands.ingest_files(settings, {"events": [str(source), str(tmp_path / "export")]})
+
+    assert [(Path(result.file).name, result.status) for result in results] == [
+        ("events.csv", "loaded"),
+        ("part-00000.csv", "loaded"),
+    ]
