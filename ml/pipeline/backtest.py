@@ -324,7 +324,7 @@ def run_backtests(
     notes: list[str] = []
     total = backtest.cuts + backtest.training_cuts
     cuts = cut_points(snapshot.interactions, total, backtest.window_fraction)
-    ends = [*cuts[1:], snapshot.as_of]
+    ends = [*cuts[1:], snapshot.as_of] if cuts else []  # a log of one moment has no cut
     prepared: list[CutData] = []
     for position, data in enumerate(_prepared_cuts(snapshot, cuts, ends, config, backtest)):
         cut = data.cut

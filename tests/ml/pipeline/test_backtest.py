@@ -170,6 +170,20 @@ def test_a_handful_of_events_falls_back_to_popularity_with_a_note(sessions: Snap
     assert cold[ITEM_ID].tolist() == expected
 
 
+@pytest.mark.parametrize("events", [1, 14])
+def test_a_log_of_one_moment_has_no_cut_and_falls_back_to_popularity(
+    sessions: Snapshot, events: int
+) -> None:
+    """Events that all share one time (one event, or one bulk-stamped delivery) leave no time
+    to cut at: the build still publishes popularity, and says why."""
+    first = sessions.interactions.sort_values(OCCURRED_AT).iloc[:events]
+    moment = first.assign(**{OCCURRED_AT: first[OCCURRED_AT].iloc[0]})
+    result = run_backtests(Snapshot(moment, sessions.items), PipelineConfig(k=3))
+    assert result.winner == FALLBACK_PIPELINE and result.cuts == []
+    assert any("no cut had enough users" in note for note in result.notes)
+    assert not result.pipeline.cold_start_list().empty
+
+
 def test_impressions_alone_say_why_nothing_is_listed(sessions: Snapshot) -> None:
     unseen = sessions.interactions.assign(event_type="impression", weight=0.0)
     result = run_backtests(Snapshot(unseen, sessions.items), PipelineConfig(k=3))
