@@ -88,7 +88,8 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
         if evaluation.check_name in REVIEW_CHECKS:
             label = "review"
         click.echo(f"    {label}: {key} {evaluation.check_name}")
-        reasons = evaluation.metadata.get("reasons")
+        # Freshrank's own checks give their reasons; the GX suites, the expectations that failed.
+        reasons = evaluation.metadata.get("reasons") or evaluation.metadata.get("failures")
         if reasons is not None:
             click.echo("      " + str(reasons.value).replace("\n", "\n      "))
 

@@ -122,9 +122,7 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list[Any]
         if not expectation_result.success:
             config = expectation_result.expectation_config
             column = config.kwargs.get("column", "table")
-            unexpected = expectation_result.result.get("unexpected_count")
-            detail = f" ({unexpected} unexpected)" if unexpected is not None else ""
-            failures.append(f"{config.type} on {column}{detail}")
+            failures.append(f"{config.type} on {column}{_found(expectation_result.result)}")
     return SuiteOutcome(
         suite=suite_name,
         success=bool(result.success),
@@ -136,3 +134,13 @@ def validate_frame(frame: pd.DataFrame, suite_name: str, expectations: list[Any]
 def run_suite(frame: pd.DataFrame, suite_name: str, **suite_arguments: Any) -> SuiteOutcome:
     """Validate ``frame`` with one of the named suites in ``SUITES``."""
     return validate_frame(frame, suite_name, SUITES[suite_name](**suite_arguments))
+
+
+def _found(result: dict[str, Any]) -> str:
+    """What a failed expectation found, for its line: how many values broke it, or the value
+    it observed (an empty table's row count, say)."""
+    unexpected = result.get("unexpected_count")
+    if unexpected is not None:
+        return f" ({unexpected} unexpected)"
+    observed = result.get("observed_value")
+    return f" (observed {observed})" if observed is not None else ""

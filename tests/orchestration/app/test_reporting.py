@@ -8,6 +8,7 @@ from dagster import DagsterInstance
 from orchestration.app.reporting import report_run
 from orchestration.ingest.job import INGEST_JOB
 from orchestration.instance import open_instance
+from orchestration.jobs import FULL_BUILD_JOB
 from orchestration.settings import Settings
 
 
@@ -44,3 +45,17 @@ def test_the_summary_counts_rejected_files(
     kept = settings.rejected_folder("events")
     assert f"raw_events: 2 new file(s) (1 rejected, kept in {kept}), rows read 1" in printed
     assert [path.name.endswith("__bad.csv") for path in kept.iterdir()] == [True]
+
+
+def test_a_failed_check_says_why(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """A catalog and no events: the build stops at the interactions check, which names what it
+    found, not just its own name."""
+    folder = settings.landing_folder("items")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "items.csv").write_text("item_id,title\ni1,One\ni2,Two\n")
+
+    assert not report_run(FULL_BUILD_JOB, settings)
+
+    printed = capsys.readouterr().out
+    assert "FAILED: marts/interactions check_interactions_mart" in printed
+    assert "expect_table_row_count_to_be_between on table (observed 0)" in printed

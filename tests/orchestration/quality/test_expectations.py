@@ -31,9 +31,11 @@ def test_duplicate_interaction_ids_fail() -> None:
     assert any("event_id" in failure for failure in outcome.failures)
 
 
-def test_empty_catalog_fails() -> None:
+def test_empty_catalog_fails_and_says_what_it_found() -> None:
     empty = pd.DataFrame({"item_id": pd.Series(dtype=str), "title": pd.Series(dtype=str)})
-    assert not run_suite(empty, "items").success
+    outcome = run_suite(empty, "items")
+    assert not outcome.success
+    assert outcome.failures == ["expect_table_row_count_to_be_between on table (observed 0)"]
     assert run_suite(pd.DataFrame({"item_id": ["1", "01"], "title": ["a", "b"]}), "items").success
 
 
