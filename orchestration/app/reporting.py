@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import click
 from dagster import DagsterInstance, ExecuteInProcessResult
@@ -14,6 +16,16 @@ from orchestration.settings import Settings
 
 # A failed gate leaves the challenger waiting for review: that is not a failed build.
 REVIEW_CHECKS = frozenset({"check_challenger_beats_champion"})
+
+
+def check_reasons(metadata: Mapping[str, Any]) -> str | None:
+    """Why a check failed, from its metadata: freshrank's own checks give their reasons; the GX
+    suites, the expectations that failed (each with what it found)."""
+    for key in ("reasons", "failures"):
+        value = metadata.get(key)
+        if value is not None:
+            return str(getattr(value, "value", value))
+    return None
 
 
 def _stage_timings(
@@ -88,10 +100,9 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
         if evaluation.check_name in REVIEW_CHECKS:
             label = "review"
         click.echo(f"    {label}: {key} {evaluation.check_name}")
-        # Freshrank's own checks give their reasons; the GX suites, the expectations that failed.
-        reasons = evaluation.metadata.get("reasons") or evaluation.metadata.get("failures")
+        reasons = check_reasons(evaluation.metadata)
         if reasons is not None:
-            click.echo("      " + str(reasons.value).replace("\n", "\n      "))
+            click.echo("      " + reasons.replace("\n", "\n      "))
 
     metadata = _materialization_metadata(result)
     for kind in ("items", "events"):

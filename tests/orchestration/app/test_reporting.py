@@ -58,4 +58,20 @@ def test_a_failed_check_says_why(settings: Settings, capsys: pytest.CaptureFixtu
 
     printed = capsys.readouterr().out
     assert "FAILED: marts/interactions check_interactions_mart" in printed
-    assert "expect_table_row_count_to_be_between on table (observed 0)" in printed
+    assert "no events loaded yet: deliver behaviour first (freshrank ingest --events" in printed
+
+
+def test_check_reasons_come_from_the_checks_own_reasons_or_the_suites_failures() -> None:
+    from dagster import MetadataValue
+
+    from orchestration.app.reporting import check_reasons
+
+    own = {"reasons": MetadataValue.text("no events loaded yet"), "rows_validated": 0}
+    suite = {
+        "failures": MetadataValue.text(
+            "expect_column_values_to_be_unique on item_id (2 unexpected)"
+        )
+    }
+    assert check_reasons(own) == "no events loaded yet"
+    assert check_reasons(suite) == "expect_column_values_to_be_unique on item_id (2 unexpected)"
+    assert check_reasons({"rows_validated": 3}) is None
