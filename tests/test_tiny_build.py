@@ -61,3 +61,30 @@ def test_fourteen_events_build_and_publish_popularity_lists(settings: Settings, 
         popularity[popularity == popularity.max()].index
     )
     assert isinstance(lists, pd.DataFrame)
+
+
+def test_a_first_refresh_on_a_deployment_never_built_builds_and_publishes(
+    settings: Settings, tmp_path
+) -> None:
+    """`freshrank refresh` before any `freshrank build` (files delivered, nothing built) used to
+    fail in dbt ('staging.stg_raw__events does not exist'); it runs the build, then publishes."""
+    from click.testing import CliRunner
+
+    from orchestration.app.cli import main
+
+    items, events = movielens_sample()
+    tiny = events.head(14)
+    settings.ensure_dirs()
+    catalog = items[items["item_id"].isin(tiny["item_id"])]
+    catalog.to_csv(settings.landing_folder("items") / "items.csv", index=False)
+    tiny.to_csv(settings.landing_folder("events") / "events.csv", index=False)
+
+    result = CliRunner().invoke(main, ["refresh"])
+
+    assert result.exit_code == 0, result.output
+    assert "nothing is built yet: this first refresh is the full build" in result.output
+    store = ServingStore(settings.serving_url)
+    try:
+        assert set(store.all_lists()["user_id"]) == set(tiny["user_id"])
+    finally:
+        store.dispose()

@@ -144,7 +144,7 @@ def demo(replay_batches: int, experiment: bool) -> None:
 )
 def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: float | None) -> None:
     """Load waiting landing files and republish the lists of the users they touch (no training)."""
-    from orchestration.app.reporting import report_run
+    from orchestration.app.reporting import run_refresh
     from orchestration.app.watch import refresh_job_for
 
     settings = get_settings()
@@ -154,7 +154,7 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
         # Opened before the run (and the code location's imports): the helpers start seconds
         # sooner than the compute resource would start them, which then leaves this pool be.
         with ranking_helpers(settings):
-            succeeded = report_run(refresh_job_for(settings), settings)
+            succeeded = run_refresh(settings, refresh_job_for(settings))
         if not succeeded:
             sys.exit(1)
         return
@@ -168,6 +168,7 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
     from ml.pipeline.parallel import warm_pool
     from orchestration.app.watch import watch as watch_loop
     from orchestration.instance import open_instance
+    from orchestration.jobs import FULL_BUILD_JOB
     from orchestration.serving.scoring import warm_up_ranking
     from orchestration.warehouse.guard import warehouse_held
 
@@ -188,8 +189,11 @@ def refresh(watch: bool, interval: float, max_runs: int | None, idle_timeout: fl
         shared = settings.dbt_in_process or settings.dbt_target == "spark"
 
         def refresh_once() -> bool:
-            with warehouse_held(settings.warehouse_path) if shared else nullcontext():
-                return report_run(refresh_job_for(settings), settings, instance)
+            job = refresh_job_for(settings)
+            # A first refresh that builds runs its backtests' workers, which open the file.
+            held = shared and job != FULL_BUILD_JOB
+            with warehouse_held(settings.warehouse_path) if held else nullcontext():
+                return run_refresh(settings, job, instance)
 
         runs = watch_loop(
             settings,

@@ -158,12 +158,23 @@ def only_review_failed(result: ExecuteInProcessResult) -> bool:
     )
 
 
-def build_and_publish(settings: Settings) -> bool:
+def build_and_publish(settings: Settings, instance: DagsterInstance | None = None) -> bool:
     """The full build, then publishing with whichever model is champion afterwards."""
     from orchestration.jobs import FULL_BUILD_JOB, PUBLISH_JOB
 
-    built = report_run(FULL_BUILD_JOB, settings)
+    built = report_run(FULL_BUILD_JOB, settings, instance)
     if not built:
         click.echo("  the build failed: nothing new published, the previous lists stay served")
         return False
-    return report_run(PUBLISH_JOB, settings)
+    return report_run(PUBLISH_JOB, settings, instance)
+
+
+def run_refresh(settings: Settings, job: str, instance: DagsterInstance | None = None) -> bool:
+    """Run the refresh ``job`` (orchestration.app.watch.refresh_job_for's choice); when it is
+    the full build, for a deployment never built, publish after it as `freshrank build` does."""
+    from orchestration.jobs import FULL_BUILD_JOB
+
+    if job == FULL_BUILD_JOB:
+        click.echo("nothing is built yet: this first refresh is the full build, then publishing")
+        return build_and_publish(settings, instance)
+    return report_run(job, settings, instance)

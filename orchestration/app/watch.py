@@ -27,6 +27,8 @@ from orchestration.warehouse.guard import open_warehouse
 logger = logging.getLogger("freshrank.watch")
 
 FILE_POLL_SECONDS = 0.2
+# The marts a refresh updates incrementally; only a full build creates them.
+BUILT_TABLES = frozenset({"marts.interactions", "marts.items"})
 
 
 def _tables(connection: duckdb.DuckDBPyConnection) -> set[str]:
@@ -61,16 +63,20 @@ def refresh_job_for(settings: Settings) -> str:
     every catalog row loaded: catalog_embedded), else refresh_job. The events job leaves out
     the catalog's load and the embeddings: half a second of steps with nothing to do on every
     refresh of a batch of events. A catalog row loaded after this look is embedded by the next
-    refresh_job (the events job's dbt run puts it in the items mart; the stamps then differ)."""
+    refresh_job (the events job's dbt run puts it in the items mart; the stamps then differ).
+    A deployment without its marts has never been built: its first refresh is the full build
+    (a refresh builds only on what a build made)."""
     from orchestration.features.assets import catalog_embedded
     from orchestration.features.embedding_store import STAMP_TABLE
-    from orchestration.jobs import REFRESH_EVENTS_JOB, REFRESH_JOB
+    from orchestration.jobs import FULL_BUILD_JOB, REFRESH_EVENTS_JOB, REFRESH_JOB
 
-    if pending_files("items", settings) or not settings.warehouse_path.exists():
-        return REFRESH_JOB
+    if not settings.warehouse_path.exists():
+        return FULL_BUILD_JOB
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
         existing = _tables(connection)
-        if not {"raw.items", "marts.items", STAMP_TABLE} <= existing:
+        if not existing >= BUILT_TABLES:
+            return FULL_BUILD_JOB
+        if pending_files("items", settings) or not {"raw.items", STAMP_TABLE} <= existing:
             return REFRESH_JOB
         try:
             embedded = catalog_embedded(settings, connection)

@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 from dagster import (
+    AssetKey,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     ResourceParam,
@@ -18,10 +19,19 @@ from orchestration.ingest.landing import KINDS, pending_files
 from orchestration.jobs import full_build_job, refresh_job
 from orchestration.settings import Settings
 
+# The mart every refresh updates incrementally: materialized once a build has run.
+INTERACTIONS_MART = AssetKey(["marts", "interactions"])
 
-@sensor(job=refresh_job, minimum_interval_seconds=2, default_status=DefaultSensorStatus.RUNNING)
+
+@sensor(
+    jobs=[refresh_job, full_build_job],
+    minimum_interval_seconds=2,
+    default_status=DefaultSensorStatus.RUNNING,
+)
 def landing_sensor(context: SensorEvaluationContext, settings: ResourceParam[Settings]):
-    """Files (or API batches) waiting in the landing zone start a refresh run.
+    """Files (or API batches) waiting in the landing zone start a refresh run; before the
+    first build, the full build (a refresh updates the marts only a build makes, and the
+    build's publish follows it: publish_after_build_sensor).
 
     The run key names the waiting files, and Dagster never starts two runs with one key: files
     that already have a run (queued, running or done) are asked for again on every tick and
@@ -33,8 +43,14 @@ def landing_sensor(context: SensorEvaluationContext, settings: ResourceParam[Set
         return SkipReason("the landing zone is empty")
     deliveries = [_delivery(path) for path in waiting]
     fingerprint = hashlib.sha256("\n".join(filter(None, deliveries)).encode()).hexdigest()[:16]
-    context.log.info("%d landing file(s) waiting", len(waiting))
-    return RunRequest(run_key=f"landing-{fingerprint}", tags={"freshrank/files": str(len(waiting))})
+    built = context.instance.get_latest_materialization_event(INTERACTIONS_MART) is not None
+    job = refresh_job if built else full_build_job
+    context.log.info("%d landing file(s) waiting: %s", len(waiting), job.name)
+    return RunRequest(
+        run_key=f"landing-{fingerprint}",
+        job_name=job.name,
+        tags={"freshrank/files": str(len(waiting))},
+    )
 
 
 def _delivery(path: Path) -> str | None:

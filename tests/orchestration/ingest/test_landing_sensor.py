@@ -44,3 +44,24 @@ def test_waiting_files_are_asked_for_under_one_key_until_they_are_loaded(
         (events / "batch-1.csv").write_text("user_id,item_id,event_type,timestamp\nu,i,view,1\n")
         redelivered = evaluate(instance, settings)
         assert isinstance(redelivered, RunRequest) and redelivered.run_key != first.run_key
+
+
+def test_before_the_first_build_the_files_start_the_full_build(settings: Settings) -> None:
+    """A refresh updates marts only a build makes: the first delivery of a new deployment (the
+    daemon running, nothing built) asks for the full build; once the interactions mart has
+    been materialized, a refresh."""
+    from dagster import AssetMaterialization
+
+    from orchestration.ingest.sensors import INTERACTIONS_MART
+    from orchestration.jobs import FULL_BUILD_JOB, REFRESH_JOB
+
+    (settings.landing_folder("events") / "first.csv").write_text(
+        "user_id,item_id,event_type,timestamp\n"
+    )
+    with DagsterInstance.ephemeral() as instance:
+        first = evaluate(instance, settings)
+        assert isinstance(first, RunRequest) and first.job_name == FULL_BUILD_JOB
+
+        instance.report_runless_asset_event(AssetMaterialization(INTERACTIONS_MART))
+        later = evaluate(instance, settings)
+        assert isinstance(later, RunRequest) and later.job_name == REFRESH_JOB
