@@ -407,7 +407,10 @@ def gate(
 def promote(client: Any, version: str) -> str | None:
     """Make ``version`` champion; the replaced champion becomes previous-champion. Returns it."""
     current = alias_version(client, CHAMPION)
-    client.get_model_version(REGISTERED_MODEL, version)  # a clear error for an unknown version
+    known = registered_versions(client)
+    if version not in known:
+        listed = ", ".join(known) or "none yet: run `freshrank build` first"
+        raise ValueError(f"{REGISTERED_MODEL} has no version {version!r} (versions: {listed})")
     if current == version:
         return current
     if current is not None:
@@ -417,6 +420,12 @@ def promote(client: Any, version: str) -> str | None:
         client.delete_registered_model_alias(REGISTERED_MODEL, CHALLENGER)
     logger.info("champion is now version %s (was %s)", version, current)
     return current
+
+
+def registered_versions(client: Any) -> list[str]:
+    """The registered model's version numbers, oldest first ([] before the first build)."""
+    versions = client.search_model_versions(f"name = '{REGISTERED_MODEL}'")
+    return [str(number) for number in sorted(int(found.version) for found in versions)]
 
 
 def rollback(client: Any) -> str:

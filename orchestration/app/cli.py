@@ -233,9 +233,15 @@ def replay(batches: int, holdout: float, experiment: bool) -> None:
 def retrain() -> None:
     """Embed changed items, train and evaluate a challenger; promote it if the gate passes."""
     from orchestration.app.reporting import report_run
+    from orchestration.app.watch import built
     from orchestration.jobs import PUBLISH_JOB, RETRAIN_JOB
 
     settings = get_settings()
+    if not built(settings):
+        raise click.ClickException(
+            "nothing is built yet: run `freshrank build` first (retraining works on the "
+            "marts and item vectors a build makes)"
+        )
     if not report_run(RETRAIN_JOB, settings) or not report_run(PUBLISH_JOB, settings):
         sys.exit(1)
 
@@ -248,7 +254,10 @@ def promote(version: str) -> None:
 
     settings = get_settings()
     client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
-    replaced = tracking.promote(client, version)
+    try:
+        replaced = tracking.promote(client, version)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
     click.echo(
         f"{tracking.REGISTERED_MODEL} version {version} is champion (was {replaced or 'none'}). "
         "Run `freshrank build` or let champion_change_sensor rescore every user."

@@ -57,6 +57,14 @@ def behind(settings: Settings, tables: bool = True) -> str | None:
     return f"{unpublished} event(s) loaded since the last publish" if unpublished else None
 
 
+def built(settings: Settings) -> bool:
+    """Whether a full build has made the marts that refreshes and retraining work on."""
+    if not settings.warehouse_path.exists():
+        return False
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        return _tables(connection) >= BUILT_TABLES
+
+
 def refresh_job_for(settings: Settings) -> str:
     """The refresh job for what is waiting: refresh_events_job when nothing can change the
     item vectors (no item file in the landing zone, and the stored vectors up to date with

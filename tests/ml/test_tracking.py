@@ -36,7 +36,16 @@ def test_promote_and_rollback_move_the_aliases(registry) -> None:
         tracking.rollback(registry)
 
 
-def test_promoting_an_unknown_version_is_an_error(registry) -> None:
-    with pytest.raises(Exception, match="9"):
+def test_promoting_an_unknown_version_is_an_error_naming_the_versions(registry) -> None:
+    with pytest.raises(ValueError, match=r"has no version '9' \(versions: 1, 2, 3\)"):
         tracking.promote(registry, "9")
     assert tracking.alias_version(registry, tracking.CHAMPION) is None
+
+
+def test_before_the_first_build_there_is_nothing_to_promote(tmp_path: Path) -> None:
+    client = tracking.configure(
+        f"sqlite:///{tmp_path / 'mlflow.db'}", (tmp_path / "artifacts").as_uri()
+    )
+    assert tracking.registered_versions(client) == []
+    with pytest.raises(ValueError, match="none yet: run `freshrank build` first"):
+        tracking.promote(client, "1")

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from orchestration.app import watch as watch_module
-from orchestration.app.watch import behind, refresh_job_for, watch
+from orchestration.app.watch import behind, built, refresh_job_for, watch
 from orchestration.jobs import FULL_BUILD_JOB, REFRESH_EVENTS_JOB, REFRESH_JOB
 from orchestration.settings import Settings
 
@@ -170,6 +170,17 @@ def test_before_anything_is_built_the_refresh_is_the_full_build(settings: Settin
     assert refresh_job_for(settings) == FULL_BUILD_JOB  # no warehouse yet
     _warehouse(settings, ["2024-01-01 10:00"], None)
     assert refresh_job_for(settings) == FULL_BUILD_JOB  # loaded, never built
+
+
+def test_built_means_the_marts_a_build_makes_exist(settings: Settings) -> None:
+    assert not built(settings)  # no warehouse
+    _warehouse(settings, ["2024-01-01 10:00"], None)
+    assert not built(settings)  # loaded, never built
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute("create schema marts")
+        connection.execute("create table marts.interactions (event_id varchar)")
+        connection.execute("create table marts.items (item_id varchar)")
+    assert built(settings)
 
 
 def test_a_built_deployment_without_its_catalog_stamp_gets_the_whole_refresh(
