@@ -168,7 +168,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         dependencies=[Depends(access.reader)],
     )
     async def recommendations(
-        user_id: Annotated[str, PathParameter(description="The user, as text: '007' is not '7'.")],
+        user_id: Annotated[str, _id_parameter("The user, as text: '007' is not '7'.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
         context: Annotated[
             str | None,
@@ -240,7 +240,7 @@ def create_app(settings: Settings | None = None, limits: ApiLimits | None = None
         dependencies=[Depends(access.reader)],
     )
     async def similar_items(
-        item_id: Annotated[str, PathParameter(description="The item, as text: '007' is not '7'.")],
+        item_id: Annotated[str, _id_parameter("The item, as text: '007' is not '7'.")],
         k: Annotated[int, Query(ge=1, le=MAX_K, description="How many items.")] = default_k,
     ) -> SimilarItems:
         """An item's related items, best first, as the last full build published them.
@@ -483,6 +483,17 @@ def _event_problems(index: int, event: object, event_types: frozenset[str]) -> l
             f"event types: {', '.join(sorted(event_types))}"
         )
     return problems
+
+
+def _id_parameter(description: str) -> Any:
+    """A path's id as ingestion admits ids: at most MAX_ID_LENGTH characters, none of them a
+    control character (anything else could never have been loaded, and a NUL would reach
+    PostgreSQL as an error); FastAPI answers 422 for the others."""
+    return PathParameter(
+        description=description,
+        max_length=MAX_ID_LENGTH,
+        pattern=f"^[^{CONTROL_CHARACTER[1:-1]}]*$",
+    )
 
 
 def _id_problems(field: str, event: dict[str, Any]) -> list[str]:

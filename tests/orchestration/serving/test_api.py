@@ -150,6 +150,30 @@ def test_ids_are_text(client: TestClient) -> None:
     assert client.get("/recommendations/7").json()["model_version"] == "trending-v1"
 
 
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("/recommendations/u%001", "string_pattern_mismatch"),
+        ("/recommendations/u%091", "string_pattern_mismatch"),
+        ("/recommendations/" + "u" * 256, "string_too_long"),
+        ("/items/i%00/similar", "string_pattern_mismatch"),
+    ],
+)
+def test_an_id_no_list_could_be_stored_under_is_422(
+    client: TestClient, path: str, problem: str
+) -> None:
+    """Ids as ingestion admits them only: a NUL reached PostgreSQL and came back as a 500."""
+    response = client.get(path)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == problem
+
+
+def test_an_id_of_255_characters_is_an_id(client: TestClient) -> None:
+    response = client.get("/recommendations/" + "u" * 255, params={"k": 1})
+    assert response.status_code == 200
+    assert response.json()["model_version"] == "trending-v1"
+
+
 def test_ids_may_hold_a_slash(store_settings: Settings) -> None:
     store = ServingStore(store_settings.serving_url)
     try:
