@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
@@ -18,22 +16,13 @@ K = 5
 
 
 def test_the_demo_ingests_builds_and_publishes_the_packaged_sample(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FRESHRANK_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("FRESHRANK_TOP_K", str(K))
     # Fewer, wider backtest cuts than the default: the demo's path, in a fraction of its time.
     monkeypatch.setenv("FRESHRANK_BACKTEST_CUTS", "2")
     monkeypatch.setenv("FRESHRANK_BACKTEST_TRAINING_CUTS", "1")
     monkeypatch.setenv("FRESHRANK_BACKTEST_MAX_USERS", "300")
-    for variable in (
-        "FRESHRANK_SERVING_URL",
-        "FRESHRANK_WAREHOUSE_PATH",
-        "DAGSTER_HOME",
-        "FRESHRANK_LANDING_DIR",
-        "MLFLOW_TRACKING_URI",
-    ):
-        monkeypatch.delenv(variable, raising=False)
 
     result = CliRunner().invoke(main, ["demo", "--replay-batches", "0"])
 
@@ -44,7 +33,7 @@ def test_the_demo_ingests_builds_and_publishes_the_packaged_sample(
         in result.output
     )
     assert "demo finished in" in result.output
-    store = ServingStore(Settings.from_env().serving_url)
+    store = ServingStore(settings.serving_url)
     lists = store.all_lists()
     store.dispose()
     assert lists["user_id"].nunique() == events["user_id"].nunique()
