@@ -1,17 +1,19 @@
 """Sensors of the model domain: publish after a build, rescore everyone when the champion moves."""
 
 from dagster import (
+    DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
     ResourceParam,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     run_status_sensor,
     sensor,
 )
 
-from orchestration.jobs import PUBLISH_JOB, full_build_job, publish_job
+from orchestration.jobs import FULL_BUILD_JOB, PUBLISH_JOB, full_build_job, publish_job
 from orchestration.serving.state import served_champion
 from orchestration.settings import Settings
 
@@ -31,6 +33,10 @@ def champion_change_sensor(context: SensorEvaluationContext, settings: ResourceP
     previous = context.cursor
     if previous == champion:
         return SkipReason(f"champion is still version {champion}")
+    coming = publish_on_its_way(context.instance)
+    if coming is not None:
+        # The cursor stays: once that publish has served the champion, the next tick sees so.
+        return SkipReason(f"champion is version {champion}, and {coming}")
     context.update_cursor(champion)
     if served_champion(settings) == (True, champion):
         return SkipReason(f"the served lists already come from champion version {champion}")
@@ -39,6 +45,32 @@ def champion_change_sensor(context: SensorEvaluationContext, settings: ResourceP
     return RunRequest(
         tags={"freshrank/champion": champion, "freshrank/previous_champion": previous or "none"}
     )
+
+
+# A run in one of these has not ended yet.
+UNFINISHED = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def publish_on_its_way(instance: DagsterInstance) -> str | None:
+    """Why a full publish that will serve the current champion is already coming, or None: a
+    build or a publish has not ended, or the newest successful build is newer than the newest
+    publish (publish_after_build_sensor asks for its publish). A build's gate moves the alias
+    mid-run: without this, a promotion by a build was published twice."""
+    for job in (FULL_BUILD_JOB, PUBLISH_JOB):
+        if instance.get_run_records(RunsFilter(job_name=job, statuses=UNFINISHED), limit=1):
+            return f"a {job} run has not ended: the lists it leads to serve the champion"
+    built = instance.get_run_records(
+        RunsFilter(job_name=FULL_BUILD_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+    )
+    published = instance.get_run_records(RunsFilter(job_name=PUBLISH_JOB), limit=1)
+    if built and (not published or published[0].storage_id < built[0].storage_id):
+        return "the newest build's own publish is still to come"
+    return None
 
 
 @run_status_sensor(

@@ -3,9 +3,18 @@ already come from it; a rollback to an earlier champion rescores again."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 
-from dagster import RunRequest, SkipReason, build_sensor_context
+from dagster import (
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunRequest,
+    SkipReason,
+    build_sensor_context,
+)
+from dagster._core.utils import make_new_run_id
 
 from orchestration.model.sensors import champion_change_sensor
 from orchestration.serving.state import remember_served_champion, served_champion
@@ -22,11 +31,21 @@ def registry_with_versions(settings: Settings, count: int):
     return client
 
 
-def tick(settings: Settings, cursor: str | None):
-    """(what one evaluation returned, the cursor it left)."""
-    context = build_sensor_context(cursor=cursor, resources={"settings": settings})
-    result = champion_change_sensor(context)
+def tick(settings: Settings, cursor: str | None, instance: DagsterInstance | None = None):
+    """(what one evaluation returned, the cursor it left), on an instance without runs unless
+    one is given."""
+    with DagsterInstance.ephemeral() if instance is None else nullcontext(instance) as runs:
+        context = build_sensor_context(
+            cursor=cursor, resources={"settings": settings}, instance=runs
+        )
+        result = champion_change_sensor(context)
     return result, context.cursor
+
+
+def add_run(instance: DagsterInstance, job_name: str, status: DagsterRunStatus) -> str:
+    run_id = make_new_run_id()
+    instance.add_run(DagsterRun(job_name=job_name, run_id=run_id, status=status))
+    return run_id
 
 
 def test_the_first_tick_does_not_republish_what_the_build_published(settings: Settings) -> None:
@@ -82,3 +101,30 @@ def test_without_a_record_of_the_served_lists_the_first_tick_republishes(
     other = replace(settings, serving_url="sqlite:///elsewhere.db")
     remember_served_champion(other, "1")
     assert served_champion(settings) == (False, None)
+
+
+def test_a_promotion_by_a_build_waits_for_the_builds_own_publish(settings: Settings) -> None:
+    """The gate moves the alias while the build runs; publish_after_build_sensor publishes
+    after it. The champion sensor asked for a second full publish of the same champion."""
+    from ml import tracking
+    from orchestration.jobs import FULL_BUILD_JOB, PUBLISH_JOB
+
+    client = registry_with_versions(settings, 1)
+    tracking.promote(client, "1")  # by the running build's gate
+    with DagsterInstance.ephemeral() as instance:
+        running = add_run(instance, FULL_BUILD_JOB, DagsterRunStatus.STARTED)
+        result, cursor = tick(settings, None, instance)
+        assert isinstance(result, SkipReason) and cursor is None
+        assert "a full_build_job run has not ended" in result.skip_message
+
+        instance.delete_run(running)
+        add_run(instance, FULL_BUILD_JOB, DagsterRunStatus.SUCCESS)  # ended; no publish yet
+        result, cursor = tick(settings, None, instance)
+        assert isinstance(result, SkipReason) and cursor is None
+        assert "own publish is still to come" in result.skip_message
+
+        add_run(instance, PUBLISH_JOB, DagsterRunStatus.SUCCESS)
+        remember_served_champion(settings, "1")  # what that publish records
+        result, cursor = tick(settings, None, instance)
+        assert isinstance(result, SkipReason) and cursor == "1"
+        assert "already come from champion version 1" in result.skip_message
