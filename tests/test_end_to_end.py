@@ -471,3 +471,35 @@ def test_a_warm_refresher_ranks_in_its_workers_what_this_process_ranks(world: di
         pd.testing.assert_frame_equal(
             served.reset_index(drop=True), ranked.reset_index(drop=True), check_dtype=False
         )
+
+
+def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refresh(
+    world: dict,
+) -> None:
+    """`available: false` in a catalog delivery is a withdrawal: the refresh rescores the users
+    whose lists hold the item, though none of them did anything (it rescored no one before)."""
+    from orchestration.app.watch import refresh_job_for
+    from orchestration.jobs import REFRESH_JOB
+
+    settings = world["settings"]
+    before = ServingStore(settings.serving_url).all_lists()
+    withdrawn = before["item_id"].value_counts().index[0]
+    listing = set(before.loc[before["item_id"] == withdrawn, "user_id"])
+    catalog = world["catalog"]
+    row = catalog[catalog["item_id"] == withdrawn].assign(available=False)
+    path = world["inputs"] / "withdrawn.csv"
+    row.to_csv(path, index=False)
+    code, results = _ingest("--items", str(path))
+    assert code == 0 and results[0]["rows_loaded"] == 1
+
+    assert refresh_job_for(settings) == REFRESH_JOB
+    assert run_job_in_process(REFRESH_JOB, settings).success
+
+    after = ServingStore(settings.serving_url).all_lists()
+    assert withdrawn not in set(after["item_id"])
+    assert (after[after["user_id"].isin(listing)].groupby("user_id").size() == K).all()
+    others = sorted(set(before["user_id"]) - listing)
+    pd.testing.assert_frame_equal(
+        before[before["user_id"].isin(others)].reset_index(drop=True),
+        after[after["user_id"].isin(others)].reset_index(drop=True),
+    )

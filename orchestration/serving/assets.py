@@ -160,7 +160,23 @@ def staged_lists(settings: Settings) -> StagedLists:
 
 
 def affected_users(settings: Settings) -> tuple[list[str], object]:
-    """Users with interactions loaded since the last publish, and the newest load time."""
+    """Users with interactions loaded since the last publish, and the newest load time; with
+    them, the users whose served lists hold an item withdrawn since (available false in a
+    catalog row loaded after the last publish): a refresh takes it out of their lists."""
+    users, newest, withdrawn = _changes_since_publish(settings)
+    if withdrawn:
+        store = ServingStore(settings.serving_url)
+        try:
+            listing = store.users_listing(withdrawn)
+        finally:
+            store.dispose()
+        users = sorted(set(users) | set(listing))
+    return users, newest
+
+
+def _changes_since_publish(settings: Settings) -> tuple[list[str], object, list[str]]:
+    """(users with interactions loaded since the last publish, the newest load time, items
+    withdrawn since)."""
     with open_warehouse(settings.warehouse_path) as connection:
         connection.execute("create schema if not exists ml")
         connection.execute(
@@ -177,7 +193,13 @@ def affected_users(settings: Settings) -> tuple[list[str], object]:
         (newest,) = connection.execute("select max(loaded_at) from marts.interactions").fetchall()[
             0
         ]
-    return users[USER_ID].tolist(), newest
+        withdrawn = connection.execute(
+            "select item_id from marts.items where not available and item_id in "
+            "(select item_id from raw.items where ? is not null and loaded_at > ?) "
+            "order by item_id",
+            [watermark, watermark],
+        ).fetchall()
+    return users[USER_ID].tolist(), newest, [item for (item,) in withdrawn]
 
 
 def _advance_watermark(settings: Settings, through: object) -> None:

@@ -21,7 +21,7 @@ one transaction. Tables made before versions are upgraded when a store opens the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -428,6 +428,25 @@ class ServingStore:
             query = query.limit(k)
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
+
+    def users_listing(self, item_ids: Sequence[str]) -> list[str]:
+        """The users whose served list holds any of ``item_ids`` (a scan of the lists: asked
+        only when items were withdrawn)."""
+        table = recommendations_table
+        found: set[str] = set()
+        items = sorted({str(item) for item in item_ids})
+        with self.engine.connect() as connection:
+            for start in range(0, len(items), _DELETE_CHUNK):
+                query = (
+                    sa.select(table.c[USER_ID])
+                    .distinct()
+                    .where(
+                        *_served_rows(table),
+                        table.c[ITEM_ID].in_(items[start : start + _DELETE_CHUNK]),
+                    )
+                )
+                found.update(connection.execute(query).scalars())
+        return sorted(found)
 
     def list_rows(self, user_id: str) -> list[dict[str, Any]]:
         """recommendations() as plain dicts."""

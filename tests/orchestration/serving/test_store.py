@@ -51,6 +51,18 @@ def test_publish_for_users_keeps_other_users(serving_url: str) -> None:
     store.dispose()
 
 
+def test_users_listing_finds_the_served_lists_that_hold_items(serving_url: str) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1", "u2"], 3, "v1"))
+    store.publish(make_lists(["u3"], 2, "v2"), users=["u3"])
+    assert store.users_listing(["v1-3"]) == ["u1", "u2"]
+    assert store.users_listing(["v2-1", "nowhere"]) == ["u3"]
+    assert store.users_listing(["v1-1", "v2-2"]) == ["u1", "u2", "u3"]
+    store.publish(make_lists(["u9"], 1, "v3"))  # a full publish: the older lists are gone
+    assert store.users_listing(["v1-1"]) == []
+    store.dispose()
+
+
 def test_ids_are_strings(serving_url: str) -> None:
     store = ServingStore(serving_url)
     lists = make_lists(["007", "7"], 1, "v1")
