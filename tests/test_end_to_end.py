@@ -495,8 +495,11 @@ def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refres
     assert refresh_job_for(settings) == REFRESH_JOB
     assert run_job_in_process(REFRESH_JOB, settings).success
 
-    after = ServingStore(settings.serving_url).all_lists()
+    store = ServingStore(settings.serving_url)
+    after = store.all_lists()
+    related = store.served_table("related_items")
     assert withdrawn not in set(after["item_id"])
+    assert withdrawn not in set(related["related_item_id"])  # nor in GET /items/{id}/similar
     assert (after[after["user_id"].isin(listing)].groupby("user_id").size() == K).all()
     others = sorted(set(before["user_id"]) - listing)
     pd.testing.assert_frame_equal(

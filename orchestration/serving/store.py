@@ -262,6 +262,7 @@ class ServingStore:
         candidates: pd.DataFrame | None = None,
         titles: pd.DataFrame | None = None,
         events_loaded_through: datetime | None = None,
+        withdrawn: Sequence[str] = (),
     ) -> int:
         """Replace lists at once: all of them (as a new version), or only those of ``users``.
 
@@ -278,7 +279,9 @@ class ServingStore:
         lists' columns, packed here; none when it is None); ``titles``
         replaces every item title (None keeps them). With ``events_loaded_through``, the
         replaced users' recent events that ingestion loaded at or before it are deleted: the
-        new lists already reflect them.
+        new lists already reflect them. ``withdrawn`` items (taken out of the catalog since
+        the related items were computed) leave every item's related items in the same
+        transaction, when ``related`` does not replace them all.
         """
         # Every frame is checked before anything is written: a refused publish writes nothing.
         _require_columns(lists, SERVING_COLUMNS, "lists")
@@ -302,6 +305,7 @@ class ServingStore:
                 trending,
                 context_trending,
                 events_loaded_through,
+                withdrawn,
             )
             return len(lists)
         with self.begin_version(related=related is not None, titles=titles is not None) as version:
@@ -336,6 +340,7 @@ class ServingStore:
         trending: pd.DataFrame | None,
         context_trending: pd.DataFrame | None,
         events_loaded_through: datetime | None,
+        withdrawn: Sequence[str] = (),
     ) -> None:
         """publish() for some users: their rows replaced in the served version, in one
         transaction (a refresh's users are few)."""
@@ -370,6 +375,8 @@ class ServingStore:
             ):
                 if frame is not None:
                     _replace(connection, table, _to_columns(frame, columns), versions[table.name])
+            if related is None:
+                _delete_related_to(connection, sorted(map(str, withdrawn)), versions)
             _replace_trending(connection, trending, context_trending)
             stamps = pd.to_datetime(lists[GENERATED_AT], utc=True)
             _adjust_summary(
@@ -716,6 +723,20 @@ def _replace(
         delete = delete.where(table.c[VERSION] == version)
     connection.execute(delete)
     _insert(connection, table, columns, version)
+
+
+def _delete_related_to(
+    connection: sa.Connection, items: list[str], versions: dict[str, int]
+) -> None:
+    """Take ``items`` out of the served related items of every item."""
+    table = related_table
+    for start in range(0, len(items), _DELETE_CHUNK):
+        connection.execute(
+            table.delete().where(
+                table.c[VERSION] == versions[table.name],
+                table.c[RELATED_ITEM_ID].in_(items[start : start + _DELETE_CHUNK]),
+            )
+        )
 
 
 def _count_lists(

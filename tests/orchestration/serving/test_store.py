@@ -422,6 +422,19 @@ def test_a_refresh_keeps_the_related_items_and_a_full_publish_replaces_them(
     store.dispose()
 
 
+def test_a_refresh_takes_withdrawn_items_out_of_every_items_related_items(
+    serving_url: str,
+) -> None:
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1", "u2"], 2, "v1"), related=make_related(["i1", "i2"], 3, "v1"))
+    store.publish(
+        make_lists(["u1"], 2, "v2"), users=["u1"], withdrawn=["v1-i1-2", "v1-i2-1", "elsewhere"]
+    )
+    assert store.related("i1")["related_item_id"].tolist() == ["v1-i1-1", "v1-i1-3"]
+    assert store.related("i2")["related_item_id"].tolist() == ["v1-i2-2", "v1-i2-3"]
+    store.dispose()
+
+
 def test_related_items_without_a_column_are_refused(serving_url: str) -> None:
     store = ServingStore(serving_url)
     store.publish(make_lists(["u1"], 1, "v1"), related=make_related(["i1"], 1, "v1"))
