@@ -313,7 +313,7 @@ def publish_staged(settings: Settings) -> dict[str, object]:
                 titles=staged.titles,
                 # Recent events loaded by then are in the new lists: request time drops them.
                 events_loaded_through=staged.through,
-                # The related items a full build published may name them.
+                # Items withdrawn since the last publish leave the full build's related items.
                 withdrawn=_changes_since_publish(settings)[2],
             )
             related_replaced = staged.related is not None
