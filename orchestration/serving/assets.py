@@ -4,6 +4,7 @@ A full scoring also writes the lists, shard by shard, into a new serving version
 reads yet; the publish, which runs only once the lists pass their checks, switches to it.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -38,6 +39,7 @@ CANDIDATES_TABLE = "ml.recommendation_candidates"
 TITLES_TABLE = "ml.item_titles"
 SCOPE_TABLE = "ml.recommendation_scope"
 SCOPE_FLAG_TABLE = "ml.recommendation_scope_everyone"
+WITHDRAWN_TABLE = "ml.recommendation_withdrawn"  # items a refresh takes out of related items
 WATERMARK_TABLE = "ml.publish_watermark"
 PREVIEW_USERS = 3
 
@@ -52,6 +54,7 @@ def stage_lists(
     scope: list[str] | None,
     through: object,
     serving_version: int | None = None,
+    withdrawn: Sequence[str] = (),
 ) -> None:
     """Keep lists in the warehouse until their checks pass and they are published.
 
@@ -59,7 +62,9 @@ def stage_lists(
     publish replaces exactly those users' lists, also users whose new list is empty.
     ``serving_version`` is the serving version the scoring wrote the lists into (None: none);
     what it holds beside the lists (candidates, related items, titles) is not staged again.
-    Lists a full scoring spooled to files are read from them, and the files go.
+    ``withdrawn``: items withdrawn since the last publish, which the publish takes out of the
+    served related items. Lists a full scoring spooled to files are read from them, and the
+    files go.
     """
     scope_frame = pd.DataFrame({USER_ID: pd.Series(scope or [], dtype=str)})
     in_version = serving_version is not None
@@ -69,6 +74,9 @@ def stage_lists(
         connection.register("scored_lists", scored.lists)
         connection.register("scored_trending", scored.trending)
         connection.register("scored_scope", scope_frame)
+        connection.register(
+            "scored_withdrawn", pd.DataFrame({ITEM_ID: pd.Series(list(withdrawn), dtype=str)})
+        )
         if spool is not None and spool.files:
             connection.execute(
                 f"create or replace table {LISTS_TABLE} as select * from read_parquet(?)",
@@ -82,6 +90,9 @@ def stage_lists(
             f"create or replace table {TRENDING_TABLE} as select * from scored_trending"
         )
         connection.execute(f"create or replace table {SCOPE_TABLE} as select * from scored_scope")
+        connection.execute(
+            f"create or replace table {WITHDRAWN_TABLE} as select * from scored_withdrawn"
+        )
         # A table left out means "not computed": the publish keeps the served rows.
         for table, frame in (
             (CONTEXT_TRENDING_TABLE, scored.context_trending),
@@ -122,6 +133,7 @@ class StagedLists:
     through: object  # the newest load time the lists cover
     serving_version: int | None  # the serving version holding the lists; None: publish them
     champion: str | None  # the registered version that ranked them; None: none (popularity)
+    withdrawn: list[str]  # items to take out of the served related items
 
 
 def staged_lists(settings: Settings) -> StagedLists:
@@ -144,6 +156,7 @@ def staged_lists(settings: Settings) -> StagedLists:
         # Lists already written into a serving version are switched to, not read again.
         limit = "" if serving_version is None else " limit 0"
         (rows,) = connection.execute(f"select count(*) from {LISTS_TABLE}").fetchall()[0]
+        withdrawn = optional(WITHDRAWN_TABLE)  # lists staged before it: none
         return StagedLists(
             lists=connection.sql(f"select * from {LISTS_TABLE}{limit}").df(),
             rows=rows,
@@ -156,13 +169,15 @@ def staged_lists(settings: Settings) -> StagedLists:
             through=through,
             serving_version=serving_version,
             champion=champion,
+            withdrawn=[] if withdrawn is None else withdrawn[ITEM_ID].tolist(),
         )
 
 
-def affected_users(settings: Settings) -> tuple[list[str], object]:
+def affected_users(settings: Settings) -> tuple[list[str], object, list[str]]:
     """Users with interactions loaded since the last publish, and the newest load time; with
     them, the users whose served lists hold an item withdrawn since (available false in a
-    catalog row loaded after the last publish): a refresh takes it out of their lists."""
+    catalog row loaded after the last publish): a refresh takes it out of their lists. Last,
+    those withdrawn items."""
     users, newest, withdrawn = _changes_since_publish(settings)
     if withdrawn:
         store = ServingStore(settings.serving_url)
@@ -171,7 +186,7 @@ def affected_users(settings: Settings) -> tuple[list[str], object]:
         finally:
             store.dispose()
         users = sorted(set(users) | set(listing))
-    return users, newest
+    return users, newest, withdrawn
 
 
 def _changes_since_publish(settings: Settings) -> tuple[list[str], object, list[str]]:
@@ -265,14 +280,14 @@ def recommendation_lists(
     before they are published."""
     if config.scope not in ("everyone", "affected"):
         raise ValueError(f"scope must be 'everyone' or 'affected', not {config.scope!r}")
-    affected, through = affected_users(settings)
+    affected, through, withdrawn = affected_users(settings)
     scope = None if config.scope == "everyone" else affected
     if scope is None:
         scored, serving_version = score_everyone(settings, compute)
     else:
         scored, serving_version = score_users(settings, scope, compute), None
     preview = lists_preview(scored.lists_head(PREVIEW_USERS), settings)  # before the spool goes
-    stage_lists(settings, scored, scope, through, serving_version)
+    stage_lists(settings, scored, scope, through, serving_version, withdrawn)
     rescored = "every user" if scope is None else f"{len(scope)} affected user(s)"
     context.log.info(f"ranked {rescored} with {scored.model_version}")
     return MaterializeResult(
@@ -313,8 +328,7 @@ def publish_staged(settings: Settings) -> dict[str, object]:
                 titles=staged.titles,
                 # Recent events loaded by then are in the new lists: request time drops them.
                 events_loaded_through=staged.through,
-                # Items withdrawn since the last publish leave the full build's related items.
-                withdrawn=_changes_since_publish(settings)[2],
+                withdrawn=staged.withdrawn,
             )
             related_replaced = staged.related is not None
         else:
