@@ -865,6 +865,17 @@ def _context_field(context: object, context_key: str) -> object:
     return parsed.get(context_key) if isinstance(parsed, dict) else None
 
 
+def key_problem(text: str) -> str | None:
+    """Why ``text`` cannot key a served list (the serving store's ids and context values), or
+    None: longer than MAX_ID_LENGTH characters, or holding a control character. Ingestion
+    quarantines ids for the same reasons, in SQL (orchestration/ingest/rules.py)."""
+    if len(text) > MAX_ID_LENGTH:
+        return f"is {len(text)} characters long; an id may be at most {MAX_ID_LENGTH}"
+    if re.search(CONTROL_CHARACTER, text):
+        return "holds a control character (such as NUL, a tab or a line break)"
+    return None
+
+
 def _normalise_context_value(value: object) -> str | None:
     """A context value as text: whole numbers without decimals, booleans lower case, else None.
 
@@ -877,7 +888,7 @@ def _normalise_context_value(value: object) -> str | None:
     if isinstance(value, bool | np.bool_):
         return str(bool(value)).lower()
     text = str(value).strip()
-    if len(text) > MAX_ID_LENGTH or re.search(CONTROL_CHARACTER, text):
+    if key_problem(text) is not None:
         return None
     try:
         number = float(text)

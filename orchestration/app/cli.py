@@ -55,23 +55,21 @@ def main(context: click.Context, verbose: bool) -> None:
         yield_cpu_to_serving(niceness)
 
 
+def _delivery_option(flag: str, name: str, what: str):
+    """A repeatable --events or --items option: files or folders of part files."""
+    return click.option(
+        flag,
+        name,
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help=f"{what} (CSV, Parquet or JSON Lines; the text ones may be gzipped), or a folder "
+        "of part files. Repeatable.",
+    )
+
+
 @main.command()
-@click.option(
-    "--events",
-    "event_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="An events file (CSV, Parquet or JSON Lines; the text ones may be gzipped), or a "
-    "folder of part files. Repeatable.",
-)
-@click.option(
-    "--items",
-    "item_files",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="An item catalog file (CSV, Parquet or JSON Lines; the text ones may be gzipped), or a "
-    "folder of part files. Repeatable.",
-)
+@_delivery_option("--events", "event_files", "An events file")
+@_delivery_option("--items", "item_files", "An item catalog file")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per file.")
 def ingest(event_files: tuple[Path, ...], item_files: tuple[Path, ...], as_json: bool) -> None:
     """Land files and load them through the ingest assets (ledger, quarantine, checks)."""

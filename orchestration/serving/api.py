@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import re
 import uuid
 import zlib
 from collections.abc import AsyncIterator
@@ -41,7 +40,7 @@ from ml.constants import (
     SCORE,
     USER_ID,
 )
-from ml.rules import RankingRules, context_value
+from ml.rules import RankingRules, context_value, key_problem
 from orchestration.experiments.store import Assignment, ExperimentStore
 from orchestration.privacy.pseudonyms import pseudonymised_events
 from orchestration.serving.access import Access
@@ -474,8 +473,8 @@ def _event_problems(index: int, event: object, event_types: frozenset[str]) -> l
         elif field in (USER_ID, ITEM_ID) and isinstance(event[field], list | dict):
             shape = _json_kind(event[field])
             problems.append(f"event {index}: '{field}' is a JSON {shape}, not an id")
-        elif field in (USER_ID, ITEM_ID):
-            problems.extend(f"event {index}: {problem}" for problem in _id_problems(field, event))
+        elif field in (USER_ID, ITEM_ID) and (problem := key_problem(str(event[field]).strip())):
+            problems.append(f"event {index}: '{field}' {problem}")
     kind = event.get(EVENT_TYPE)
     if not _is_empty(kind) and (not isinstance(kind, str) or kind.strip() not in event_types):
         problems.append(
@@ -494,17 +493,6 @@ def _id_parameter(description: str) -> Any:
         max_length=MAX_ID_LENGTH,
         pattern=f"^[^{CONTROL_CHARACTER[1:-1]}]*$",
     )
-
-
-def _id_problems(field: str, event: dict[str, Any]) -> list[str]:
-    """What ingestion would quarantine an id for beyond its shape: too long for the serving
-    store's keys, or a control character in it."""
-    text = str(event[field]).strip()
-    if len(text) > MAX_ID_LENGTH:
-        return [f"'{field}' is {len(text)} characters long; an id may be at most {MAX_ID_LENGTH}"]
-    if re.search(CONTROL_CHARACTER, text):
-        return [f"'{field}' holds a control character (such as NUL, a tab or a line break)"]
-    return []
 
 
 def _is_empty(value: object) -> bool:

@@ -79,7 +79,7 @@ RECEIVED_AT = "received_at"
 SOURCE_FILE = "source_file"
 LOADED_AT = "loaded_at"
 RECENT_EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, OCCURRED_AT, RECEIVED_AT, SOURCE_FILE)
-_DELETE_CHUNK = 500
+_IDS_PER_STATEMENT = 500  # ids in one statement's IN list (deletes, look-ups)
 
 _metadata = sa.MetaData()
 # Display text (a reason quotes a title, and a catalog's title may be any length) is cut to
@@ -125,7 +125,7 @@ related_table = sa.Table(
     sa.Column(RANK, sa.Integer, primary_key=True),
     sa.Column(RELATED_ITEM_ID, sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column(SCORE, sa.Float, nullable=False),
-    sa.Column(REASON, sa.String(500), nullable=False),
+    sa.Column(REASON, sa.String(REASON_LENGTH), nullable=False),
     sa.Column(MODEL_VERSION, sa.String(255), nullable=False),
     sa.Column(GENERATED_AT, sa.DateTime, nullable=False),
 )
@@ -352,8 +352,8 @@ class ServingStore:
             versions = current_versions(connection, _VERSIONED_TABLES)
             lists_version = versions[recommendations_table.name]
             removed_rows = removed_users = 0
-            for start in range(0, len(affected_users), _DELETE_CHUNK):
-                chunk = affected_users[start : start + _DELETE_CHUNK]
+            for start in range(0, len(affected_users), _IDS_PER_STATEMENT):
+                chunk = affected_users[start : start + _IDS_PER_STATEMENT]
                 rows, users_before, _ = _count_lists(connection, lists_version, chunk)
                 removed_rows, removed_users = removed_rows + rows, removed_users + users_before
                 for table in _PER_USER_TABLES:
@@ -443,13 +443,13 @@ class ServingStore:
         found: set[str] = set()
         items = sorted({str(item) for item in item_ids})
         with self.engine.connect() as connection:
-            for start in range(0, len(items), _DELETE_CHUNK):
+            for start in range(0, len(items), _IDS_PER_STATEMENT):
                 query = (
                     sa.select(table.c[USER_ID])
                     .distinct()
                     .where(
                         *_served_rows(table),
-                        table.c[ITEM_ID].in_(items[start : start + _DELETE_CHUNK]),
+                        table.c[ITEM_ID].in_(items[start : start + _IDS_PER_STATEMENT]),
                     )
                 )
                 found.update(connection.execute(query).scalars())
@@ -530,8 +530,8 @@ class ServingStore:
         users = sorted({str(event[USER_ID]) for event in events})
         with self.engine.begin() as connection:
             connection.execute(table.insert(), events)
-            for start in range(0, len(users), _DELETE_CHUNK):
-                chunk = users[start : start + _DELETE_CHUNK]
+            for start in range(0, len(users), _IDS_PER_STATEMENT):
+                chunk = users[start : start + _IDS_PER_STATEMENT]
                 place = (
                     sa.func.row_number()
                     .over(partition_by=table.c[USER_ID], order_by=table.c["id"].desc())
@@ -730,11 +730,11 @@ def _delete_related_to(
 ) -> None:
     """Take ``items`` out of the served related items of every item."""
     table = related_table
-    for start in range(0, len(items), _DELETE_CHUNK):
+    for start in range(0, len(items), _IDS_PER_STATEMENT):
         connection.execute(
             table.delete().where(
                 table.c[VERSION] == versions[table.name],
-                table.c[RELATED_ITEM_ID].in_(items[start : start + _DELETE_CHUNK]),
+                table.c[RELATED_ITEM_ID].in_(items[start : start + _IDS_PER_STATEMENT]),
             )
         )
 
