@@ -6,8 +6,9 @@ A model tuned on one split has not won until it wins on others. For each share (
 built in DIR/share-NN the way a person would (`freshrank ingest` and `freshrank build`; the
 whole sample through `freshrank demo --replay-batches 0`; a built home is reused), and the
 build's backtest table (its MLflow run's backtests/per_cut.csv) is read back. Printed per share
-and segment: the ranker's mean NDCG@10 and each cut's, the best single baseline of that segment
-(by its mean) beside it, and the ranker's figures as ratios of the baseline's.
+and segment: the champion's mean NDCG@10 and each cut's (the build's winner: the best mean
+overall, the ranker alone or fused with a baseline as often as not), the best single baseline of
+that segment (by its mean) beside it, and the champion's figures as ratios of the baseline's.
 
     .venv/bin/python benchmarks/history_cuts.py --dir /tmp/history [--shares 0.6 0.8 1.0]
 """
@@ -26,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import print_table, quiet_logging  # noqa: E402
 from benchmarks.deployment import LOCATION_VARIABLES, prepare  # noqa: E402
 
-RANKER = "ranker"
-NOT_BASELINES = (RANKER, "ranker_without_text")
+RANKER = "ranker"  # every pipeline whose name starts so orders by the ranker
+NO_TEXT = "ranker_without_text"  # an ablation: measured, never chosen
 SEGMENTS = ("overall", "new_user")
 
 
@@ -54,12 +55,20 @@ def by_cut(table: pd.DataFrame, pipeline: str, segment: str, k: int = 10) -> pd.
     return rows.set_index("cut")[f"ndcg@{k}"].sort_index()
 
 
+def champion(table: pd.DataFrame) -> str:
+    """The build's winner: the best mean overall (ties to the name that sorts first)."""
+    names = [name for name in table["pipeline"].unique() if name != NO_TEXT]
+    return min(names, key=lambda name: (-round(by_cut(table, name, "overall").mean(), 9), name))
+
+
 def comparison(share: float, table: pd.DataFrame, segment: str) -> list[list[str]]:
-    """The ranker's row, the segment's best baseline's row, and the ratios."""
-    baselines = [name for name in table["pipeline"].unique() if name not in NOT_BASELINES]
+    """The champion's row, the segment's best baseline's row, and the ratios."""
+    winner = champion(table)
+    names = table["pipeline"].unique()
+    baselines = [name for name in names if not str(name).startswith(RANKER)]
     best = max(baselines, key=lambda name: (by_cut(table, name, segment).mean(), name))
-    mine, theirs = by_cut(table, RANKER, segment), by_cut(table, best, segment)
-    users = table[(table["pipeline"] == RANKER) & (table["segment"] == segment)]
+    mine, theirs = by_cut(table, winner, segment), by_cut(table, best, segment)
+    users = table[(table["pipeline"] == winner) & (table["segment"] == segment)]
     label = f"{share:.0%} {segment}"
     ahead = int((mine > theirs).sum())
 
@@ -70,7 +79,7 @@ def comparison(share: float, table: pd.DataFrame, segment: str) -> list[list[str
         a / b if b else float("nan") for a, b in zip(figures(mine), figures(theirs), strict=True)
     ]
     return [
-        [f"{label}: ranker", *(f"{value:.4f}" for value in figures(mine)), ""],
+        [f"{label}: {winner}", *(f"{value:.4f}" for value in figures(mine)), ""],
         [f"{label}: {best}", *(f"{value:.4f}" for value in figures(theirs)), ""],
         [
             f"{label}: ratio",

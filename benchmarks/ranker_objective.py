@@ -85,7 +85,8 @@ def main() -> None:
 
     names = list(results)
     first = results[names[0]]
-    baselines = first.summary.drop(index=["ranker"], errors="ignore")
+    # The baselines: every single-source pipeline (not the ranker, alone or fused).
+    baselines = first.summary[~first.summary.index.str.startswith("ranker")]
     best = str(baselines.index[0])
     rows = {name: figures(result, "ranker") for name, result in results.items()}
     rows[f"best baseline ({best})"] = figures(first, best)

@@ -217,9 +217,9 @@ def register_pipeline(
     client = configure(tracking_uri, artifact_location)
     experiment_id = experiment_named(client, experiment, artifact_location)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.log_param("pipeline", pipeline.ordering)
+        mlflow.log_param("pipeline", pipeline.name)
         _log_pipeline_model(pipeline)
-    version = _register(client, run.info.run_id, pipeline.ordering)
+    version = _register(client, run.info.run_id, pipeline.name)
     if alias is not None:
         client.set_registered_model_alias(REGISTERED_MODEL, alias, version)
     return version

@@ -34,7 +34,7 @@ from ml.evaluation.protocol import (
     segment_metrics,
 )
 from ml.evaluation.significance import paired_bootstrap
-from ml.pipeline.pipeline import RANKER, PipelineConfig, RankingPipeline
+from ml.pipeline.pipeline import RANKER, PipelineConfig, RankingPipeline, parse_name
 from ml.pipeline.ranker import LABEL, Ranker, RankerConfig, within_budget
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.pipeline.sources import TextNeighbourSource
@@ -315,8 +315,14 @@ def run_backtests(
     snapshot: Snapshot,
     config: PipelineConfig | None = None,
     backtest: BacktestConfig | None = None,
+    champion: str | None = None,
 ) -> BacktestResult:
-    """Judge every pipeline at the cuts, pick the winner, fit it on everything."""
+    """Judge every pipeline at the cuts, pick the winner, fit it on everything.
+
+    Besides each single source and the ranker, the ranker fused with the strongest single
+    source is judged, and with the ``champion``'s partner when the champion (its pipeline name)
+    is a fused ranker whose partner is no longer the strongest: the gate compares a challenger
+    with the champion's design on the same backtests."""
     started = time.perf_counter()
     config = config or PipelineConfig()
     backtest = backtest or BacktestConfig()
@@ -353,6 +359,7 @@ def run_backtests(
 
     tables, per_users, training_frames, ablation_frames = [], [], [], []
     cut_budget = _cut_budget(backtest, len(prepared))
+    judged = []  # (a cut, its ranker, its feedback multipliers): ranked again, fused, below
     for position, data in enumerate(prepared):
         if data.evaluated:
             ranker = _train_ranker(training_frames, data.pipeline, backtest)
@@ -362,10 +369,11 @@ def run_backtests(
             for ordering in orderings:
                 pipeline = data.pipeline.with_ordering(ordering, ranker)
                 lists = pipeline.rank(data.frame, data.behaviour, False, multipliers)
-                name = "ranker" if ordering == RANKER else ordering
-                table, per_user = _measure(name, lists, data, k)
+                table, per_user = _measure(pipeline.name, lists, data, k)
                 tables.append(table)
                 per_users.append(per_user)
+            if ranker is not None:
+                judged.append((data, ranker, multipliers))
             if no_text is not None:
                 _ablation(no_text, snapshot, data, ablation_frames, backtest, tables, per_users, k)
         elif no_text is not None:
@@ -380,9 +388,25 @@ def run_backtests(
                 k,
                 train_only=True,
             )
-        if not data.training_only:
+        if data.training_only:
+            training_frames.append(data.frame)
+        else:  # the cut is ranked again by the fused pipeline below: keep its frame whole
+            training_frames.append(_training_rows(_prefixed(data.frame, position), cut_budget))
+
+    # The fused rankers: with the strongest single source, then the champion's partner (a
+    # source configured no more cannot be one).
+    singles = set(_orderings(judged[0][0].pipeline)) if judged else set()
+    partners = [strongest_baseline(tables, k), parse_name(champion)[1] if champion else None]
+    for partner in dict.fromkeys(name for name in partners if name in singles):
+        for data, ranker, multipliers in judged:
+            pipeline = data.pipeline.with_ordering(RANKER, ranker, partner)
+            lists = pipeline.rank(data.frame, data.behaviour, False, multipliers)
+            table, per_user = _measure(pipeline.name, lists, data, k)
+            tables.append(table)
+            per_users.append(per_user)
+    for position, data in enumerate(prepared):
+        if not data.training_only:  # what the frame kept for the second pass is done with
             data.reduce_to_training_rows(position, cut_budget)
-        training_frames.append(data.frame)
 
     evaluated = [data for data in prepared if data.evaluated]
     if not (snapshot.interactions[WEIGHT] > 0).any():  # no filtered copy of every event
@@ -400,9 +424,10 @@ def run_backtests(
     summary = summarise(table, k)
     winner = _choose(summary, notes)
 
-    final = RankingPipeline(config, winner if winner != "ranker" else RANKER).fit_sources(snapshot)
+    ordering, fused_with = parse_name(winner)
+    final = RankingPipeline(config, ordering, fused_with).fit_sources(snapshot)
     importance = pd.Series(dtype=float)
-    if winner == "ranker":
+    if ordering == RANKER:
         ranker = _train_ranker(training_frames, final, backtest)
         final.ranker = ranker
         importance = ranker.importance()
@@ -445,6 +470,22 @@ def _ablation(
             tables.append(table)
             per_users.append(per_user)
     frames.append(_prefixed(frame, len(frames)))
+
+
+def strongest_baseline(tables: list[pd.DataFrame], k: int) -> str | None:
+    """The single-source pipeline with the best mean NDCG@k overall over the cuts (ties by
+    name), which the ranker is fused with (RankingPipeline.partner); None without one."""
+    if not tables:
+        return None
+    table = pd.concat(tables, ignore_index=True)
+    rows = table[(table["segment"] == OVERALL) & ~table["pipeline"].isin([RANKER, NO_TEXT])]
+    if rows.empty:
+        return None
+    means = rows.groupby("pipeline")[f"ndcg@{k}"].mean().round(NDCG_DECIMALS)
+    best = means.max()
+    if not np.isfinite(best):
+        return None
+    return str(sorted(means.index[means == best])[0])
 
 
 def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:

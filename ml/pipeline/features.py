@@ -39,6 +39,17 @@ USER_SHARE_SUFFIX = "_user_share"
 Columns = dict[str, np.ndarray]  # a candidate frame's columns, in the frame's order
 
 
+def ranks_within(values: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """Each row's rank (1 = highest value) among its user's rows (``users``: an integer a
+    user); equal values rank in row order."""
+    order = np.lexsort((np.arange(len(values)), -values, users))
+    starts = run_starts(users[order])
+    place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    ranks = np.empty(len(values))
+    ranks[order] = place + 1.0
+    return ranks
+
+
 def source_ranks(
     frame: Columns | pd.DataFrame, columns: tuple[str, ...], users: np.ndarray
 ) -> Columns:
@@ -50,11 +61,8 @@ def source_ranks(
             continue
         values = np.asarray(frame[column], dtype=float)
         scored = np.flatnonzero(values > 0)
-        order = scored[np.lexsort((scored, -values[scored], users[scored]))]
-        starts = run_starts(users[order])
-        place = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
         rank = np.full(len(values), np.nan)
-        rank[order] = place + 1.0
+        rank[scored] = ranks_within(values[scored], users[scored])
         ranks[f"{column}_rank"] = rank
     return ranks
 

@@ -5,7 +5,10 @@ A pipeline is fitted in two steps: its sources on a snapshot (cheap, and redone 
 snapshot moves: serving refits them on the newest marts), and, when it orders by the learned
 ranker, the ranker on labelled candidate frames from earlier cuts (see ml.pipeline.backtest).
 A pipeline may instead order by one source's score (`ordering="item_knn"`, say): that is how each
-baseline competes through exactly the same rules, slots and reasons as the ranker.
+baseline competes through exactly the same rules, slots and reasons as the ranker. A ranker may
+also be fused with one baseline (`partner`): its order and the baseline's are merged by weighted
+reciprocal rank, which keeps the learned order close to the strongest simple one when what the
+ranker learned from earlier cuts fits the newest behaviour less well (see `fused_scores`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from ml.pipeline.features import (
     feature_columns,
     item_features,
     popularity_shares,
+    ranks_within,
     source_ranks,
     trend_features,
     user_contexts,
@@ -71,6 +75,13 @@ from ml.rules import (
 logger = logging.getLogger("freshrank.pipeline")
 
 RANKER = "ranker"
+FUSED_WITH = "+"  # "ranker+popularity_last_10000": the ranker fused with that baseline
+# Reciprocal-rank fusion: a candidate scores 1 / (FUSION_K + its rank by the ranker) plus
+# PARTNER_WEIGHT / (FUSION_K + its rank by the partner). 60 is the constant of the original
+# method (Cormack et al., 2009); the ranker counts twice the partner (weights 0.25, 0.5 and 1
+# were measured on three builds of the sample; README, "Fusing the ranker with a baseline").
+FUSION_K = 60.0
+PARTNER_WEIGHT = 0.5
 DEFAULT_SOURCES = DEFAULT_CANDIDATE_SOURCES
 TIEBREAK = "popularity_all"
 LIST_COLUMNS = (USER_ID, RANK, ITEM_ID, SCORE, REASON)
@@ -134,9 +145,19 @@ def empty_lists() -> pd.DataFrame:
 class RankingPipeline:
     """Fitted sources (and optionally a ranker) that turn users' behaviour into top-k lists."""
 
-    def __init__(self, config: PipelineConfig | None = None, ordering: str = RANKER) -> None:
+    partner: str | None = None  # pipelines saved before fusion existed have none
+
+    def __init__(
+        self,
+        config: PipelineConfig | None = None,
+        ordering: str = RANKER,
+        partner: str | None = None,
+    ) -> None:
+        if partner is not None and ordering != RANKER:
+            raise ValueError(f"only the ranker is fused with a baseline, not {ordering!r}")
         self.config = config or PipelineConfig()
         self.ordering = ordering
+        self.partner = partner
         self.sources: dict[str, CandidateSource] = {}
         self.ranker: Ranker | None = None
         self.as_of: pd.Timestamp | None = None
@@ -189,7 +210,7 @@ class RankingPipeline:
         """
         if self._snapshot is not None and _same_state(self._snapshot, snapshot):
             return self  # nothing new since the sources were fitted (a publish right after a build)
-        other = RankingPipeline(self.config, self.ordering)
+        other = RankingPipeline(self.config, self.ordering, self.partner)
         other.ranker = self.ranker
         trained = {
             name: source.learn_catalog(snapshot)
@@ -199,9 +220,12 @@ class RankingPipeline:
         other.fit_sources(snapshot, keep=trained)
         return other
 
-    def with_ordering(self, ordering: str, ranker: Ranker | None = None) -> RankingPipeline:
-        """The same fitted sources, ordered by another column (or another ranker)."""
-        other = RankingPipeline(self.config, ordering)
+    def with_ordering(
+        self, ordering: str, ranker: Ranker | None = None, partner: str | None = None
+    ) -> RankingPipeline:
+        """The same fitted sources, ordered by another column (or another ranker, fused with
+        ``partner`` when given)."""
+        other = RankingPipeline(self.config, ordering, partner)
         other.sources, other._snapshot, other.as_of = self.sources, self._snapshot, self.as_of
         other._context_scores = self._context_scores
         other.ranker = ranker if ranker is not None else self.ranker
@@ -230,6 +254,11 @@ class RankingPipeline:
         if self.ordering != RANKER or ranker is None or not ranker.fitted:
             return False
         return ranker.compile(cache_dir)
+
+    @property
+    def name(self) -> str:
+        """What the backtests, MLflow and the serving label call this pipeline."""
+        return self.ordering if self.partner is None else f"{RANKER}{FUSED_WITH}{self.partner}"
 
     @property
     def snapshot(self) -> Snapshot:
@@ -352,12 +381,11 @@ class RankingPipeline:
             if self.ranker is None or not self.ranker.fitted:
                 raise RuntimeError("this pipeline orders by the ranker, which is not trained")
             raw = self.ranker.predict(frame)
+            if self.partner is not None:
+                users = pd.factorize(frame[USER_ID])[0]
+                raw = fused_scores(raw, _baseline_order(frame, self.partner), users)
         else:
-            if self.ordering not in frame:
-                raise ValueError(f"no score column {self.ordering!r} among the candidates")
-            tiebreak = baseline_tiebreak(frame)
-            raw = frame[self.ordering].to_numpy(dtype=float) * 2.0 + tiebreak * 1e-3
-            raw = np.where(frame[self.ordering].to_numpy() > 0, raw + 1.0, tiebreak * 1e-3)
+            raw = _baseline_order(frame, self.ordering)
         grouped = pd.Series(raw).groupby(frame[USER_ID].to_numpy())
         low, high = grouped.transform("min").to_numpy(), grouped.transform("max").to_numpy()
         span = np.where(high > low, high - low, 1.0)
@@ -575,6 +603,31 @@ class RankingPipeline:
     # --- training data ---------------------------------------------------------------------
     def training_columns(self, frame: pd.DataFrame) -> list[str]:
         return feature_columns(frame.drop(columns=["label"], errors="ignore"))
+
+
+def _baseline_order(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A single-source pipeline's raw order: the source's score, then baseline_tiebreak (every
+    scored candidate above every unscored one)."""
+    if column not in frame:
+        raise ValueError(f"no score column {column!r} among the candidates")
+    scores = frame[column].to_numpy(dtype=float)
+    tiebreak = baseline_tiebreak(frame) * 1e-3
+    return np.where(scores > 0, scores * 2.0 + tiebreak + 1.0, tiebreak)
+
+
+def fused_scores(ranker: np.ndarray, partner: np.ndarray, users: np.ndarray) -> np.ndarray:
+    """Weighted reciprocal-rank fusion of two orders of the same candidates, per user: what the
+    ranker puts first stays near the top unless the partner ranks it far down, and the other
+    way round. Ranks, not scores, are fused: the two scales have nothing in common."""
+    return 1.0 / (FUSION_K + ranks_within(ranker, users)) + PARTNER_WEIGHT / (
+        FUSION_K + ranks_within(partner, users)
+    )
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """(ordering, partner) of a pipeline name (`RankingPipeline.name`)."""
+    ordering, _, partner = name.partition(FUSED_WITH)
+    return ordering, (partner or None)
 
 
 def baseline_tiebreak(frame: pd.DataFrame) -> np.ndarray:

@@ -104,9 +104,14 @@ def recommender_challenger(
     snapshot = load_snapshot(settings)
     pipeline = compute.training(settings, pipeline_config(settings))
     backtest = backtest_config(settings, config)
+    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    champion_version = tracking.alias_version(client, tracking.CHAMPION)
+    champion_pipeline = (
+        tracking.version_pipeline(client, champion_version) if champion_version else None
+    )
     # Ray only when a model trains there (the sequential source); counting sources fit here.
     with compute.session(settings) if pipeline.sequential.train_workers else nullcontext():
-        result = run_backtests(snapshot, pipeline, backtest)
+        result = run_backtests(snapshot, pipeline, backtest, champion_pipeline)
     data = {
         "interactions": len(snapshot.interactions),
         "users": int(snapshot.interactions["user_id"].nunique()),
@@ -121,11 +126,6 @@ def recommender_challenger(
         data,
         settings.mlflow_tracking_uri,
         settings.mlflow_artifact_location,
-    )
-    client = tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
-    champion_version = tracking.alias_version(client, tracking.CHAMPION)
-    champion_pipeline = (
-        tracking.version_pipeline(client, champion_version) if champion_version else None
     )
     for note in result.notes:
         context.log.warning(note)

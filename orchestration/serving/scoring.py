@@ -218,7 +218,7 @@ def registered_pipeline(
     cache = settings.home / "cache" / "models"
     cache.mkdir(parents=True, exist_ok=True)
     pipeline = tracking.load_version(settings.mlflow_tracking_uri, version, cache)
-    label = f"{tracking.REGISTERED_MODEL}/{version}:{pipeline.ordering}"
+    label = f"{tracking.REGISTERED_MODEL}/{version}:{pipeline.name}"
     return pipeline.refreshed(snapshot), label
 
 

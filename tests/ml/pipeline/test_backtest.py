@@ -79,12 +79,33 @@ def test_every_pipeline_is_judged_at_every_evaluated_cut(backtest: BacktestResul
     assert len(backtest.cuts) == BACKTEST.cuts and not backtest.notes
     expected = {"popularity_all", "trending", "covisitation", "covisitation_last", "item_knn"}
     assert expected | {"ranker"} <= set(backtest.pipelines)
+    # The ranker is also judged fused with the strongest single source (the best mean overall;
+    # of equals, the name that sorts first).
+    singles = [name for name in backtest.pipelines if not name.startswith("ranker")]
+    strongest = min(singles, key=lambda name: (-round(backtest.mean_ndcg(name), 9), name))
+    assert strongest == "covisitation"  # the sessions' own order: every co-visitation ties
+    assert f"ranker+{strongest}" in backtest.pipelines
     cuts = {str(cut) for cut in backtest.cuts}
     overall = backtest.table[backtest.table["segment"] == OVERALL]
     for name in backtest.pipelines:
         assert set(overall.loc[overall["pipeline"] == name, "cut"]) == cuts, name
     assert (overall["users"] >= BACKTEST.min_users).all()
     assert overall[f"ndcg@{CONFIG.k}"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_a_fused_champions_design_is_judged_though_its_partner_is_no_longer_strongest(
+    sessions: Snapshot, backtest: BacktestResult
+) -> None:
+    assert "ranker+popularity_all" not in backtest.pipelines
+    again = run_backtests(sessions, CONFIG, BACKTEST, champion="ranker+popularity_all")
+    fused = [name for name in again.pipelines if name.startswith("ranker+")]
+    assert fused == ["ranker+covisitation", "ranker+popularity_all"]
+    # Popularity drags the ranker's near-perfect order of the sessions down.
+    assert again.mean_ndcg("ranker+popularity_all") < again.mean_ndcg("ranker+covisitation")
+    # A champion fused with a source this configuration lacks adds nothing.
+    other = run_backtests(sessions, CONFIG, BACKTEST, champion="ranker+text")
+    assert [name for name in other.pipelines if name.startswith("ranker+")] == fused[:1]
 
 
 @pytest.mark.slow
@@ -107,8 +128,9 @@ def test_the_winners_final_pipeline_is_fitted_on_everything(
 ) -> None:
     final = backtest.pipeline
     assert final.as_of == sessions.as_of
-    assert final.ordering == (RANKER if backtest.winner == "ranker" else backtest.winner)
-    if backtest.winner == "ranker":
+    assert final.name == backtest.winner
+    if backtest.winner.startswith("ranker"):
+        assert final.ordering == RANKER
         assert final.ranker is not None and final.ranker.fitted
     events = sessions.interactions
     # u00 (group 0) has seen its group's first three items: the next ones come first.
@@ -128,8 +150,10 @@ def test_an_evaluated_list_is_the_list_that_would_be_published(sessions: Snapsho
     )
     data = prepare_cut(sessions, cuts[1], ends[1], config, BACKTEST.reveal_fraction)
     assert data.frame[LABEL].sum() > 0 and len(data.task.users) >= 3
-    for ordering in (RANKER, "covisitation", "text", "popularity_all"):
-        pipeline = data.pipeline.with_ordering(ordering, ranker)
+    orderings = [(RANKER, None), (RANKER, "covisitation"), ("covisitation", None)]
+    orderings += [("text", None), ("popularity_all", None)]
+    for ordering, partner in orderings:
+        pipeline = data.pipeline.with_ordering(ordering, ranker, partner)
         evaluated = pipeline.rank(data.frame, data.behaviour)
         published = pipeline.recommend(data.behaviour)
         assert not evaluated.empty
