@@ -140,11 +140,7 @@ def report_run(job_name: str, settings: Settings, instance: DagsterInstance | No
         champion = metadata["recommender_champion"]
         click.echo(f"  champion: version {champion['version']} (replaced {champion['replaced']})")
     if "published_recommendations" in metadata:
-        published = metadata["published_recommendations"]
-        click.echo(
-            f"  published {published['rows_published']} rows for {published['users']} users "
-            f"to {published['serving_store']}"
-        )
+        click.echo("  " + published_line(metadata["published_recommendations"]))
     elif job_name in (PUBLISH_JOB, *REFRESH_JOBS) and (not result.success or errors):
         click.echo("  nothing published: the previous lists stay served")
     return (result.success or only_review_failed(result)) and not errors
@@ -178,3 +174,15 @@ def run_refresh(settings: Settings, job: str, instance: DagsterInstance | None =
         click.echo("nothing is built yet: this first refresh is the full build, then publishing")
         return build_and_publish(settings, instance)
     return report_run(job, settings, instance)
+
+
+def published_line(published: dict) -> str:
+    """What a publish did (published_recommendations' metadata): the rows it wrote, whose lists
+    they replaced, and how many users the store now serves (a refresh replaces a few users'
+    lists of many)."""
+    replaced = published.get("users_replaced", "all")
+    whose = "every user's lists" if replaced == "all" else f"the lists of {replaced} user(s)"
+    return (
+        f"published {published['rows_published']} rows ({whose}) to "
+        f"{published['serving_store']}; it serves {published['users']} users"
+    )

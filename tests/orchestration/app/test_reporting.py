@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dagster import DagsterInstance
 
-from orchestration.app.reporting import report_run
+from orchestration.app.reporting import published_line, report_run
 from orchestration.ingest.job import INGEST_JOB
 from orchestration.instance import open_instance
 from orchestration.jobs import FULL_BUILD_JOB
@@ -75,3 +75,12 @@ def test_check_reasons_come_from_the_checks_own_reasons_or_the_suites_failures()
     assert check_reasons(own) == "no events loaded yet"
     assert check_reasons(suite) == "expect_column_values_to_be_unique on item_id (2 unexpected)"
     assert check_reasons({"rows_validated": 3}) is None
+
+
+def test_a_publish_says_whose_lists_it_replaced_and_how_many_users_are_served() -> None:
+    refresh = {"users_replaced": 1, "rows_published": 10, "users": 418, "serving_store": "s"}
+    assert published_line(refresh) == (
+        "published 10 rows (the lists of 1 user(s)) to s; it serves 418 users"
+    )
+    full = {**refresh, "users_replaced": "all", "rows_published": 4180}
+    assert published_line(full).startswith("published 4180 rows (every user's lists) to s")
