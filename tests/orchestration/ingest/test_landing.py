@@ -822,6 +822,20 @@ def test_land_file_refuses_early(
     assert not settings.landing_dir.exists()
 
 
+def test_a_rejection_names_the_columns_the_contract_does_not_read(tmp_path: Path) -> None:
+    """MovieLens's own ratings file: the data is there under other names."""
+    text = "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n"
+    source = write(tmp_path / "ratings.csv", text)
+
+    with pytest.raises(FileRejected) as rejected:
+        read_landed_file(source, "events")
+
+    message = str(rejected.value)
+    assert "lacks required column(s): user_id, item_id, event_type" in message
+    assert "the file's columns the contract does not read: 'userId', 'movieId', 'rating'" in message
+    assert message.endswith("; rename 'userId' for user_id")
+
+
 def test_read_landed_file_rejects_with_file_rejected(tmp_path: Path) -> None:
     source = write(tmp_path / "items.csv", "title\nHeat\n")
 
