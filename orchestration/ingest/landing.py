@@ -59,6 +59,7 @@ from orchestration.ingest.sources import (
     open_frame,
     opened_source,
     readable_path,
+    unread_columns,
     unreadable,
     unsupported_extension,
 )
@@ -331,7 +332,7 @@ def _load_rows(
                 raise _AlreadyLoaded(earlier)
             counts = _write_rows(con, delivery, source, checked, rows_read)
             shown = _first_quarantined(con, delivery) if counts[2] else []
-            message = _loaded_message(counts, shown)
+            message = _loaded_message(counts, shown) + _absent_columns(delivery.kind, source, shown)
             _insert_ledger(con, delivery, LOADED, counts, message)
             con.commit()
         except BaseException:
@@ -455,6 +456,19 @@ def _loaded_message(counts: tuple[int, int, int], quarantined: list[tuple]) -> s
     )
     more = counts[2] - len(quarantined)
     return f"{message}: {shown}" + (f"; and {more} more in raw.quarantine" if more > 0 else "")
+
+
+def _absent_columns(kind: str, source: Source, quarantined: list[tuple]) -> str:
+    """When rows were quarantined for a contract column the file does not have (a 'rate' event
+    needs a value), say so and name the columns the contract does not read: the value is
+    often there under another name (``rating``)."""
+    present = {column.lower() for column in source.columns}
+    absent = sorted({column for _, column, _ in quarantined if column and column not in present})
+    if not absent:
+        return ""
+    return f"; the file has no {', '.join(absent)} column" + unread_columns(
+        kind, list(source.columns), absent
+    )
 
 
 def _finish_duplicate(

@@ -156,14 +156,14 @@ def _open_source(con: duckdb.DuckDBPyConnection, path: Path, kind: str, name: st
             f"{kind} file '{name}' lacks required column(s): {', '.join(missing)}; "
             f"every {kind} file needs {', '.join(REQUIRED_COLUMNS[kind])} "
             f"(optional: {', '.join(OPTIONAL_COLUMNS[kind])})"
-            + _unread_columns(kind, list(source.columns), missing)
+            + unread_columns(kind, list(source.columns), missing)
         )
     return source
 
 
-def _unread_columns(kind: str, columns: list[str], missing: list[str]) -> str:
-    """The part of a rejection that names the file's columns the contract does not read, and
-    which of them looks like a missing one spelt another way (``userId`` for user_id): a
+def unread_columns(kind: str, columns: list[str], missing: list[str]) -> str:
+    """The part of a message that names the file's columns the contract does not read, and
+    which of them looks like a ``missing`` one spelt another way (``userId`` for user_id): a
     delivery from another system usually has the data under its own names."""
     contract = {*REQUIRED_COLUMNS[kind], *OPTIONAL_COLUMNS[kind]}
     unread = [column for column in columns if column.lower() not in contract]

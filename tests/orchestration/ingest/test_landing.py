@@ -836,6 +836,25 @@ def test_a_rejection_names_the_columns_the_contract_does_not_read(tmp_path: Path
     assert message.endswith("; rename 'userId' for user_id")
 
 
+def test_rows_quarantined_for_a_column_the_file_lacks_say_what_it_has(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Ratings under the name 'weight': every rate event lacks its value, and the message
+    says the file has no value column but has a weight column."""
+    text = "user_id,item_id,event_type,timestamp,weight\nu1,i1,rate,2024-05-01T10:00:00Z,4\n"
+    (result,) = deliver(settings, "events", write(tmp_path / "w.csv", text))
+
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (1, 0, 1)
+    assert "row 1, column value: a 'rate' event needs a numeric value" in result.message
+    assert result.message.endswith(
+        "; the file has no value column; the file's columns the contract does not read: 'weight'"
+    )
+    # A bad value in a value column the file has: no such note.
+    text = "user_id,item_id,event_type,timestamp,value\nu1,i1,rate,2024-05-01T10:00:00Z,x\n"
+    (result,) = deliver(settings, "events", write(tmp_path / "v.csv", text))
+    assert result.rows_quarantined == 1 and "the file has no" not in result.message
+
+
 def test_read_landed_file_rejects_with_file_rejected(tmp_path: Path) -> None:
     source = write(tmp_path / "items.csv", "title\nHeat\n")
 
