@@ -56,9 +56,11 @@ def by_cut(table: pd.DataFrame, pipeline: str, segment: str, k: int = 10) -> pd.
 
 
 def champion(table: pd.DataFrame) -> str:
-    """The build's winner: the best mean overall (ties to the name that sorts first)."""
-    names = [name for name in table["pipeline"].unique() if name != NO_TEXT]
-    return min(names, key=lambda name: (-round(by_cut(table, name, "overall").mean(), 9), name))
+    """The build's winner, chosen as the build chose it: first in the backtests' summary
+    (the best mean overall, ties by name), an ablation never."""
+    from ml.pipeline.backtest import summarise
+
+    return str(summarise(table, 10).drop(index=[NO_TEXT], errors="ignore").index[0])
 
 
 def comparison(share: float, table: pd.DataFrame, segment: str) -> list[list[str]]:

@@ -473,19 +473,17 @@ def _ablation(
 
 
 def strongest_baseline(tables: list[pd.DataFrame], k: int) -> str | None:
-    """The single-source pipeline with the best mean NDCG@k overall over the cuts (ties by
-    name), which the ranker is fused with (RankingPipeline.partner); None without one."""
+    """The single-source pipeline that ranks first in `summarise` (the best mean NDCG@k
+    overall, ties by name), which the ranker is fused with (RankingPipeline.partner); None
+    without one."""
     if not tables:
         return None
-    table = pd.concat(tables, ignore_index=True)
-    rows = table[(table["segment"] == OVERALL) & ~table["pipeline"].isin([RANKER, NO_TEXT])]
-    if rows.empty:
+    summary = summarise(pd.concat(tables, ignore_index=True), k)
+    singles = summary.drop(index=[RANKER, NO_TEXT], errors="ignore")
+    mean = f"mean {OVERALL}"
+    if singles.empty or not np.isfinite(singles[mean].iloc[0]):
         return None
-    means = rows.groupby("pipeline")[f"ndcg@{k}"].mean().round(NDCG_DECIMALS)
-    best = means.max()
-    if not np.isfinite(best):
-        return None
-    return str(sorted(means.index[means == best])[0])
+    return str(singles.index[0])
 
 
 def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
