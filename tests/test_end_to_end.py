@@ -477,14 +477,33 @@ def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refres
     world: dict,
 ) -> None:
     """`available: false` in a catalog delivery is a withdrawal: the refresh rescores the users
-    whose lists hold the item, though none of them did anything (it rescored no one before)."""
+    whose lists hold the item, though none of them did anything (it rescored no one before),
+    and takes it out of the other users' candidate pools (request-time personalisation)."""
     from orchestration.app.watch import refresh_job_for
     from orchestration.jobs import REFRESH_JOB
+    from orchestration.serving.pools import unpack_pool
+
+    def pool_holders(store: ServingStore, item: str) -> set[str]:
+        pools = store.served_table("candidate_pools")
+        return {
+            user
+            for user, pool in zip(pools["user_id"], pools["pool"], strict=True)
+            if item in {row["item_id"] for row in unpack_pool(pool)}
+        }
 
     settings = world["settings"]
-    before = ServingStore(settings.serving_url).all_lists()
-    withdrawn = before["item_id"].value_counts().index[0]
+    store = ServingStore(settings.serving_url)
+    before = store.all_lists()
+    # A listed item that also waits in pools of users who do not list it: both paths are tried.
+    listed = before["item_id"].value_counts().index[:20]
+    withdrawn = max(
+        listed,
+        key=lambda item: len(
+            pool_holders(store, item) - set(before.loc[before["item_id"] == item, "user_id"])
+        ),
+    )
     listing = set(before.loc[before["item_id"] == withdrawn, "user_id"])
+    assert listing and pool_holders(store, withdrawn) - listing
     catalog = world["catalog"]
     row = catalog[catalog["item_id"] == withdrawn].assign(available=False)
     path = world["inputs"] / "withdrawn.csv"
@@ -500,6 +519,7 @@ def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refres
     related = store.served_table("related_items")
     assert withdrawn not in set(after["item_id"])
     assert withdrawn not in set(related["related_item_id"])  # nor in GET /items/{id}/similar
+    assert pool_holders(store, withdrawn) == set()
     assert (after[after["user_id"].isin(listing)].groupby("user_id").size() == K).all()
     others = sorted(set(before["user_id"]) - listing)
     pd.testing.assert_frame_equal(

@@ -48,7 +48,14 @@ from ml.constants import (
     USER_ID,
     VALUE,
 )
-from orchestration.serving.pools import POOL, POOL_COLUMNS, pack_pools, unpack_pool
+from orchestration.serving.pools import (
+    POOL,
+    POOL_COLUMNS,
+    pack_pools,
+    packed_item,
+    unpack_pool,
+    without_items,
+)
 from orchestration.serving.versions import (
     DEFAULT_CHUNK_ROWS,
     VERSION,
@@ -79,6 +86,8 @@ RECEIVED_AT = "received_at"
 SOURCE_FILE = "source_file"
 LOADED_AT = "loaded_at"
 RECENT_EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, OCCURRED_AT, RECEIVED_AT, SOURCE_FILE)
+_PATTERNS_PER_STATEMENT = 50  # LIKE patterns OR-ed in one statement
+_LIKE_ESCAPE = "!"  # not a backslash: PostgreSQL and SQLite read that one differently
 _IDS_PER_STATEMENT = 500  # ids in one statement's IN list (deletes, look-ups)
 
 _metadata = sa.MetaData()
@@ -280,8 +289,9 @@ class ServingStore:
         replaces every item title (None keeps them). With ``events_loaded_through``, the
         replaced users' recent events that ingestion loaded at or before it are deleted: the
         new lists already reflect them. ``withdrawn`` items (taken out of the catalog since
-        the related items were computed) leave every item's related items in the same
-        transaction, when ``related`` does not replace them all.
+        the related items and pools were computed) leave every user's candidate pool, and
+        every item's related items when ``related`` does not replace them all, in the same
+        transaction: request-time personalisation reads both, and must not serve them.
         """
         # Every frame is checked before anything is written: a refused publish writes nothing.
         _require_columns(lists, SERVING_COLUMNS, "lists")
@@ -375,8 +385,10 @@ class ServingStore:
             ):
                 if frame is not None:
                     _replace(connection, table, _to_columns(frame, columns), versions[table.name])
+            gone = sorted(map(str, withdrawn))
             if related is None:
-                _delete_related_to(connection, sorted(map(str, withdrawn)), versions)
+                _delete_related_to(connection, gone, versions)
+            _delete_from_pools(connection, gone, versions)
             _replace_trending(connection, trending, context_trending)
             stamps = pd.to_datetime(lists[GENERATED_AT], utc=True)
             _adjust_summary(
@@ -737,6 +749,42 @@ def _delete_related_to(
                 table.c[RELATED_ITEM_ID].in_(items[start : start + _IDS_PER_STATEMENT]),
             )
         )
+
+
+def _delete_from_pools(
+    connection: sa.Connection, items: list[str], versions: dict[str, int]
+) -> None:
+    """Take ``items`` out of every served candidate pool. The pools that may hold one are found
+    by their packed text (a scan, as only a catalog withdrawal asks for it); each is rewritten
+    without them, the rest in its order."""
+    table = candidates_table
+    served_pools = table.c[VERSION] == versions[table.name]
+    for start in range(0, len(items), _PATTERNS_PER_STATEMENT):
+        chunk = items[start : start + _PATTERNS_PER_STATEMENT]
+        holds_one = sa.or_(
+            *(
+                table.c[POOL].like(f"%{_like_literal(packed_item(item))}%", _LIKE_ESCAPE)
+                for item in chunk
+            )
+        )
+        found = connection.execute(
+            sa.select(table.c[USER_ID], table.c[POOL]).where(served_pools, holds_one)
+        ).all()
+        for user, text in found:
+            kept = without_items(text, set(chunk))
+            if kept != text:  # SQLite's LIKE ignores case: a match may hold none of them
+                connection.execute(
+                    table.update()
+                    .where(served_pools, table.c[USER_ID] == user)
+                    .values({POOL: kept})
+                )
+
+
+def _like_literal(text: str) -> str:
+    """``text`` matched literally by a LIKE pattern escaped with _LIKE_ESCAPE."""
+    for special in (_LIKE_ESCAPE, "%", "_"):
+        text = text.replace(special, _LIKE_ESCAPE + special)
+    return text
 
 
 def _count_lists(

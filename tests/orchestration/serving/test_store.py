@@ -435,6 +435,43 @@ def test_a_refresh_takes_withdrawn_items_out_of_every_items_related_items(
     store.dispose()
 
 
+def test_a_refresh_takes_withdrawn_items_out_of_every_users_candidate_pool(
+    serving_url: str,
+) -> None:
+    # Ids LIKE would read as patterns or that JSON escapes, and one that differs only in case.
+    items = ["50%_off", 'say "hi"', "naïve", "ABC", "abc", "plain"]
+    pools = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 6 + ["u2"] * 2 + ["u3"],
+            "rank": [*range(1, 7), 1, 2, 1],
+            "item_id": [*items, "plain", "ABC", "kept"],
+            "score": 1.0,
+            "reason": "trending now",
+            "model_version": "v1",
+            "generated_at": datetime(2026, 1, 1),
+        }
+    )
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1", "u2", "u3", "u4"], 1, "v1"), candidates=pools)
+    withdrawn = ["50%_off", 'say "hi"', "naïve", "abc", "plain", "nowhere"]
+    store.publish(
+        make_lists(["u4"], 1, "v2"),
+        users=["u4"],
+        candidates=pools.iloc[:1].assign(user_id="u4"),  # staged before the withdrawal
+        withdrawn=withdrawn,
+    )
+
+    def pool(user: str) -> list[str]:
+        return [row["item_id"] for row in store.personalisation_inputs(user, [], 1)[0]]
+
+    assert pool("u1") == ["ABC"]
+    assert pool("u2") == ["ABC"]
+    assert pool("u3") == ["kept"]
+    assert pool("u4") == []
+    assert store.recommendations("u1")["model_version"].tolist() == ["v1"]  # lists untouched
+    store.dispose()
+
+
 def test_related_items_without_a_column_are_refused(serving_url: str) -> None:
     store = ServingStore(serving_url)
     store.publish(make_lists(["u1"], 1, "v1"), related=make_related(["i1"], 1, "v1"))
