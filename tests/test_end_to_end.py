@@ -481,14 +481,14 @@ def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refres
     and takes it out of the other users' candidate pools (request-time personalisation)."""
     from orchestration.app.watch import refresh_job_for
     from orchestration.jobs import REFRESH_JOB
-    from orchestration.serving.pools import unpack_pool
 
     def pool_holders(store: ServingStore, item: str) -> set[str]:
-        pools = store.served_table("candidate_pools")
+        """The users whose candidate pool, as request time reads it, holds ``item``."""
+        users = store.served_table("candidate_pools")["user_id"]
         return {
             user
-            for user, pool in zip(pools["user_id"], pools["pool"], strict=True)
-            if item in {row["item_id"] for row in unpack_pool(pool)}
+            for user in users
+            if item in {row["item_id"] for row in store.personalisation_inputs(user, [], 1)[0]}
         }
 
     settings = world["settings"]

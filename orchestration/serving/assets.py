@@ -5,7 +5,7 @@ reads yet; the publish, which runs only once the lists pass their checks, switch
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 from dagster import (
@@ -55,6 +55,7 @@ def stage_lists(
     through: object,
     serving_version: int | None = None,
     withdrawn: Sequence[str] = (),
+    catalog_through: object = None,
 ) -> None:
     """Keep lists in the warehouse until their checks pass and they are published.
 
@@ -63,8 +64,9 @@ def stage_lists(
     ``serving_version`` is the serving version the scoring wrote the lists into (None: none);
     what it holds beside the lists (candidates, related items, titles) is not staged again.
     ``withdrawn``: items withdrawn since the last publish, which the publish takes out of the
-    served related items. Lists a full scoring spooled to files are read from them, and the
-    files go.
+    served related items and pools. ``through`` and ``catalog_through``: the newest interaction
+    and catalog load times the lists cover (the publish's watermarks). Lists a full scoring
+    spooled to files are read from them, and the files go.
     """
     scope_frame = pd.DataFrame({USER_ID: pd.Series(scope or [], dtype=str)})
     in_version = serving_version is not None
@@ -111,8 +113,9 @@ def stage_lists(
         connection.execute(
             f"create or replace table {SCOPE_FLAG_TABLE} as "
             f"select {scope is None} as everyone, ?::timestamp as through, "
-            "?::integer as serving_version, ?::varchar as champion",
-            [through, serving_version, scored.champion],
+            "?::integer as serving_version, ?::varchar as champion, "
+            "?::timestamp as catalog_through",
+            [through, serving_version, scored.champion, catalog_through],
         )
     if spool is not None:
         spool.remove()
@@ -133,15 +136,18 @@ class StagedLists:
     through: object  # the newest load time the lists cover
     serving_version: int | None  # the serving version holding the lists; None: publish them
     champion: str | None  # the registered version that ranked them; None: none (popularity)
-    withdrawn: list[str]  # items to take out of the served related items
+    withdrawn: list[str]  # items to take out of the served related items and pools
+    catalog_through: object = None  # the newest catalog load time the lists cover
 
 
 def staged_lists(settings: Settings) -> StagedLists:
     """The staged lists and what travels with them, read in one connection."""
     with open_warehouse(settings.warehouse_path, read_only=True) as connection:
-        everyone, through, serving_version, champion = connection.execute(
-            f"select everyone, through, serving_version, champion from {SCOPE_FLAG_TABLE}"
-        ).fetchall()[0]
+        cursor = connection.execute(f"select * from {SCOPE_FLAG_TABLE}")
+        names = [column[0] for column in cursor.description]
+        flags = dict(zip(names, cursor.fetchall()[0], strict=True))
+        everyone, through = flags["everyone"], flags["through"]
+        serving_version, champion = flags["serving_version"], flags["champion"]
         scope = connection.sql(f"select {USER_ID} from {SCOPE_TABLE}").df()[USER_ID].tolist()
 
         def optional(name: str) -> pd.DataFrame | None:
@@ -170,60 +176,82 @@ def staged_lists(settings: Settings) -> StagedLists:
             serving_version=serving_version,
             champion=champion,
             withdrawn=[] if withdrawn is None else withdrawn[ITEM_ID].tolist(),
+            catalog_through=flags.get("catalog_through"),  # staged before it: none
         )
 
 
-def affected_users(settings: Settings) -> tuple[list[str], object, list[str]]:
-    """Users with interactions loaded since the last publish, and the newest load time; with
-    them, the users whose served lists hold an item withdrawn since (available false in a
-    catalog row loaded after the last publish): a refresh takes it out of their lists. Last,
-    those withdrawn items."""
-    users, newest, withdrawn = _changes_since_publish(settings)
-    if withdrawn:
-        store = ServingStore(settings.serving_url)
-        try:
-            listing = store.users_listing(withdrawn)
-        finally:
-            store.dispose()
-        users = sorted(set(users) | set(listing))
-    return users, newest, withdrawn
+@dataclass(frozen=True)
+class Changes:
+    """What arrived since the last publish, read before the lists are ranked."""
+
+    users: list[str]  # users with new interactions, and those whose lists hold a withdrawn item
+    through: object  # the newest interaction load time: the lists cover what loaded by then
+    catalog_through: object  # the newest catalog row load time: the catalog they are ranked on
+    withdrawn: list[str]  # items made unavailable by catalog rows the last publish had not read
 
 
-def _changes_since_publish(settings: Settings) -> tuple[list[str], object, list[str]]:
-    """(users with interactions loaded since the last publish, the newest load time, items
-    withdrawn since)."""
+def affected_users(settings: Settings) -> Changes:
+    """The users with interactions loaded since the last publish and the users whose served
+    lists hold an item withdrawn since (available false in a catalog row loaded after the
+    catalog the last publish was ranked on): a refresh takes it out of their lists."""
+    changes = _changes_since_publish(settings)
+    if not changes.withdrawn:
+        return changes
+    store = ServingStore(settings.serving_url)
+    try:
+        listing = store.users_listing(changes.withdrawn)
+    finally:
+        store.dispose()
+    return replace(changes, users=sorted(set(changes.users) | set(listing)))
+
+
+def _changes_since_publish(settings: Settings) -> Changes:
     with open_warehouse(settings.warehouse_path) as connection:
-        connection.execute("create schema if not exists ml")
-        connection.execute(
-            f"create table if not exists {WATERMARK_TABLE} (published_through timestamp)"
-        )
-        watermark = connection.execute(
-            f"select max(published_through) from {WATERMARK_TABLE}"
-        ).fetchall()[0][0]
+        events_mark, catalog_mark = _watermarks(connection)
         users = connection.execute(
             "select distinct user_id from marts.interactions "
             "where ? is null or loaded_at > ? order by user_id",
-            [watermark, watermark],
+            [events_mark, events_mark],
         ).df()
         (newest,) = connection.execute("select max(loaded_at) from marts.interactions").fetchall()[
             0
         ]
+        (catalog_newest,) = connection.execute("select max(loaded_at) from raw.items").fetchall()[0]
+        # A watermark kept before the catalog's: the events' (items loaded with the events a
+        # publish covered, and unavailable from the start, come out as withdrawn once).
+        since = catalog_mark if catalog_mark is not None else events_mark
         withdrawn = connection.execute(
             "select item_id from marts.items where not available and item_id in "
             "(select item_id from raw.items where ? is not null and loaded_at > ?) "
             "order by item_id",
-            [watermark, watermark],
+            [since, since],
         ).fetchall()
-    return users[USER_ID].tolist(), newest, [item for (item,) in withdrawn]
+    return Changes(users[USER_ID].tolist(), newest, catalog_newest, [item for (item,) in withdrawn])
 
 
-def _advance_watermark(settings: Settings, through: object) -> None:
+def _watermarks(connection) -> tuple[object, object]:
+    """(the newest interaction load time, the newest catalog load time) the last publish
+    covered; (None, None) before the first. The catalog's was added later: None there."""
+    connection.execute("create schema if not exists ml")
+    connection.execute(
+        f"create table if not exists {WATERMARK_TABLE} (published_through timestamp)"
+    )
+    connection.execute(
+        f"alter table {WATERMARK_TABLE} add column if not exists catalog_through timestamp"
+    )
+    return connection.execute(
+        f"select max(published_through), max(catalog_through) from {WATERMARK_TABLE}"
+    ).fetchall()[0]
+
+
+def _advance_watermark(settings: Settings, through: object, catalog_through: object) -> None:
     with open_warehouse(settings.warehouse_path) as connection:
-        connection.execute(
-            f"create table if not exists {WATERMARK_TABLE} (published_through timestamp)"
-        )
+        _watermarks(connection)
         connection.execute(f"delete from {WATERMARK_TABLE}")
-        connection.execute(f"insert into {WATERMARK_TABLE} values (?)", [through])
+        connection.execute(
+            f"insert into {WATERMARK_TABLE} (published_through, catalog_through) values (?, ?)",
+            [through, catalog_through],
+        )
 
 
 def score_everyone(settings: Settings, compute: ComputeResource) -> tuple[ScoredLists, int]:
@@ -280,14 +308,22 @@ def recommendation_lists(
     before they are published."""
     if config.scope not in ("everyone", "affected"):
         raise ValueError(f"scope must be 'everyone' or 'affected', not {config.scope!r}")
-    affected, through, withdrawn = affected_users(settings)
-    scope = None if config.scope == "everyone" else affected
+    changes = affected_users(settings)
+    scope = None if config.scope == "everyone" else changes.users
     if scope is None:
         scored, serving_version = score_everyone(settings, compute)
     else:
         scored, serving_version = score_users(settings, scope, compute), None
     preview = lists_preview(scored.lists_head(PREVIEW_USERS), settings)  # before the spool goes
-    stage_lists(settings, scored, scope, through, serving_version, withdrawn)
+    stage_lists(
+        settings,
+        scored,
+        scope,
+        changes.through,
+        serving_version,
+        changes.withdrawn,
+        changes.catalog_through,
+    )
     rescored = "every user" if scope is None else f"{len(scope)} affected user(s)"
     context.log.info(f"ranked {rescored} with {scored.model_version}")
     return MaterializeResult(
@@ -338,7 +374,7 @@ def publish_staged(settings: Settings) -> dict[str, object]:
         summary = store.summary()
     finally:
         store.dispose()
-    _advance_watermark(settings, staged.through)
+    _advance_watermark(settings, staged.through, staged.catalog_through)
     if staged.scope is None:  # every list now comes from this champion (the sensor reads it)
         remember_served_champion(settings, staged.champion)
     return {

@@ -13,7 +13,6 @@ packed text travels back to the process that writes the store.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,26 +41,10 @@ def pack_pools(candidates: pd.DataFrame) -> pd.DataFrame:
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     ends = np.r_[starts[1:], len(users)]
     pools = [
-        _packed(items[start:end], scores[start:end], reasons[start:end])
+        json.dumps([items[start:end], scores[start:end], reasons[start:end]])
         for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
     ]
     return pd.DataFrame({USER_ID: users[starts], POOL: pools})
-
-
-def packed_item(item_id: str) -> str:
-    """How an item id is written inside a packed pool (to find the pools that hold it)."""
-    return json.dumps(str(item_id))
-
-
-def without_items(text: str, item_ids: Collection[str]) -> str:
-    """A packed pool with ``item_ids`` taken out, the rest in the same order."""
-    items, scores, reasons = json.loads(text)
-    kept = [place for place, item in enumerate(items) if item not in item_ids]
-    return _packed([items[p] for p in kept], [scores[p] for p in kept], [reasons[p] for p in kept])
-
-
-def _packed(items: list[str], scores: list[float], reasons: list[str]) -> str:
-    return json.dumps([items, scores, reasons])
 
 
 def unpack_pool(text: str | None) -> list[dict[str, Any]]:

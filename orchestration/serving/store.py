@@ -6,8 +6,10 @@ context field (e.g. per hour), served first when the request's context has one;
 ``related_items`` holds each item's related items (co-visited, then text neighbours). What
 request-time personalisation reads sits beside them: ``candidate_pools`` (each user's
 best-scored candidates, more than the list holds, packed in one row; see
-orchestration.serving.pools), ``item_titles`` (for reasons that name an item) and
-``recent_events`` (events received since they were last published; see append_recent_events).
+orchestration.serving.pools), ``withdrawn_items`` (items taken out of the catalog since the
+pools were ranked, left out of them as they are read), ``item_titles`` (for reasons that name
+an item) and ``recent_events`` (events received since they were last published; see
+append_recent_events).
 SQLite in WAL mode by default, any SQLAlchemy URL (PostgreSQL in production). Times are stored
 as naive UTC.
 
@@ -48,14 +50,7 @@ from ml.constants import (
     USER_ID,
     VALUE,
 )
-from orchestration.serving.pools import (
-    POOL,
-    POOL_COLUMNS,
-    pack_pools,
-    packed_item,
-    unpack_pool,
-    without_items,
-)
+from orchestration.serving.pools import POOL, POOL_COLUMNS, pack_pools, unpack_pool
 from orchestration.serving.versions import (
     DEFAULT_CHUNK_ROWS,
     VERSION,
@@ -79,6 +74,7 @@ RELATED_TABLE_NAME = "related_items"
 RELATED_ITEM_ID = "related_item_id"  # as ml.pipeline.pipeline names it (not imported: it is heavy)
 RELATED_COLUMNS = (ITEM_ID, RANK, RELATED_ITEM_ID, SCORE, REASON, MODEL_VERSION, GENERATED_AT)
 CANDIDATES_TABLE_NAME = "candidate_pools"
+WITHDRAWN_TABLE_NAME = "withdrawn_items"
 TITLES_TABLE_NAME = "item_titles"
 TITLE_COLUMNS = (ITEM_ID, TITLE)
 RECENT_EVENTS_TABLE_NAME = "recent_events"
@@ -86,8 +82,6 @@ RECEIVED_AT = "received_at"
 SOURCE_FILE = "source_file"
 LOADED_AT = "loaded_at"
 RECENT_EVENT_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, VALUE, OCCURRED_AT, RECEIVED_AT, SOURCE_FILE)
-_PATTERNS_PER_STATEMENT = 50  # LIKE patterns OR-ed in one statement
-_LIKE_ESCAPE = "!"  # not a backslash: PostgreSQL and SQLite read that one differently
 _IDS_PER_STATEMENT = 500  # ids in one statement's IN list (deletes, look-ups)
 
 _metadata = sa.MetaData()
@@ -176,6 +170,15 @@ summary_table = sa.Table(
 # Written as versions by a full publish (the per-user tables always, the per-item ones when given).
 _PER_USER_TABLES = (recommendations_table, candidates_table)
 _VERSIONED_TABLES = (*_PER_USER_TABLES, related_table, titles_table)
+# Items withdrawn from the catalog after the served candidate pools were ranked: request-time
+# personalisation leaves them out of a pool. Kept beside the pools rather than rewriting every
+# pool that holds one (a popular item sits in most of them: seconds per ten thousand users);
+# emptied by a full publish, whose pools were ranked without them.
+withdrawn_table = sa.Table(
+    WITHDRAWN_TABLE_NAME,
+    _metadata,
+    sa.Column(ITEM_ID, sa.String(MAX_ID_LENGTH), primary_key=True),
+)
 # Appended by POST /events and by ingestion, read per user, trimmed by every publish.
 recent_events_table = sa.Table(
     RECENT_EVENTS_TABLE_NAME,
@@ -227,6 +230,7 @@ _RELATED_OF_ITEMS_QUERY = (
 _TITLES_QUERY = sa.select(titles_table.c[ITEM_ID], titles_table.c[TITLE]).where(
     served(titles_table), titles_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True))
 )
+_WITHDRAWN_QUERY = sa.select(withdrawn_table.c[ITEM_ID])
 _RECENT_EVENTS_QUERY = (
     sa.select(*(recent_events_table.c[column] for column in RECENT_EVENT_COLUMNS))
     .where(recent_events_table.c[USER_ID] == sa.bindparam(USER_ID))
@@ -289,9 +293,10 @@ class ServingStore:
         replaces every item title (None keeps them). With ``events_loaded_through``, the
         replaced users' recent events that ingestion loaded at or before it are deleted: the
         new lists already reflect them. ``withdrawn`` items (taken out of the catalog since
-        the related items and pools were computed) leave every user's candidate pool, and
-        every item's related items when ``related`` does not replace them all, in the same
-        transaction: request-time personalisation reads both, and must not serve them.
+        the related items and pools were ranked) leave every item's related items, when
+        ``related`` does not replace them all, and every user's candidate pool as request time
+        reads it, in the same transaction: personalisation reads both and must not serve them.
+        A full publish ranked every pool anew, so it forgets them.
         """
         # Every frame is checked before anything is written: a refused publish writes nothing.
         _require_columns(lists, SERVING_COLUMNS, "lists")
@@ -385,10 +390,10 @@ class ServingStore:
             ):
                 if frame is not None:
                     _replace(connection, table, _to_columns(frame, columns), versions[table.name])
-            gone = sorted(map(str, withdrawn))
+            gone = sorted(set(map(str, withdrawn)))
             if related is None:
                 _delete_related_to(connection, gone, versions)
-            _delete_from_pools(connection, gone, versions)
+            _add_withdrawn(connection, gone)
             _replace_trending(connection, trending, context_trending)
             stamps = pd.to_datetime(lists[GENERATED_AT], utc=True)
             _adjust_summary(
@@ -489,16 +494,21 @@ class ServingStore:
     def personalisation_inputs(
         self, user_id: str, item_ids: list[str], related_per_item: int
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, str]]:
-        """(the user's candidates: item_id, score, reason; the related items of ``item_ids``:
-        item_id, related_item_id, score; their titles), read in one connection: what
-        re-ranking a user's list for their recent events needs."""
+        """(the user's candidates: item_id, score, reason, less any item withdrawn since they
+        were ranked; the related items of ``item_ids``: item_id, related_item_id, score; their
+        titles), read in one connection: what re-ranking a user's list for their recent events
+        needs."""
         wanted = sorted(set(map(str, item_ids)))
-        pools, related_rows, titles = self._reads(
+        pools, withdrawn, related_rows, titles = self._reads(
             (_CANDIDATE_POOL_QUERY, {USER_ID: str(user_id)}),
+            (_WITHDRAWN_QUERY, {}),
             (_RELATED_OF_ITEMS_QUERY, {"items": wanted, "per_item": related_per_item}),
             (_TITLES_QUERY, {"items": wanted}),
         )
         pool = unpack_pool(pools[0][POOL]) if pools else []
+        if withdrawn:
+            gone = {row[ITEM_ID] for row in withdrawn}
+            pool = [row for row in pool if row[ITEM_ID] not in gone]
         return pool, related_rows, {row[ITEM_ID]: row[TITLE] for row in titles}
 
     def _rows(self, query: sa.Select, values: dict[str, object]) -> list[dict[str, Any]]:
@@ -691,6 +701,7 @@ class ServingVersion:
             self._version.switch(connection)
             _replace_trending(connection, trending, context_trending)
             _delete_reflected_events(connection, events_loaded_through)
+            connection.execute(withdrawn_table.delete())  # every pool was ranked without them
             # This version's figures replace the older ones' with the switch itself.
             connection.execute(summary_table.delete().where(summary_table.c[VERSION] <= number))
             _insert_summary(connection, number, *figures)
@@ -751,40 +762,19 @@ def _delete_related_to(
         )
 
 
-def _delete_from_pools(
-    connection: sa.Connection, items: list[str], versions: dict[str, int]
-) -> None:
-    """Take ``items`` out of every served candidate pool. The pools that may hold one are found
-    by their packed text (a scan, as only a catalog withdrawal asks for it); each is rewritten
-    without them, the rest in its order."""
-    table = candidates_table
-    served_pools = table.c[VERSION] == versions[table.name]
-    for start in range(0, len(items), _PATTERNS_PER_STATEMENT):
-        chunk = items[start : start + _PATTERNS_PER_STATEMENT]
-        holds_one = sa.or_(
-            *(
-                table.c[POOL].like(f"%{_like_literal(packed_item(item))}%", _LIKE_ESCAPE)
-                for item in chunk
-            )
+def _add_withdrawn(connection: sa.Connection, items: list[str]) -> None:
+    """Record ``items`` as withdrawn since the served pools were ranked (once each)."""
+    table = withdrawn_table
+    for start in range(0, len(items), _IDS_PER_STATEMENT):
+        chunk = items[start : start + _IDS_PER_STATEMENT]
+        known = set(
+            connection.execute(
+                sa.select(table.c[ITEM_ID]).where(table.c[ITEM_ID].in_(chunk))
+            ).scalars()
         )
-        found = connection.execute(
-            sa.select(table.c[USER_ID], table.c[POOL]).where(served_pools, holds_one)
-        ).all()
-        for user, text in found:
-            kept = without_items(text, set(chunk))
-            if kept != text:  # SQLite's LIKE ignores case: a match may hold none of them
-                connection.execute(
-                    table.update()
-                    .where(served_pools, table.c[USER_ID] == user)
-                    .values({POOL: kept})
-                )
-
-
-def _like_literal(text: str) -> str:
-    """``text`` matched literally by a LIKE pattern escaped with _LIKE_ESCAPE."""
-    for special in (_LIKE_ESCAPE, "%", "_"):
-        text = text.replace(special, _LIKE_ESCAPE + special)
-    return text
+        new = [{ITEM_ID: item} for item in chunk if item not in known]
+        if new:
+            connection.execute(table.insert(), new)
 
 
 def _count_lists(

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from orchestration.serving.pools import POOL, pack_pools, packed_item, unpack_pool, without_items
+from orchestration.serving.pools import POOL, pack_pools, unpack_pool
 
 
 def candidate_rows() -> pd.DataFrame:
@@ -56,19 +56,3 @@ def test_a_missing_pool_is_empty(text: str | None) -> None:
 def test_no_candidates_pack_to_no_rows() -> None:
     packed = pack_pools(candidate_rows().iloc[:0])
     assert packed.empty and packed.columns.tolist() == ["user_id", POOL]
-
-
-def test_items_taken_out_of_a_pool_leave_the_rest_in_order() -> None:
-    pools = dict(pack_pools(candidate_rows()).to_numpy())
-    assert packed_item("y") in pools["u1"] and packed_item("y") not in pools["u2"]
-    kept = without_items(pools["u1"], {"y", "not there"})
-    assert unpack_pool(kept) == [row for row in unpack_pool(pools["u1"]) if row["item_id"] != "y"]
-    assert without_items(pools["u2"], {"y"}) == pools["u2"]
-    assert unpack_pool(without_items(pools["u2"], {"a", "b"})) == []
-
-
-def test_an_id_is_found_in_a_pool_as_packing_writes_it() -> None:
-    rows = candidate_rows().assign(item_id=['say "hi"', "naïve", "a\\b", "x", "y"])
-    for text in pack_pools(rows)[POOL]:
-        for row in unpack_pool(text):
-            assert packed_item(row["item_id"]) in text

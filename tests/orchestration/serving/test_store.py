@@ -435,40 +435,42 @@ def test_a_refresh_takes_withdrawn_items_out_of_every_items_related_items(
     store.dispose()
 
 
-def test_a_refresh_takes_withdrawn_items_out_of_every_users_candidate_pool(
+def test_items_withdrawn_by_a_refresh_leave_every_pool_until_a_full_publish_ranks_anew(
     serving_url: str,
 ) -> None:
-    # Ids LIKE would read as patterns or that JSON escapes, and one that differs only in case.
+    # Ids LIKE or JSON would treat specially, and one that differs from another only in case.
     items = ["50%_off", 'say "hi"', "naïve", "ABC", "abc", "plain"]
-    pools = pd.DataFrame(
-        {
-            "user_id": ["u1"] * 6 + ["u2"] * 2 + ["u3"],
-            "rank": [*range(1, 7), 1, 2, 1],
-            "item_id": [*items, "plain", "ABC", "kept"],
-            "score": 1.0,
-            "reason": "trending now",
-            "model_version": "v1",
-            "generated_at": datetime(2026, 1, 1),
-        }
-    )
-    store = ServingStore(serving_url)
-    store.publish(make_lists(["u1", "u2", "u3", "u4"], 1, "v1"), candidates=pools)
-    withdrawn = ["50%_off", 'say "hi"', "naïve", "abc", "plain", "nowhere"]
-    store.publish(
-        make_lists(["u4"], 1, "v2"),
-        users=["u4"],
-        candidates=pools.iloc[:1].assign(user_id="u4"),  # staged before the withdrawal
-        withdrawn=withdrawn,
-    )
+
+    def pools(rows: list[tuple[str, str]], version: str) -> pd.DataFrame:
+        frame = pd.DataFrame(rows, columns=["user_id", "item_id"])
+        return frame.assign(
+            rank=frame.groupby("user_id").cumcount() + 1,
+            score=1.0,
+            reason="trending now",
+            model_version=version,
+            generated_at=datetime(2026, 1, 1),
+        )
 
     def pool(user: str) -> list[str]:
         return [row["item_id"] for row in store.personalisation_inputs(user, [], 1)[0]]
 
+    store = ServingStore(serving_url)
+    first = pools([("u1", item) for item in items] + [("u2", "plain"), ("u2", "ABC")], "v1")
+    store.publish(make_lists(["u1", "u2", "u3"], 1, "v1"), candidates=first)
+    withdrawn = ["50%_off", 'say "hi"', "naïve", "abc", "plain", "nowhere", "plain"]
+    rescored = pools([("u3", "plain"), ("u3", "kept")], "v2")  # ranked before the withdrawal
+    store.publish(
+        make_lists(["u3"], 1, "v2"), users=["u3"], candidates=rescored, withdrawn=withdrawn
+    )
     assert pool("u1") == ["ABC"]
     assert pool("u2") == ["ABC"]
     assert pool("u3") == ["kept"]
-    assert pool("u4") == []
-    assert store.recommendations("u1")["model_version"].tolist() == ["v1"]  # lists untouched
+    store.publish(make_lists(["u3"], 1, "v3"), users=["u3"], withdrawn=["ABC"])  # once more
+    assert pool("u1") == []
+    # A full publish ranked every pool with the catalog of its day: what it holds is served.
+    store.publish(make_lists(["u1"], 1, "v4"), candidates=pools([("u1", "plain")], "v4"))
+    assert pool("u1") == ["plain"]
+    assert store.recommendations("u1")["model_version"].tolist() == ["v4"]
     store.dispose()
 
 
