@@ -474,6 +474,29 @@ def test_items_withdrawn_by_a_refresh_leave_every_pool_until_a_full_publish_rank
     store.dispose()
 
 
+def test_a_purge_of_many_items_leaves_the_pools_as_a_few_do(serving_url: str) -> None:
+    # Beyond the withdrawn items a read takes whole, it asks about the pool's own.
+    purged = [f"old{number:03d}" for number in range(120)]
+    pools = pd.DataFrame(
+        {
+            "user_id": "u1",
+            "rank": [1, 2, 3],
+            "item_id": ["old007", "fresh", "old119"],
+            "score": 1.0,
+            "reason": "trending now",
+            "model_version": "v1",
+            "generated_at": datetime(2026, 1, 1),
+        }
+    )
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1", "u2"], 1, "v1"), candidates=pools)
+    store.publish(make_lists(["u2"], 1, "v2"), users=["u2"], withdrawn=purged)
+    candidates = store.personalisation_inputs("u1", [], 1)[0]
+    assert [row["item_id"] for row in candidates] == ["fresh"]
+    assert store.personalisation_inputs("u2", [], 1)[0] == []  # no pool: nothing asked
+    store.dispose()
+
+
 def test_related_items_without_a_column_are_refused(serving_url: str) -> None:
     store = ServingStore(serving_url)
     store.publish(make_lists(["u1"], 1, "v1"), related=make_related(["i1"], 1, "v1"))
