@@ -231,8 +231,8 @@ _TITLES_QUERY = sa.select(titles_table.c[ITEM_ID], titles_table.c[TITLE]).where(
     served(titles_table), titles_table.c[ITEM_ID].in_(sa.bindparam("items", expanding=True))
 )
 # A request reads the withdrawn items whole while they are few (usually none: a few us); when
-# there are more, only those among the user's pool, so a catalog purge costs a read a bounded
-# look-up (about 0.2 ms at 1M events) instead of a row per item withdrawn.
+# there are more, only those among the user's pool, so a catalog purge costs a read one
+# bounded look-up instead of a row per item withdrawn (benchmarks/README.md, session 25).
 _WITHDRAWN_READ_WHOLE = 50
 _WITHDRAWN_QUERY = sa.select(withdrawn_table.c[ITEM_ID]).limit(_WITHDRAWN_READ_WHOLE)
 _WITHDRAWN_AMONG_QUERY = sa.select(withdrawn_table.c[ITEM_ID]).where(
