@@ -7,6 +7,7 @@ reads yet; the publish, which runs only once the lists pass their checks, switch
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import duckdb
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
@@ -229,7 +230,7 @@ def _changes_since_publish(settings: Settings) -> Changes:
     return Changes(users[USER_ID].tolist(), newest, catalog_newest, [item for (item,) in withdrawn])
 
 
-def _watermarks(connection) -> tuple[object, object]:
+def _watermarks(connection: duckdb.DuckDBPyConnection) -> tuple[object, object]:
     """(the newest interaction load time, the newest catalog load time) the last publish
     covered; (None, None) before the first. The catalog's was added later: None there."""
     connection.execute("create schema if not exists ml")
