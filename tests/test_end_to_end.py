@@ -482,28 +482,30 @@ def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refres
     from orchestration.app.watch import refresh_job_for
     from orchestration.jobs import REFRESH_JOB
 
-    def pool_holders(store: ServingStore, item: str) -> set[str]:
-        """The users whose candidate pool, as request time reads it, holds ``item``."""
+    def pools(store: ServingStore) -> dict[str, set[str]]:
+        """Each user's candidate pool as request time reads it."""
         users = store.served_table("candidate_pools")["user_id"]
         return {
-            user
+            user: {row["item_id"] for row in store.personalisation_inputs(user, [], 1)[0]}
             for user in users
-            if item in {row["item_id"] for row in store.personalisation_inputs(user, [], 1)[0]}
         }
+
+    def holders(pools: dict[str, set[str]], item: str) -> set[str]:
+        return {user for user, items in pools.items() if item in items}
 
     settings = world["settings"]
     store = ServingStore(settings.serving_url)
-    before = store.all_lists()
+    before, pools_before = store.all_lists(), pools(store)
     # A listed item that also waits in pools of users who do not list it: both paths are tried.
     listed = before["item_id"].value_counts().index[:20]
     withdrawn = max(
         listed,
         key=lambda item: len(
-            pool_holders(store, item) - set(before.loc[before["item_id"] == item, "user_id"])
+            holders(pools_before, item) - set(before.loc[before["item_id"] == item, "user_id"])
         ),
     )
     listing = set(before.loc[before["item_id"] == withdrawn, "user_id"])
-    assert listing and pool_holders(store, withdrawn) - listing
+    assert listing and holders(pools_before, withdrawn) - listing
     catalog = world["catalog"]
     row = catalog[catalog["item_id"] == withdrawn].assign(available=False)
     path = world["inputs"] / "withdrawn.csv"
@@ -519,7 +521,7 @@ def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refres
     related = store.served_table("related_items")
     assert withdrawn not in set(after["item_id"])
     assert withdrawn not in set(related["related_item_id"])  # nor in GET /items/{id}/similar
-    assert pool_holders(store, withdrawn) == set()
+    assert holders(pools(store), withdrawn) == set()
     assert (after[after["user_id"].isin(listing)].groupby("user_id").size() == K).all()
     others = sorted(set(before["user_id"]) - listing)
     pd.testing.assert_frame_equal(

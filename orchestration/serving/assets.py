@@ -233,6 +233,14 @@ def _changes_since_publish(settings: Settings) -> Changes:
 def _watermarks(connection: duckdb.DuckDBPyConnection) -> tuple[object, object]:
     """(the newest interaction load time, the newest catalog load time) the last publish
     covered; (None, None) before the first. The catalog's was added later: None there."""
+    _watermark_table(connection)
+    return connection.execute(
+        f"select max(published_through), max(catalog_through) from {WATERMARK_TABLE}"
+    ).fetchall()[0]
+
+
+def _watermark_table(connection: duckdb.DuckDBPyConnection) -> None:
+    """Create the watermark table, or give one made before the catalog's its column."""
     connection.execute("create schema if not exists ml")
     connection.execute(
         f"create table if not exists {WATERMARK_TABLE} (published_through timestamp)"
@@ -240,14 +248,11 @@ def _watermarks(connection: duckdb.DuckDBPyConnection) -> tuple[object, object]:
     connection.execute(
         f"alter table {WATERMARK_TABLE} add column if not exists catalog_through timestamp"
     )
-    return connection.execute(
-        f"select max(published_through), max(catalog_through) from {WATERMARK_TABLE}"
-    ).fetchall()[0]
 
 
 def _advance_watermark(settings: Settings, through: object, catalog_through: object) -> None:
     with open_warehouse(settings.warehouse_path) as connection:
-        _watermarks(connection)
+        _watermark_table(connection)
         connection.execute(f"delete from {WATERMARK_TABLE}")
         connection.execute(
             f"insert into {WATERMARK_TABLE} (published_through, catalog_through) values (?, ?)",

@@ -784,18 +784,13 @@ def _delete_related_to(
 
 
 def _add_withdrawn(connection: sa.Connection, items: list[str]) -> None:
-    """Record ``items`` as withdrawn since the served pools were ranked (once each)."""
+    """Record ``items`` (distinct) as withdrawn since the served pools were ranked; an item
+    recorded already is replaced by itself."""
     table = withdrawn_table
     for start in range(0, len(items), _IDS_PER_STATEMENT):
         chunk = items[start : start + _IDS_PER_STATEMENT]
-        known = set(
-            connection.execute(
-                sa.select(table.c[ITEM_ID]).where(table.c[ITEM_ID].in_(chunk))
-            ).scalars()
-        )
-        new = [{ITEM_ID: item} for item in chunk if item not in known]
-        if new:
-            connection.execute(table.insert(), new)
+        connection.execute(table.delete().where(table.c[ITEM_ID].in_(chunk)))
+        connection.execute(table.insert(), [{ITEM_ID: item} for item in chunk])
 
 
 def _count_lists(
