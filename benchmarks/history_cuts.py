@@ -6,9 +6,10 @@ A model tuned on one split has not won until it wins on others. For each share (
 built in DIR/share-NN the way a person would (`freshrank ingest` and `freshrank build`; the
 whole sample through `freshrank demo --replay-batches 0`; a built home is reused), and the
 build's backtest table (its MLflow run's backtests/per_cut.csv) is read back. Printed per share
-and segment: the champion's mean NDCG@10 and each cut's (the build's winner: the best mean
-overall, the ranker alone or fused with a baseline as often as not), the best single baseline of
-that segment (by its mean) beside it, and the champion's figures as ratios of the baseline's.
+and segment: the champion's mean NDCG@10 and each cut's (the build's winner, its MLflow run's
+`winner` param: the ranker alone or fused with a baseline as often as not), the best single
+baseline of that segment (by its mean) beside it, and the champion's figures as ratios of the
+baseline's.
 
     .venv/bin/python benchmarks/history_cuts.py --dir /tmp/history [--shares 0.6 0.8 1.0]
 """
@@ -28,12 +29,11 @@ from benchmarks.common import print_table, quiet_logging  # noqa: E402
 from benchmarks.deployment import LOCATION_VARIABLES, prepare  # noqa: E402
 
 RANKER = "ranker"  # every pipeline whose name starts so orders by the ranker
-NO_TEXT = "ranker_without_text"  # an ablation: measured, never chosen
 SEGMENTS = ("overall", "new_user")
 
 
-def backtest_table(home: Path) -> pd.DataFrame:
-    """The newest backtest table of the deployment in ``home``."""
+def backtest_table(home: Path) -> tuple[pd.DataFrame, str]:
+    """The newest backtest table of the deployment in ``home``, and the pipeline it chose."""
     from ml import tracking
     from orchestration.settings import get_settings
 
@@ -41,12 +41,11 @@ def backtest_table(home: Path) -> pd.DataFrame:
         os.environ.pop(name, None)
     os.environ["FRESHRANK_HOME"] = str(home)
     settings = get_settings()
-    table = tracking.latest_backtest_table(
-        settings.mlflow_tracking_uri, settings.mlflow_artifact_location
-    )
-    if table is None:
+    where = (settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    table, winner = tracking.latest_backtest_table(*where), tracking.latest_winner(*where)
+    if table is None or winner is None:
         raise SystemExit(f"{home} has no backtest run")
-    return table
+    return table, winner
 
 
 def by_cut(table: pd.DataFrame, pipeline: str, segment: str, k: int = 10) -> pd.Series:
@@ -55,17 +54,8 @@ def by_cut(table: pd.DataFrame, pipeline: str, segment: str, k: int = 10) -> pd.
     return rows.set_index("cut")[f"ndcg@{k}"].sort_index()
 
 
-def champion(table: pd.DataFrame) -> str:
-    """The build's winner, chosen as the build chose it: first in the backtests' summary
-    (the best mean overall, ties by name), an ablation never."""
-    from ml.pipeline.backtest import summarise
-
-    return str(summarise(table, 10).drop(index=[NO_TEXT], errors="ignore").index[0])
-
-
-def comparison(share: float, table: pd.DataFrame, segment: str) -> list[list[str]]:
+def comparison(share: float, table: pd.DataFrame, winner: str, segment: str) -> list[list[str]]:
     """The champion's row, the segment's best baseline's row, and the ratios."""
-    winner = champion(table)
     names = table["pipeline"].unique()
     baselines = [name for name in names if not str(name).startswith(RANKER)]
     best = max(baselines, key=lambda name: (by_cut(table, name, segment).mean(), name))
@@ -101,9 +91,9 @@ def main() -> None:
     for share in arguments.shares:
         home = arguments.dir / f"share-{round(share * 100):02d}"
         prepare(home, share)
-        table = backtest_table(home)
+        table, winner = backtest_table(home)
         for segment in SEGMENTS:
-            rows.extend(comparison(share, table, segment))
+            rows.extend(comparison(share, table, winner, segment))
     # Builds may evaluate different numbers of cuts (a cut with too few users is skipped).
     cuts = max(len(row) for row in rows) - 3
     rows = [[*row[:-1], *[""] * (cuts + 3 - len(row)), row[-1]] for row in rows]

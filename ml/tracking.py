@@ -12,6 +12,7 @@ import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,7 @@ def log_backtest_run(
             {f"backtest.{name}": str(value) for name, value in asdict(backtest_config).items()}
         )
         params["winner"] = result.winner
+        params["level_with"] = ", ".join(result.level_with) or "none"
         mlflow.log_params(params)
         mlflow.set_tags({f"data.{name}": str(value) for name, value in data.items()})
         for name in result.pipelines:
@@ -364,14 +366,18 @@ def gate(
     figures: dict[str, float],
     champion: str | None,
     margin: float,
+    level_with: Iterable[str] = (),
 ) -> GateDecision:
     """May the challenger pipeline replace the champion, judged on the same backtests?
 
     ``figures`` holds every pipeline's mean backtest NDCG@10 from one run. The challenger must
-    be the best of them (so serving is never worse than a baseline). Against a champion of
-    another kind it must also lead by ``margin``; a champion of the same kind is the approved
-    design retrained on newer data, which the challenger replaces when it still wins.
+    be the best of them (so serving is never worse than a baseline), or level with those ahead
+    of it (``level_with``: the backtests chose it over them, ml.pipeline.backtest.choose).
+    Against a champion of another kind it must also lead by ``margin``; a champion of the same
+    kind is the approved design retrained on newer data, which the challenger replaces when it
+    still wins.
     """
+    level_with = set(level_with)
     if not figures:
         reason = "no backtest could be evaluated (too little behaviour)"
         if champion is None:
@@ -383,6 +389,12 @@ def gate(
     reasons, passed = [], True
     for name, value in sorted(figures.items()):
         if name == challenger or not np.isfinite(value):
+            continue
+        if mine < value and name in level_with:
+            reasons.append(
+                f"level with {name} ({mine:.4f} vs {value:.4f}: within the paired-bootstrap "
+                "interval) and, unlike it, ahead of the strongest baseline at every cut"
+            )
             continue
         ok = mine >= value
         passed &= ok
@@ -467,6 +479,13 @@ def latest_backtest_table(tracking_uri: str, artifact_location: str) -> pd.DataF
     run_id = _latest_run_id(client)
     path = _artifact(client, run_id, "backtests/per_cut.csv") if run_id is not None else None
     return pd.read_csv(path) if path is not None else None
+
+
+def latest_winner(tracking_uri: str, artifact_location: str) -> str | None:
+    """The pipeline the newest backtest run chose (its ``winner`` param), or None."""
+    client = configure(tracking_uri, artifact_location)
+    run_id = _latest_run_id(client)
+    return client.get_run(run_id).data.params.get("winner") if run_id is not None else None
 
 
 def _latest_run_id(client: Any) -> str | None:

@@ -7,9 +7,12 @@ learned ranker at cut c trains only on labelled candidates of earlier cuts, so n
 comes from at or after c. Baselines (one source's score each), the ranker and any ablation go
 through the same `RankingPipeline.rank`, so the table compares what would have been served.
 
-The winner is the pipeline with the best NDCG@k averaged over the evaluated cuts; the final
-pipeline refits its sources on everything and, when the ranker wins, trains the ranker on the
-labelled candidates of every cut.
+The winner is the pipeline with the best NDCG@k averaged over the evaluated cuts, unless that
+pipeline trails the strongest single baseline at some cut and another one, level with it on
+average (the paired bootstrap's interval holds zero, overall and for new users), leads that
+baseline at every cut in both segments: then the other one wins (`choose`). The final pipeline
+refits its sources on everything and, when the ranker wins, trains the ranker on the labelled
+candidates of every cut.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ class BacktestResult:
     importance: pd.Series
     seconds: float
     k: int = DEFAULT_TOP_K
+    # Pipelines with a better mean that the winner is level with and was chosen over (choose).
+    level_with: tuple[str, ...] = ()
 
     def mean_ndcg(self, pipeline: str, segment: str = OVERALL) -> float:
         """The pipeline's NDCG@k averaged over the evaluated cuts (NaN: never evaluated)."""
@@ -422,7 +427,9 @@ def run_backtests(
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     per_user = pd.concat(per_users, ignore_index=True) if per_users else pd.DataFrame()
     summary = summarise(table, k)
-    winner = _choose(summary, notes)
+    choice = choose(summary, table, per_user, k)
+    winner = choice.winner
+    notes.extend(choice.notes)
 
     ordering, fused_with = parse_name(winner)
     final = RankingPipeline(config, ordering, fused_with).fit_sources(snapshot)
@@ -445,6 +452,7 @@ def run_backtests(
         importance=importance,
         seconds=seconds,
         k=k,
+        level_with=choice.level_with,
     )
 
 
@@ -478,12 +486,22 @@ def strongest_baseline(tables: list[pd.DataFrame], k: int) -> str | None:
     without one."""
     if not tables:
         return None
-    summary = summarise(pd.concat(tables, ignore_index=True), k)
-    singles = summary.drop(index=[RANKER, NO_TEXT], errors="ignore")
-    mean = f"mean {OVERALL}"
-    if singles.empty or not np.isfinite(singles[mean].iloc[0]):
+    return _strongest_single(pd.concat(tables, ignore_index=True), OVERALL, k)
+
+
+def _strongest_single(table: pd.DataFrame, segment: str, k: int) -> str | None:
+    """The single-source pipeline with the best mean NDCG@k in ``segment`` (ties by name)."""
+    rows = table[(table["segment"] == segment) & ~table["pipeline"].map(_learned)]
+    means = rows.groupby("pipeline")[f"ndcg@{k}"].mean().round(NDCG_DECIMALS).dropna()
+    if means.empty:
         return None
-    return str(singles.index[0])
+    ordered = means.reset_index().sort_values([f"ndcg@{k}", "pipeline"], ascending=[False, True])
+    return str(ordered["pipeline"].iloc[0])
+
+
+def _learned(name: str) -> bool:
+    """Whether a pipeline orders by the ranker (alone, fused, or an ablation of it)."""
+    return name == NO_TEXT or parse_name(name)[0] == RANKER
 
 
 def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -510,33 +528,99 @@ def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
     )
 
 
-def _choose(summary: pd.DataFrame, notes: list[str]) -> str:
+@dataclass(frozen=True)
+class Choice:
+    """The winner of the backtests, the better-on-average pipelines it was chosen over (level
+    with it), and why, for the run's notes and the gate."""
+
+    winner: str
+    level_with: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def choose(summary: pd.DataFrame, table: pd.DataFrame, per_user: pd.DataFrame, k: int) -> Choice:
+    """The pipeline to serve: the best mean NDCG@k overall (``summary``'s order, an ablation
+    never), unless it trails the strongest single baseline at some cut.
+
+    Then the first pipeline in that order that leads the strongest baseline at every cut, overall
+    and for new users (each segment's own strongest, by its mean), and is level with the leader
+    on average in both segments (the leader-minus-it paired-bootstrap interval holds zero) wins
+    instead: the two are equally good by every figure the backtests can tell apart, and only it
+    was never worse than what the platform would serve without a model. With none such, the
+    leader wins; no margin of safety is bought with a mean that is measurably lower."""
     if summary.empty:
-        return FALLBACK_PIPELINE
-    best = str(summary.index[0])
-    if best == NO_TEXT:  # an ablation is a measurement, not a candidate for serving
-        best = str(summary.drop(index=NO_TEXT).index[0])
-    return best
+        return Choice(FALLBACK_PIPELINE)
+    order = [str(name) for name in summary.index if name != NO_TEXT]
+    leader = order[0]
+    behind = _cuts_behind(table, leader, k)
+    if not behind:
+        return Choice(leader)
+    for name in order[1:]:
+        if _cuts_behind(table, name, k):
+            continue
+        differences = {
+            segment: _difference(per_user, leader, name, segment) for segment in (OVERALL, NEW_USER)
+        }
+        if any(d is None or d.low > 0 for d in differences.values()):
+            continue
+        level = "; ".join(
+            f"{segment} {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
+            for segment, d in differences.items()
+        )
+        note = (
+            f"{name} chosen over {leader}, the best on average: level with it ({leader} minus "
+            f"{name}, paired bootstrap: {level}), and ahead of the strongest baseline at every "
+            f"cut, where {leader} trails it ({'; '.join(behind)})"
+        )
+        return Choice(name, (leader,), (note,))
+    return Choice(leader)
+
+
+def _cuts_behind(table: pd.DataFrame, name: str, k: int) -> list[str]:
+    """Where ``name`` is not ahead of its segment's strongest single baseline: "segment at cut:
+    its NDCG against the baseline's" for each evaluated cut and segment (overall, new users).
+    A baseline is never ahead of itself, so the strongest baseline is behind somewhere."""
+    column, behind = f"ndcg@{k}", []
+    for segment in (OVERALL, NEW_USER):
+        baseline = _strongest_single(table, segment, k)
+        if baseline is None:
+            continue
+        rows = table[table["segment"] == segment]
+        mine = rows[rows["pipeline"] == name].set_index("cut")[column]
+        theirs = rows[rows["pipeline"] == baseline].set_index("cut")[column]
+        mine, theirs = mine.align(theirs, join="inner")
+        for cut in mine.index[~(mine > theirs).to_numpy()]:
+            behind.append(
+                f"{segment} at {cut}: {mine[cut]:.4f} against {baseline}'s {theirs[cut]:.4f}"
+            )
+    return behind
+
+
+def _difference(per_user: pd.DataFrame, first: str, second: str, segment: str):
+    """first minus second on the same (cut, user) pairs of ``segment`` (paired bootstrap), or
+    None where they share none."""
+    if per_user.empty:
+        return None
+    rows = per_user if segment == OVERALL else per_user[per_user[SEGMENT] == segment]
+    mine = rows[rows["pipeline"] == first].set_index(["cut", USER_ID])["ndcg"]
+    theirs = rows[rows["pipeline"] == second].set_index(["cut", USER_ID])["ndcg"]
+    mine, theirs = mine.align(theirs, join="inner")
+    if mine.empty:
+        return None
+    return paired_bootstrap(pd.Series(mine.to_numpy()), pd.Series(theirs.to_numpy()))
 
 
 def compare(per_user: pd.DataFrame, winner: str) -> pd.DataFrame:
     """The winner's NDCG minus every other pipeline's on the same (cut, user) pairs: mean, 95%
     paired-bootstrap interval and P(winner ahead), overall and for new users."""
     rows = []
-    mine = per_user[per_user["pipeline"] == winner].set_index(["cut", USER_ID])
     for other in pd.unique(per_user["pipeline"]):
         if other == winner:
             continue
-        theirs = per_user[per_user["pipeline"] == other].set_index(["cut", USER_ID])
         for segment in (OVERALL, NEW_USER):
-            first, second = mine["ndcg"], theirs["ndcg"]
-            if segment == NEW_USER:
-                first = first[mine[SEGMENT] == NEW_USER]
-                second = second[theirs[SEGMENT] == NEW_USER]
-            first, second = first.align(second, join="inner")
-            if first.empty:
+            difference = _difference(per_user, winner, other, segment)
+            if difference is None:
                 continue
-            difference = paired_bootstrap(pd.Series(first.to_numpy()), pd.Series(second.to_numpy()))
             rows.append(
                 {
                     "against": other,

@@ -142,6 +142,8 @@ def recommender_challenger(
             "challenger_ndcg": result.mean_ndcg(result.winner),
             "new_user_ndcg": result.mean_ndcg(result.winner, "new_user"),
             "backtest_ndcgs": MetadataValue.json(backtest_figures(result)),
+            # Better on average than the winner, but level with it (backtest.choose).
+            "level_with": MetadataValue.json(list(result.level_with)),
             "champion_version": champion_version or "none",
             "champion_pipeline": champion_pipeline or "none",
             "backtest_seconds": round(result.seconds, 1),

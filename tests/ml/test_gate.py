@@ -60,3 +60,15 @@ def test_a_challenger_without_a_figure_fails_and_other_missing_figures_are_ignor
     assert not gate("ranker", {**FIGURES, "ranker": math.nan}, champion=None, margin=0.0).passed
     with_nan = {**FIGURES, "ease": math.nan}
     assert gate("ranker", with_nan, champion=None, margin=0.0).passed
+
+
+def test_a_challenger_the_backtests_chose_over_a_level_leader_passes_against_it_only() -> None:
+    figures = {"ranker": 0.30, "ranker+covisitation": 0.29, "covisitation": 0.20}
+    decision = gate("ranker+covisitation", figures, None, 0.0, level_with=["ranker"])
+    assert decision.passed
+    assert any(r.startswith("level with ranker (0.2900 vs 0.3000") for r in decision.reasons)
+    # Level with one pipeline is not level with every pipeline ahead.
+    ahead = {**figures, "ease": 0.295}
+    assert not gate("ranker+covisitation", ahead, None, 0.0, level_with=["ranker"]).passed
+    # A champion of another kind must still be beaten by the margin, level or not.
+    assert not gate("ranker+covisitation", figures, "ranker", 0.0, level_with=["ranker"]).passed
