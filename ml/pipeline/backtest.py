@@ -37,7 +37,13 @@ from ml.evaluation.protocol import (
     segment_metrics,
 )
 from ml.evaluation.significance import paired_bootstrap
-from ml.pipeline.pipeline import RANKER, PipelineConfig, RankingPipeline, parse_name
+from ml.pipeline.pipeline import (
+    FUSED_WITH,
+    RANKER,
+    PipelineConfig,
+    RankingPipeline,
+    parse_name,
+)
 from ml.pipeline.ranker import LABEL, Ranker, RankerConfig, within_budget
 from ml.pipeline.snapshot import Behaviour, Snapshot
 from ml.pipeline.sources import TextNeighbourSource
@@ -365,6 +371,7 @@ def run_backtests(
     tables, per_users, training_frames, ablation_frames = [], [], [], []
     cut_budget = _cut_budget(backtest, len(prepared))
     judged = []  # (a cut, its ranker, its feedback multipliers): ranked again, fused, below
+    ablated = []  # (a cut, the ablation's pipeline, ranker and candidates): fused too
     for position, data in enumerate(prepared):
         if data.evaluated:
             ranker = _train_ranker(training_frames, data.pipeline, backtest)
@@ -380,7 +387,11 @@ def run_backtests(
             if ranker is not None:
                 judged.append((data, ranker, multipliers))
             if no_text is not None:
-                _ablation(no_text, snapshot, data, ablation_frames, backtest, tables, per_users, k)
+                ablated.append(
+                    _ablation(
+                        no_text, snapshot, data, ablation_frames, backtest, tables, per_users, k
+                    )
+                )
         elif no_text is not None:
             _ablation(
                 no_text,
@@ -409,6 +420,16 @@ def run_backtests(
             table, per_user = _measure(pipeline.name, lists, data, k)
             tables.append(table)
             per_users.append(per_user)
+        # The ablation fused the same way: what text adds to a fused winner.
+        for data, pipeline, ranker, frame in (entry for entry in ablated if entry is not None):
+            if partner not in pipeline.score_columns:  # text itself: no ablation to fuse
+                continue
+            fused = pipeline.with_ordering(RANKER, ranker, partner)
+            lists = fused.rank(frame, data.behaviour, False)
+            table, per_user = _measure(f"{NO_TEXT}{FUSED_WITH}{partner}", lists, data, k)
+            tables.append(table)
+            per_users.append(per_user)
+    ablated.clear()
     for position, data in enumerate(prepared):
         if not data.training_only:  # what the frame kept for the second pass is done with
             data.reduce_to_training_rows(position, cut_budget)
@@ -466,10 +487,12 @@ def _ablation(
     per_users: list,
     k: int,
     train_only: bool = False,
-) -> None:
-    """The ranker without the text source and text features, trained and judged the same way."""
+) -> tuple[CutData, RankingPipeline, Ranker, pd.DataFrame] | None:
+    """The ranker without the text source and text features, trained and judged the same way.
+    Returns what the fused pass needs to fuse it too (None: nothing judged at this cut)."""
     pipeline = RankingPipeline(config).fit_sources(snapshot.before(data.cut))
     frame = labelled(pipeline.candidate_features(data.behaviour), data.task)
+    judged = None
     if not train_only:
         ranker = _train_ranker(frames, pipeline, backtest)
         if ranker is not None:
@@ -477,7 +500,9 @@ def _ablation(
             table, per_user = _measure(NO_TEXT, lists, data, k)
             tables.append(table)
             per_users.append(per_user)
+            judged = (data, pipeline, ranker, frame)
     frames.append(_prefixed(frame, len(frames)))
+    return judged
 
 
 def strongest_baseline(tables: list[pd.DataFrame], k: int) -> str | None:
@@ -501,7 +526,13 @@ def _strongest_single(table: pd.DataFrame, segment: str, k: int) -> str | None:
 
 def _learned(name: str) -> bool:
     """Whether a pipeline orders by the ranker (alone, fused, or an ablation of it)."""
-    return name == NO_TEXT or parse_name(name)[0] == RANKER
+    return is_ablation(name) or parse_name(name)[0] == RANKER
+
+
+def is_ablation(name: str) -> bool:
+    """Whether a pipeline is an ablation (the ranker without text, alone or fused): measured,
+    never a candidate for serving."""
+    return parse_name(name)[0] == NO_TEXT
 
 
 def summarise(table: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -550,7 +581,7 @@ def choose(summary: pd.DataFrame, table: pd.DataFrame, per_user: pd.DataFrame, k
     leader wins; no margin of safety is bought with a mean that is measurably lower."""
     if summary.empty:
         return Choice(FALLBACK_PIPELINE)
-    order = [str(name) for name in summary.index if name != NO_TEXT]
+    order = [str(name) for name in summary.index if not is_ablation(str(name))]
     leader = order[0]
     behind = _cuts_behind(table, leader, k)
     if not behind:

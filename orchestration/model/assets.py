@@ -77,9 +77,11 @@ def backtest_config(settings: Settings, run: BacktestRunConfig | None = None) ->
 
 def backtest_figures(result: BacktestResult) -> dict[str, float]:
     """Every competing pipeline's mean backtest NDCG@k (ablations are measurements only)."""
-    from ml.pipeline.backtest import NO_TEXT
+    from ml.pipeline.backtest import is_ablation
 
-    return {name: round(result.mean_ndcg(name), 6) for name in result.pipelines if name != NO_TEXT}
+    return {
+        name: round(result.mean_ndcg(name), 6) for name in result.pipelines if not is_ablation(name)
+    }
 
 
 @asset(

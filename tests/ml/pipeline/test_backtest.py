@@ -3,6 +3,8 @@ evaluated list is exactly the list that would have been published."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,15 +13,19 @@ from ml.constants import ITEM_ID, OCCURRED_AT, RANK, REASON, SCORE, USER_ID
 from ml.evaluation.protocol import OVERALL
 from ml.pipeline.backtest import (
     FALLBACK_PIPELINE,
+    NO_TEXT,
     BacktestConfig,
     BacktestResult,
     cut_points,
+    is_ablation,
     prepare_cut,
     run_backtests,
+    strongest_baseline,
 )
 from ml.pipeline.pipeline import RANKER, PipelineConfig
 from ml.pipeline.ranker import LABEL, Ranker, RankerConfig
 from ml.pipeline.snapshot import Behaviour, Snapshot
+from orchestration.model.assets import backtest_figures
 from tests.ml.pipeline.tiny import session_snapshot
 
 SMALL_RANKER = RankerConfig(n_estimators=20, min_child_samples=5, bagged_models=1, threads=1)
@@ -106,6 +112,23 @@ def test_a_fused_champions_design_is_judged_though_its_partner_is_no_longer_stro
     # A champion fused with a source this configuration lacks adds nothing.
     other = run_backtests(sessions, CONFIG, BACKTEST, champion="ranker+text")
     assert [name for name in other.pipelines if name.startswith("ranker+")] == fused[:1]
+
+
+@pytest.mark.slow
+def test_ablations_are_judged_alone_and_fused_but_never_win(sessions: Snapshot) -> None:
+    config = replace(CONFIG, sources=(*CONFIG.sources, "text"))
+    result = run_backtests(sessions, config, replace(BACKTEST, ablations=True))
+    strongest = strongest_baseline([result.table], config.k)
+    assert strongest is not None and strongest != "text"
+    ablations = {NO_TEXT, f"{NO_TEXT}+{strongest}"}
+    assert ablations <= set(result.pipelines)
+    assert {name for name in result.pipelines if is_ablation(name)} == ablations
+    cuts = {str(cut) for cut in result.cuts}
+    overall = result.table[result.table["segment"] == OVERALL]
+    for name in ablations:
+        assert set(overall.loc[overall["pipeline"] == name, "cut"]) == cuts, name
+    assert not is_ablation(result.winner) and result.winner == result.pipeline.name
+    assert not any(is_ablation(name) for name in backtest_figures(result))
 
 
 @pytest.mark.slow
