@@ -8,6 +8,7 @@ Aliases on the registered model carry the review state: a new version is `challe
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -35,6 +36,7 @@ GATE_METRIC = "backtest_ndcg"  # the winner's mean NDCG@k over the cuts
 PIPELINE_TAG = "pipeline"
 PIPELINE_FILE = "pipeline.pkl"
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow writes them
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # What `freshrank evaluate` shows of the newest backtest run: (artifact, heading).
 EVALUATION_PARTS = (
     ("backtests/summary.md", ""),
@@ -80,6 +82,9 @@ def configure(tracking_uri: str, artifact_location: str) -> Any:
     from mlflow import MlflowClient
 
     _point_mlflow_at(tracking_uri)
+    # Artifacts here are a few local files: a progress bar per read only clutters what the CLI
+    # prints (`freshrank evaluate`, the build report). Set the variable to true to see it.
+    os.environ.setdefault(PROGRESS_BAR_VARIABLE, "false")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     if client.get_experiment_by_name(EXPERIMENT) is None:
         client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
@@ -457,14 +462,15 @@ def rollback(client: Any) -> str:
 
 
 def latest_evaluation(tracking_uri: str, artifact_location: str) -> str | None:
-    """The newest backtest run as text: the summary (markdown), the winner against every other
-    pipeline with paired-bootstrap intervals, and the run's notes (each when logged); None
-    without a run."""
+    """The newest backtest run as text: the winner, the summary (markdown), the winner against
+    every other pipeline with paired-bootstrap intervals, and the run's notes (each when
+    logged); None without a run."""
     client = configure(tracking_uri, artifact_location)
     run_id = _latest_run_id(client)
     if run_id is None:
         return None
-    parts = []
+    winner = client.get_run(run_id).data.params.get("winner")
+    parts = [f"Winner: {winner}"] if winner else []
     for artifact, heading in EVALUATION_PARTS:
         path = _artifact(client, run_id, artifact)
         if path is not None:

@@ -267,6 +267,8 @@ def test_evaluate_prints_the_builds_backtests_and_their_table_reads_back(world: 
     assert printed.exit_code == 0, printed.output
     assert "| ranker " in printed.output and "| popularity_all " in printed.output
     assert "paired-bootstrap interval" in printed.output
+    winner = tracking.latest_winner(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    assert printed.output.startswith(f"Winner: {winner}\n")
 
     table = tracking.latest_backtest_table(
         settings.mlflow_tracking_uri, settings.mlflow_artifact_location

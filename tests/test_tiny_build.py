@@ -39,6 +39,7 @@ def test_fourteen_events_build_and_publish_popularity_lists(settings: Settings, 
         settings.mlflow_tracking_uri, settings.mlflow_artifact_location
     )
     assert f"Notes:\n\n{challenger['notes'].value}" in evaluation
+    assert evaluation.startswith(f"Winner: {FALLBACK_PIPELINE}\n")
 
     assert run_job_in_process(PUBLISH_JOB, settings).success
     store = ServingStore(settings.serving_url)
