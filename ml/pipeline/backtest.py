@@ -36,7 +36,7 @@ from ml.evaluation.protocol import (
     sample_users,
     segment_metrics,
 )
-from ml.evaluation.significance import paired_bootstrap
+from ml.evaluation.significance import Difference, paired_bootstrap
 from ml.pipeline.pipeline import (
     FUSED_WITH,
     RANKER,
@@ -592,11 +592,16 @@ def choose(summary: pd.DataFrame, table: pd.DataFrame, per_user: pd.DataFrame, k
         differences = {
             segment: _difference(per_user, leader, name, segment) for segment in (OVERALL, NEW_USER)
         }
-        if any(d is None or d.low > 0 for d in differences.values()):
+        # Measurably behind on average, or nothing to compare them on (a segment without users,
+        # new users at no cut say, has nothing to tell them apart by).
+        if differences[OVERALL] is None or any(
+            d is not None and d.low > 0 for d in differences.values()
+        ):
             continue
         level = "; ".join(
             f"{segment} {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
             for segment, d in differences.items()
+            if d is not None
         )
         note = (
             f"{name} chosen over {leader}, the best on average: level with it ({leader} minus "
@@ -627,7 +632,7 @@ def _cuts_behind(table: pd.DataFrame, name: str, k: int) -> list[str]:
     return behind
 
 
-def _difference(per_user: pd.DataFrame, first: str, second: str, segment: str):
+def _difference(per_user: pd.DataFrame, first: str, second: str, segment: str) -> Difference | None:
     """first minus second on the same (cut, user) pairs of ``segment`` (paired bootstrap), or
     None where they share none."""
     if per_user.empty:

@@ -88,3 +88,18 @@ def test_with_no_level_pipeline_that_never_trails_the_best_mean_wins(
 
 def test_nothing_evaluated_falls_back() -> None:
     assert choose(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), K).winner == FALLBACK_PIPELINE
+
+
+def test_without_new_users_the_overall_figures_decide() -> None:
+    # Means 0.65 against 0.6375; the ranker is not ahead of co-visitation overall at c2 (0.5
+    # each). Then the new users' rows go: the per-user figures left are returning users only.
+    table, per_user = backtests(
+        {"ranker": (0.8, 0.8, 0.5, 0.5), "ranker+covisitation": (0.75, 0.75, 0.45, 0.6)}
+    )
+    table = table[table[SEGMENT] != NEW_USER]
+    per_user = per_user[per_user[SEGMENT] != NEW_USER]
+    choice = choose(summarise(table, K), table, per_user, K)
+    assert choice.winner == "ranker+covisitation"
+    (note,) = choice.notes
+    assert "overall at c2: 0.5000 against covisitation's 0.5000" in note
+    assert "new_user" not in note
