@@ -530,3 +530,14 @@ def test_an_item_withdrawn_from_the_catalog_leaves_every_list_at_the_next_refres
         before[before["user_id"].isin(others)].reset_index(drop=True),
         after[after["user_id"].isin(others)].reset_index(drop=True),
     )
+
+    # Available again: the next refresh gives it back to the pools that still hold it (those of
+    # the users it did not rescore), with no user's list rescored for it.
+    row.assign(available=True).to_csv(world["inputs"] / "available_again.csv", index=False)
+    code, results = _ingest("--items", str(world["inputs"] / "available_again.csv"))
+    assert code == 0 and results[0]["rows_loaded"] == 1
+    assert run_job_in_process(REFRESH_JOB, settings).success
+    store = ServingStore(settings.serving_url)
+    assert holders(pools(store), withdrawn) == holders(pools_before, withdrawn) - listing
+    assert store.withdrawn_items() == []
+    pd.testing.assert_frame_equal(store.all_lists(), after)

@@ -5,7 +5,7 @@ reads yet; the publish, which runs only once the lists pass their checks, switch
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import pandas as pd
@@ -41,6 +41,7 @@ TITLES_TABLE = "ml.item_titles"
 SCOPE_TABLE = "ml.recommendation_scope"
 SCOPE_FLAG_TABLE = "ml.recommendation_scope_everyone"
 WITHDRAWN_TABLE = "ml.recommendation_withdrawn"  # items a refresh takes out of related items
+RESTORED_TABLE = "ml.recommendation_restored"  # withdrawn items a refresh gives back to pools
 WATERMARK_TABLE = "ml.publish_watermark"
 PREVIEW_USERS = 3
 
@@ -57,6 +58,7 @@ def stage_lists(
     serving_version: int | None = None,
     withdrawn: Sequence[str] = (),
     catalog_through: object = None,
+    restored: Sequence[str] = (),
 ) -> None:
     """Keep lists in the warehouse until their checks pass and they are published.
 
@@ -65,7 +67,8 @@ def stage_lists(
     ``serving_version`` is the serving version the scoring wrote the lists into (None: none);
     what it holds beside the lists (candidates, related items, titles) is not staged again.
     ``withdrawn``: items withdrawn since the last publish, which the publish takes out of the
-    served related items and pools. ``through`` and ``catalog_through``: the newest interaction
+    served related items and pools; ``restored``: items withdrawn before and available again,
+    which it gives back to the pools. ``through`` and ``catalog_through``: the newest interaction
     and catalog load times the lists cover (the publish's watermarks). Lists a full scoring
     spooled to files are read from them, and the files go.
     """
@@ -77,9 +80,8 @@ def stage_lists(
         connection.register("scored_lists", scored.lists)
         connection.register("scored_trending", scored.trending)
         connection.register("scored_scope", scope_frame)
-        connection.register(
-            "scored_withdrawn", pd.DataFrame({ITEM_ID: pd.Series(list(withdrawn), dtype=str)})
-        )
+        for name, items in (("scored_withdrawn", withdrawn), ("scored_restored", restored)):
+            connection.register(name, pd.DataFrame({ITEM_ID: pd.Series(list(items), dtype=str)}))
         if spool is not None and spool.files:
             connection.execute(
                 f"create or replace table {LISTS_TABLE} as select * from read_parquet(?)",
@@ -95,6 +97,9 @@ def stage_lists(
         connection.execute(f"create or replace table {SCOPE_TABLE} as select * from scored_scope")
         connection.execute(
             f"create or replace table {WITHDRAWN_TABLE} as select * from scored_withdrawn"
+        )
+        connection.execute(
+            f"create or replace table {RESTORED_TABLE} as select * from scored_restored"
         )
         # A table left out means "not computed": the publish keeps the served rows.
         for table, frame in (
@@ -139,6 +144,7 @@ class StagedLists:
     champion: str | None  # the registered version that ranked them; None: none (popularity)
     withdrawn: list[str]  # items to take out of the served related items and pools
     catalog_through: object = None  # the newest catalog load time the lists cover
+    restored: list[str] = field(default_factory=list)  # withdrawn items to give back to pools
 
 
 def staged_lists(settings: Settings) -> StagedLists:
@@ -164,6 +170,7 @@ def staged_lists(settings: Settings) -> StagedLists:
         limit = "" if serving_version is None else " limit 0"
         (rows,) = connection.execute(f"select count(*) from {LISTS_TABLE}").fetchall()[0]
         withdrawn = optional(WITHDRAWN_TABLE)  # lists staged before it: none
+        restored = optional(RESTORED_TABLE)  # likewise
         return StagedLists(
             lists=connection.sql(f"select * from {LISTS_TABLE}{limit}").df(),
             rows=rows,
@@ -178,6 +185,7 @@ def staged_lists(settings: Settings) -> StagedLists:
             champion=champion,
             withdrawn=[] if withdrawn is None else withdrawn[ITEM_ID].tolist(),
             catalog_through=flags.get("catalog_through"),  # staged before it: none
+            restored=[] if restored is None else restored[ITEM_ID].tolist(),
         )
 
 
@@ -189,21 +197,44 @@ class Changes:
     through: object  # the newest interaction load time: the lists cover what loaded by then
     catalog_through: object  # the newest catalog row load time: the catalog they are ranked on
     withdrawn: list[str]  # items made unavailable by catalog rows the last publish had not read
+    catalog_changed: bool = False  # catalog rows loaded since the last publish
+    # Items the serving store holds as withdrawn that the catalog makes available again.
+    restored: list[str] = field(default_factory=list)
 
 
 def affected_users(settings: Settings) -> Changes:
     """The users with interactions loaded since the last publish and the users whose served
     lists hold an item withdrawn since (available false in a catalog row loaded after the
-    catalog the last publish was ranked on): a refresh takes it out of their lists."""
+    catalog the last publish was ranked on): a refresh takes it out of their lists. And the
+    items withdrawn by an earlier refresh that a catalog row loaded since makes available
+    again: the publish gives them back to the candidate pools."""
     changes = _changes_since_publish(settings)
-    if not changes.withdrawn:
+    if not (changes.withdrawn or changes.catalog_changed):
         return changes
     store = ServingStore(settings.serving_url)
     try:
-        listing = store.users_listing(changes.withdrawn)
+        listing = store.users_listing(changes.withdrawn) if changes.withdrawn else []
+        recorded = store.withdrawn_items() if changes.catalog_changed else []
     finally:
         store.dispose()
-    return replace(changes, users=sorted(set(changes.users) | set(listing)))
+    return replace(
+        changes,
+        users=sorted(set(changes.users) | set(listing)),
+        restored=_available(settings, recorded) if recorded else [],
+    )
+
+
+def _available(settings: Settings, items: list[str]) -> list[str]:
+    """Those of ``items`` the catalog (marts.items) holds as available, sorted."""
+    with open_warehouse(settings.warehouse_path, read_only=True) as connection:
+        connection.register("asked", pd.DataFrame({ITEM_ID: pd.Series(items, dtype=str)}))
+        return [
+            item
+            for (item,) in connection.execute(
+                "select item_id from marts.items where available "
+                "and item_id in (select item_id from asked) order by item_id"
+            ).fetchall()
+        ]
 
 
 def _changes_since_publish(settings: Settings) -> Changes:
@@ -227,7 +258,14 @@ def _changes_since_publish(settings: Settings) -> Changes:
             "order by item_id",
             [since, since],
         ).fetchall()
-    return Changes(users[USER_ID].tolist(), newest, catalog_newest, [item for (item,) in withdrawn])
+    changed = catalog_newest is not None and (since is None or catalog_newest > since)
+    return Changes(
+        users[USER_ID].tolist(),
+        newest,
+        catalog_newest,
+        [item for (item,) in withdrawn],
+        changed,
+    )
 
 
 def _watermarks(connection: duckdb.DuckDBPyConnection) -> tuple[object, object]:
@@ -329,6 +367,7 @@ def recommendation_lists(
         serving_version,
         changes.withdrawn,
         changes.catalog_through,
+        changes.restored,
     )
     rescored = "every user" if scope is None else f"{len(scope)} affected user(s)"
     context.log.info(f"ranked {rescored} with {scored.model_version}")
@@ -371,6 +410,7 @@ def publish_staged(settings: Settings) -> dict[str, object]:
                 # Recent events loaded by then are in the new lists: request time drops them.
                 events_loaded_through=staged.through,
                 withdrawn=staged.withdrawn,
+                restored=staged.restored,
             )
             related_replaced = staged.related is not None
         else:

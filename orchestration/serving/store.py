@@ -283,6 +283,7 @@ class ServingStore:
         titles: pd.DataFrame | None = None,
         events_loaded_through: datetime | None = None,
         withdrawn: Sequence[str] = (),
+        restored: Sequence[str] = (),
     ) -> int:
         """Replace lists at once: all of them (as a new version), or only those of ``users``.
 
@@ -303,7 +304,9 @@ class ServingStore:
         the related items and pools were ranked) leave every item's related items, when
         ``related`` does not replace them all, and every user's candidate pool as request time
         reads it, in the same transaction: personalisation reads both and must not serve them.
-        A full publish ranked every pool anew, so it forgets them.
+        A full publish ranked every pool anew, so it forgets them. ``restored`` items (withdrawn
+        before, available again) are forgotten as withdrawn: the pools that still hold them
+        offer them again (related items get them back with the next full publish).
         """
         # Every frame is checked before anything is written: a refused publish writes nothing.
         _require_columns(lists, SERVING_COLUMNS, "lists")
@@ -328,6 +331,7 @@ class ServingStore:
                 context_trending,
                 events_loaded_through,
                 withdrawn,
+                restored,
             )
             return len(lists)
         with self.begin_version(related=related is not None, titles=titles is not None) as version:
@@ -363,6 +367,7 @@ class ServingStore:
         context_trending: pd.DataFrame | None,
         events_loaded_through: datetime | None,
         withdrawn: Sequence[str] = (),
+        restored: Sequence[str] = (),
     ) -> None:
         """publish() for some users: their rows replaced in the served version, in one
         transaction (a refresh's users are few)."""
@@ -401,6 +406,7 @@ class ServingStore:
             if related is None:
                 _delete_related_to(connection, gone, versions)
             _add_withdrawn(connection, gone)
+            _forget_withdrawn(connection, sorted(set(map(str, restored)) - set(gone)))
             _replace_trending(connection, trending, context_trending)
             stamps = pd.to_datetime(lists[GENERATED_AT], utc=True)
             _adjust_summary(
@@ -459,6 +465,12 @@ class ServingStore:
             query = query.limit(k)
         with self.engine.connect() as connection:
             return [dict(row) for row in connection.execute(query).mappings()]
+
+    def withdrawn_items(self) -> list[str]:
+        """The items held as withdrawn since the served pools were ranked, sorted (a few, or
+        none: a full publish forgets them)."""
+        with self.engine.connect() as connection:
+            return sorted(connection.execute(sa.select(withdrawn_table.c[ITEM_ID])).scalars())
 
     def users_listing(self, item_ids: Sequence[str]) -> list[str]:
         """The users whose served list holds any of ``item_ids`` (a scan of the lists: asked
@@ -783,14 +795,21 @@ def _delete_related_to(
         )
 
 
-def _add_withdrawn(connection: sa.Connection, items: list[str]) -> None:
-    """Record ``items`` (distinct) as withdrawn since the served pools were ranked; an item
-    recorded already is replaced by itself."""
+def _forget_withdrawn(connection: sa.Connection, items: list[str]) -> None:
+    """No longer hold ``items`` as withdrawn (they are available again)."""
     table = withdrawn_table
     for start in range(0, len(items), _IDS_PER_STATEMENT):
         chunk = items[start : start + _IDS_PER_STATEMENT]
         connection.execute(table.delete().where(table.c[ITEM_ID].in_(chunk)))
-        connection.execute(table.insert(), [{ITEM_ID: item} for item in chunk])
+
+
+def _add_withdrawn(connection: sa.Connection, items: list[str]) -> None:
+    """Record ``items`` (distinct) as withdrawn since the served pools were ranked; an item
+    recorded already is replaced by itself."""
+    _forget_withdrawn(connection, items)
+    for start in range(0, len(items), _IDS_PER_STATEMENT):
+        chunk = items[start : start + _IDS_PER_STATEMENT]
+        connection.execute(withdrawn_table.insert(), [{ITEM_ID: item} for item in chunk])
 
 
 def _count_lists(

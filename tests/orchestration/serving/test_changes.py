@@ -1,4 +1,5 @@
-"""What a refresh finds changed since the last publish: new interactions and withdrawn items."""
+"""What a refresh finds changed since the last publish: new interactions, withdrawn items and
+withdrawn items made available again."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import duckdb
 import pandas as pd
 
 from orchestration.serving.assets import _advance_watermark, affected_users
+from orchestration.serving.store import ServingStore
 from orchestration.settings import Settings
+from tests.orchestration.serving.test_store import make_lists
 
 EVENTS_LOADED = pd.Timestamp("2026-03-02 10:00")
 CATALOG_LOADED = EVENTS_LOADED + pd.Timedelta("5s")  # the same ingest, its item file after
@@ -64,3 +67,23 @@ def test_a_watermark_kept_before_the_catalogs_falls_back_to_the_events(
     assert changes.withdrawn == ["retired"]
     _advance_watermark(settings, changes.through, changes.catalog_through)
     assert affected_users(settings).withdrawn == []
+
+
+def test_an_item_a_refresh_withdrew_and_the_catalog_makes_available_again_is_restored(
+    settings: Settings,
+) -> None:
+    first = [("a", True, CATALOG_LOADED), ("b", True, CATALOG_LOADED), ("c", True, CATALOG_LOADED)]
+    warehouse(settings, first)
+    changes = affected_users(settings)
+    _advance_watermark(settings, changes.through, changes.catalog_through)
+    store = ServingStore(settings.serving_url)
+    lists = make_lists(["u1"], 1, "v1")
+    store.publish(lists, users=["u1"], withdrawn=["b", "c"])  # as a refresh withdrew them
+    assert affected_users(settings).restored == []  # no catalog row since: nothing to give back
+
+    later = CATALOG_LOADED + pd.Timedelta("1h")
+    warehouse(settings, [*first, ("b", True, later), ("c", False, later)])
+    changes = affected_users(settings)
+    assert changes.restored == ["b"]  # c is still withdrawn; a was never withdrawn
+    assert changes.withdrawn == ["c"]
+    store.dispose()

@@ -474,6 +474,41 @@ def test_items_withdrawn_by_a_refresh_leave_every_pool_until_a_full_publish_rank
     store.dispose()
 
 
+def test_items_made_available_again_come_back_to_the_pools_that_hold_them(
+    serving_url: str,
+) -> None:
+    pools = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u1", "u2"],
+            "rank": [1, 2, 3, 1],
+            "item_id": ["back", "gone", "kept", "back"],
+            "score": 1.0,
+            "reason": "trending now",
+            "model_version": "v1",
+            "generated_at": datetime(2026, 1, 1),
+        }
+    )
+
+    def pool(user: str) -> list[str]:
+        return [row["item_id"] for row in store.personalisation_inputs(user, [], 1)[0]]
+
+    store = ServingStore(serving_url)
+    store.publish(make_lists(["u1", "u2", "u3"], 1, "v1"), candidates=pools)
+    store.publish(make_lists(["u3"], 1, "v2"), users=["u3"], withdrawn=["back", "gone"])
+    assert pool("u1") == ["kept"] and pool("u2") == []
+    assert store.withdrawn_items() == ["back", "gone"]
+    # Restored in a later refresh; one that is withdrawn in the same publish stays withdrawn.
+    store.publish(
+        make_lists(["u3"], 1, "v3"),
+        users=["u3"],
+        withdrawn=["gone"],
+        restored=["back", "gone", "never-withdrawn"],
+    )
+    assert pool("u1") == ["back", "kept"] and pool("u2") == ["back"]
+    assert store.withdrawn_items() == ["gone"]
+    store.dispose()
+
+
 def test_a_purge_of_many_items_leaves_the_pools_as_a_few_do(serving_url: str) -> None:
     # Beyond the withdrawn items a read takes whole, it asks about the pool's own.
     purged = [f"old{number:03d}" for number in range(120)]
