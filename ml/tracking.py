@@ -184,9 +184,9 @@ def log_backtest_run(
         if not result.importance.empty:
             mlflow.log_text(result.importance.to_csv(), "ranker/feature_importance.csv")
             mlflow.log_figure(_importance_plot(result), "plots/feature_importance.png")
-        _log_pipeline_model(result.pipeline)
+        model_uri = _log_pipeline_model(result.pipeline)
         run_id = run.info.run_id
-    version = _register(client, run_id, result.winner)
+    version = _register(client, model_uri, result.winner)
     client.set_model_version_tag(
         REGISTERED_MODEL, version, GATE_METRIC, f"{result.mean_ndcg(result.winner):.6f}"
     )
@@ -223,10 +223,10 @@ def register_pipeline(
 
     client = configure(tracking_uri, artifact_location)
     experiment_id = experiment_named(client, experiment, artifact_location)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name):
         mlflow.log_param("pipeline", pipeline.name)
-        _log_pipeline_model(pipeline)
-    version = _register(client, run.info.run_id, pipeline.name)
+        model_uri = _log_pipeline_model(pipeline)
+    version = _register(client, model_uri, pipeline.name)
     if alias is not None:
         client.set_registered_model_alias(REGISTERED_MODEL, alias, version)
     return version
@@ -240,27 +240,29 @@ def experiment_named(client: Any, name: str, artifact_location: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location)
 
 
-def _log_pipeline_model(pipeline: RankingPipeline) -> None:
-    """Log the fitted pipeline as the active run's pyfunc `model`."""
+def _log_pipeline_model(pipeline: RankingPipeline) -> str:
+    """Log the fitted pipeline as the active run's pyfunc `model`; its model URI."""
     import mlflow
 
     with tempfile.TemporaryDirectory() as folder:
         pipeline_path = Path(folder) / PIPELINE_FILE
         with pipeline_path.open("wb") as handle:
             pickle.dump(pipeline, handle)
-        mlflow.pyfunc.log_model(
+        logged = mlflow.pyfunc.log_model(
             name="model",
             python_model=_pyfunc_model(),
             artifacts={"pipeline": str(pipeline_path)},
             pip_requirements=_requirements(),
         )
+    return logged.model_uri
 
 
-def _register(client: Any, run_id: str, pipeline_name: str) -> str:
-    """Register a run's `model` as a new version tagged with its pipeline's name; its number."""
+def _register(client: Any, model_uri: str, pipeline_name: str) -> str:
+    """Register a logged model (its URI, `models:/...`: MLflow 3 keeps logged models apart from
+    the run's artifacts) as a new version tagged with its pipeline's name; its number."""
     import mlflow
 
-    registered = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL)
+    registered = mlflow.register_model(model_uri, REGISTERED_MODEL)
     version = str(registered.version)
     client.set_model_version_tag(REGISTERED_MODEL, version, PIPELINE_TAG, pipeline_name)
     return version
