@@ -35,6 +35,7 @@ PREVIOUS_CHAMPION = "previous-champion"
 GATE_METRIC = "backtest_ndcg"  # the winner's mean NDCG@k over the cuts
 PIPELINE_TAG = "pipeline"
 PIPELINE_FILE = "pipeline.pkl"
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")  # the registered model's wrapper
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")  # MLflow writes them
 PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # What `freshrank evaluate` shows of the newest backtest run: (artifact, heading).
@@ -250,7 +251,7 @@ def _log_pipeline_model(pipeline: RankingPipeline) -> str:
             pickle.dump(pipeline, handle)
         logged = mlflow.pyfunc.log_model(
             name="model",
-            python_model=_pyfunc_model(),
+            python_model=str(PYFUNC_CODE),  # models from code: the wrapper is not pickled
             artifacts={"pipeline": str(pipeline_path)},
             pip_requirements=_requirements(),
         )
@@ -273,27 +274,6 @@ def _requirements() -> list[str]:
 
     packages = ("pandas", "numpy", "scipy", "lightgbm", "faiss-cpu", "mlflow", "torch")
     return [f"{name}=={importlib.metadata.version(name).split('+')[0]}" for name in packages]
-
-
-def _pyfunc_model() -> Any:
-    """An mlflow.pyfunc.PythonModel: events in (the data contract's columns), top-k lists out.
-
-    Built on call so that importing this module does not import MLflow (seconds of start-up).
-    It ranks with the same `RankingPipeline.recommend` that evaluation and serving call.
-    """
-    import mlflow.pyfunc
-
-    class RankingPyfunc(mlflow.pyfunc.PythonModel):
-        def load_context(self, context) -> None:
-            with open(context.artifacts["pipeline"], "rb") as handle:
-                self.pipeline = pickle.load(handle)
-
-        def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-            from ml.pipeline.snapshot import Behaviour
-
-            return self.pipeline.recommend(Behaviour(model_input))
-
-    return RankingPyfunc()
 
 
 def alias_version(client: Any, alias: str) -> str | None:

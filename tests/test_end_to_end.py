@@ -208,6 +208,29 @@ def test_cli_reads_and_exports_the_published_lists(world: dict, tmp_path: Path) 
     assert len(pd.read_csv(tmp_path / "lists.csv", dtype={"user_id": str})) == len(frame)
 
 
+def test_the_registered_model_predicts_what_its_pipeline_ranks(world: dict) -> None:
+    """MLflow's own loading of a registered version (the pyfunc logged as code) ranks a user's
+    events into exactly the lists the fitted pipeline gives."""
+    import mlflow.pyfunc
+
+    from ml import tracking
+    from ml.pipeline.snapshot import Behaviour
+
+    settings = world["settings"]
+    tracking.configure(settings.mlflow_tracking_uri, settings.mlflow_artifact_location)
+    sample = world["sample"]
+    users = sample["user_id"].drop_duplicates().iloc[:3]
+    events = sample[sample["user_id"].isin(users)]
+    events = events.assign(
+        occurred_at=pd.to_datetime(events["timestamp"], unit="s", utc=True), weight=1.0
+    )[["user_id", "item_id", "event_type", "weight", "occurred_at"]]
+    model = mlflow.pyfunc.load_model(f"models:/{tracking.REGISTERED_MODEL}/1")
+    predicted = model.predict(events)
+    expected = tracking.load_version(settings.mlflow_tracking_uri, "1").recommend(Behaviour(events))
+    assert set(predicted["user_id"]) == set(users)
+    pd.testing.assert_frame_equal(predicted.reset_index(drop=True), expected.reset_index(drop=True))
+
+
 def test_the_champion_serves_every_user_from_a_cached_copy(world: dict) -> None:
     from ml import tracking
 

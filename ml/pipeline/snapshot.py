@@ -45,6 +45,9 @@ def _events(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     if not pd.api.types.is_datetime64_any_dtype(events[OCCURRED_AT]):
         # (pd.to_datetime samples even a datetime column's values as Timestamps first.)
         events[OCCURRED_AT] = pd.to_datetime(events[OCCURRED_AT])
+    if getattr(events[OCCURRED_AT].dtype, "tz", None) is not None:
+        # Times with a zone are the same instants in UTC: the warehouse's naive UTC times.
+        events[OCCURRED_AT] = events[OCCURRED_AT].dt.tz_convert("UTC").dt.tz_localize(None)
     for column in (VALUE, CONTEXT):
         if column not in events:
             events[column] = None

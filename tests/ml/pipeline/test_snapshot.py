@@ -131,3 +131,15 @@ def test_a_summary_holds_no_event_or_pair_in_memory() -> None:
         assert frame.empty
         assert all(held_bytes(block.values) == 0 for block in frame._mgr.blocks)
     assert list(summary.interactions.columns) == list(snapshot.interactions.columns)
+
+
+def test_times_with_a_zone_become_the_same_instants_in_naive_utc() -> None:
+    zoned = EVENTS.assign(
+        **{OCCURRED_AT: EVENTS[OCCURRED_AT].dt.tz_localize("UTC").dt.tz_convert("Europe/Berlin")}
+    )
+    behaviour = Behaviour(zoned)
+    assert behaviour.events[OCCURRED_AT].dt.tz is None
+    assert behaviour.events[OCCURRED_AT].tolist() == EVENTS[OCCURRED_AT].tolist()
+    # And text with an offset ("+01:00") reads as the same instants.
+    text = zoned.assign(**{OCCURRED_AT: zoned[OCCURRED_AT].map(lambda time: time.isoformat())})
+    assert Behaviour(text).events[OCCURRED_AT].tolist() == EVENTS[OCCURRED_AT].tolist()
