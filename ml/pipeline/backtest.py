@@ -583,11 +583,12 @@ def choose(summary: pd.DataFrame, table: pd.DataFrame, per_user: pd.DataFrame, k
         return Choice(FALLBACK_PIPELINE)
     order = [str(name) for name in summary.index if not is_ablation(str(name))]
     leader = order[0]
-    behind = _cuts_behind(table, leader, k)
+    baselines = {segment: _strongest_single(table, segment, k) for segment in (OVERALL, NEW_USER)}
+    behind = _cuts_behind(table, leader, baselines, k)
     if not behind:
         return Choice(leader)
     for name in order[1:]:
-        if _cuts_behind(table, name, k):
+        if _cuts_behind(table, name, baselines, k):
             continue
         differences = {
             segment: _difference(per_user, leader, name, segment) for segment in (OVERALL, NEW_USER)
@@ -612,13 +613,14 @@ def choose(summary: pd.DataFrame, table: pd.DataFrame, per_user: pd.DataFrame, k
     return Choice(leader)
 
 
-def _cuts_behind(table: pd.DataFrame, name: str, k: int) -> list[str]:
-    """Where ``name`` is not ahead of its segment's strongest single baseline: "segment at cut:
-    its NDCG against the baseline's" for each evaluated cut and segment (overall, new users).
-    A baseline is never ahead of itself, so the strongest baseline is behind somewhere."""
+def _cuts_behind(
+    table: pd.DataFrame, name: str, baselines: dict[str, str | None], k: int
+) -> list[str]:
+    """Where ``name`` is not ahead of its segment's strongest single baseline (``baselines``,
+    by segment: overall, new users): "segment at cut: its NDCG against the baseline's" for each
+    evaluated cut. A baseline is never ahead of itself, so the strongest is behind somewhere."""
     column, behind = f"ndcg@{k}", []
-    for segment in (OVERALL, NEW_USER):
-        baseline = _strongest_single(table, segment, k)
+    for segment, baseline in baselines.items():
         if baseline is None:
             continue
         rows = table[table["segment"] == segment]

@@ -352,7 +352,12 @@ def recommendation_lists(
     before they are published."""
     if config.scope not in ("everyone", "affected"):
         raise ValueError(f"scope must be 'everyone' or 'affected', not {config.scope!r}")
-    changes = affected_users(settings)
+    if config.scope == "everyone":
+        # Every list and pool is ranked anew on today's catalog: no need to ask the serving
+        # store who lists a withdrawn item or which withdrawn items are back.
+        changes = _changes_since_publish(settings)
+    else:
+        changes = affected_users(settings)
     scope = None if config.scope == "everyone" else changes.users
     if scope is None:
         scored, serving_version = score_everyone(settings, compute)

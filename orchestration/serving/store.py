@@ -806,10 +806,11 @@ def _forget_withdrawn(connection: sa.Connection, items: list[str]) -> None:
 def _add_withdrawn(connection: sa.Connection, items: list[str]) -> None:
     """Record ``items`` (distinct) as withdrawn since the served pools were ranked; an item
     recorded already is replaced by itself."""
-    _forget_withdrawn(connection, items)
+    table = withdrawn_table
     for start in range(0, len(items), _IDS_PER_STATEMENT):
         chunk = items[start : start + _IDS_PER_STATEMENT]
-        connection.execute(withdrawn_table.insert(), [{ITEM_ID: item} for item in chunk])
+        connection.execute(table.delete().where(table.c[ITEM_ID].in_(chunk)))
+        connection.execute(table.insert(), [{ITEM_ID: item} for item in chunk])
 
 
 def _count_lists(
